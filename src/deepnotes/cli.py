@@ -1,0 +1,247 @@
+"""The ``deepnotes`` command line.
+
+    deepnotes list                              the labs
+    deepnotes run LAB [--flag value ...]        train + evaluate + report (every config field is a flag)
+    deepnotes eval RUN_DIR [--data NAME|PATH]   evaluate a finished run
+    deepnotes report RUN_DIR                    re-render a run's report
+    deepnotes data list | info NAME | build NAME
+
+A user's mistake (unknown lab, bad flag value, missing dataset, unreadable file) prints one line
+``deepnotes: error: ...`` with the fix and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from deepnotes import __version__
+from deepnotes.errors import UserError
+
+EXIT_USAGE = 2
+
+
+# ----------------------------------------------------------------------------------- config flags
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_parser(tp: Any, flag: str):
+    """An argparse ``type=`` callable for a dataclass field type, with a clear error."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # Optional[X]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        base = _field_parser(inner, flag)
+        return lambda s: None if s.lower() in ("", "none") else base(s)
+    if origin is tuple:
+        item = typing.get_args(tp)[0]
+
+        def parse_tuple(s: str):
+            try:
+                return tuple(item(v) for v in s.split(",") if v.strip())
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected comma-separated {item.__name__} values, e.g. 32,64,128")
+
+        return parse_tuple
+    if tp in (int, float, str):
+        def parse(s: str):
+            try:
+                return tp(s)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {'an' if tp is int else 'a'} {tp.__name__}, got {s!r}")
+
+        parse.__name__ = tp.__name__
+        return parse
+    return str
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One flag per dataclass field, with its default and help text; ``Literal`` fields get choices."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        tp = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] = f"{help_text} (default: {'on' if default else 'off'})"
+        elif typing.get_origin(tp) is typing.Literal:
+            kwargs["choices"] = list(typing.get_args(tp))
+            kwargs["help"] = f"{help_text} (default: {shown})"
+        else:
+            kwargs["type"] = _field_parser(tp, _flag(f.name))
+            kwargs["metavar"] = f.name.upper()
+            kwargs["help"] = f"{help_text} (default: {shown})"
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+# ----------------------------------------------------------------------------------- commands
+def cmd_list(_args) -> int:
+    from deepnotes.labs import all_labs
+
+    labs = all_labs()
+    width = max(len(lab.name) for lab in labs)
+    for lab in labs:
+        print(f"{lab.name:<{width}}  dataset {lab.default_dataset}, metric {lab.metric}: {lab.summary} [{lab.source}]")
+    return 0
+
+
+def _run_parser(lab) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"deepnotes run {lab.name}",
+        description=f"{lab.summary}. Source: {lab.source}.",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument("--preset", choices=sorted(lab.presets), help="a named set of flag values; flags given after it win. "
+                   + "; ".join(f"{k}: {' '.join(f'{_flag(a)} {b}' for a, b in v.items())}" for k, v in lab.presets.items()))
+    g.add_argument("--out", default="runs", help="folder that receives runs/<lab>/<timestamp>/ (default: runs)")
+    g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    add_config_flags(p.add_argument_group("config"), lab.config_cls)
+    return p
+
+
+def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
+    import torch
+
+    from deepnotes import labs as labs_mod
+    from deepnotes.train import distributed as distr
+
+    lab = labs_mod.get_lab(lab_name)
+    args = _run_parser(lab).parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if k not in ("preset", "out", "resume")}
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved_lab, cfg = labs_mod.load_config(run_dir)
+        if saved_lab.name != lab.name:
+            raise UserError(f"--resume {run_dir} is a run of {saved_lab.name}, not {lab.name}")
+        changed = sorted(k for k, v in given.items() if k not in ("device", "progress") and v != getattr(cfg, k))
+        if changed:
+            raise UserError(
+                f"--resume continues a run with its saved config; drop {', '.join(_flag(k) for k in changed)} "
+                "(only --device and --progress may change)"
+            )
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if k in ("device", "progress")})
+    else:
+        values = {**lab.presets.get(args.preset, {}), **given}
+        try:
+            cfg = lab.config_cls(**values)
+        except TypeError as e:
+            raise UserError(f"bad configuration: {e}") from e
+
+    device = distr.resolve_device(cfg.device, distr.local_rank_from_env())
+    info = distr.setup(device)
+    try:
+        if info.is_main:
+            if args.resume:
+                run_dir = Path(args.resume)
+            else:
+                run_dir = labs_mod.new_run_dir(Path(args.out), lab.name)
+                labs_mod.save_config(run_dir, lab, cfg)
+            print(f"run folder: {run_dir}", flush=True)
+        else:
+            run_dir = None
+        run_dir = distr.broadcast_object(str(run_dir), info)
+        ctx = labs_mod.RunContext(Path(run_dir), device, info, resume=bool(args.resume))
+        torch.manual_seed(cfg.seed)
+        lab.run(cfg, ctx)
+    finally:
+        distr.teardown()
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from deepnotes.labs import load_config
+    from deepnotes.train.distributed import resolve_device
+
+    run_dir = Path(args.run_dir)
+    lab, _cfg = load_config(run_dir)
+    metrics = lab.evaluate(run_dir, args.data, resolve_device(args.device))
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+    for key, value in shown.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"saved in {run_dir / 'eval'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from deepnotes.labs import load_config
+
+    lab, _cfg = load_config(Path(args.run_dir))
+    print(lab.report(Path(args.run_dir)))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from deepnotes.data import IMAGE_DATASETS, data_root, get_image_dataset
+
+    if args.data_cmd == "list":
+        width = max(len(n) for n in IMAGE_DATASETS)
+        print(f"data folder: {data_root()} (set DEEPNOTES_DATA to change)")
+        for name, info in IMAGE_DATASETS.items():
+            print(f"{name:<{width}}  {info.status()}  -- {info.description}")
+    elif args.data_cmd == "info":
+        info = get_image_dataset(args.name)
+        print(info.how_to_get())
+        print(f"Status: {info.status()}")
+    elif args.data_cmd == "build":
+        folder = get_image_dataset(args.name).build()
+        print(f"{args.name}: present at {folder}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="deepnotes", description="Runnable labs for a deep-learning curriculum.")
+    parser.add_argument("--version", action="version", version=f"deepnotes {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="list the labs")
+    p_run = sub.add_parser("run", help="train and evaluate a lab (deepnotes run LAB --help for its flags)", add_help=False)
+    p_run.add_argument("lab", nargs="?")
+    p_eval = sub.add_parser("eval", help="evaluate a finished run on its test split or other data")
+    p_eval.add_argument("run_dir")
+    p_eval.add_argument("--data", help="dataset name (deepnotes data list) or a folder of the same format")
+    p_eval.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_report = sub.add_parser("report", help="re-render a run's report.md and plots")
+    p_report.add_argument("run_dir")
+    p_data = sub.add_parser("data", help="datasets: list, info NAME, build NAME")
+    dsub = p_data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub.add_parser("list", help="every dataset, and whether it is present here")
+    dsub.add_parser("info", help="where a dataset comes from and how to get it").add_argument("name")
+    dsub.add_parser("build", help="download or build a dataset into the data folder").add_argument("name")
+
+    try:
+        if argv[:1] == ["run"]:
+            rest = argv[1:]
+            if not rest or rest[0].startswith("-"):
+                if rest[:1] in (["-h"], ["--help"]):
+                    print("usage: deepnotes run LAB [--flag value ...]\n\nLabs (deepnotes run LAB --help for flags):")
+                    cmd_list(None)
+                    return 0
+                parser.error("run needs a lab name: deepnotes run LAB (see `deepnotes list`)")
+            return cmd_run(rest[0], rest[1:])
+        args = parser.parse_args(argv)
+        handlers = {"list": cmd_list, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}
+        return handlers[args.cmd](args)
+    except UserError as e:
+        print(f"deepnotes: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("deepnotes: interrupted; resume with --resume RUN_DIR (the last finished epoch is kept)", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

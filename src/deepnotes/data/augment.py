@@ -1,0 +1,90 @@
+"""Data augmentation on batches of images, and the test-time augmentation of AlexNet.
+
+Source: EE-559 8-2 "image classification", AlexNet (Krizhevsky et al. 2012): "data augmentation
+during training to reduce over-fitting", and "during test: the prediction is averaged over five
+random crops and their horizontal reflections". Here the five crops are the centre and the four
+corners of the image padded by ``padding`` pixels (the AlexNet crops of a 256-pixel image scaled to
+a 28-pixel one), and the reflections are used only where a mirror image is still a valid example
+of its class (Fashion-MNIST: yes; digits: no, a mirrored 2 is not a 2).
+
+All functions take and return batched tensors (B, C, H, W) and run on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero-pad each image by ``padding`` pixels, then cut a random H x W window from it.
+
+    Equivalent to shifting every image by an independent random offset in
+    ``[-padding, padding]`` pixels along each axis and filling the uncovered border with zeros.
+
+    Args:
+        x: (B, C, H, W) images, any dtype.
+        padding: pixels of zero padding on each side (0 returns ``x`` unchanged).
+        generator: CPU generator for the offsets (seeded by the engine per epoch).
+
+    Returns:
+        (B, C, H, W) tensor of the same dtype.
+
+    Raises:
+        ValueError: ``padding`` is negative.
+    """
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    if padding == 0:
+        return x
+    B, C, H, W = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+    ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(x.device)
+    rows = (oy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    cols = (ox[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+    b = torch.arange(B, device=x.device)[:, None, None, None]
+    c = torch.arange(C, device=x.device)[None, :, None, None]
+    return padded[b, c, rows, cols]  # (B, C, H, W)
+
+
+def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image left-right with probability ``p``. Shapes: (B, C, H, W) -> same."""
+    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate every image by (dy, dx) pixels, filling with zeros: the crop at offset (p+dy, p+dx) of the padded image."""
+    if dy == 0 and dx == 0:
+        return x
+    H, W = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p))
+    return padded[..., p - dy : p - dy + H, p - dx : p - dx + W]
+
+
+def tta_views(x: torch.Tensor, padding: int, hflip: bool) -> list[torch.Tensor]:
+    """The test-time views: the image and its four corner crops (shifts by +-padding), and their mirrors.
+
+    Returns:
+        A list of 1, 2, 5 or 10 tensors shaped like ``x`` (the first is ``x`` itself).
+    """
+    offsets = [(0, 0)]
+    if padding > 0:
+        offsets += [(-padding, -padding), (-padding, padding), (padding, -padding), (padding, padding)]
+    views = [shift(x, dy, dx) for dy, dx in offsets]
+    if hflip:
+        views += [v.flip(-1) for v in views]
+    return views
+
+
+@torch.no_grad()
+def tta_probabilities(model: torch.nn.Module, x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
+    """Average of ``softmax(model(view))`` over :func:`tta_views`. Shapes: x (B, C, H, W) -> (B, K)."""
+    probs = None
+    views = tta_views(x, padding, hflip)
+    for view in views:
+        p = model(view).float().softmax(dim=-1)
+        probs = p if probs is None else probs + p
+    return probs / len(views)

@@ -1,0 +1,110 @@
+"""Labs: runnable experiments on real data, one module each, found by name in :data:`LABS`.
+
+A lab is thin wiring: a frozen config dataclass (every field is a command-line flag), presets,
+``run(cfg, ctx)`` that trains, evaluates and writes the report, ``evaluate(run_dir, data, device)``
+for ``deepnotes eval`` and ``report(run_dir)`` for ``deepnotes report``. The knowledge lives in the
+modules it uses (``models``, ``nn``, ``train``, ``data``, ``report``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from deepnotes.errors import UserError
+from deepnotes.io import write_json_atomic
+from deepnotes.train import distributed as distr
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a lab's ``run`` gets besides its config: the run folder, device, rank, and whether to resume."""
+
+    run_dir: Path
+    device: torch.device
+    info: distr.DistInfo = distr.DistInfo()
+    resume: bool = False
+    log: Callable[[str], None] = print
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One lab: name, what it teaches, and its entry points (see the module docstring)."""
+
+    name: str
+    summary: str
+    source: str
+    default_dataset: str
+    metric: str
+    config_cls: type
+    run: Callable[[Any, RunContext], dict]
+    evaluate: Callable[[Path, str | None, torch.device], dict]
+    report: Callable[[Path], Path]
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _registry() -> dict[str, Lab]:
+    from deepnotes.labs import image_classification
+
+    labs = [image_classification.LAB]
+    return {lab.name: lab for lab in labs}
+
+
+def get_lab(name: str) -> Lab:
+    """The lab called ``name``.
+
+    Raises:
+        UserError: unknown name (the message lists the labs).
+    """
+    labs = _registry()
+    if name not in labs:
+        raise UserError(f"unknown lab {name!r}; `deepnotes list` shows the labs: {', '.join(sorted(labs))}")
+    return labs[name]
+
+
+def all_labs() -> list[Lab]:
+    return list(_registry().values())
+
+
+# ----------------------------------------------------------------------------------- run folders
+def new_run_dir(out: Path, lab: str) -> Path:
+    """``out/<lab>/<timestamp>``, made unique with a suffix if two runs start in the same second."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(out) / lab / stamp
+    run_dir, n = base, 1
+    while True:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            n += 1
+            run_dir = base.with_name(f"{stamp}-{n}")
+
+
+def save_config(run_dir: Path, lab: Lab, cfg: Any) -> None:
+    write_json_atomic(run_dir / "config.json", {"lab": lab.name, "config": dataclasses.asdict(cfg)})
+
+
+def load_config(run_dir: Path) -> tuple[Lab, Any]:
+    """Read ``config.json`` of a run folder back into its lab and config dataclass.
+
+    Raises:
+        UserError: the folder is not a run folder or its config is unreadable.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.json); pass a folder under runs/<lab>/")
+    try:
+        data = json.loads(path.read_text())
+        lab = get_lab(data["lab"])
+        fields = {f.name for f in dataclasses.fields(lab.config_cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data["config"].items() if k in fields}
+        return lab, lab.config_cls(**values)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"cannot read {path}: {e}") from e

@@ -1,0 +1,387 @@
+"""Lab ``image-classification``: a CNN on real 28x28 images (lecture 3, CNN; HW3).
+
+Trains a LeNet-5-style CNN or a small bottleneck ResNet on mnist-subset (5,000 real MNIST digits,
+the embedded default), Fashion-MNIST or full MNIST, with random-crop (and, for clothes, mirror)
+augmentation, and reports test accuracy with and without AlexNet's test-time augmentation.
+
+Files it leaves in the run folder (beside config.json, metrics.csv, model.safetensors):
+    data.json                 dataset, classes, split sizes, pixel mean/std used to normalize
+    test_metrics.json         test accuracy/loss, with and without TTA, confusion matrix, timings
+    predictions.safetensors   test labels and predictions; the images of the report's grid
+    report.md + *.png         the report
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
+from deepnotes.data.augment import random_crop, random_hflip, tta_probabilities
+from deepnotes.errors import UserError
+from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
+from deepnotes.labs import Lab, RunContext
+from deepnotes.models.cnn import LeNet5, ResNet, ResNetConfig
+from deepnotes.report import (
+    confusion_matrix,
+    markdown_image,
+    markdown_table,
+    mistakes_first_order,
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_learning_curves,
+    plot_lr_schedule,
+    read_metrics_csv,
+)
+from deepnotes.train import Trainer, validate_train_config
+from deepnotes.train.config import TrainConfig, option
+from deepnotes.train.schedule import lr_at
+
+NAME = "image-classification"
+
+
+@dataclass(frozen=True)
+class ImageClassificationConfig(TrainConfig):
+    dataset: str = option("mnist-subset", "dataset name (see `deepnotes data list`)")
+    data_dir: str | None = option(None, "folder with the dataset's four IDX files, read instead of the default places")
+    model: Literal["lenet5", "resnet"] = option("resnet", "network: LeNet-5-style CNN or small bottleneck ResNet")
+    widths: tuple[int, ...] = option((32, 64, 128), "ResNet: channels of each stage (comma-separated)")
+    blocks: tuple[int, ...] = option((1, 1, 1), "ResNet: bottleneck blocks per stage (comma-separated)")
+    stem_channels: int = option(32, "ResNet: channels of the 3x3 stem convolution")
+    expansion: int = option(2, "ResNet: bottleneck ratio (block output channels / inner channels)")
+    dropout: float = option(0.0, "dropout before the classifier")
+    crop_padding: int = option(2, "random-crop augmentation: pad by this many pixels, crop back (0 disables); also the TTA shift")
+    hflip: Literal["auto", "on", "off"] = option("auto", "mirror augmentation and TTA; auto = on for clothes, off for digits")
+    tta: bool = option(True, "also report test accuracy with test-time augmentation (AlexNet: crops and mirrors averaged)")
+    val_fraction: float = option(0.1, "share of the training images held out for validation (stratified)")
+    limit_train: int = option(0, "train on only the first N training images (0 = all); for smoke runs")
+    limit_test: int = option(0, "evaluate on only the first N test images (0 = all); for smoke runs")
+    channels_last: bool = option(True, "NHWC memory layout (faster convolutions on CPU and GPU)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A seconds-long smoke run of the whole pipeline.
+    "fast": {"epochs": 1, "limit_train": 512, "limit_test": 500, "batch_size": 64},
+    # The Fashion-MNIST recipe measured in README.md (ResNet, about 13 minutes on 2 CPU cores).
+    "fashion-mnist": {"dataset": "fashion-mnist", "epochs": 12, "label_smoothing": 0.1},
+}
+
+
+# ----------------------------------------------------------------------------------- data
+def _hflip_enabled(cfg: ImageClassificationConfig) -> bool:
+    if cfg.hflip == "auto":
+        return get_image_dataset(cfg.dataset).hflip_ok
+    return cfg.hflip == "on"
+
+
+def _load_split(cfg: ImageClassificationConfig, split: str) -> ImageSplit:
+    info = get_image_dataset(cfg.dataset)
+    return info.load(split, data_dir=Path(cfg.data_dir) if cfg.data_dir else None)
+
+
+def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val) with ``round(fraction * n_c)`` examples of each class c in val."""
+    g = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for c in labels.unique().tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        n_val = int(round(fraction * len(idx)))
+        val_idx.append(idx[:n_val])
+        train_idx.append(idx[n_val:])
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+class BatchPreparer:
+    """uint8 batch -> augmented, normalized float batch on the device (the engine's ``prepare_batch``)."""
+
+    def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool):
+        self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
+        self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float().div_(255.0)
+        return ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+    def __call__(self, x, y, train, generator):
+        if train:
+            x = random_crop(x, self.padding, generator)
+            if self.hflip:
+                x = random_hflip(x, 0.5, generator)
+        return self.normalize(x), y.to(self.device, non_blocking=True)
+
+
+def build_model(cfg: ImageClassificationConfig, num_classes: int) -> torch.nn.Module:
+    if cfg.model == "lenet5":
+        model: torch.nn.Module = LeNet5(1, num_classes, dropout=cfg.dropout)
+    elif cfg.model == "resnet":
+        rc = ResNetConfig(cfg.widths, cfg.blocks, cfg.stem_channels, cfg.expansion, cfg.dropout)
+        try:
+            model = ResNet(1, num_classes, rc)
+        except ValueError as e:
+            raise UserError(f"--widths/--blocks: {e}") from e
+    else:
+        raise UserError(f"--model must be lenet5 or resnet, got {cfg.model!r}")
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def _validate(cfg: ImageClassificationConfig) -> None:
+    validate_train_config(cfg)
+    get_image_dataset(cfg.dataset)  # unknown name -> UserError listing the datasets
+    if not 0 <= cfg.val_fraction < 0.9:
+        raise UserError("--val-fraction must be in [0, 0.9)")
+    if cfg.crop_padding < 0:
+        raise UserError("--crop-padding must be >= 0")
+    if cfg.limit_train < 0 or cfg.limit_test < 0:
+        raise UserError("--limit-train and --limit-test must be >= 0 (0 = all)")
+
+
+# ----------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(model, prep: BatchPreparer, images: torch.Tensor, tta: bool, batch_size: int = 500) -> torch.Tensor:
+    """Class probabilities (N, K) for uint8 images (N, 1, H, W); with ``tta`` averaged over AlexNet's views."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = prep.normalize(images[start : start + batch_size])
+        if tta:
+            out.append(tta_probabilities(model, x, prep.padding, prep.hflip).cpu())
+        else:
+            out.append(model(x).float().softmax(-1).cpu())
+    return torch.cat(out)
+
+
+def evaluate_split(model, prep: BatchPreparer, split: ImageSplit, tta: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Accuracy, loss and confusion matrix on ``split``, with and without TTA; plus the arrays to keep."""
+    y = split.labels
+    K = len(split.classes)
+    t0 = time.perf_counter()
+    probs = predict(model, prep, split.images, tta=False)
+    pred = probs.argmax(-1)
+    metrics: dict[str, Any] = {
+        "n": len(y),
+        "acc": float((pred == y).float().mean()),
+        "loss": float(torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), y)),
+        "confusion_matrix": confusion_matrix(y.numpy(), pred.numpy(), K).tolist(),
+        "eval_time_s": time.perf_counter() - t0,
+    }
+    arrays = {"labels": y, "pred": pred}
+    if tta:
+        t0 = time.perf_counter()
+        probs_tta = predict(model, prep, split.images, tta=True)
+        pred_tta = probs_tta.argmax(-1)
+        metrics["acc_tta"] = float((pred_tta == y).float().mean())
+        metrics["tta_views"] = (5 if prep.padding > 0 else 1) * (2 if prep.hflip else 1)
+        metrics["tta_time_s"] = time.perf_counter() - t0
+        arrays["pred_tta"] = pred_tta
+    order = mistakes_first_order(y.numpy(), pred.numpy())[:48]
+    idx = torch.from_numpy(np.ascontiguousarray(order)).long()
+    arrays.update(grid_images=split.images[idx].contiguous(), grid_labels=y[idx], grid_pred=pred[idx])
+    return metrics, arrays
+
+
+def _load_trained(run_dir: Path, device: torch.device):
+    from deepnotes.labs import load_config
+
+    _, cfg = load_config(run_dir)
+    data_info = _read_json(run_dir / "data.json")
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
+    model = build_model(cfg, len(data_info["classes"]))
+    model.load_state_dict(load_file(str(weights)))
+    model.to(device)
+    hflip = data_info["hflip"]
+    prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last)
+    return cfg, data_info, model, prep
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
+
+
+def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
+    """``deepnotes eval``: test accuracy of a finished run on its test split, another dataset, or a folder.
+
+    Args:
+        data: None (the run's own test split), a dataset name (``deepnotes data list``), or a
+            folder holding t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz].
+    Returns:
+        The metrics, also saved as ``eval/<name>.json`` in the run folder.
+    """
+    run_dir = Path(run_dir)
+    cfg, data_info, model, prep = _load_trained(run_dir, device)
+    if data is None:
+        split, name = _load_split(cfg, "test"), cfg.dataset
+    elif Path(data).is_dir():
+        split, name = load_idx_folder(Path(data), "test", tuple(data_info["classes"])), Path(data).resolve().name
+    else:
+        split, name = get_image_dataset(data).load("test"), data
+    if len(split.classes) != len(data_info["classes"]) or int(split.labels.max()) >= len(data_info["classes"]):
+        raise UserError(f"--data {data}: its labels do not fit the run's {len(data_info['classes'])} classes")
+    metrics, _ = evaluate_split(model, prep, split, cfg.tta)
+    metrics.update(data=name, source=split.source)
+    write_json_atomic(run_dir / "eval" / f"{name}.json", metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------- run
+def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
+    """Train, evaluate on the test split (with and without TTA), and write the report."""
+    _validate(cfg)
+    log = ctx.log if ctx.info.is_main else (lambda _m: None)
+    torch.manual_seed(cfg.seed)
+    train_split = _load_split(cfg, "train")
+    test_split = _load_split(cfg, "test")
+    x, y = train_split.images, train_split.labels
+    if cfg.limit_train:
+        x, y = x[: cfg.limit_train], y[: cfg.limit_train]
+    if cfg.limit_test:
+        test_split = ImageSplit(test_split.images[: cfg.limit_test], test_split.labels[: cfg.limit_test],
+                                test_split.classes, test_split.source)
+    tr_idx, val_idx = stratified_holdout(y, cfg.val_fraction, cfg.seed)
+    x_tr, y_tr, x_val, y_val = x[tr_idx], y[tr_idx], x[val_idx], y[val_idx]
+    pixels = x_tr.float().div(255)
+    mean, std = float(pixels.mean()), float(pixels.std())
+    hflip = _hflip_enabled(cfg)
+    data_info = {
+        "dataset": cfg.dataset, "source": train_split.source, "classes": list(train_split.classes),
+        "n_train": len(y_tr), "n_val": len(y_val), "n_test": len(test_split), "mean": mean, "std": std, "hflip": hflip,
+    }
+    if ctx.info.is_main:
+        write_json_atomic(ctx.run_dir / "data.json", data_info)
+    log(f"{cfg.dataset}: {len(y_tr)} train / {len(y_val)} val / {len(test_split)} test images from {train_split.source}")
+
+    model = build_model(cfg, len(train_split.classes))
+    log(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters; device {ctx.device}"
+        + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
+    prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last)
+    eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
+    trainer = Trainer(cfg, model, ctx.run_dir, (x_tr, y_tr), prep, eval_sets, ctx.device, ctx.info, log)
+    if ctx.resume:
+        trainer.resume()
+    t0 = time.perf_counter()
+    trainer.fit()
+    train_time = time.perf_counter() - t0
+
+    if not ctx.info.is_main:
+        return {}
+    metrics, arrays = evaluate_split(model, prep, test_split, cfg.tta)
+    metrics["train_time_s"] = sum(row["epoch_time_s"] for row in trainer.history)
+    metrics["this_session_time_s"] = train_time
+    metrics["parameters"] = sum(p.numel() for p in model.parameters())
+    write_json_atomic(ctx.run_dir / "test_metrics.json", metrics)
+    with atomic_path(ctx.run_dir / "predictions.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp))
+    report_path = report(ctx.run_dir)
+    tta = f", with TTA {100 * metrics['acc_tta']:.2f}%" if "acc_tta" in metrics else ""
+    log(f"test accuracy {100 * metrics['acc']:.2f}%{tta}; trained in {metrics['train_time_s']:.0f}s")
+    log(f"report: {report_path}")
+    return metrics
+
+
+# ----------------------------------------------------------------------------------- report
+BASELINES = {
+    "fashion-mnist": [
+        ("pytorch/examples MNIST recipe (2 conv + 2 fc, Adadelta, StepLR), 10 epochs, this machine's 2 cores, 581 s",
+         0.9295),
+        ("small CNNs of the Fashion-MNIST benchmark table", "0.925-0.926"),
+    ],
+}
+
+
+def report(run_dir: Path) -> Path:
+    """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
+    from deepnotes.labs import load_config
+
+    run_dir = Path(run_dir)
+    _, cfg = load_config(run_dir)
+    data_info = _read_json(run_dir / "data.json")
+    metrics = _read_json(run_dir / "test_metrics.json")
+    classes = data_info["classes"]
+    rows = read_metrics_csv(run_dir / "metrics.csv")
+    plot_learning_curves(rows, run_dir / "learning_curves.png", title=f"{cfg.model} on {cfg.dataset}")
+    steps = int(rows[-1]["step"]) if rows else 1
+    plot_lr_schedule([lr_at(s, steps, cfg.lr, cfg.schedule, cfg.warmup) for s in range(steps)],
+                     run_dir / "lr_schedule.png", title=f"{cfg.schedule} schedule")
+    cm = np.asarray(metrics["confusion_matrix"])
+    plot_confusion_matrix(cm, classes, run_dir / "confusion_matrix.png", title="test split, no TTA")
+    arrays = load_file(str(run_dir / "predictions.safetensors"))
+    plot_image_grid(arrays["grid_images"], arrays["grid_labels"], arrays["grid_pred"], classes,
+                    run_dir / "test_images.png", title="test images: predicted / true (mistakes first)")
+
+    result_rows = [["test accuracy (single view)", f"{100 * metrics['acc']:.2f}%"]]
+    if "acc_tta" in metrics:
+        result_rows.append([f"test accuracy with TTA ({metrics['tta_views']} views averaged)", f"{100 * metrics['acc_tta']:.2f}%"])
+    result_rows += [
+        ["test loss (single view)", f"{metrics['loss']:.4f}"],
+        ["test images", metrics["n"]],
+        ["training time (all epochs)", f"{metrics['train_time_s']:.0f} s"],
+        ["parameters", f"{metrics['parameters']:,}"],
+    ]
+    if rows and rows[-1].get("val_acc") is not None:
+        result_rows.insert(2, ["validation accuracy, last epoch", f"{100 * float(rows[-1]['val_acc']):.2f}%"])
+    baselines = BASELINES.get(cfg.dataset, [])
+    config_rows = [[k, v] for k, v in json.loads((run_dir / "config.json").read_text())["config"].items()]
+    lines = [
+        f"# {NAME}: {cfg.model} on {cfg.dataset}",
+        "",
+        f"Lecture 3 (CNN) and HW3 of ML2021/2022; EE-559 8-2. Data: {data_info['source']} "
+        f"({data_info['n_train']} train / {data_info['n_val']} validation / {data_info['n_test']} test images). "
+        f"Augmentation: random crop with {cfg.crop_padding}-pixel padding" + (", horizontal flips" if data_info["hflip"] else "")
+        + ". Test-time augmentation averages the softmax over the centre view, the four corner shifts and their mirrors"
+        " (AlexNet's test protocol, mirrors only where they keep the class).",
+        "",
+        "## Results",
+        "",
+        markdown_table(["metric", "value"], result_rows),
+        "",
+    ]
+    if baselines:
+        lines += ["Published or measured baselines on the same data:", "",
+                  markdown_table(["baseline", "test accuracy"], [[n, v] for n, v in baselines]), ""]
+    evals = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
+    if evals:
+        ev_rows = []
+        for p in evals:
+            e = json.loads(p.read_text())
+            ev_rows.append([e.get("data", p.stem), e["n"], f"{100 * e['acc']:.2f}%",
+                            f"{100 * e['acc_tta']:.2f}%" if "acc_tta" in e else ""])
+        lines += ["## `deepnotes eval` results", "", markdown_table(["data", "images", "accuracy", "with TTA"], ev_rows), ""]
+    lines += [
+        "## Learning curves", "", markdown_image("learning curves", "learning_curves.png"), "",
+        markdown_image("learning-rate schedule", "lr_schedule.png"), "",
+        "## Confusion matrix (test)", "", markdown_image("confusion matrix", "confusion_matrix.png"), "",
+        "## Test images, mistakes first", "", markdown_image("test images", "test_images.png"), "",
+        "## Per-epoch metrics", "",
+        markdown_table(list(rows[0].keys()), [list(r.values()) for r in rows]) if rows else "(none)", "",
+        "## Configuration", "", markdown_table(["field", "value"], config_rows), "",
+    ]
+    path = run_dir / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+LAB = Lab(
+    name=NAME,
+    summary="CNN (LeNet-5 or bottleneck ResNet) with crop/flip augmentation and test-time augmentation",
+    source="ML2021/2022 lecture 3 (CNN), HW3; EE-559 8-2",
+    default_dataset="mnist-subset",
+    metric="test accuracy",
+    config_cls=ImageClassificationConfig,
+    run=run,
+    evaluate=evaluate,
+    report=report,
+    presets=PRESETS,
+)

@@ -1,0 +1,36 @@
+"""Run reports: the metrics CSV, PNG figures and Markdown snippets a lab's report is made of.
+
+* :mod:`~deepnotes.report.metrics_csv`: :func:`append_metrics_row` (one row per epoch, atomic)
+  and :func:`read_metrics_csv` (numbers parsed, empty cells ``None``).
+* :mod:`~deepnotes.report.plots`: :func:`plot_learning_curves`, :func:`plot_confusion_matrix`,
+  :func:`plot_image_grid`, :func:`plot_lr_schedule`; each writes one PNG atomically.
+* :mod:`~deepnotes.report.markdown`: :func:`markdown_table`, :func:`markdown_image`.
+* :mod:`~deepnotes.report.classification`: :func:`confusion_matrix`, :func:`mistakes_first_order`.
+
+Every file goes through :func:`deepnotes.io.atomic_path`: it is either absent, the previous
+version, or complete.
+"""
+
+from deepnotes.report.classification import confusion_matrix, mistakes_first_order
+from deepnotes.report.markdown import format_number, markdown_image, markdown_table
+from deepnotes.report.metrics_csv import append_metrics_row, read_metrics_csv
+from deepnotes.report.plots import (
+    plot_confusion_matrix,
+    plot_image_grid,
+    plot_learning_curves,
+    plot_lr_schedule,
+)
+
+__all__ = [
+    "append_metrics_row",
+    "confusion_matrix",
+    "format_number",
+    "markdown_image",
+    "markdown_table",
+    "mistakes_first_order",
+    "plot_confusion_matrix",
+    "plot_image_grid",
+    "plot_learning_curves",
+    "plot_lr_schedule",
+    "read_metrics_csv",
+]

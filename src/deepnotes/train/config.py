@@ -1,0 +1,68 @@
+"""Training configuration shared by every lab.
+
+A lab's config is a frozen dataclass that subclasses :class:`TrainConfig`; every field becomes a
+command-line flag (``--batch-size 128``) whose help text is the field's ``metadata["help"]``.
+Use :func:`option` to declare a field with its help text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field with a default value and the help text its command-line flag shows."""
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fields of the training engine (:mod:`deepnotes.train.engine`) that every lab has."""
+
+    epochs: int = option(10, "number of passes over the training set")
+    batch_size: int = option(128, "examples per update, summed over all processes")
+    optimizer: Literal["sgd", "adamw"] = option("sgd", "optimizer: SGD with (Nesterov) momentum, or AdamW")
+    lr: float = option(0.1, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum (0 disables); beta1 for AdamW")
+    nesterov: bool = option(True, "use Nesterov momentum with SGD")
+    weight_decay: float = option(5e-4, "L2 weight decay on weights (not on biases or norm scales)")
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = option(
+        "onecycle", "learning-rate schedule over all updates (see deepnotes.train.schedule)"
+    )
+    warmup: float = option(0.2, "share of all updates spent warming up the LR linearly from lr/25 (onecycle, cosine)")
+    grad_clip: float = option(0.0, "clip the global gradient norm to this value (0 disables)")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
+    amp: bool = option(True, "mixed precision (bfloat16/float16 autocast) when running on CUDA; ignored on CPU")
+    seed: int = option(0, "random seed (weights, data order, augmentation)")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks CUDA when available")
+    progress: bool = option(True, "show a progress bar (only on a terminal)")
+
+
+def config_fields(cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields of a config class, in declaration order (base class first)."""
+    return list(dataclasses.fields(cls))
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Check ranges of the common fields.
+
+    Raises:
+        UserError: naming the flag and the allowed range.
+    """
+    from deepnotes.errors import UserError
+
+    checks = [
+        (cfg.epochs >= 1, "--epochs must be >= 1"),
+        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.lr > 0, "--lr must be > 0"),
+        (0 <= cfg.momentum < 1, "--momentum must be in [0, 1)"),
+        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 <= cfg.warmup < 1, "--warmup must be in [0, 1)"),
+        (cfg.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)"),
+        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)

@@ -1,0 +1,329 @@
+"""The training loop: epochs, batches, updates, train and eval modes, written out in full.
+
+Source: ML2021 lecture 1-2 (the three steps of training: a function with unknown parameters, a loss,
+optimization by gradient descent over mini-batches; an *epoch* is one pass over the shuffled
+training set, an *update* is one gradient step on one batch) and EE-559 (train/eval modes of
+dropout and batch normalization, gradient clipping).
+
+One update::
+
+    x, y   = prepare_batch(...)            # augmentation + normalization of a batch
+    logits = model(x)                      # forward (autocast on CUDA when cfg.amp)
+    loss   = cross_entropy(logits, y)      # mean over the batch
+    loss.backward()                        # gradients (averaged over processes by DDP)
+    clip_grad_norm_(params, cfg.grad_clip) # optional
+    optimizer.step()                       # theta <- theta - lr * update(grad)
+
+What the loop adds around that: a learning rate set from the schedule before every update, a
+progress bar, a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic
+checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
+checkpoint, and data parallelism across processes (launched by torchrun).
+
+Resumption is exact because nothing random depends on history: the data order and the
+augmentation of epoch ``e`` come from generators seeded with ``(seed, e)``, and the global RNG
+(dropout) is saved in each checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from deepnotes.errors import UserError
+from deepnotes.io import atomic_path
+from deepnotes.report import append_metrics_row
+from deepnotes.train import distributed as distr
+from deepnotes.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from deepnotes.train.config import TrainConfig
+from deepnotes.train.schedule import lr_at
+
+# prepare_batch(x, y, train, generator) -> (inputs on device, targets on device)
+PrepareBatch = Callable[[torch.Tensor, torch.Tensor, bool, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the message says which update and where the last good checkpoint is."""
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    count: float = 0.0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.shape[0]
+        self.loss_sum += float(loss) * n
+        self.correct += float((logits.argmax(dim=-1) == y).sum())
+        self.count += n
+
+    def reduced(self, info: distr.DistInfo, device: torch.device) -> tuple[float, float]:
+        loss_sum, correct, count = distr.all_reduce_sum([self.loss_sum, self.correct, self.count], info, device)
+        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+        )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    raise UserError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+
+
+def _seed_for(*parts: int) -> int:
+    """A generator seed derived from integers (seed, epoch, rank, ...), stable across runs."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 0x9E3779B9) % (2**63 - 1)
+    return h
+
+
+class Trainer:
+    """Supervised classification training over tensors held in memory.
+
+    Args:
+        cfg: the lab's config (a :class:`TrainConfig` subclass).
+        model: the network; logits (B, K) from inputs given by ``prepare_batch``.
+        run_dir: the run folder (rank 0 writes metrics.csv, checkpoints/, model.safetensors, tb/).
+        train: ``(x, y)`` with x (N, ...) any dtype, y (N,) int64 class indices.
+        prepare_batch: turns a raw batch into model inputs and targets on ``device``; called with
+            ``train=True`` and a seeded generator for augmentation, ``train=False`` and None for eval.
+        eval_sets: name -> ``(x, y)`` evaluated at the end of every epoch (e.g. ``{"val": ...}``).
+        device: from :func:`deepnotes.train.distributed.resolve_device`.
+        info: this process's rank and the world size.
+        log: where one-line messages go (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        run_dir: Path,
+        train: tuple[torch.Tensor, torch.Tensor],
+        prepare_batch: PrepareBatch,
+        eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        device: torch.device,
+        info: distr.DistInfo = distr.DistInfo(),
+        log: Callable[[str], None] = print,
+    ):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.info = info
+        self.model = model.to(device)
+        self.train_x, self.train_y = train
+        self.prepare_batch = prepare_batch
+        self.eval_sets = eval_sets
+        self.log = log if info.is_main else (lambda _msg: None)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.ddp: nn.Module = self.model
+        if info.enabled:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.steps_per_epoch = math.ceil(len(self.train_y) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.use_amp = cfg.amp and device.type == "cuda"
+        self.amp_dtype = (
+            torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0
+        self.step = 0
+        self.tb = None
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _autocast(self):
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return contextlib.nullcontext()
+
+    def lr_schedule(self) -> list[float]:
+        """The learning rate of every update of the run (for the report's plot)."""
+        c = self.cfg
+        return [lr_at(s, self.total_steps, c.lr, c.schedule, c.warmup) for s in range(self.total_steps)]
+
+    def _open_tensorboard(self) -> None:
+        if not self.info.is_main:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=self.step or None)
+
+    def _write_metrics(self, rewrite: bool) -> None:
+        path = self.run_dir / "metrics.csv"
+        if rewrite:
+            path.unlink(missing_ok=True)
+            for row in self.history:
+                append_metrics_row(path, row)
+        else:
+            append_metrics_row(path, self.history[-1])
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        finite = torch.isfinite(loss.detach()).float()
+        if self.info.enabled:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if finite.item() < 1.0:
+            last = list_checkpoints(self.run_dir)
+            kept = f"the last good checkpoint is {last[-1]}" if last else "no epoch had finished, so no checkpoint was written"
+            raise TrainingDiverged(
+                f"the training loss became {float(loss):.4g} at epoch {self.epoch + 1}, update {self.step + 1}; "
+                f"training stopped and {kept}. Lower --lr (now {self.cfg.lr:g}) or set --grad-clip (e.g. 1.0)"
+            )
+
+    # ----------------------------------------------------------------------------------- public
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+        """Mean cross-entropy and accuracy of the model on ``(x, y)`` in eval mode, sharded over processes."""
+        self.model.eval()
+        stats = EpochStats()
+        idx_all = torch.arange(len(y))[self.info.rank :: self.info.world_size]
+        for start in range(0, len(idx_all), batch_size):
+            idx = idx_all[start : start + batch_size]
+            xb, yb = self.prepare_batch(x[idx], y[idx], False, None)
+            with self._autocast():
+                logits = self.model(xb)
+            stats.add(F.cross_entropy(logits.float(), yb), logits, yb)
+        loss, acc = stats.reduced(self.info, self.device)
+        return {"loss": loss, "acc": acc}
+
+    def resume(self) -> None:
+        """Continue from the newest complete checkpoint in ``run_dir``.
+
+        Raises:
+            UserError: the run folder has no checkpoint.
+        """
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            raise UserError(f"{self.run_dir} has no checkpoint to resume from (no finished epoch); start a new run")
+        state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.device)
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        if self.info.is_main:
+            self._write_metrics(rewrite=True)
+        self.log(f"resumed from {checkpoints[-1]} (epoch {self.epoch}/{self.cfg.epochs}, update {self.step})")
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from ``self.epoch`` to ``cfg.epochs``; return the metrics history (one dict per epoch)."""
+        cfg, info = self.cfg, self.info
+        self._open_tensorboard()
+        try:
+            while self.epoch < cfg.epochs:
+                self._train_one_epoch()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
+        if info.is_main:
+            from safetensors.torch import save_file
+
+            with atomic_path(self.run_dir / "model.safetensors") as tmp:
+                save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+        distr.barrier(info)
+        return self.history
+
+    def _batches(self, epoch: int) -> Iterable[torch.Tensor]:
+        """Indices of this process's share of each batch; the order depends only on (seed, epoch)."""
+        g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch))
+        perm = torch.randperm(len(self.train_y), generator=g)
+        B = self.cfg.batch_size
+        for b in range(self.steps_per_epoch):
+            yield perm[b * B : (b + 1) * B][self.info.rank :: self.info.world_size]
+
+    def _train_one_epoch(self) -> None:
+        cfg, info = self.cfg, self.info
+        epoch = self.epoch
+        aug_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, info.rank, 1))
+        self.ddp.train()
+        stats = EpochStats()
+        show = cfg.progress and info.is_main and sys.stderr.isatty()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+        t0 = time.perf_counter()
+        for idx in self._batches(epoch):
+            lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.schedule, cfg.warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = self.prepare_batch(self.train_x[idx], self.train_y[idx], True, aug_gen)
+            with self._autocast():
+                logits = self.ddp(x)  # (B, K)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            self._check_finite(loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            stats.add(loss.detach(), logits.detach(), y)
+            if show:
+                elapsed = time.perf_counter() - t0
+                bar.set_postfix(
+                    loss=f"{stats.loss_sum / stats.count:.4f}",
+                    acc=f"{100 * stats.correct / stats.count:.2f}%",
+                    img_s=f"{stats.count * info.world_size / elapsed:.0f}",
+                    lr=f"{lr:.3g}",
+                )
+            bar.update(1)
+        bar.close()
+        train_time = time.perf_counter() - t0
+        train_loss, train_acc = stats.reduced(info, self.device)
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.step,
+            "lr": lr,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+        }
+        for name, (x, y) in self.eval_sets.items():
+            for key, value in self.evaluate(x, y).items():
+                row[f"{name}_{key}"] = value
+        row["epoch_time_s"] = time.perf_counter() - t0
+        row["throughput"] = len(self.train_y) / train_time  # images/s over all processes
+        self.epoch += 1
+        self.history.append(row)
+        if info.is_main:
+            self._write_metrics(rewrite=False)
+            save_checkpoint(
+                self.run_dir, self.model, self.optimizer, {"epoch": self.epoch, "step": self.step, "history": self.history,
+                                                             "schedule": {"name": cfg.schedule, "step": self.step,
+                                                                          "total_steps": self.total_steps}}
+            )
+            if self.tb is not None:
+                for key, value in row.items():
+                    if key not in ("epoch", "step"):
+                        self.tb.add_scalar(key, value, self.step)
+                self.tb.flush()
+            evals = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(tuple(self.eval_sets)))
+            self.log(
+                f"epoch {self.epoch}/{cfg.epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}  {evals}"
+                f"  {row['throughput']:.0f} img/s  {row['epoch_time_s']:.1f}s"
+            )
+        distr.barrier(info)
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as a JSON-serializable dict (tuples become lists)."""
+    return asdict(cfg)
