@@ -27,6 +27,13 @@ from deepnotes.errors import UserError
 EXIT_USAGE = 2
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``PROG: error: ... (see PROG --help)``), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # ----------------------------------------------------------------------------------- config flags
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -95,7 +102,7 @@ def cmd_list(_args) -> int:
 
 
 def _run_parser(lab) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=f"deepnotes run {lab.name}",
         description=f"{lab.summary}. Source: {lab.source}.",
     )
@@ -199,9 +206,9 @@ def cmd_data(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="deepnotes", description="Runnable labs for a deep-learning curriculum.")
+    parser = Parser(prog="deepnotes", description="Runnable labs for a deep-learning curriculum.")
     parser.add_argument("--version", action="version", version=f"deepnotes {__version__}")
-    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND", parser_class=Parser)
     sub.add_parser("list", help="list the labs")
     p_run = sub.add_parser("run", help="train and evaluate a lab (deepnotes run LAB --help for its flags)", add_help=False)
     p_run.add_argument("lab", nargs="?")
@@ -212,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_report = sub.add_parser("report", help="re-render a run's report.md and plots")
     p_report.add_argument("run_dir")
     p_data = sub.add_parser("data", help="datasets: list, info NAME, build NAME")
-    dsub = p_data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION")
+    dsub = p_data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION", parser_class=Parser)
     dsub.add_parser("list", help="every dataset, and whether it is present here")
     dsub.add_parser("info", help="where a dataset comes from and how to get it").add_argument("name")
     dsub.add_parser("build", help="download or build a dataset into the data folder").add_argument("name")

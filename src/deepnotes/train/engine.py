@@ -189,7 +189,7 @@ class Trainer:
             last = list_checkpoints(self.run_dir)
             kept = f"the last good checkpoint is {last[-1]}" if last else "no epoch had finished, so no checkpoint was written"
             raise TrainingDiverged(
-                f"the training loss became {float(loss):.4g} at epoch {self.epoch + 1}, update {self.step + 1}; "
+                f"the training loss became {float(loss.detach()):.4g} at epoch {self.epoch + 1}, update {self.step + 1}; "
                 f"training stopped and {kept}. Lower --lr (now {self.cfg.lr:g}) or set --grad-clip (e.g. 1.0)"
             )
 

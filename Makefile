@@ -1,0 +1,33 @@
+# Set-up and checks. Every target creates .venv and installs the package when needed (idempotent).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST := $(PY) -m pytest
+
+.PHONY: install demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,tensorboard]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: train the default lab on the embedded digits and print where the report is
+demo: install
+	$(VENV)/bin/deepnotes run image-classification
+
+## test: the unit and end-to-end tests (under 15 minutes on 2 cores)
+test: install
+	$(PYTEST) -q -m "not slow"
+
+## test-slow: accuracy targets and other long checks
+test-slow: install
+	$(PYTEST) -q -m slow
+
+## bench: training throughput and time-to-accuracy (see benchmarks/RESULTS.md)
+bench: install
+	$(PY) benchmarks/image_classification.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,106 @@
+"""The training loop: exact resume, stop on a non-finite loss, gradient clipping, metrics rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from deepnotes.report import read_metrics_csv
+from deepnotes.train import Trainer, TrainConfig, TrainingDiverged
+from deepnotes.train.checkpoint import list_checkpoints
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return x, y
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+
+class Prep:
+    """Adds seeded noise in training (like augmentation), can raise at a chosen call to simulate a kill."""
+
+    def __init__(self, fail_at=None, poison_at=None):
+        self.calls, self.fail_at, self.poison_at = 0, fail_at, poison_at
+
+    def __call__(self, x, y, train, generator):
+        if train:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise KeyboardInterrupt("simulated kill")
+            x = x + 0.1 * torch.randn(x.shape, generator=generator)
+            if self.calls == self.poison_at:
+                x = x * float("nan")
+        return x, y
+
+
+CFG = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="onecycle", progress=False)
+
+
+def _trainer(tmp_path, prep, cfg=CFG):
+    x, y = _data()
+    xv, yv = _data(48, seed=1)
+    return Trainer(cfg, _model(), tmp_path, (x, y), prep, {"val": (xv, yv)}, torch.device("cpu"), log=lambda m: None)
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full", Prep())
+    hist_full = full.fit()
+
+    run = tmp_path / "killed"
+    killed = _trainer(run, Prep(fail_at=6 * 2 + 3))  # 6 updates per epoch: dies inside epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert [p.name for p in list_checkpoints(run)] == ["epoch-0001", "epoch-0002"]
+    torch.manual_seed(12345)  # the resumed process starts with another global RNG state
+    resumed = _trainer(run, Prep())
+    resumed.resume()
+    assert resumed.epoch == 2 and resumed.step == 12
+    hist_resumed = resumed.fit()
+
+    for a, b in zip(hist_full, hist_resumed):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
+            assert a[key] == b[key], key
+    for (k, v1), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path, Prep(poison_at=6 + 2))  # the 8th update: second epoch, second batch
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, update 8.*epoch-0001.*--lr"):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["epoch-0001"]
+    state = json.loads((tmp_path / "checkpoints" / "epoch-0001" / "state.json").read_text())
+    assert state["epoch"] == 1 and state["step"] == 6
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_grad_clip_bounds_the_update(tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=96, lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant",
+                      grad_clip=1e-3, progress=False)
+    trainer = _trainer(tmp_path, Prep(), cfg)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.fit()  # one update of plain SGD with lr 1: the parameter change is the clipped gradient
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(trainer.model.parameters(), before)])
+    assert delta.norm() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_metrics_rows_and_final_weights(tmp_path):
+    trainer = _trainer(tmp_path, Prep(), TrainConfig(epochs=2, batch_size=32, progress=False))
+    trainer.fit()
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == [3, 6]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "throughput", "epoch_time_s"} <= set(rows[0])
+    assert 0 <= rows[-1]["val_acc"] <= 1
+    assert (tmp_path / "model.safetensors").is_file()
+    assert len(trainer.lr_schedule()) == 6
