@@ -12,6 +12,8 @@ All functions take and return batched tensors (B, C, H, W) and run on any device
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -80,11 +82,23 @@ def tta_views(x: torch.Tensor, padding: int, hflip: bool) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def tta_probabilities(model: torch.nn.Module, x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
-    """Average of ``softmax(model(view))`` over :func:`tta_views`. Shapes: x (B, C, H, W) -> (B, K)."""
-    probs = None
+def tta_probabilities(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    padding: int,
+    hflip: bool,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Average of ``softmax(model(normalize(view)))`` over :func:`tta_views` of the raw images ``x``.
+
+    The views are cut from the *raw* images (uint8 or [0, 1] pixels), so the border a shift uncovers
+    is black, exactly as in :func:`random_crop` during training; ``normalize`` is then applied to each
+    view. (Shifting already-normalized images would fill the border with the mean pixel instead.)
+
+    Shapes:
+        x: (B, C, H, W) -> (B, K).
+    """
+    normalize = normalize or (lambda v: v)
     views = tta_views(x, padding, hflip)
-    for view in views:
-        p = model(view).float().softmax(dim=-1)
-        probs = p if probs is None else probs + p
+    probs = sum(model(normalize(view)).float().softmax(dim=-1) for view in views)
     return probs / len(views)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnotes.errors import UserError
@@ -148,7 +149,7 @@ def load_checkpoint(
         if optimizer is not None:
             tensors = load_file(str(checkpoint / "optimizer.safetensors"), device=str(device))
             optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise UserError(f"cannot read checkpoint {checkpoint}: {e}. Delete that folder to resume from an older one") from e
     set_rng_state(state["rng"])
     return state

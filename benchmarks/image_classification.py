@@ -1,0 +1,106 @@
+"""Benchmarks of the image-classification lab: training throughput and time to accuracy.
+
+    python benchmarks/image_classification.py throughput            # images/s of one training update, per model
+    python benchmarks/image_classification.py time-to-accuracy -- --preset fashion-mnist
+                                                                     # a full lab run; when val accuracy passed thresholds
+
+Both print a Markdown table to paste into benchmarks/RESULTS.md with the command that produced it.
+Run them on an otherwise idle machine: the numbers are wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from deepnotes.labs.image_classification import ImageClassificationConfig, build_model
+from deepnotes.report import markdown_table, read_metrics_csv
+
+MODELS = {
+    "lenet5": dict(model="lenet5"),
+    "resnet (default: widths 32,64,128, blocks 1,1,1)": dict(model="resnet"),
+}
+
+
+def throughput(batch_size: int, steps: int, warmup: int) -> None:
+    rows = []
+    for name, overrides in MODELS.items():
+        for channels_last in (False, True):
+            cfg = ImageClassificationConfig(**overrides, channels_last=channels_last)
+            torch.manual_seed(0)
+            model = build_model(cfg, 10)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=fmt)
+            y = torch.randint(0, 10, (batch_size,))
+            for i in range(warmup + steps):
+                if i == warmup:
+                    t0 = time.perf_counter()
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            dt = time.perf_counter() - t0
+            params = sum(p.numel() for p in model.parameters())
+            rows.append([name, "NHWC" if channels_last else "NCHW", f"{params:,}", f"{batch_size * steps / dt:.0f}"])
+            print(rows[-1], file=sys.stderr, flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"batch {batch_size}, {steps} timed updates after {warmup} warm-up updates\n")
+    print(markdown_table(["model", "layout", "parameters", "training images/s"], rows))
+
+
+def time_to_accuracy(lab_args: list[str], thresholds: list[float]) -> None:
+    from deepnotes.cli import main
+
+    out = Path("runs/benchmarks")
+    t0 = time.perf_counter()
+    code = main(["run", "image-classification", "--out", str(out), "--no-progress", *lab_args])
+    wall = time.perf_counter() - t0
+    if code != 0:
+        sys.exit(code)
+    run_dir = sorted((out / "image-classification").iterdir())[-1]
+    rows = read_metrics_csv(run_dir / "metrics.csv")
+    elapsed, table = 0.0, []
+    reached = {t: None for t in thresholds}
+    for r in rows:
+        elapsed += r["epoch_time_s"]
+        for t in thresholds:
+            if reached[t] is None and r.get("val_acc") is not None and r["val_acc"] >= t:
+                reached[t] = (r["epoch"], elapsed)
+    for t in thresholds:
+        e = reached[t]
+        table.append([f"{100 * t:.1f}%", "not reached" if e is None else f"epoch {e[0]}, {e[1]:.0f} s"])
+    import json
+
+    m = json.loads((run_dir / "test_metrics.json").read_text())
+    print(f"run {run_dir}: {len(rows)} epochs, training {m['train_time_s']:.0f} s, whole command {wall:.0f} s; "
+          f"test accuracy {100 * m['acc']:.2f}%" + (f", with TTA {100 * m['acc_tta']:.2f}%" if "acc_tta" in m else ""))
+    print(markdown_table(["validation accuracy", "first reached (training time)"], table))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--warmup", type=int, default=5)
+    a = sub.add_parser("time-to-accuracy")
+    a.add_argument("--thresholds", default="0.929,0.935,0.94")
+    a.add_argument("lab_args", nargs=argparse.REMAINDER, help="flags for `deepnotes run image-classification`, after --")
+    args = p.parse_args()
+    if args.what == "throughput":
+        throughput(args.batch_size, args.steps, args.warmup)
+    else:
+        lab_args = [x for x in args.lab_args if x != "--"]
+        time_to_accuracy(lab_args, [float(x) for x in args.thresholds.split(",")])
+
+
+if __name__ == "__main__":
+    main()
