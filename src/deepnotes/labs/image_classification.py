@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
@@ -59,6 +60,7 @@ class ImageClassificationConfig(TrainConfig):
     widths: tuple[int, ...] = option((32, 64, 128), "ResNet: channels of each stage (comma-separated)")
     blocks: tuple[int, ...] = option((2, 2, 2), "ResNet: bottleneck blocks per stage (comma-separated)")
     stem_channels: int = option(32, "ResNet: channels of the 3x3 stem convolution")
+    stem_pool: bool = option(False, "ResNet: 2x2 max pooling after the stem, stages at half resolution (about 4x cheaper)")
     expansion: int = option(2, "ResNet: bottleneck ratio (block output channels / inner channels)")
     dropout: float = option(0.0, "dropout before the classifier")
     crop_padding: int = option(2, "random-crop augmentation: pad by this many pixels, crop back (0 disables); also the TTA shift")
@@ -67,6 +69,7 @@ class ImageClassificationConfig(TrainConfig):
     val_fraction: float = option(0.1, "share of the training images held out for validation (stratified)")
     limit_train: int = option(0, "train on only the first N training images (0 = all); for smoke runs")
     limit_test: int = option(0, "evaluate on only the first N test images (0 = all); for smoke runs")
+    monitor_test: bool = option(False, "also measure test accuracy after every epoch (time-to-accuracy benchmarks; never used to choose anything)")
     channels_last: bool = option(True, "NHWC memory layout (faster convolutions on CPU and GPU)")
 
 
@@ -127,7 +130,8 @@ def build_model(cfg: ImageClassificationConfig, num_classes: int) -> torch.nn.Mo
     if cfg.model == "lenet5":
         model: torch.nn.Module = LeNet5(1, num_classes, dropout=cfg.dropout)
     elif cfg.model == "resnet":
-        rc = ResNetConfig(cfg.widths, cfg.blocks, cfg.stem_channels, cfg.expansion, cfg.dropout)
+        rc = ResNetConfig(widths=cfg.widths, blocks=cfg.blocks, stem_channels=cfg.stem_channels,
+                          stem_pool=cfg.stem_pool, expansion=cfg.expansion, dropout=cfg.dropout)
         try:
             model = ResNet(1, num_classes, rc)
         except ValueError as e:
@@ -201,7 +205,10 @@ def _load_trained(run_dir: Path, device: torch.device):
     if not weights.is_file():
         raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
     model = build_model(cfg, len(data_info["classes"]))
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
     model.to(device)
     hflip = data_info["hflip"]
     prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last)
@@ -213,6 +220,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
 
 
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
@@ -272,6 +281,8 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
     prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last)
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
+    if cfg.monitor_test:
+        eval_sets["test"] = (test_split.images, test_split.labels)
     trainer = Trainer(cfg, model, ctx.run_dir, (x_tr, y_tr), prep, eval_sets, ctx.device, ctx.info, log)
     if ctx.resume:
         trainer.resume()

@@ -111,6 +111,8 @@ class ResNetConfig:
         widths: output channels of each stage; stage i > 0 starts with a stride-2 block. Default (64, 128, 256).
         blocks: number of bottleneck blocks per stage. Default (1, 2, 2).
         stem_channels: channels of the 3x3 stem convolution. Default 32.
+        stem_pool: follow the stem with 2x2 max pooling, so the stages run at half the resolution
+            (the role of ImageNet ResNet's stride-2 stem and pooling; about 4x cheaper). Default False.
         expansion: bottleneck ratio C_out / M. Default 4.
         dropout: dropout before the final linear layer. Default 0.
     """
@@ -118,6 +120,7 @@ class ResNetConfig:
     widths: tuple[int, ...] = (64, 128, 256)
     blocks: tuple[int, ...] = (1, 2, 2)
     stem_channels: int = 32
+    stem_pool: bool = False
     expansion: int = 4
     dropout: float = 0.0
 
@@ -145,6 +148,7 @@ class ResNet(nn.Module):
             nn.Conv2d(in_channels, config.stem_channels, 3, padding=1, bias=False),  # (B, stem, H, W)
             nn.BatchNorm2d(config.stem_channels),
             nn.ReLU(inplace=True),
+            nn.MaxPool2d(2) if config.stem_pool else nn.Identity(),  # (B, stem, H/2, W/2) when pooling
         )
         layers: list[nn.Module] = []
         c_in = config.stem_channels

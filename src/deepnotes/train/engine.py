@@ -198,6 +198,9 @@ class Trainer:
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
         """Mean cross-entropy and accuracy of the model on ``(x, y)`` in eval mode, sharded over processes."""
         self.model.eval()
+        if self.info.enabled:  # every process evaluates with rank 0's batch-norm running statistics
+            for buf in self.model.buffers():
+                torch.distributed.broadcast(buf, src=0)
         stats = EpochStats()
         idx_all = torch.arange(len(y))[self.info.rank :: self.info.world_size]
         for start in range(0, len(idx_all), batch_size):
