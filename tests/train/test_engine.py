@@ -104,3 +104,26 @@ def test_metrics_rows_and_final_weights(tmp_path):
     assert 0 <= rows[-1]["val_acc"] <= 1
     assert (tmp_path / "model.safetensors").is_file()
     assert len(trainer.lr_schedule()) == 6
+
+
+def test_cpu_bf16_autocast_switch(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from deepnotes.train import engine
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert engine.use_cpu_bf16(replace(CFG, cpu_bf16="on"), cpu)
+    assert not engine.use_cpu_bf16(replace(CFG, cpu_bf16="off"), cpu)
+    assert not engine.use_cpu_bf16(replace(CFG, cpu_bf16="on"), cuda)  # CUDA has its own --amp
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert not engine.use_cpu_bf16(replace(CFG, cpu_bf16="auto"), cpu)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert engine.use_cpu_bf16(replace(CFG, cpu_bf16="auto"), cpu)
+
+    # Under the switch the forward pass really runs in bfloat16, and training still learns.
+    seen = []
+    trainer = _trainer(tmp_path, Prep(), replace(CFG, cpu_bf16="on", epochs=6))
+    trainer.model.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    history = trainer.fit()
+    assert torch.bfloat16 in seen
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -42,6 +42,7 @@ from deepnotes.report import (
     read_metrics_csv,
 )
 from deepnotes.train import Trainer, validate_train_config
+from deepnotes.train.engine import use_cpu_bf16
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.schedule import lr_at
 
@@ -109,9 +110,11 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 class BatchPreparer:
     """uint8 batch -> augmented, normalized float batch on the device (the engine's ``prepare_batch``)."""
 
-    def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool):
+    def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool,
+                 cpu_bf16: bool = False):
         self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
         self.device = device
+        self.cpu_bf16 = cpu_bf16  # evaluate under bfloat16 autocast on the CPU, as training did
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,12 +161,13 @@ def predict(model, prep: BatchPreparer, images: torch.Tensor, tta: bool, batch_s
     """Class probabilities (N, K) for uint8 images (N, 1, H, W); with ``tta`` averaged over AlexNet's views."""
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size]
-        if tta:
-            out.append(tta_probabilities(model, x, prep.padding, prep.hflip, prep.normalize).cpu())
-        else:
-            out.append(model(prep.normalize(x)).float().softmax(-1).cpu())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prep.cpu_bf16 and prep.device.type == "cpu"):
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size]
+            if tta:
+                out.append(tta_probabilities(model, x, prep.padding, prep.hflip, prep.normalize).float().cpu())
+            else:
+                out.append(model(prep.normalize(x)).float().softmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -211,7 +215,8 @@ def _load_trained(run_dir: Path, device: torch.device):
         raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
     model.to(device)
     hflip = data_info["hflip"]
-    prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last)
+    prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last,
+                         use_cpu_bf16(cfg, device))
     return cfg, data_info, model, prep
 
 
@@ -279,7 +284,7 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
     model = build_model(cfg, len(train_split.classes))
     log(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters; device {ctx.device}"
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
-    prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last)
+    prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last, use_cpu_bf16(cfg, ctx.device))
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
     if cfg.monitor_test:
         eval_sets["test"] = (test_split.images, test_split.labels)

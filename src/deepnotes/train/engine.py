@@ -8,7 +8,7 @@ dropout and batch normalization, gradient clipping).
 One update::
 
     x, y   = prepare_batch(...)            # augmentation + normalization of a batch
-    logits = model(x)                      # forward (autocast on CUDA when cfg.amp)
+    logits = model(x)                      # forward (autocast on CUDA when cfg.amp; bf16 on CPU when cfg.cpu_bf16)
     loss   = cross_entropy(logits, y)      # mean over the batch
     loss.backward()                        # gradients (averaged over processes by DDP)
     clip_grad_norm_(params, cfg.grad_clip) # optional
@@ -89,6 +89,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise UserError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU executes bfloat16 dot products natively (``avx512_bf16`` or ``amx_bf16``).
+
+    Reads ``/proc/cpuinfo`` (Linux); elsewhere returns False, so ``--cpu-bf16 auto`` stays off.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def use_cpu_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether training on ``device`` runs under bfloat16 autocast on the CPU (``cfg.cpu_bf16``)."""
+    setting = getattr(cfg, "cpu_bf16", "off")
+    return device.type == "cpu" and (setting == "on" or (setting == "auto" and cpu_has_native_bf16()))
+
+
 def _seed_for(*parts: int) -> int:
     """A generator seed derived from integers (seed, epoch, rank, ...), stable across runs."""
     h = 0
@@ -111,6 +130,10 @@ class Trainer:
         device: from :func:`deepnotes.train.distributed.resolve_device`.
         info: this process's rank and the world size.
         log: where one-line messages go (rank 0 only).
+        optimizer: an optimizer over ``model``'s parameters (e.g. one of :mod:`deepnotes.optim`);
+            default None builds SGD or AdamW from ``cfg`` (:func:`make_optimizer`).
+        lr_schedule: ``lr_schedule(step, total_steps) -> lr`` set before every update; default None
+            uses ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`.
     """
 
     def __init__(
@@ -124,6 +147,8 @@ class Trainer:
         device: torch.device,
         info: distr.DistInfo = distr.DistInfo(),
         log: Callable[[str], None] = print,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr_schedule: Callable[[int, int], float] | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -134,7 +159,8 @@ class Trainer:
         self.prepare_batch = prepare_batch
         self.eval_sets = eval_sets
         self.log = log if info.is_main else (lambda _msg: None)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizer = optimizer if optimizer is not None else make_optimizer(self.model, cfg)
+        self._lr_schedule = lr_schedule
         self.ddp: nn.Module = self.model
         if info.enabled:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -147,6 +173,7 @@ class Trainer:
             torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.use_cpu_bf16 = use_cpu_bf16(cfg, device)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
@@ -156,12 +183,20 @@ class Trainer:
     def _autocast(self):
         if self.use_amp:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        if self.use_cpu_bf16:
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def lr_schedule(self) -> list[float]:
         """The learning rate of every update of the run (for the report's plot)."""
+        return [self.lr_for(s) for s in range(self.total_steps)]
+
+    def lr_for(self, step: int) -> float:
+        """The learning rate of update ``step`` (0-based)."""
+        if self._lr_schedule is not None:
+            return float(self._lr_schedule(step, self.total_steps))
         c = self.cfg
-        return [lr_at(s, self.total_steps, c.lr, c.schedule, c.warmup) for s in range(self.total_steps)]
+        return lr_at(step, self.total_steps, c.lr, c.schedule, c.warmup)
 
     def _open_tensorboard(self) -> None:
         if not self.info.is_main:
@@ -264,7 +299,7 @@ class Trainer:
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
         t0 = time.perf_counter()
         for idx in self._batches(epoch):
-            lr = lr_at(self.step, self.total_steps, cfg.lr, cfg.schedule, cfg.warmup)
+            lr = self.lr_for(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.prepare_batch(self.train_x[idx], self.train_y[idx], True, aug_gen)
