@@ -53,6 +53,7 @@ def _registry() -> dict[str, Lab]:
     from deepnotes.labs import image_classification
 
     labs = [image_classification.LAB]
+    from deepnotes.labs import critical_points; labs.append(critical_points.LAB)  # noqa: E702
     return {lab.name: lab for lab in labs}
 
 

@@ -1,0 +1,10 @@
+"""Analysis tools: measurements of trained models and of learning itself, one technique per module.
+
+Import each module by its path (``from deepnotes.analysis.sharpness import perturbation_sharpness``);
+this package exports nothing itself, so adding a module never changes what the others import.
+
+* :mod:`~deepnotes.analysis.sharpness`: flat vs sharp minima, the training-loss increase under
+  random weight perturbations of fixed norm (ML2021, batch and momentum).
+* :mod:`~deepnotes.analysis.generalization`: the share of "bad" training sets of a finite
+  hypothesis class against the Hoeffding + union bound (ML2022, why more parameters overfit).
+"""
