@@ -55,6 +55,7 @@ def _registry() -> dict[str, Lab]:
     labs = [image_classification.LAB]
     from deepnotes.labs import critical_points; labs.append(critical_points.LAB)  # noqa: E702
     from deepnotes.labs import regression; labs.append(regression.LAB)  # noqa: E702
+    from deepnotes.labs import optimizers; labs.append(optimizers.LAB)  # noqa: E702
     return {lab.name: lab for lab in labs}
 
 
