@@ -50,12 +50,24 @@ class Lab:
 
 
 def _registry() -> dict[str, Lab]:
-    from deepnotes.labs import image_classification
+    # Imported here, not at the top: a lab imports this module for Lab and RunContext.
+    from deepnotes.labs import (
+        batch_and_momentum,
+        critical_points,
+        generalization,
+        image_classification,
+        optimizers,
+        regression,
+    )
 
-    labs = [image_classification.LAB]
-    from deepnotes.labs import critical_points; labs.append(critical_points.LAB)  # noqa: E702
-    from deepnotes.labs import regression; labs.append(regression.LAB)  # noqa: E702
-    from deepnotes.labs import optimizers; labs.append(optimizers.LAB)  # noqa: E702
+    labs = [
+        image_classification.LAB,  # lecture 3 (CNN), HW3
+        regression.LAB,  # lecture 1, HW1
+        critical_points.LAB,  # lecture 2: local minima and saddle points
+        batch_and_momentum.LAB,  # lecture 2: batch and momentum
+        optimizers.LAB,  # lecture 2: adaptive learning rate, schedules
+        generalization.LAB,  # ML2022: why more parameters overfit
+    ]
     return {lab.name: lab for lab in labs}
 
 
