@@ -24,14 +24,19 @@ from deepnotes.report import markdown_table, read_metrics_csv
 
 MODELS = {
     "lenet5": dict(model="lenet5"),
-    "resnet (default: widths 32,64,128, blocks 1,1,1)": dict(model="resnet"),
+    "resnet (default: widths 32,64,128, blocks 2,2,2)": dict(model="resnet"),
+    "resnet, stem pool, widths 64,128,256, blocks 1,1,1": dict(model="resnet", stem_pool=True, widths=(64, 128, 256),
+                                                                 blocks=(1, 1, 1)),
+    "resnet, stem pool, widths 128,256,512, stem 64, expansion 4": dict(model="resnet", stem_pool=True,
+                                                                          widths=(128, 256, 512), blocks=(1, 1, 1),
+                                                                          stem_channels=64, expansion=4),
 }
 
 
 def throughput(batch_size: int, steps: int, warmup: int) -> None:
     rows = []
     for name, overrides in MODELS.items():
-        for channels_last in (False, True):
+        for channels_last, bf16 in ((False, False), (True, False), (True, True)):
             cfg = ImageClassificationConfig(**overrides, channels_last=channels_last)
             torch.manual_seed(0)
             model = build_model(cfg, 10)
@@ -42,17 +47,19 @@ def throughput(batch_size: int, steps: int, warmup: int) -> None:
             for i in range(warmup + steps):
                 if i == warmup:
                     t0 = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # --cpu-bf16 on
+                    loss = F.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
             dt = time.perf_counter() - t0
             params = sum(p.numel() for p in model.parameters())
-            rows.append([name, "NHWC" if channels_last else "NCHW", f"{params:,}", f"{batch_size * steps / dt:.0f}"])
+            rows.append([name, "NHWC" if channels_last else "NCHW", "bf16 autocast" if bf16 else "fp32", f"{params:,}",
+                         f"{batch_size * steps / dt:.0f}"])
             print(rows[-1], file=sys.stderr, flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"batch {batch_size}, {steps} timed updates after {warmup} warm-up updates\n")
-    print(markdown_table(["model", "layout", "parameters", "training images/s"], rows))
+    print(markdown_table(["model", "layout", "precision", "parameters", "training images/s"], rows))
 
 
 def time_to_accuracy(lab_args: list[str], thresholds: list[float]) -> None:
