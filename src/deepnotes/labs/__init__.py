@@ -106,6 +106,20 @@ def save_config(run_dir: Path, lab: Lab, cfg: Any) -> None:
     write_json_atomic(run_dir / "config.json", {"lab": lab.name, "config": dataclasses.asdict(cfg)})
 
 
+def read_run_json(path: Path) -> Any:
+    """The JSON content of a file of a run folder (``data.json``, ``results.json``, ...).
+
+    Raises:
+        UserError: the file is missing or unreadable, or not valid JSON (the message names it and the fix).
+    """
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
+    except ValueError as e:
+        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
+
+
 def load_config(run_dir: Path) -> tuple[Lab, Any]:
     """Read ``config.json`` of a run folder back into its lab and config dataclass.
 

@@ -42,8 +42,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
@@ -51,10 +49,10 @@ from torch import nn
 from deepnotes.analysis.sharpness import perturbation_sharpness
 from deepnotes.data import get_image_dataset, load_idx_folder
 from deepnotes.errors import UserError
-from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
+from deepnotes.io import write_json_atomic, write_text_atomic
+from deepnotes.labs import Lab, RunContext, read_run_json
 from deepnotes.models.cnn import LeNet5
-from deepnotes.report import markdown_image, markdown_table, read_metrics_csv
+from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
 from deepnotes.train import Trainer, validate_train_config
 from deepnotes.train.checkpoint import list_checkpoints
 from deepnotes.train.config import TrainConfig, option
@@ -145,15 +143,6 @@ def _validate(cfg: BatchMomentumConfig) -> None:
         raise UserError("--sharpness-examples, --limit-train and --limit-test must be >= 0 (0 = all)")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
-
-
 @torch.no_grad()
 def mean_loss_acc(model: nn.Module, prep: Normalize, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) on uint8 images x (N, 1, 28, 28), labels y (N,)."""
@@ -174,7 +163,7 @@ def _train_setting(cfg, key, size, with_momentum, data, prep, num_classes, ctx, 
     sdir = ctx.run_dir / "settings" / key
     if ctx.resume and (sdir / "result.json").is_file():
         log(f"{key}: finished before, kept")
-        return _read_json(sdir / "result.json")
+        return read_run_json(sdir / "result.json")
     sdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the same initial weights for every setting
     model = build_model(cfg, num_classes)
@@ -261,7 +250,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
+    data_info = read_run_json(run_dir / "data.json")
     classes = data_info["classes"]
     if data is None:
         split, name = get_image_dataset(cfg.dataset).load("test", Path(cfg.data_dir) if cfg.data_dir else None), cfg.dataset
@@ -293,20 +282,9 @@ COLORS = {"small-sgd": "tab:blue", "small-momentum": "tab:cyan", "large-sgd": "t
 STYLES = {"small-sgd": "-", "small-momentum": "--", "large-sgd": "-", "large-momentum": "--"}
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight", facecolor="white")
-
-
 def plot_curves(results: list[dict], histories: dict[str, list[dict]], path: Path) -> None:
     """Training loss per epoch, per update (log x), and test accuracy per epoch, one line per setting."""
-    fig = _figure(15, 4.2)
+    fig = new_figure(15, 4.2)
     ax_e, ax_u, ax_a = fig.subplots(1, 3)
     for r in results:
         rows = histories[r["key"]]
@@ -323,12 +301,12 @@ def plot_curves(results: list[dict], histories: dict[str, list[dict]], path: Pat
         ax.grid(True, alpha=0.3, which="both")
     ax_e.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sharpness(results: list[dict], path: Path) -> None:
     """Mean (line) and max (dotted) training-loss increase vs perturbation radius, one colour per setting."""
-    fig = _figure(6.5, 4.5)
+    fig = new_figure(6.5, 4.5)
     ax = fig.subplots()
     for r in results:
         s = r["sharpness"]
@@ -343,7 +321,7 @@ def plot_sharpness(results: list[dict], path: Path) -> None:
     ax.grid(True, alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _claims(results: dict[str, dict], radius: float) -> list[list[str]]:
@@ -400,8 +378,8 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
-    results = _read_json(run_dir / "results.json")["settings"]
+    data_info = read_run_json(run_dir / "data.json")
+    results = read_run_json(run_dir / "results.json")["settings"]
     histories = {r["key"]: read_metrics_csv(run_dir / "settings" / r["key"] / "metrics.csv") for r in results}
     plot_curves(results, histories, run_dir / "curves.png")
     plot_sharpness(results, run_dir / "sharpness.png")

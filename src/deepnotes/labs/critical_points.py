@@ -44,8 +44,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -62,8 +60,8 @@ from deepnotes.analysis.hessian import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
-from deepnotes.report import markdown_image, markdown_table
+from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.config import option
 
 NAME = "critical-points"
@@ -314,15 +312,6 @@ def run(cfg: CriticalPointsConfig, ctx: RunContext) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- evaluate
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
-
-
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval``: recompute every saved point's Hessian from its parameters and re-classify.
 
@@ -346,7 +335,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         saved = load_file(str(path))
     except (OSError, SafetensorError) as e:
         raise UserError(f"cannot load {path}: {e}; the run did not finish or the file is damaged") from e
-    results = _read_json(run_dir / "results.json")
+    results = read_run_json(run_dir / "results.json")
     x, y, _ = load_data(cfg.features)
     model = build_model(cfg)
     kinds, max_diff = [], 0.0
@@ -363,20 +352,9 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------- report
-def _new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", facecolor="white")
-
-
 def plot_minimum_ratio_vs_loss(trials: list[dict[str, Any]], path: Path, title: str) -> None:
     """The lecture's scatter: minimum ratio (x) vs training loss (y), one point per trial, colored by class."""
-    fig = _new_figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.subplots()
     markers = ["o", "s", "^", "D", "v", "P"]
     budgets = sorted({t["gd_steps"] for t in trials})
@@ -399,12 +377,12 @@ def plot_minimum_ratio_vs_loss(trials: list[dict[str, Any]], path: Path, title: 
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_saddle_escape(escapes: list[dict[str, Any]], path: Path) -> None:
     """Per saddle: the 1-D loss slice along u (with ½λt²) and GD continued from the saddle vs the escaped point."""
-    fig = _new_figure(10.5, 3.6 * len(escapes))
+    fig = new_figure(10.5, 3.6 * len(escapes))
     axes = fig.subplots(len(escapes), 2, squeeze=False)
     for row, e in zip(axes, escapes):
         t = np.asarray(e["slice_t"])
@@ -432,12 +410,12 @@ def plot_saddle_escape(escapes: list[dict[str, Any]], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_spectra(eigenvalues: torch.Tensor, trials: list[dict[str, Any]], path: Path) -> None:
     """Sorted Hessian eigenvalues of every trial (symmetric-log axis), coloured by class."""
-    fig = _new_figure(6.4, 3.8)
+    fig = new_figure(6.4, 3.8)
     ax = fig.subplots()
     for lam, t in zip(eigenvalues.numpy(), trials):
         ax.plot(np.arange(1, len(lam) + 1), lam, lw=0.9, marker=".", ms=3, alpha=0.7, color=KIND_COLORS[t["kind"]])
@@ -451,7 +429,7 @@ def plot_spectra(eigenvalues: torch.Tensor, trials: list[dict[str, Any]], path: 
     ax.set_title("Hessian spectra at the points found", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def report(run_dir: Path) -> Path:
@@ -460,9 +438,9 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
-    results = _read_json(run_dir / "results.json")
-    escapes = _read_json(run_dir / "escape.json")["escapes"]
+    data_info = read_run_json(run_dir / "data.json")
+    results = read_run_json(run_dir / "results.json")
+    escapes = read_run_json(run_dir / "escape.json")["escapes"]
     try:
         eigs = load_file(str(run_dir / "critical_points.safetensors"))["eigenvalues"]
     except (OSError, SafetensorError, KeyError) as e:

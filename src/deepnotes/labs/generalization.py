@@ -35,8 +35,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from deepnotes.analysis.generalization import (
     bad_probability_stderr,
@@ -47,9 +45,9 @@ from deepnotes.analysis.generalization import (
     threshold_losses,
 )
 from deepnotes.errors import UserError
-from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
-from deepnotes.report import markdown_image, markdown_table
+from deepnotes.io import write_json_atomic, write_text_atomic
+from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.config import option
 
 NAME = "generalization"
@@ -107,15 +105,6 @@ def _validate(cfg: GeneralizationConfig) -> None:
         raise UserError("--trials must be >= 1")
     if not 0 < cfg.delta < 1:
         raise UserError("--delta must be in (0, 1), e.g. 0.05")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
 
 
 # ----------------------------------------------------------------------------------- experiment
@@ -207,24 +196,13 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     metrics: dict[str, Any] = {"feature": feature, "source": source, "trials": cfg.trials, "violations": violations,
                                "cells": cells}
     if feature == cfg.feature:
-        old = _read_json(run_dir / "results.json")["cells"]
+        old = read_run_json(run_dir / "results.json")["cells"]
         metrics["max_abs_diff"] = max(abs(a["bad_share"] - b["bad_share"]) for a, b in zip(old, cells))
     write_json_atomic(run_dir / "eval" / f"{feature}.json", metrics)
     return metrics
 
 
 # ----------------------------------------------------------------------------------- report
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight", facecolor="white")
-
-
 def _colors(hs):
     cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
     return {h: cmap[i % len(cmap)] for i, h in enumerate(hs)}
@@ -235,7 +213,7 @@ def plot_bad_share(cfg: GeneralizationConfig, cells: list[dict], path: Path) -> 
     hs = list(cfg.hypotheses)
     cols = min(3, len(hs) + 1)
     rows = math.ceil((len(hs) + 1) / cols)
-    fig = _figure(4.6 * cols, 3.6 * rows)
+    fig = new_figure(4.6 * cols, 3.6 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     floor = 0.3 / cfg.trials
     n_grid = np.unique(np.geomspace(min(cfg.sizes), max(cfg.sizes), 200).round())
@@ -267,14 +245,14 @@ def plot_bad_share(cfg: GeneralizationConfig, cells: list[dict], path: Path) -> 
     for ax in axes[len(hs) + 1:]:
         ax.set_visible(False)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_erm_gap(cfg: GeneralizationConfig, cells: list[dict], path: Path) -> None:
     """The training-optimal h's gap L(h, D_all) - L(h, D_train) and its excess loss over h_all, vs N."""
     hs = list(cfg.hypotheses)
     colors = _colors(hs)
-    fig = _figure(11, 4)
+    fig = new_figure(11, 4)
     ax_gap, ax_ex = fig.subplots(1, 2)
     n_grid = np.geomspace(min(cfg.sizes), max(cfg.sizes), 100)
     for h in hs:
@@ -297,14 +275,14 @@ def plot_erm_gap(cfg: GeneralizationConfig, cells: list[dict], path: Path) -> No
         ax.grid(True, alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_data(cfg: GeneralizationConfig, results: dict, path: Path) -> None:
     """The feature's histogram per class, and L(h, D_all) of the + and - threshold hypotheses."""
     x, y, _ = load_data(cfg.feature)
     x, y = x.numpy(), y.numpy()
-    fig = _figure(11, 3.8)
+    fig = new_figure(11, 3.8)
     ax_h, ax_l = fig.subplots(1, 2)
     bins = np.linspace(x.min(), x.max(), 40)
     ax_h.hist(x[y == 0], bins=bins, alpha=0.6, label=f"dry ({(y == 0).sum()} days)", color="tab:orange")
@@ -323,7 +301,7 @@ def plot_data(cfg: GeneralizationConfig, results: dict, path: Path) -> None:
     ax_l.grid(True, alpha=0.3)
     ax_l.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def report(run_dir: Path) -> Path:
@@ -332,7 +310,7 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    results = _read_json(run_dir / "results.json")
+    results = read_run_json(run_dir / "results.json")
     cells = results["cells"]
     plot_bad_share(cfg, cells, run_dir / "bad_share.png")
     plot_erm_gap(cfg, cells, run_dir / "erm_gap.png")

@@ -28,7 +28,7 @@ from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
 from deepnotes.data.augment import random_crop, random_hflip, tta_probabilities
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
+from deepnotes.labs import Lab, RunContext, read_run_json
 from deepnotes.models.cnn import LeNet5, ResNet, ResNetConfig
 from deepnotes.report import (
     confusion_matrix,
@@ -207,7 +207,7 @@ def _load_trained(run_dir: Path, device: torch.device):
     from deepnotes.labs import load_config
 
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
+    data_info = read_run_json(run_dir / "data.json")
     weights = run_dir / "model.safetensors"
     if not weights.is_file():
         raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
@@ -221,15 +221,6 @@ def _load_trained(run_dir: Path, device: torch.device):
     prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last,
                          use_cpu_bf16(cfg, device))
     return cfg, data_info, model, prep
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
 
 
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
@@ -330,8 +321,8 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
-    metrics = _read_json(run_dir / "test_metrics.json")
+    data_info = read_run_json(run_dir / "data.json")
+    metrics = read_run_json(run_dir / "test_metrics.json")
     classes = data_info["classes"]
     rows = read_metrics_csv(run_dir / "metrics.csv")
     plot_learning_curves(rows, run_dir / "learning_curves.png", title=f"{cfg.model} on {cfg.dataset}")

@@ -39,8 +39,6 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -48,11 +46,11 @@ from safetensors.torch import load_file
 from deepnotes import optim
 from deepnotes.data import get_image_dataset
 from deepnotes.errors import UserError
-from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
+from deepnotes.io import write_json_atomic, write_text_atomic
+from deepnotes.labs import Lab, RunContext, read_run_json
 from deepnotes.labs.image_classification import BatchPreparer, stratified_holdout
 from deepnotes.models.cnn import LeNet5
-from deepnotes.report import markdown_image, markdown_table, read_metrics_csv
+from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
 from deepnotes.train import Trainer, TrainingDiverged
 from deepnotes.train.checkpoint import CHECKPOINT_DIR
 from deepnotes.train.config import TrainConfig, option
@@ -340,15 +338,6 @@ def run(cfg: OptimizersConfig, ctx: RunContext) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- evaluate
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder of the optimizers lab?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
-
-
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval``: test accuracy of every saved model of the run, on its test split or another dataset.
 
@@ -367,7 +356,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
+    data_info = read_run_json(run_dir / "data.json")
     name = data or cfg.dataset
     split = get_image_dataset(name).load("test")
     if len(split.classes) != len(data_info["classes"]):
@@ -376,7 +365,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     runs, _, _ = plan(cfg)
     metrics: dict[str, Any] = {"data": name, "n": len(split.labels)}
     for spec in runs:
-        result = _read_json(run_dir / "configs" / spec.name / "result.json")
+        result = read_run_json(run_dir / "configs" / spec.name / "result.json")
         if result.get("diverged"):
             continue  # no weights worth evaluating
         weights = run_dir / "configs" / spec.name / "model.safetensors"
@@ -402,17 +391,6 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------- report
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", facecolor="white")
-
-
 def _read_updates(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(step, train_loss, lr) arrays from a configuration's updates.csv."""
     arr = np.loadtxt(folder / "updates.csv", delimiter=",", skiprows=1, ndmin=2)
@@ -451,9 +429,9 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    data_info = _read_json(run_dir / "data.json")
+    data_info = read_run_json(run_dir / "data.json")
     runs, by_opt, by_sched = plan(cfg)
-    results = {spec.name: _read_json(run_dir / "configs" / spec.name / "result.json") for spec in runs}
+    results = {spec.name: read_run_json(run_dir / "configs" / spec.name / "result.json") for spec in runs}
     updates = {spec.name: _read_updates(run_dir / "configs" / spec.name) for spec in runs}
     epochs_rows = {spec.name: read_metrics_csv(run_dir / "configs" / spec.name / "metrics.csv")
                    if (run_dir / "configs" / spec.name / "metrics.csv").is_file() else []  # none: diverged in epoch 1
@@ -465,15 +443,15 @@ def report(run_dir: Path) -> Path:
     sched_curves = [(s, *updates[n][:2]) for s, n in by_sched.items()]
     panels = [(c, t) for c, t in [(opt_curves, "optimizers, constant learning rate"),
                                   (sched_curves, f"schedules ({sched_label})")] if c]
-    fig = _figure(6.0 * len(panels), 4.2)
+    fig = new_figure(6.0 * len(panels), 4.2)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (curves, title) in zip(axes, panels):
         _loss_panel(ax, curves, steps_per_epoch, title)
     fig.suptitle(f"LeNet-5 on {cfg.dataset}: training loss of every update (faint) and its moving average", fontsize=11)
     fig.tight_layout()
-    _save(fig, run_dir / "loss_curves.png")
+    save_figure(fig, run_dir / "loss_curves.png")
 
-    fig = _figure(6.0 * len(panels), 3.8)
+    fig = new_figure(6.0 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     for ax, (group, title) in zip(axes, [(g, t) for g, t in [(by_opt, "optimizers"), (by_sched, f"schedules ({sched_label})")] if g]):
         for i, (key, name) in enumerate(group.items()):
@@ -487,10 +465,10 @@ def report(run_dir: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, run_dir / "val_accuracy.png")
+    save_figure(fig, run_dir / "val_accuracy.png")
 
     if by_sched:
-        fig = _figure(6.5, 3.6)
+        fig = new_figure(6.5, 3.6)
         ax = fig.subplots()
         for i, (s, n) in enumerate(by_sched.items()):
             steps, _, lr = updates[n]
@@ -503,7 +481,7 @@ def report(run_dir: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        _save(fig, run_dir / "lr_schedules.png")
+        save_figure(fig, run_dir / "lr_schedules.png")
 
     def row(label: str, r: dict[str, Any]) -> list[Any]:
         pct = lambda v: 100 * v if v is not None else None  # noqa: E731
@@ -538,7 +516,7 @@ def report(run_dir: Path) -> Path:
                   markdown_table(headers, [row(s, results[n]) for s, n in by_sched.items()]), ""]
     evals = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
     for p in evals:
-        e = _read_json(p)
+        e = read_run_json(p)
         lines += [f"## `deepnotes eval` on {e['data']} ({e['n']} test images)", "",
                   markdown_table(["configuration", "accuracy", "loss"],
                                  [[s.name, f"{100 * e[f'acc_{s.name}']:.2f}%", e[f"loss_{s.name}"]]
@@ -548,7 +526,7 @@ def report(run_dir: Path) -> Path:
     if by_sched:
         lines += ["## Learning-rate schedules", "", markdown_image("learning-rate schedules", "lr_schedules.png"), ""]
     config_rows = [[k, ",".join(map(str, v)) if isinstance(v, list) else v]
-                   for k, v in _read_json(run_dir / "config.json")["config"].items()]
+                   for k, v in read_run_json(run_dir / "config.json")["config"].items()]
     lines += [f"Test accuracy is on {n_test} test images.", "", "## Configuration", "",
               markdown_table(["field", "value"], config_rows), ""]
     path = run_dir / "report.md"

@@ -40,9 +40,9 @@ from safetensors.torch import load_file, save_file
 from deepnotes.data import tabular
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext
+from deepnotes.labs import Lab, RunContext, read_run_json
 from deepnotes.models.regression import build_regressor, fit_regressor, predict
-from deepnotes.report import markdown_image, markdown_table
+from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.config import option
 
 NAME = "regression"
@@ -381,15 +381,6 @@ def _write_predictions(path: Path, rows: list[str], truth: np.ndarray, preds: di
 
 
 # ----------------------------------------------------------------------------------- evaluate
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
-
-
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval``: reload the saved weights and recompute the MSE of every model and baseline.
 
@@ -405,7 +396,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    info = _read_json(run_dir / "data.json")
+    info = read_run_json(run_dir / "data.json")
     path = run_dir / "model.safetensors"
     if not path.is_file():
         raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; start it again")
@@ -446,7 +437,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         preds["persistence"] = x[:, info["all_feature_names"].index(pers)]
     metrics: dict[str, Any] = {"data": name, "n": int(len(x))}
     if y is None:
-        best = _read_json(run_dir / "test_metrics.json")["best_model"]
+        best = read_run_json(run_dir / "test_metrics.json")["best_model"]
         sub = tabular.write_submission(run_dir / "eval" / f"{name}-submission.csv", ids, preds[best])
         metrics.update(model=best, submission=str(sub))
     else:
@@ -466,9 +457,7 @@ def _read_predictions(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
 
 
 def _plot_predictions(rows: list[str], cols: dict[str, np.ndarray], best: str, kind: str, target: str, path: Path) -> None:
-    from deepnotes.report.plots import _new_figure, _save
-
-    fig = _new_figure(13, 4.2)
+    fig = new_figure(13, 4.2)
     ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
     x = np.arange(len(rows))
     truth = cols["true"]
@@ -497,13 +486,11 @@ def _plot_predictions(rows: list[str], cols: dict[str, np.ndarray], best: str, k
     ax2.set_title(f"chosen model: {best}")
     ax2.grid(True, alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_ladder(ladder: list[dict], histories: dict[str, list[dict]], path: Path) -> None:
-    from deepnotes.report.plots import _new_figure, _save
-
-    fig = _new_figure(12, 4.2)
+    fig = new_figure(12, 4.2)
     ax1, ax2 = fig.subplots(1, 2)
     cmap = __import__("matplotlib").colormaps["viridis"]
     for i, rung in enumerate(ladder):
@@ -530,13 +517,11 @@ def _plot_ladder(ladder: list[dict], histories: dict[str, list[dict]], path: Pat
     ax2.legend(fontsize=8)
     ax2.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_curves(histories: dict[str, list[dict]], models: list[str], path: Path) -> None:
-    from deepnotes.report.plots import _new_figure, _save
-
-    fig = _new_figure(4.0 * len(models), 3.6)
+    fig = new_figure(4.0 * len(models), 3.6)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, key in zip(axes, models):
         hist = histories[key]
@@ -552,7 +537,7 @@ def _plot_curves(histories: dict[str, list[dict]], models: list[str], path: Path
     axes[0].set_ylabel("MSE (standardized target)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def report(run_dir: Path) -> Path:
@@ -561,9 +546,9 @@ def report(run_dir: Path) -> Path:
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
-    info = _read_json(run_dir / "data.json")
-    m = _read_json(run_dir / "test_metrics.json")
-    histories = _read_json(run_dir / "history.json")
+    info = read_run_json(run_dir / "data.json")
+    m = read_run_json(run_dir / "test_metrics.json")
+    histories = read_run_json(run_dir / "history.json")
     rows, cols = _read_predictions(run_dir / "predictions.csv")
     best = m["best_model"]
     target = info["target"]

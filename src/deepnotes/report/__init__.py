@@ -4,6 +4,7 @@
   and :func:`read_metrics_csv` (numbers parsed, empty cells ``None``).
 * :mod:`~deepnotes.report.plots`: :func:`plot_learning_curves`, :func:`plot_confusion_matrix`,
   :func:`plot_image_grid`, :func:`plot_lr_schedule`; each writes one PNG atomically.
+  A lab's own figures use :func:`new_figure` and :func:`save_figure` (atomic PNG).
 * :mod:`~deepnotes.report.markdown`: :func:`markdown_table`, :func:`markdown_image`.
 * :mod:`~deepnotes.report.classification`: :func:`confusion_matrix`, :func:`mistakes_first_order`.
 
@@ -15,10 +16,12 @@ from deepnotes.report.classification import confusion_matrix, mistakes_first_ord
 from deepnotes.report.markdown import format_number, markdown_image, markdown_table
 from deepnotes.report.metrics_csv import append_metrics_row, read_metrics_csv
 from deepnotes.report.plots import (
+    new_figure,
     plot_confusion_matrix,
     plot_image_grid,
     plot_learning_curves,
     plot_lr_schedule,
+    save_figure,
 )
 
 __all__ = [
@@ -28,9 +31,11 @@ __all__ = [
     "markdown_image",
     "markdown_table",
     "mistakes_first_order",
+    "new_figure",
     "plot_confusion_matrix",
     "plot_image_grid",
     "plot_learning_curves",
     "plot_lr_schedule",
     "read_metrics_csv",
+    "save_figure",
 ]

@@ -39,13 +39,15 @@ _CORRECT_COLOR = "#1a7f37"  # dark green, readable on white
 _MISTAKE_COLOR = "#d1242f"  # red
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib Figure of ``width`` x ``height`` inches at :data:`DPI`, on the Agg canvas (no GUI, thread-safe)."""
     fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically (temporary name, then rename); return the path."""
     final = Path(path)
     with atomic_path(final) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
@@ -156,7 +158,7 @@ def plot_learning_curves(
             f"rows has no numeric *_loss, *_acc or lr column to plot (columns: {', '.join(keys) or 'none'})"
         )
 
-    fig = _new_figure(4.6 * len(panels), 3.8)
+    fig = new_figure(4.6 * len(panels), 3.8)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     others: dict[str, str] = {}
     marker = "o" if len(rows) <= 30 else None
@@ -207,7 +209,7 @@ def plot_learning_curves(
     if title:
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -249,7 +251,7 @@ def plot_confusion_matrix(
     rate = np.divide(m, row_sums, out=np.zeros(m.shape, dtype=np.float64), where=row_sums > 0)
 
     side = min(max(4.5, 0.45 * k + 2.5), 22.0)
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -284,7 +286,7 @@ def plot_confusion_matrix(
     head = title or "confusion matrix"
     ax.set_title(f"{head}\naccuracy {100 * acc:.2f}%  (N={int(total)})", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _images_hwc(images: Any) -> np.ndarray:
@@ -377,7 +379,7 @@ def plot_image_grid(
     cols = min(ncols, shown)
     nrows = math.ceil(shown / cols)
     tile = 1.45
-    fig = _new_figure(cols * tile, nrows * (tile + 0.22) + 0.5)
+    fig = new_figure(cols * tile, nrows * (tile + 0.22) + 0.5)
     axes = fig.subplots(nrows, cols, squeeze=False)
     for idx, ax in enumerate(axes.flat):
         ax.set_axis_off()
@@ -402,7 +404,7 @@ def plot_image_grid(
         fontsize=10,
     )
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_lr_schedule(
@@ -430,7 +432,7 @@ def plot_lr_schedule(
     y = to_numpy(lrs).astype(np.float64)
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"lrs must be a non-empty 1-D sequence of learning rates, got shape {tuple(y.shape)}")
-    fig = _new_figure(5.5, 3.2)
+    fig = new_figure(5.5, 3.2)
     ax = fig.subplots()
     ax.plot(np.arange(y.size), y, lw=1.6, color="tab:blue")
     if log_y and np.all(y > 0):
@@ -442,4 +444,4 @@ def plot_lr_schedule(
     ax.set_title(title or "learning-rate schedule", fontsize=11)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
