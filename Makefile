@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install system-data demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -12,6 +12,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+## system-data: the Debian packages that hold real datasets (Fashion-MNIST, the KJV text); needs root
+DEBIAN_DATA ?= dataset-fashion-mnist bible-kjv bible-kjv-text
+system-data:
+	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "system data packages present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing); \
+	else echo "as root: apt-get install $$missing" >&2; exit 1; fi
 
 ## demo: train the default lab on the embedded digits and print where the report is
 demo: install

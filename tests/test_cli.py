@@ -115,7 +115,7 @@ def run_main(argv) -> int:
         (["run", "image-classification", "--widths", "a,b"], "expected comma-separated int values"),
         (["run"], "run needs a lab name"),
         (["eval", "/nonexistent/run"], "not a run folder"),
-        (["data", "info", "imagenet"], "unknown image dataset 'imagenet'"),
+        (["data", "info", "imagenet"], "unknown dataset 'imagenet'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )

@@ -187,19 +187,21 @@ def cmd_report(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from deepnotes.data import IMAGE_DATASETS, data_root, get_image_dataset
+    from deepnotes.data import data_root
+    from deepnotes.data.registry import all_datasets, get_dataset
 
     if args.data_cmd == "list":
-        width = max(len(n) for n in IMAGE_DATASETS)
+        entries = all_datasets()
+        width = max(len(n) for n in entries)
         print(f"data folder: {data_root()} (set DEEPNOTES_DATA to change)")
-        for name, info in IMAGE_DATASETS.items():
+        for name, info in entries.items():
             print(f"{name:<{width}}  {info.status()}  -- {info.description}")
     elif args.data_cmd == "info":
-        info = get_image_dataset(args.name)
+        info = get_dataset(args.name)
         print(info.how_to_get())
         print(f"Status: {info.status()}")
     elif args.data_cmd == "build":
-        folder = get_image_dataset(args.name).build()
+        folder = get_dataset(args.name).build()
         print(f"{args.name}: present at {folder}")
     return 0
 
