@@ -127,3 +127,41 @@ def test_cpu_bf16_autocast_switch(tmp_path, monkeypatch):
     history = trainer.fit()
     assert torch.bfloat16 in seen
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+class _TinyLM(nn.Module):
+    """Embedding -> linear next-token logits (B, T, V)."""
+
+    def __init__(self, vocab=5):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.out = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+
+    def forward(self, x):
+        return self.out(self.emb(x))
+
+
+def test_sequence_logits_and_fixed_steps_per_epoch(tmp_path):
+    # A cyclic sequence 0 1 2 3 4 0 1 ...: the next token is a function of the current one.
+    text = torch.arange(400) % 5
+    starts = torch.arange(len(text) - 9)
+
+    def windows(idx, _y, train, generator):
+        w = text[idx[:, None] + torch.arange(9)]
+        return w[:, :-1], w[:, 1:]
+
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, optimizer="adamw", schedule="constant", progress=False)
+    val = (starts[::8], starts[::8])
+    trainer = Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {"val": val}, torch.device("cpu"),
+                      log=lambda m: None, steps_per_epoch=7)
+    hist = trainer.fit()
+    assert [row["step"] for row in hist] == [7, 14, 21]  # 7 updates an epoch, not len(starts) / 8
+    assert hist[-1]["val_acc"] > 0.95 and hist[-1]["val_loss"] < hist[0]["val_loss"]
+    # each epoch's batches are distinct windows (drawn without replacement), and beyond one pass they chain
+    batches = [b.tolist() for b in trainer._batches(0)]
+    assert len(batches) == 7 and len({i for b in batches for i in b}) == 56
+    trainer.steps_per_epoch = 60  # 480 > 391 windows: a second permutation follows the first
+    flat = [i for b in trainer._batches(0) for i in b.tolist()]
+    assert len(flat) == 480 and sorted(flat[:391]) == starts.tolist()
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {}, torch.device("cpu"), steps_per_epoch=0)

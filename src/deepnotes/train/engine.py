@@ -62,7 +62,7 @@ class EpochStats:
     count: float = 0.0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        n = y.shape[0]
+        n = y.numel()  # examples, or tokens for sequence targets
         self.loss_sum += float(loss) * n
         self.correct += float((logits.argmax(dim=-1) == y).sum())
         self.count += n
@@ -134,6 +134,13 @@ class Trainer:
             default None builds SGD or AdamW from ``cfg`` (:func:`make_optimizer`).
         lr_schedule: ``lr_schedule(step, total_steps) -> lr`` set before every update; default None
             uses ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`.
+        steps_per_epoch: updates per epoch; default None = one pass, ``ceil(N / batch_size)``. A
+            smaller number makes an epoch a fixed number of updates on batches drawn without
+            replacement from a seeded permutation (a language model's "evaluation interval" over
+            millions of possible windows); a larger one chains several permutations.
+
+    Sequence models: logits ``(B, T, V)`` with targets ``(B, T)`` are flattened to ``B*T`` tokens for
+    the loss and the accuracy (mean per token).
     """
 
     def __init__(
@@ -149,6 +156,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         optimizer: torch.optim.Optimizer | None = None,
         lr_schedule: Callable[[int, int], float] | None = None,
+        steps_per_epoch: int | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -166,7 +174,9 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        self.steps_per_epoch = math.ceil(len(self.train_y) / cfg.batch_size)
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.train_y) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.use_amp = cfg.amp and device.type == "cuda"
         self.amp_dtype = (
@@ -243,6 +253,7 @@ class Trainer:
             xb, yb = self.prepare_batch(x[idx], y[idx], False, None)
             with self._autocast():
                 logits = self.model(xb)
+            logits, yb = _flatten_tokens(logits, yb)
             stats.add(F.cross_entropy(logits.float(), yb), logits, yb)
         loss, acc = stats.reduced(self.info, self.device)
         return {"loss": loss, "acc": acc}
@@ -283,11 +294,14 @@ class Trainer:
 
     def _batches(self, epoch: int) -> Iterable[torch.Tensor]:
         """Indices of this process's share of each batch; the order depends only on (seed, epoch)."""
-        g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch))
-        perm = torch.randperm(len(self.train_y), generator=g)
-        B = self.cfg.batch_size
+        B, N = self.cfg.batch_size, len(self.train_y)
+        need = self.steps_per_epoch * B
+        perms = [torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch)))]
+        while sum(len(p) for p in perms) < need:  # steps_per_epoch beyond one pass: chain more permutations
+            perms.append(torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch, len(perms)))))
+        perm = torch.cat(perms) if len(perms) > 1 else perms[0]
         for b in range(self.steps_per_epoch):
-            yield perm[b * B : (b + 1) * B][self.info.rank :: self.info.world_size]
+            yield perm[b * B : min((b + 1) * B, need)][self.info.rank :: self.info.world_size]
 
     def _train_one_epoch(self) -> None:
         cfg, info = self.cfg, self.info
@@ -304,7 +318,8 @@ class Trainer:
                 group["lr"] = lr
             x, y = self.prepare_batch(self.train_x[idx], self.train_y[idx], True, aug_gen)
             with self._autocast():
-                logits = self.ddp(x)  # (B, K)
+                logits = self.ddp(x)  # (B, K), or (B, T, V) for sequences
+                logits, y = _flatten_tokens(logits, y)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             self._check_finite(loss)
             self.optimizer.zero_grad(set_to_none=True)
@@ -321,7 +336,7 @@ class Trainer:
                 bar.set_postfix(
                     loss=f"{stats.loss_sum / stats.count:.4f}",
                     acc=f"{100 * stats.correct / stats.count:.2f}%",
-                    img_s=f"{stats.count * info.world_size / elapsed:.0f}",
+                    per_s=f"{stats.count * info.world_size / elapsed:.0f}",
                     lr=f"{lr:.3g}",
                 )
             bar.update(1)
@@ -339,7 +354,7 @@ class Trainer:
             for key, value in self.evaluate(x, y).items():
                 row[f"{name}_{key}"] = value
         row["epoch_time_s"] = time.perf_counter() - t0
-        row["throughput"] = len(self.train_y) / train_time  # images/s over all processes
+        row["throughput"] = stats.count * info.world_size / train_time  # examples (or tokens)/s, all processes
         self.epoch += 1
         self.history.append(row)
         if info.is_main:
@@ -357,9 +372,16 @@ class Trainer:
             evals = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(tuple(self.eval_sets)))
             self.log(
                 f"epoch {self.epoch}/{cfg.epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}  {evals}"
-                f"  {row['throughput']:.0f} img/s  {row['epoch_time_s']:.1f}s"
+                f"  {row['throughput']:.0f} ex/s  {row['epoch_time_s']:.1f}s"
             )
         distr.barrier(info)
+
+
+def _flatten_tokens(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, T, V), (B, T)`` -> ``(B*T, V), (B*T,)``; classification shapes pass through."""
+    if logits.ndim == 3:
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return logits, y
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
