@@ -4,6 +4,7 @@
     deepnotes run LAB [--flag value ...]        train + evaluate + report (every config field is a flag)
     deepnotes eval RUN_DIR [--data NAME|PATH]   evaluate a finished run
     deepnotes report RUN_DIR                    re-render a run's report
+    deepnotes sample RUN_DIR --prompt TEXT      continue a prompt with a language-model run
     deepnotes data list | info NAME | build NAME
 
 A user's mistake (unknown lab, bad flag value, missing dataset, unreadable file) prints one line
@@ -178,6 +179,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from deepnotes.labs import all_labs, load_config
+    from deepnotes.train.distributed import resolve_device
+
+    run_dir = Path(args.run_dir)
+    lab, _cfg = load_config(run_dir)
+    if lab.sample is None:
+        generative = ", ".join(other.name for other in all_labs() if other.sample)
+        raise UserError(f"{run_dir} is a run of {lab.name}, which does not generate text; sample from a run of: {generative}")
+    if args.max_new_tokens < 0:
+        raise UserError("--max-new-tokens must be >= 0")
+    if args.temperature < 0:
+        raise UserError("--temperature must be >= 0 (0 = greedy)")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError("--top-p must be in (0, 1]")
+    print(lab.sample(run_dir, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+                     resolve_device(args.device)))
+    return 0
+
+
 def cmd_report(args) -> int:
     from deepnotes.labs import load_config
 
@@ -220,6 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p_report = sub.add_parser("report", help="re-render a run's report.md and plots")
     p_report.add_argument("run_dir")
+    p_sample = sub.add_parser("sample", help="continue a prompt with a finished language-model run")
+    p_sample.add_argument("run_dir")
+    p_sample.add_argument("--prompt", required=True, help="text to continue (characters of the model's vocabulary)")
+    p_sample.add_argument("--max-new-tokens", type=int, default=300, help="tokens (characters) to generate (default 300)")
+    p_sample.add_argument("--temperature", type=float, default=0.8, help="softmax temperature; 0 = greedy (default 0.8)")
+    p_sample.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens only (0 = off)")
+    p_sample.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this probability")
+    p_sample.add_argument("--seed", type=int, default=0, help="random seed of the draws (default 0)")
+    p_sample.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where to run (default cpu)")
     p_data = sub.add_parser("data", help="datasets: list, info NAME, build NAME")
     dsub = p_data.add_subparsers(dest="data_cmd", required=True, metavar="ACTION", parser_class=Parser)
     dsub.add_parser("list", help="every dataset, and whether it is present here")
@@ -237,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error("run needs a lab name: deepnotes run LAB (see `deepnotes list`)")
             return cmd_run(rest[0], rest[1:])
         args = parser.parse_args(argv)
-        handlers = {"list": cmd_list, "eval": cmd_eval, "report": cmd_report, "data": cmd_data}
+        handlers = {"list": cmd_list, "eval": cmd_eval, "report": cmd_report, "data": cmd_data, "sample": cmd_sample}
         return handlers[args.cmd](args)
     except UserError as e:
         print(f"deepnotes: error: {e}", file=sys.stderr)

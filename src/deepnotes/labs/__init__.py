@@ -47,12 +47,15 @@ class Lab:
     evaluate: Callable[[Path, str | None, torch.device], dict]
     report: Callable[[Path], Path]
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # generative labs: sample(run_dir, prompt, n_chars, temperature, top_k, top_p, seed, device) -> text
+    sample: Callable[..., str] | None = None
 
 
 def _registry() -> dict[str, Lab]:
     # Imported here, not at the top: a lab imports this module for Lab and RunContext.
     from deepnotes.labs import (
         batch_and_momentum,
+        char_lm,
         critical_points,
         generalization,
         image_classification,
@@ -67,6 +70,8 @@ def _registry() -> dict[str, Lab]:
         batch_and_momentum.LAB,  # lecture 2: batch and momentum
         optimizers.LAB,  # lecture 2: adaptive learning rate, schedules
         generalization.LAB,  # ML2022: why more parameters overfit
+        char_lm.LAB_GPT,  # ML2021/2022 Transformer, GPT; nanoGPT
+        char_lm.LAB_LSTM,  # EE-559 12-2 LSTM
     ]
     return {lab.name: lab for lab in labs}
 

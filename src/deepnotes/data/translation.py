@@ -1,0 +1,738 @@
+"""Machine-translation data: EN->ZH pairs from Debian's gettext catalogs, TED2020 text, subword tokenizers.
+
+Source: ML2021/2022 homework 5, "Machine Translation" (a Transformer seq2seq model trained on the
+TED2020 EN->ZH corpus, tokenized into subwords with sentencepiece, scored with BLEU); lecture
+"Transformer" (Seq2seq: input and output are sequences whose output length the model decides).
+
+Three parts:
+
+1. ``deepnotes data build ui-translations`` (:data:`UI_TRANSLATIONS`): the zh_CN message catalogs of
+   a fixed list of Debian packages (:data:`UI_PACKAGES`) become English -> Simplified Chinese sentence
+   pairs. Each package's ``.deb`` is fetched with ``apt-get download`` into
+   ``<data_root>/ui-translations/debs/`` (kept, so an interrupted build resumes), its file-system tar
+   stream (``dpkg-deb --fsys-tarfile``) is read in Python without extracting anything to disk, and every
+   ``usr/share/locale/zh_CN/LC_MESSAGES/*.mo`` is parsed (:func:`parse_mo`). The filters
+   (:data:`FILTER_RULES`, :func:`catalog_pairs`, :func:`dedupe_pairs`) keep the message text without its
+   msgctxt, only the first form of plural entries, zh sides that hold a CJK ideograph, English sides of
+   at least 3 words; whitespace is collapsed, and each English source is kept once (the first package
+   in :data:`UI_PACKAGES` order wins). Output: ``pairs.tsv`` (``package<TAB>en<TAB>zh``) and
+   ``manifest.json``, written atomically. The domain is software messages (menus, errors, ``--help``
+   text) with printf placeholders (``%s``, ``%1$s``), not TED talks; licenses are those of each package
+   (mostly GPL/LGPL, see ``/usr/share/doc/PKG/copyright``).
+   :func:`package_split` splits by source package so that no package's phrasing leaks from train into
+   validation or test.
+2. :func:`read_parallel_text`: the TED2020 files of HW5 (``train_dev.raw.en`` / ``train_dev.raw.zh``: one
+   sentence a line, the same number of lines).
+3. :func:`train_sentencepiece` and :class:`SubwordTokenizer`: BPE or unigram subwords (Sennrich et al.
+   2016; Kudo 2018) through the ``sentencepiece`` library, with printf placeholders kept whole.
+
+Deliberate differences from HW5: the tokenizer defaults to byte fallback and no Unicode normalization
+(``identity``), so ``decode(encode(s)) == s`` for whitespace-normalized text, rare characters included;
+HW5 used sentencepiece's default NFKC normalization, which rewrites full-width Chinese punctuation
+(``，`` -> ``,``) and so changes the references BLEU is computed against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tqdm import tqdm
+
+from deepnotes.data.download import sha256_file
+from deepnotes.data.paths import data_root
+from deepnotes.errors import DataError, UserError
+from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+# ----------------------------------------------------------------------------------------------------------
+# Gettext catalogs (.mo)
+# ----------------------------------------------------------------------------------------------------------
+
+#: The Debian packages whose zh_CN catalogs make the corpus, in priority order (the first package that
+#: holds an English source keeps it). Each was checked to ship ``usr/share/locale/zh_CN/LC_MESSAGES/*.mo``
+#: in Debian 12 (bookworm); together they give ~37k pairs. Order: the list of ``shared/DATA.md`` first,
+#: then other GNU tools, libraries and daemons with large catalogs.
+UI_PACKAGES: tuple[str, ...] = (
+    "postgresql-15", "git", "coreutils", "libgtk-3-common", "libglib2.0-data", "gettext", "dpkg", "apt",
+    "bash", "tar", "grep", "sed", "findutils", "diffutils", "systemd", "iso-codes", "man-db",
+    "util-linux-locales", "gnupg-l10n", "libc-l10n", "gcc-12-locales", "binutils-common", "network-manager",
+    "sudo", "wget", "nano", "make", "cpio", "texinfo", "libgphoto2-l10n", "aspell", "bison", "flex",
+)
+
+#: Default held-out packages of :func:`package_split` (~10 % test, ~5 % validation of the built pairs):
+#: command-line tools for test, a library's messages and an admin tool for validation.
+DEFAULT_TEST_PACKAGES: tuple[str, ...] = ("coreutils", "dpkg", "tar", "wget")
+DEFAULT_VAL_PACKAGES: tuple[str, ...] = ("libglib2.0-data", "sudo")
+
+#: Minimum number of whitespace-separated English words of a kept pair.
+MIN_EN_WORDS = 3
+
+#: The filters, in the words the manifest records.
+FILTER_RULES: tuple[str, ...] = (
+    "catalogs: usr/share/locale/zh_CN/LC_MESSAGES/*.mo (regular files), in path order",
+    "msgctxt dropped (the text before \\x04 in the msgid)",
+    "plural entries: only the first form (msgid singular -> msgstr[0])",
+    "untranslated entries (empty msgstr) and the header (empty msgid) dropped",
+    "whitespace collapsed to single spaces, ends stripped (both sides)",
+    f"English side has >= {MIN_EN_WORDS} whitespace-separated words",
+    "zh side holds at least one CJK ideograph (U+3400-4DBF, U+4E00-9FFF, U+F900-FAFF, U+20000-3134F)",
+    "deduplicated by English text: the first package in the fixed order wins, then the first catalog, "
+    "then the first entry",
+)
+
+_MO_MAGIC = 0x950412DE
+_CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_CHARSET = re.compile(r"charset=\s*([^\s;]+)", re.IGNORECASE)
+_ZH_MO = re.compile(r"usr/share/locale/zh_CN/LC_MESSAGES/[^/]+\.mo")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One message of a ``.mo`` catalog.
+
+    ``msgctxt`` is None when the message has no context; ``msgid_plural`` is None for a non-plural
+    message; ``msgstr`` holds the translation's forms (one for a non-plural message).
+    """
+
+    msgctxt: str | None
+    msgid: str
+    msgid_plural: str | None
+    msgstr: tuple[str, ...]
+
+
+def parse_mo(data: bytes, name: str = "<bytes>") -> list[CatalogEntry]:
+    """Parse a GNU gettext ``.mo`` file (either byte order, revision 0 or 1) into its entries, in file order.
+
+    The layout (GNU gettext manual, "The Format of GNU MO Files"): a 28-byte header (magic
+    ``0x950412de``, revision, N strings, offsets O and T of the original and translation tables, hash
+    table size and offset), then two tables of N ``(length, offset)`` pairs. An original is
+    ``[msgctxt "\\x04"] msgid ["\\x00" msgid_plural]``; a translation holds its plural forms separated by
+    ``"\\x00"``. Strings are decoded with the charset named in the header entry (empty msgid), UTF-8 when
+    it names none. The header entry itself is returned too (``msgid == ""``).
+
+    Args:
+        data: the file's bytes.
+        name: the file's name, for error messages.
+
+    Returns:
+        ``list[CatalogEntry]``, the same entries as ``gettext.GNUTranslations`` reads.
+
+    Raises:
+        DataError: not a .mo file, truncated, or not decodable with its charset (names ``name``).
+    """
+    if len(data) < 28:
+        raise DataError(f"{name}: not a gettext .mo file (only {len(data)} bytes)")
+    for order in "<>":
+        if struct.unpack(order + "I", data[:4])[0] == _MO_MAGIC:
+            break
+    else:
+        raise DataError(f"{name}: not a gettext .mo file (bad magic number {data[:4].hex()})")
+    revision, n, o_off, t_off = struct.unpack(order + "4I", data[4:20])
+    if revision >> 16 not in (0, 1):
+        raise DataError(f"{name}: unsupported .mo major revision {revision >> 16}")
+
+    def table(offset: int) -> list[bytes]:
+        if offset + 8 * n > len(data):
+            raise DataError(f"{name}: truncated .mo file (string table past the end)")
+        out = []
+        for i in range(n):
+            length, start = struct.unpack_from(order + "II", data, offset + 8 * i)
+            if start + length > len(data):
+                raise DataError(f"{name}: truncated .mo file (string {i} past the end)")
+            out.append(data[start:start + length])
+        return out
+
+    originals, translations = table(o_off), table(t_off)
+    charset = "utf-8"
+    for orig, trans in zip(originals, translations):
+        if orig == b"":
+            m = _CHARSET.search(trans.decode("ascii", errors="replace"))
+            if m and m.group(1).upper() != "CHARSET":
+                charset = m.group(1)
+    entries = []
+    for i, (orig, trans) in enumerate(zip(originals, translations)):
+        try:
+            o, t = orig.decode(charset), trans.decode(charset)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise DataError(f"{name}: message {i} is not valid {charset} ({e})") from e
+        ctxt = None
+        if "\x04" in o:
+            ctxt, o = o.split("\x04", 1)
+        msgid, _, plural = o.partition("\x00")
+        entries.append(CatalogEntry(ctxt, msgid, plural if "\x00" in o else None, tuple(t.split("\x00"))))
+    return entries
+
+
+def normalize_space(text: str) -> str:
+    """``text`` with every run of whitespace (tabs, newlines, U+3000, ...) made one space, ends stripped."""
+    return " ".join(text.split())
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds a CJK unified or compatibility ideograph (Chinese punctuation alone does not count)."""
+    return _CJK.search(text) is not None
+
+
+def catalog_pairs(entries: Iterable[CatalogEntry], min_en_words: int = MIN_EN_WORDS) -> list[tuple[str, str]]:
+    """``(en, zh)`` pairs of catalog entries that pass the filters (:data:`FILTER_RULES`), in entry order.
+
+    The context is left out (only the msgid is kept), a plural entry gives its singular msgid and its
+    first form, both sides are whitespace-normalized; the header, untranslated entries, English sides
+    of fewer than ``min_en_words`` words and zh sides without a CJK ideograph are dropped. Duplicates
+    are kept (see :func:`dedupe_pairs`).
+    """
+    pairs = []
+    for e in entries:
+        en, zh = normalize_space(e.msgid), normalize_space(e.msgstr[0])
+        if en and zh and len(en.split()) >= min_en_words and has_cjk(zh):
+            pairs.append((en, zh))
+    return pairs
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sentence pair: the Debian ``package`` it came from, the English source ``en`` and its Chinese ``zh``."""
+
+    package: str
+    en: str
+    zh: str
+
+
+def dedupe_pairs(pairs: Iterable[Pair]) -> list[Pair]:
+    """The pairs with each English text kept once: the first occurrence wins, order preserved."""
+    seen: set[str] = set()
+    out = []
+    for p in pairs:
+        if p.en not in seen:
+            seen.add(p.en)
+            out.append(p)
+    return out
+
+
+def read_deb_catalogs(deb: str | os.PathLike[str]) -> list[tuple[str, bytes]]:
+    """The zh_CN ``.mo`` files of a ``.deb``: ``[(path inside the package, bytes)]``, sorted by path.
+
+    Reads ``dpkg-deb --fsys-tarfile DEB`` as a tar stream; nothing is written to disk.
+
+    Raises:
+        DataError: ``dpkg-deb`` is missing, or the file is not a readable .deb (delete it and rebuild).
+    """
+    deb = Path(deb)
+    exe = shutil.which("dpkg-deb")
+    if exe is None:
+        raise DataError("ui-translations: `dpkg-deb` is missing; it comes with Debian/Ubuntu's dpkg "
+                        "(`sudo apt-get install dpkg`)")
+    found = []
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([exe, "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=err)
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|*") as tf:
+                for member in tf:
+                    path = member.name.removeprefix("./").lstrip("/")
+                    if member.isfile() and _ZH_MO.fullmatch(path):
+                        found.append((path, tf.extractfile(member).read()))
+        except tarfile.TarError as e:
+            proc.kill()
+            proc.wait()
+            raise DataError(f"{deb}: cannot read its file tree ({e}); delete it and run "
+                            f"`deepnotes data build ui-translations` again") from e
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            msg = err.read().decode(errors="replace").strip().splitlines()
+            raise DataError(f"{deb}: `dpkg-deb --fsys-tarfile` failed ({msg[-1] if msg else f'exit {rc}'}); "
+                            f"delete it and run `deepnotes data build ui-translations` again")
+    return sorted(found)
+
+
+def deb_field(deb: str | os.PathLike[str], field: str) -> str:
+    """A control field of a ``.deb`` (``dpkg-deb --field DEB FIELD``), e.g. ``Version``.
+
+    Raises:
+        DataError: ``dpkg-deb`` failed (names the file).
+    """
+    try:
+        out = subprocess.run(["dpkg-deb", "--field", str(deb), field], capture_output=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DataError(f"{deb}: `dpkg-deb --field {field}` failed ({e}); delete it and rebuild") from e
+    return out.stdout.decode().strip()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pairs.tsv
+# ----------------------------------------------------------------------------------------------------------
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+_ESCAPED = re.compile(r"\\[\\tnr]")
+
+
+def escape_field(text: str) -> str:
+    """A TSV field: backslash, tab, newline and carriage return written as ``\\\\``, ``\\t``, ``\\n``, ``\\r``."""
+    return "".join(_ESCAPES.get(c, c) for c in text)
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of :func:`escape_field`."""
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group(0)], text)
+
+
+def format_pairs_tsv(pairs: Iterable[Pair]) -> str:
+    """``package<TAB>en<TAB>zh`` lines (escaped), sorted by package, then English, then Chinese."""
+    rows = sorted((p.package, p.en, p.zh) for p in pairs)
+    return "".join("\t".join(escape_field(f) for f in row) + "\n" for row in rows)
+
+
+@dataclass(frozen=True)
+class UITranslationsInfo:
+    """Where the EN->ZH UI-message pairs come from, whether they are here, and how to build them."""
+
+    name: str = "ui-translations"
+    description: str = (f"~37k EN->zh_CN software-message pairs from the gettext catalogs of {len(UI_PACKAGES)} "
+                        f"Debian packages (machine translation)")
+    source: str = "Debian packages' zh_CN gettext catalogs (apt-get download, dpkg-deb)"
+    license: str = "per package, mostly GPL/LGPL: see /usr/share/doc/PKG/copyright"
+    packages: tuple[str, ...] = UI_PACKAGES
+
+    def cache_dir(self) -> Path:
+        return data_root() / self.name
+
+    def debs_dir(self) -> Path:
+        return self.cache_dir() / "debs"
+
+    def pairs_path(self) -> Path:
+        return self.cache_dir() / "pairs.tsv"
+
+    def status(self) -> str:
+        return f"present at {self.cache_dir()}" if self.pairs_path().is_file() else "missing"
+
+    def how_to_get(self) -> str:
+        return "\n".join([
+            f"{self.name}: {self.description}",
+            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) from Debian packages:",
+            f"  deepnotes data build {self.name}",
+            "It runs `apt-get download PKG` (no root needed; if apt cannot find a package, run "
+            "`sudo apt-get update` first) and `dpkg-deb`, on Debian or Ubuntu.",
+            f"Packages: {' '.join(self.packages)}",
+            f"Source: {self.source}. License: {self.license}.",
+        ])
+
+    def fetch_deb(self, package: str) -> Path:
+        """The package's ``.deb`` in :meth:`debs_dir`, downloaded with ``apt-get download`` unless already there.
+
+        The download goes into a temporary folder and is moved into place whole, so an interrupted
+        download leaves nothing behind.
+
+        Raises:
+            DataError: apt-get is missing or the download failed (names the package and the command
+                to retry), or several versions of the package are cached.
+        """
+        debs = self.debs_dir()
+        cached = sorted(debs.glob(f"{package}_*.deb"))
+        if len(cached) == 1:
+            return cached[0]
+        if len(cached) > 1:
+            raise DataError(f"ui-translations: several .debs of {package} in {debs} "
+                            f"({', '.join(p.name for p in cached)}); delete all but one and rebuild")
+        exe = shutil.which("apt-get")
+        if exe is None:
+            raise DataError("ui-translations: `apt-get` is missing; the build needs Debian or Ubuntu "
+                            "(apt-get download, dpkg-deb)")
+        debs.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{package}.", dir=debs) as tmp:
+            try:
+                proc = subprocess.run([exe, "download", package], cwd=tmp, capture_output=True, timeout=900)
+                detail = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+                detail = detail[-1] if detail else f"exit status {proc.returncode}"
+                ok = proc.returncode == 0
+            except (OSError, subprocess.SubprocessError) as e:
+                ok, detail = False, str(e)
+            got = sorted(Path(tmp).glob(f"{package}_*.deb"))
+            if not ok or len(got) != 1:
+                n_kept = len(list(debs.glob("*.deb")))
+                raise DataError(
+                    f"ui-translations: `apt-get download {package}` failed ({detail}). If apt cannot locate "
+                    f"the package or the download is not found, refresh its lists with `sudo apt-get update`; "
+                    f"then run `deepnotes data build {self.name}` again (the {n_kept} .debs already in "
+                    f"{debs} are kept)")
+            final = debs / got[0].name
+            os.replace(got[0], final)
+        return final
+
+    def build(self, force: bool = False) -> Path:
+        """Download the packages, extract the pairs, write ``pairs.tsv`` and ``manifest.json``.
+
+        Kept if already built (unless ``force``); downloaded ``.deb`` files are always reused.
+        A progress bar over packages shows on a terminal.
+
+        Returns:
+            :meth:`cache_dir`.
+
+        Raises:
+            DataError: a package could not be downloaded (names it and the retry command), a ``.deb``
+                or catalog is unreadable (names the file), or no pair survived the filters.
+        """
+        out = self.pairs_path()
+        if out.is_file() and not force:
+            return self.cache_dir()
+        all_pairs: list[Pair] = []
+        records = []
+        for package in tqdm(self.packages, desc=self.name, unit="pkg", file=sys.stderr, disable=None):
+            deb = self.fetch_deb(package)
+            catalogs = read_deb_catalogs(deb)
+            n_entries = n_kept = 0
+            for path, data in catalogs:
+                entries = parse_mo(data, f"{deb.name}:{path}")
+                kept = catalog_pairs(entries)
+                n_entries += sum(1 for e in entries if e.msgid)
+                n_kept += len(kept)
+                all_pairs.extend(Pair(package, en, zh) for en, zh in kept)
+            records.append({
+                "package": package, "version": deb_field(deb, "Version"), "deb": deb.name,
+                "sha256": sha256_file(deb), "catalogs": [p.rsplit("/", 1)[1] for p, _ in catalogs],
+                "entries": n_entries, "filtered": n_kept,
+            })
+        pairs = dedupe_pairs(all_pairs)
+        if not pairs:
+            raise DataError(f"ui-translations: no pair survived the filters; delete {self.debs_dir()} and rebuild")
+        counts: dict[str, int] = {}
+        for p in pairs:
+            counts[p.package] = counts.get(p.package, 0) + 1
+        for r in records:
+            r["pairs"] = counts.get(r["package"], 0)
+        tsv = format_pairs_tsv(pairs)
+        write_text_atomic(out, tsv)
+        held_out = DEFAULT_VAL_PACKAGES + DEFAULT_TEST_PACKAGES
+        split = package_split(pairs) if set(held_out) <= set(counts) else None
+        write_json_atomic(self.cache_dir() / "manifest.json", {
+            "dataset": self.name,
+            "format": "pairs.tsv: package<TAB>en<TAB>zh, UTF-8, one pair a line, sorted; \\\\ \\t \\n \\r escaped",
+            "packages": records,
+            "filters": list(FILTER_RULES),
+            "total_pairs": len(pairs),
+            "default_split": None if split is None else {
+                "val_packages": list(DEFAULT_VAL_PACKAGES), "test_packages": list(DEFAULT_TEST_PACKAGES),
+                "n_train": len(split[0]), "n_val": len(split[1]), "n_test": len(split[2]),
+            },
+            "files": {"pairs.tsv": hashlib.sha256(tsv.encode("utf-8")).hexdigest()},
+        })
+        return self.cache_dir()
+
+
+UI_TRANSLATIONS = UITranslationsInfo()
+
+
+def load_ui_translations(path: str | os.PathLike[str] | None = None, build: bool = True) -> list[Pair]:
+    """The EN->ZH pairs of ``pairs.tsv``, in file order (sorted by package, then English).
+
+    Args:
+        path: a ``pairs.tsv`` (``package<TAB>en<TAB>zh``, fields escaped); default the built one.
+        build: build it first when the default file is missing (default True; downloads ~75 MB of .debs).
+
+    Raises:
+        DataError: the file is missing (says how to build it), unreadable, or a line is malformed
+            (names file and line).
+    """
+    if path is None:
+        if not UI_TRANSLATIONS.pairs_path().is_file():
+            if not build:
+                raise DataError(f"ui-translations is missing; run `deepnotes data build {UI_TRANSLATIONS.name}`")
+            UI_TRANSLATIONS.build()
+        path = UI_TRANSLATIONS.pairs_path()
+    path = Path(path)
+    fix = f"rebuild it with `deepnotes data build {UI_TRANSLATIONS.name}`"
+    try:
+        lines = path.read_bytes().decode("utf-8").split("\n")
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}; {fix}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e}); {fix}") from e
+    if lines and lines[-1] == "":
+        lines.pop()
+    pairs = []
+    for i, line in enumerate(lines, 1):
+        parts = line.split("\t")
+        if len(parts) != 3 or not all(parts):
+            raise DataError(f"{path} line {i}: expected 'package<TAB>en<TAB>zh', got {line[:60]!r}; {fix}")
+        pairs.append(Pair(*(unescape_field(f) for f in parts)))
+    if not pairs:
+        raise DataError(f"{path} holds no pairs; {fix}")
+    return pairs
+
+
+def package_split(
+    pairs: Sequence[Pair],
+    val_packages: Iterable[str] = DEFAULT_VAL_PACKAGES,
+    test_packages: Iterable[str] = DEFAULT_TEST_PACKAGES,
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """Split pairs by source package: ``(train, val, test)``, each in input order.
+
+    Every pair of a package in ``val_packages`` goes to validation, of one in ``test_packages`` to
+    test, of any other package to train; no package is in two splits. The defaults
+    (:data:`DEFAULT_VAL_PACKAGES`, :data:`DEFAULT_TEST_PACKAGES`) hold ~5 % and ~10 % of the built
+    pairs. Deterministic (no randomness).
+
+    Raises:
+        UserError: a package is in both lists, or a named package has no pair (a typo, or other pairs;
+            the message lists the packages present).
+    """
+    val, test = set(val_packages), set(test_packages)
+    if val & test:
+        raise UserError(f"packages in both val_packages and test_packages: {', '.join(sorted(val & test))}")
+    present = {p.package for p in pairs}
+    missing = (val | test) - present
+    if missing:
+        raise UserError(f"val/test packages without any pair: {', '.join(sorted(missing))}; "
+                        f"the pairs come from: {', '.join(sorted(present))}")
+    train, val_pairs, test_pairs = [], [], []
+    for p in pairs:
+        (val_pairs if p.package in val else test_pairs if p.package in test else train).append(p)
+    return train, val_pairs, test_pairs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TED2020 (HW5) parallel text
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror}") from e
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for i, b in enumerate(raw, 1):
+        try:
+            line = b.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path} line {i} is not UTF-8 ({e.reason} at byte {e.start}); "
+                            f"convert the file, e.g. `iconv -f GB18030 -t UTF-8`") from e
+        if i == 1:
+            line = line.removeprefix("\ufeff")
+        lines.append(line.removesuffix("\r"))
+    return lines
+
+
+def read_parallel_text(src_path: str | os.PathLike[str], tgt_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """Aligned sentence pairs from two raw text files with one sentence a line (TED2020 of HW5).
+
+    Line ``i`` of ``src_path`` translates to line ``i`` of ``tgt_path``. Lines are split on ``"\\n"``
+    only (a ``"\\r"`` before it and a leading BOM are dropped; other Unicode line separators inside a
+    sentence are kept, so alignment holds); a final newline does not make an extra line. Empty lines
+    are kept, to keep the alignment.
+
+    Returns:
+        ``[(src_line, tgt_line), ...]``.
+
+    Raises:
+        DataError: a file is unreadable, a line is not UTF-8 (names the file and line), or the two files
+            have different line counts (names both files and both counts).
+    """
+    src_path, tgt_path = Path(src_path), Path(tgt_path)
+    src, tgt = _read_lines(src_path), _read_lines(tgt_path)
+    if len(src) != len(tgt):
+        raise DataError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; "
+                        f"parallel files must be aligned line by line")
+    return list(zip(src, tgt))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Subword tokenization (sentencepiece)
+# ----------------------------------------------------------------------------------------------------------
+
+#: Printf-style and brace placeholders made single, unsplittable pieces by default, so a translation
+#: model can copy them through: ``%s``, ``%d``, the positional ``%1$s``, ... and ``{}``, ``{0}``, ...
+PLACEHOLDER_SYMBOLS: tuple[str, ...] = (
+    "%s", "%d", "%i", "%u", "%c", "%f", "%g", "%x", "%X", "%o", "%p", "%m", "%%",
+    "%ld", "%lu", "%li", "%lld", "%llu", "%zu", "%zd", "%lf", "%.*s", "%-*s", "%*s", "%'d",
+    "%1$s", "%2$s", "%3$s", "%4$s", "%5$s", "%1$d", "%2$d", "%3$d", "%4$d", "%1$u", "%2$u",
+    "%1$lu", "%2$lu", "%1$ld", "%2$ld", "%1$c", "%2$c",
+    "{}", "{0}", "{1}", "{2}", "{3}",
+)
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    model_prefix_path: str | os.PathLike[str],
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 0.9995,
+    user_defined_symbols: Sequence[str] = PLACEHOLDER_SYMBOLS,
+    byte_fallback: bool = True,
+    normalization_rule_name: str = "identity",
+    seed: int = 0,
+) -> Path:
+    """Train a sentencepiece subword model on ``texts``; write ``PREFIX.model`` and ``PREFIX.vocab`` atomically.
+
+    Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, then ``user_defined_symbols`` (always whole
+    pieces, never split or merged), then the learned pieces (and the 256 ``<0xNN>`` byte pieces with
+    ``byte_fallback``). Deterministic for the same inputs: one thread, every sentence used in the given
+    order (no sampling), a fixed random seed.
+
+    Args:
+        texts: training sentences, one per item (a list, or any iterable read once).
+        model_prefix_path: output path without extension, e.g. ``runs/x/spm8000``; its folder is created.
+        vocab_size: total number of pieces, special and byte pieces included.
+        model_type: ``"bpe"`` (byte-pair merges, Sennrich et al. 2016, HW5's choice) or ``"unigram"``
+            (Kudo 2018).
+        character_coverage: fraction of characters covered by single-character pieces (default 0.9995,
+            sentencepiece's advice for CJK; 1.0 for small alphabets). The rest become bytes or ``<unk>``.
+        user_defined_symbols: strings kept as single pieces (default :data:`PLACEHOLDER_SYMBOLS`).
+        byte_fallback: encode characters outside the vocabulary as UTF-8 byte pieces instead of
+            ``<unk>``, so decoding is lossless (default True; needs ``vocab_size`` > ~260 + characters).
+        normalization_rule_name: sentencepiece normalization; default ``"identity"`` (HW5 used the
+            library's ``"nmt_nfkc"``, which rewrites full-width punctuation). Runs of spaces are
+            always collapsed.
+        seed: seed of sentencepiece's random generator.
+
+    Returns:
+        ``Path("PREFIX.model")``.
+
+    Raises:
+        ValueError: a bad ``model_type``, ``vocab_size`` or ``character_coverage``, or sentencepiece
+            rejected the settings or the corpus (its message, e.g. a vocabulary too small for the
+            characters, is included).
+
+    Example::
+
+        model = train_sentencepiece(en_lines + zh_lines, "runs/mt/spm8000", vocab_size=8000)
+        tok = SubwordTokenizer.load(model)
+    """
+    import sentencepiece as spm
+
+    if model_type not in ("bpe", "unigram"):
+        raise ValueError(f"model_type must be 'bpe' or 'unigram', got {model_type!r}")
+    if not isinstance(vocab_size, int) or vocab_size < 8:
+        raise ValueError(f"vocab_size must be an integer >= 8, got {vocab_size!r}")
+    if not 0 < character_coverage <= 1:
+        raise ValueError(f"character_coverage must be in (0, 1], got {character_coverage}")
+    prefix = Path(model_prefix_path)
+    n_sentences = 0
+
+    def sentences():
+        nonlocal n_sentences
+        for t in texts:
+            n_sentences += 1
+            yield t
+
+    spm.set_random_generator_seed(seed)
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=sentences(), model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, user_defined_symbols=list(user_defined_symbols),
+            byte_fallback=byte_fallback, normalization_rule_name=normalization_rule_name,
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+            num_threads=1, input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=65536,
+            minloglevel=2,
+        )
+    except (RuntimeError, OSError) as e:
+        raise ValueError(f"sentencepiece training on {n_sentences} sentences failed: {e}") from e
+    proto = model.getvalue()
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    model_path = prefix.with_name(prefix.name + ".model")
+    write_bytes_atomic(model_path, proto)
+    write_text_atomic(prefix.with_name(prefix.name + ".vocab"), vocab)
+    return model_path
+
+
+class SubwordTokenizer:
+    """A trained sentencepiece model: text <-> subword ids.
+
+    ``pad_id`` 0, ``unk_id`` 1, ``bos_id`` 2, ``eos_id`` 3 for models from :func:`train_sentencepiece`
+    (read from the model, so others work too). Build with :meth:`load`.
+
+    Example::
+
+        tok = SubwordTokenizer.load("runs/mt/spm8000.model")
+        ids = tok.encode("Cannot open %s", add_eos=True)
+        tok.decode(ids)                      # 'Cannot open %s'
+    """
+
+    def __init__(self, processor) -> None:
+        self.sp = processor
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "SubwordTokenizer":
+        """Load a ``.model`` file.
+
+        Raises:
+            DataError: the file is missing or not a sentencepiece model (names it).
+        """
+        import sentencepiece as spm
+
+        path = Path(path)
+        try:
+            proto = path.read_bytes()
+        except OSError as e:
+            raise DataError(f"cannot read tokenizer model {path}: {e.strerror}; train one with "
+                            f"train_sentencepiece()") from e
+        sp = spm.SentencePieceProcessor()
+        try:
+            sp.load_from_serialized_proto(proto)
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"{path} is not a sentencepiece model ({e})") from e
+        return cls(sp)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def pad_id(self) -> int:
+        return self.sp.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self.sp.unk_id()
+
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Subword ids of ``text``, with ``bos_id`` first / ``eos_id`` last when asked."""
+        return self.sp.encode(text, add_bos=add_bos, add_eos=add_eos)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids``; pad, bos and eos ids are dropped."""
+        skip = {self.pad_id, self.bos_id, self.eos_id}
+        return self.sp.decode([int(i) for i in ids if int(i) not in skip])
+
+    def pieces(self, text: str) -> list[str]:
+        """The subword pieces of ``text`` (``"▁"`` marks a preceding space)."""
+        return self.sp.encode(text, out_type=str)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+    def piece_to_id(self, piece: str) -> int:
+        """The id of ``piece``, ``unk_id`` if it is not in the vocabulary."""
+        return self.sp.piece_to_id(piece)

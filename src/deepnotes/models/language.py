@@ -1,0 +1,135 @@
+"""Character language models: a decoder-only Transformer (GPT) and an LSTM, both ``(B, T) ids -> (B, T, V) logits``.
+
+Sources: ML2021/2022 "Transformer" and "GPT: predict the next token" (a decoder without cross-attention,
+trained on every prefix at once under a causal mask); Radford et al. 2018/2019 (pre-norm GPT-2 blocks,
+learned positions, GELU, N(0, 0.02) init, residual projections scaled by 1/sqrt(2 n_layers)); nanoGPT
+(Karpathy) for the character-level configuration. EE-559 12-2 for the LSTM language model.
+
+Both are built from this package's layers: :class:`deepnotes.nn.transformer.TransformerEncoderLayer`
+(pre-norm, causal) and :class:`deepnotes.nn.recurrent.LSTM`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deepnotes.nn.attention import LearnedPositionalEmbedding
+from deepnotes.nn.normalization import LayerNorm
+from deepnotes.nn.recurrent import LSTM
+from deepnotes.nn.transformer import TransformerEncoderLayer
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of :class:`GPT`; the defaults are nanoGPT's CPU character config."""
+
+    vocab_size: int
+    block_size: int = 64  # longest context (positions)
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    dropout: float = 0.0
+    use_fused: bool = True  # attention through F.scaled_dot_product_attention (tested equal to the readable path)
+
+
+class GPT(nn.Module):
+    """Decoder-only Transformer: token + position embeddings, ``n_layers`` pre-norm causal blocks, LayerNorm, head.
+
+    The output head is the token embedding matrix (weight tying, as GPT-2): ``logits = LN(x) @ E^T``.
+
+    Shapes:
+        idx: (B, T) int64 with T <= block_size -> logits (B, T, vocab_size).
+
+    Raises:
+        ValueError: T > block_size (crop the context; :meth:`step_logits` does it for decoding).
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = LearnedPositionalEmbedding(cfg.block_size, cfg.d_model, dropout=cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerEncoderLayer(cfg.d_model, cfg.n_heads, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout,
+                                    activation="gelu", norm_first=True, use_fused=cfg.use_fused)
+            for _ in range(cfg.n_layers)
+        )
+        self.norm = LayerNorm(cfg.d_model)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for name, p in self.named_parameters():
+            if p.ndim >= 2:
+                std = 0.02
+                if name.endswith(("out_proj.weight", "linear2.weight")):  # residual projections
+                    std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+                nn.init.normal_(p, mean=0.0, std=std)
+            elif name.endswith("bias") and "norm" not in name:
+                nn.init.zeros_(p)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        T = idx.shape[1]
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
+        x = self.pos_emb(self.tok_emb(idx))
+        for block in self.blocks:
+            x = block(x, is_causal=True)
+        return F.linear(self.norm(x), self.tok_emb.weight)  # the head is the embedding, transposed
+
+    def step_logits(self, idx: Tensor) -> Tensor:
+        """Next-token logits (B, V) from the last ``block_size`` tokens of ``idx`` (B, T)."""
+        return self(idx[:, -self.cfg.block_size:])[:, -1]
+
+
+@dataclass(frozen=True)
+class LSTMLMConfig:
+    """Sizes of :class:`LSTMLanguageModel`."""
+
+    vocab_size: int
+    embedding_dim: int = 128
+    hidden_size: int = 240
+    num_layers: int = 2
+    dropout: float = 0.0
+
+
+class LSTMLanguageModel(nn.Module):
+    """Embedding -> stacked LSTM -> linear logits, trained on the same windows as :class:`GPT`.
+
+    Each window starts from a zero state (truncated back-propagation over the window), so both models
+    see the same context length. Decoding (:meth:`step_logits`) runs over the whole prefix.
+
+    Shapes:
+        idx: (B, T) int64 -> logits (B, T, vocab_size).
+    """
+
+    def __init__(self, cfg: LSTMLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
+        self.lstm = LSTM(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                         dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        out, _ = self.lstm(self.drop(self.tok_emb(idx)))
+        return self.head(self.drop(out))
+
+    def step_logits(self, idx: Tensor) -> Tensor:
+        """Next-token logits (B, V) after reading all of ``idx`` (B, T)."""
+        return self(idx)[:, -1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def next_token_step_fn(model: nn.Module):
+    """A :mod:`deepnotes.nn.decoding` ``step_fn(tokens, origin) -> logits`` over ``model.step_logits``."""
+    return lambda tokens, origin: model.step_logits(tokens)

@@ -1,0 +1,345 @@
+"""Translation data: the .mo reader (against Python's gettext), the pair filters, the ui-translations build
+(offline, on .debs made here and a stand-in apt-get), pairs.tsv, package_split, TED2020 text, sentencepiece."""
+
+from __future__ import annotations
+
+import gettext
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from deepnotes.data.translation import (
+    DEFAULT_TEST_PACKAGES,
+    DEFAULT_VAL_PACKAGES,
+    PAD_ID,
+    UI_TRANSLATIONS,
+    Pair,
+    SubwordTokenizer,
+    UITranslationsInfo,
+    catalog_pairs,
+    dedupe_pairs,
+    format_pairs_tsv,
+    has_cjk,
+    load_ui_translations,
+    package_split,
+    parse_mo,
+    read_deb_catalogs,
+    read_parallel_text,
+    train_sentencepiece,
+)
+from deepnotes.errors import DataError, UserError
+
+HEADER = "Content-Type: text/plain; charset={charset}\nPlural-Forms: nplurals=1; plural=0;\n"
+
+
+def make_mo(messages: dict[str, str], charset: str = "UTF-8", byteorder: str = "<") -> bytes:
+    """A GNU .mo file of ``messages`` (original -> translation; ``ctxt\\x04id`` for a context,
+    ``id\\x00plural`` with ``form0\\x00form1`` for plural entries), header entry added."""
+    messages = {"": HEADER.format(charset=charset), **messages}
+    keys = sorted(messages, key=lambda k: k.encode(charset))
+    origs = [k.encode(charset) for k in keys]
+    trans = [messages[k].encode(charset) for k in keys]
+    n = len(keys)
+    o_off, t_off = 28, 28 + 8 * n
+    blob, pos = b"", 28 + 16 * n
+    o_table, t_table = b"", b""
+    for strings, which in ((origs, "o"), (trans, "t")):
+        for s in strings:
+            entry = struct.pack(byteorder + "II", len(s), pos)
+            if which == "o":
+                o_table += entry
+            else:
+                t_table += entry
+            blob += s + b"\x00"
+            pos += len(s) + 1
+    head = struct.pack(byteorder + "7I", 0x950412DE, 0, n, o_off, t_off, 0, 0)
+    return head + o_table + t_table + blob
+
+
+CATALOG = {
+    "Open the file now": "现在打开文件",
+    "button\x04Save all the changes": "保存所有更改",
+    "%d file was removed\x00%d files were removed": "删除了 %d 个文件\x00第二种形式 %d",
+    "Only ASCII text here": "Only ASCII text here",
+    "Two words": "两个词",
+    "Spread\n  over\tlines here": "分布在\n多行\u3000上",
+    "Untranslated message here": "",
+    "Ideographic punctuation only": "。，！",
+}
+
+
+def _as_gettext_catalog(entries):
+    """Our entries in the key layout of ``gettext.GNUTranslations._catalog``."""
+    out = {}
+    for e in entries:
+        key = e.msgid if e.msgctxt is None else f"{e.msgctxt}\x04{e.msgid}"
+        if e.msgid_plural is None:
+            out[key] = e.msgstr[0]
+        else:
+            out.update({(key, i): s for i, s in enumerate(e.msgstr)})
+    return out
+
+
+@pytest.mark.parametrize("charset,byteorder", [("UTF-8", "<"), ("UTF-8", ">"), ("GB2312", "<")])
+def test_parse_mo_agrees_with_python_gettext(charset, byteorder):
+    data = make_mo(CATALOG, charset=charset, byteorder=byteorder)
+    entries = parse_mo(data)
+    assert _as_gettext_catalog(entries) == gettext.GNUTranslations(io.BytesIO(data))._catalog
+    by_id = {e.msgid: e for e in entries}
+    assert by_id["Save all the changes"].msgctxt == "button"
+    plural = by_id["%d file was removed"]
+    assert plural.msgid_plural == "%d files were removed" and plural.msgstr == ("删除了 %d 个文件", "第二种形式 %d")
+
+
+def test_parse_mo_rejects_bad_files():
+    with pytest.raises(DataError, match="x.mo: not a gettext .mo file .bad magic"):
+        parse_mo(b"\x00" * 40, "x.mo")
+    with pytest.raises(DataError, match="only 3 bytes"):
+        parse_mo(b"abc", "x.mo")
+    data = make_mo(CATALOG)
+    with pytest.raises(DataError, match="x.mo: truncated"):
+        parse_mo(data[: len(data) - 30], "x.mo")
+
+
+def test_catalog_pairs_filters():
+    pairs = catalog_pairs(parse_mo(make_mo(CATALOG)))
+    assert sorted(pairs) == sorted([
+        ("Open the file now", "现在打开文件"),
+        ("Save all the changes", "保存所有更改"),  # msgctxt "button" left out
+        ("%d file was removed", "删除了 %d 个文件"),  # singular and first form only
+        ("Spread over lines here", "分布在 多行 上"),  # whitespace (tab, newline, U+3000) collapsed
+    ])
+    # dropped: the header, no CJK ideograph (ASCII, punctuation only), < 3 words, untranslated
+    assert len(catalog_pairs(parse_mo(make_mo(CATALOG)), min_en_words=2)) == 5  # "Two words" comes back
+    assert has_cjk("打") and has_cjk("\U00020000") and not has_cjk("。，！ abc")
+
+
+def test_dedupe_pairs_keeps_the_first_occurrence():
+    pairs = [Pair("a", "x y z", "一"), Pair("b", "x y z", "二"), Pair("b", "u v w", "三"), Pair("a", "u v w", "四")]
+    assert dedupe_pairs(pairs) == [pairs[0], pairs[2]]
+
+
+def test_pairs_tsv_round_trip_and_errors(tmp_path):
+    pairs = [Pair("p", "tab\there and a \\n literal", "换行\n和\\反斜杠"), Pair("a", "plain three words", "纯文本")]
+    path = tmp_path / "pairs.tsv"
+    path.write_text(format_pairs_tsv(pairs), encoding="utf-8")
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 2
+    assert load_ui_translations(path) == sorted(pairs, key=lambda p: (p.package, p.en, p.zh))
+    path.write_text("a\tthree words here\t三\nb\tonly two fields\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"pairs.tsv line 2: expected 'package<TAB>en<TAB>zh'"):
+        load_ui_translations(path)
+    with pytest.raises(DataError, match="cannot read"):
+        load_ui_translations(tmp_path / "absent.tsv")
+
+
+def test_package_split_is_by_package_and_deterministic():
+    rng = random.Random(0)
+    pairs = [Pair(f"pkg{rng.randrange(8)}", f"sentence number {i}", f"句子 {i}") for i in range(400)]
+    train, val, test = package_split(pairs, val_packages=["pkg1"], test_packages=("pkg2", "pkg5"))
+    assert len(train) + len(val) + len(test) == len(pairs)
+    pk = [{p.package for p in s} for s in (train, val, test)]
+    assert pk[1] == {"pkg1"} and pk[2] == {"pkg2", "pkg5"} and not pk[0] & (pk[1] | pk[2])
+    assert [p for p in pairs if p in set(test)] == test  # input order kept
+    assert package_split(list(reversed(pairs)), ["pkg1"], ["pkg2", "pkg5"])[2] == list(reversed(test))
+    with pytest.raises(UserError, match="in both val_packages and test_packages: pkg1"):
+        package_split(pairs, ["pkg1"], ["pkg1"])
+    with pytest.raises(UserError, match="without any pair: nope; the pairs come from: pkg0"):
+        package_split(pairs, ["nope"], ["pkg2"])
+    assert not set(DEFAULT_VAL_PACKAGES) & set(DEFAULT_TEST_PACKAGES)
+
+
+# --- the build, offline: .debs made with dpkg-deb, a stand-in apt-get that copies them ---
+
+needs_dpkg = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")
+
+
+def _make_deb(repo, package, version, catalogs):
+    root = repo / f"root-{package}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@example.org>\n"
+        f"Description: test\n")
+    for locale, name, messages in catalogs:
+        folder = root / "usr/share/locale" / locale / "LC_MESSAGES"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(make_mo(messages))
+    deb = repo / f"{package}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "-Zgzip", "--root-owner-group", "--build", str(root), str(deb)],
+                   check=True, capture_output=True)
+    shutil.rmtree(root)
+    return deb
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch):
+    repo, bindir = tmp_path / "repo", tmp_path / "bin"
+    repo.mkdir(), bindir.mkdir()
+    _make_deb(repo, "pkga", "1.0-1", [
+        ("zh_CN", "a.mo", {"Open the file now": "现在打开文件", "Only in package a": "仅在甲包中"}),
+        ("fr", "a.mo", {"French is not read": "Le français n'est pas lu"}),
+        ("zh_TW", "a.mo", {"Traditional is not read": "不讀正體"}),
+    ])
+    _make_deb(repo, "pkgb", "2:3.1", [
+        ("zh_CN", "b2.mo", {"Open the file now": "立即打开文件"}),
+        ("zh_CN", "b1.mo", {"Close the file now": "现在关闭文件", "Two words": "两个词"}),
+    ])
+    log = tmp_path / "apt.log"
+    script = bindir / "apt-get"
+    script.write_text('#!/bin/sh\n[ "$1" = download ] || exit 2\necho "$2" >> "$FAKE_LOG"\n'
+                      'for f in "$FAKE_REPO/$2"_*.deb; do\n'
+                      '  [ -e "$f" ] || { echo "E: Unable to locate package $2" >&2; exit 100; }\n'
+                      '  cp "$f" .\ndone\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_REPO", str(repo)), monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path / "data"))
+    return repo, log
+
+
+@needs_dpkg
+def test_read_deb_catalogs_reads_only_zh_cn(fake_apt):
+    repo, _ = fake_apt
+    cats = read_deb_catalogs(next(repo.glob("pkga_*.deb")))
+    assert [p for p, _ in cats] == ["usr/share/locale/zh_CN/LC_MESSAGES/a.mo"]
+    assert {e.msgid for e in parse_mo(cats[0][1])} == {"", "Open the file now", "Only in package a"}
+    bad = repo / "bad_1_all.deb"
+    bad.write_bytes(b"not a deb")
+    with pytest.raises(DataError, match="bad_1_all.deb: .*delete it"):
+        read_deb_catalogs(bad)
+
+
+@needs_dpkg
+def test_build_downloads_dedupes_in_package_order_and_resumes(fake_apt, tmp_path):
+    repo, log = fake_apt
+    info = UITranslationsInfo(packages=("pkga", "pkgb"))
+    assert info.status() == "missing"
+    folder = info.build()
+    assert folder == tmp_path / "data" / "ui-translations" and info.status().startswith("present")
+    assert log.read_text().split() == ["pkga", "pkgb"]
+    pairs = load_ui_translations(info.pairs_path())
+    assert pairs == [
+        Pair("pkga", "Only in package a", "仅在甲包中"),
+        Pair("pkga", "Open the file now", "现在打开文件"),  # pkga is first: its translation wins
+        Pair("pkgb", "Close the file now", "现在关闭文件"),
+    ]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    rec = {r["package"]: r for r in manifest["packages"]}
+    assert rec["pkgb"]["version"] == "2:3.1" and rec["pkgb"]["catalogs"] == ["b1.mo", "b2.mo"]
+    assert rec["pkga"]["sha256"] == hashlib.sha256(next(repo.glob("pkga_*.deb")).read_bytes()).hexdigest()
+    assert (rec["pkga"]["pairs"], rec["pkgb"]["entries"], rec["pkgb"]["filtered"], rec["pkgb"]["pairs"]) == (2, 3, 2, 1)
+    assert manifest["total_pairs"] == 3 and manifest["default_split"] is None
+    assert manifest["files"]["pairs.tsv"] == hashlib.sha256(info.pairs_path().read_bytes()).hexdigest()
+
+    # Rebuilt with the other order: the cached .debs are reused (no download) and pkgb now wins.
+    UITranslationsInfo(packages=("pkgb", "pkga")).build(force=True)
+    assert log.read_text().split() == ["pkga", "pkgb"]
+    assert Pair("pkgb", "Open the file now", "立即打开文件") in load_ui_translations(info.pairs_path())
+
+
+@needs_dpkg
+def test_build_names_a_package_that_fails_to_download(fake_apt, tmp_path):
+    info = UITranslationsInfo(packages=("pkga", "pkgz"))
+    with pytest.raises(DataError, match=r"`apt-get download pkgz` failed \(E: Unable to locate package pkgz\)"
+                                        r".*sudo apt-get update.*deepnotes data build ui-translations.*1 .debs"):
+        info.build()
+    debs = tmp_path / "data" / "ui-translations" / "debs"
+    assert [p.name for p in debs.iterdir()] == ["pkga_1.0-1_all.deb"]  # kept, no temporary left behind
+    assert not info.pairs_path().exists()
+
+
+# --- TED2020 text ---
+
+def test_read_parallel_text(tmp_path):
+    en, zh = tmp_path / "train_dev.raw.en", tmp_path / "train_dev.raw.zh"
+    en.write_bytes(b"Thank you.\r\nLine\xe2\x80\xa8with a separator\n\nlast")  # no final newline
+    zh.write_bytes("\ufeff谢谢。\n一行\n\n最后\n".encode())
+    assert read_parallel_text(en, zh) == [("Thank you.", "谢谢。"), ("Line\u2028with a separator", "一行"),
+                                          ("", ""), ("last", "最后")]
+    zh.write_text("谢谢。\n一行\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train_dev.raw.en has 4 lines but .*train_dev.raw.zh has 2"):
+        read_parallel_text(en, zh)
+    zh.write_bytes("谢谢。\n".encode() + "一行\n".encode("gb18030") + b"x\nlast\n")
+    with pytest.raises(DataError, match=r"train_dev.raw.zh line 2 is not UTF-8"):
+        read_parallel_text(en, zh)
+    with pytest.raises(DataError, match="cannot read .*absent"):
+        read_parallel_text(en, tmp_path / "absent")
+
+
+# --- sentencepiece ---
+
+WORDS = ("open the file cannot read write directory user name not found error warning for with "
+         "打开 文件 无法 读取 写入 目录 用户 名称 找不到 错误 警告").split()
+
+
+def _corpus(n=400, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randrange(3, 10)))
+            + rng.choice([" %s", ": %d", " %1$s and %2$s", " {name}", "。", "，{}"]) for _ in range(n)]
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_round_trip_special_ids_and_determinism(tmp_path, model_type):
+    corpus = _corpus()
+    path = train_sentencepiece(corpus, tmp_path / "a" / "spm", vocab_size=375, model_type=model_type)
+    assert path == tmp_path / "a" / "spm.model" and (tmp_path / "a" / "spm.vocab").is_file()
+    tok = SubwordTokenizer.load(path)
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.vocab_size) == (PAD_ID, 1, 2, 3, 375)
+    assert [tok.id_to_piece(i) for i in range(4)] == ["<pad>", "<unk>", "<s>", "</s>"]
+    for s in corpus[:50] + ["unseen: 𠀀 Zebra ü"]:  # byte fallback: characters never seen survive too
+        assert tok.decode(tok.encode(s)) == s
+    ids = tok.encode(corpus[0], add_bos=True, add_eos=True)
+    assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and tok.decode(ids + [tok.pad_id]) == corpus[0]
+    assert len(tok.encode("open the file")) < len("open the file")  # merges happened
+    again = train_sentencepiece(iter(corpus), tmp_path / "b" / "spm", vocab_size=375, model_type=model_type)
+    assert again.read_bytes() == path.read_bytes()
+
+
+def test_sentencepiece_keeps_placeholders_whole(tmp_path):
+    tok = SubwordTokenizer.load(train_sentencepiece(_corpus(), tmp_path / "spm", vocab_size=400))
+    s = "cannot open %s: %d files in %1$s for {name} (%lu, %zu, {0})"
+    assert tok.decode(tok.encode(s)) == s
+    pieces = tok.pieces(s)
+    for ph in ("%s", "%d", "%1$s", "%lu", "%zu", "{0}"):
+        assert ph in pieces and tok.piece_to_id(ph) != tok.unk_id
+    # without the placeholder symbols, "%1$s" is cut into pieces (so the test above can fail)
+    plain = SubwordTokenizer.load(train_sentencepiece(_corpus(), tmp_path / "p", vocab_size=400,
+                                                      user_defined_symbols=()))
+    assert "%1$s" not in plain.pieces(s)
+
+
+def test_sentencepiece_errors(tmp_path):
+    with pytest.raises(ValueError, match="model_type must be 'bpe' or 'unigram'"):
+        train_sentencepiece(_corpus(), tmp_path / "x", 400, model_type="word")
+    with pytest.raises(ValueError, match="Vocabulary size is smaller than required_chars"):
+        train_sentencepiece(_corpus(), tmp_path / "x", 100)  # byte fallback needs 256 byte pieces
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(DataError, match="cannot read tokenizer model"):
+        SubwordTokenizer.load(tmp_path / "none.model")
+    (tmp_path / "bad.model").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="bad.model is not a sentencepiece model"):
+        SubwordTokenizer.load(tmp_path / "bad.model")
+
+
+# --- the real corpus, when built ---
+
+@pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
+                    reason="ui-translations not built (deepnotes data build ui-translations)")
+def test_real_ui_translations():
+    pairs = load_ui_translations(build=False)
+    assert len(pairs) > 20000
+    assert all(has_cjk(p.zh) and len(p.en.split()) >= 3 for p in pairs)
+    assert len({p.en for p in pairs}) == len(pairs)
+    assert {p.package for p in pairs} <= set(UI_TRANSLATIONS.packages)
+    train, val, test = package_split(pairs)
+    packages = [{p.package for p in s} for s in (train, val, test)]
+    assert not (packages[0] & packages[1] or packages[0] & packages[2] or packages[1] & packages[2])
+    assert 0.07 < len(test) / len(pairs) < 0.13 and 0.03 < len(val) / len(pairs) < 0.07
+    manifest = json.loads((UI_TRANSLATIONS.cache_dir() / "manifest.json").read_text())
+    assert manifest["total_pairs"] == len(pairs)
