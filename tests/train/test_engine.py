@@ -165,3 +165,16 @@ def test_sequence_logits_and_fixed_steps_per_epoch(tmp_path):
     assert len(flat) == 480 and sorted(flat[:391]) == starts.tolist()
     with pytest.raises(ValueError, match="steps_per_epoch"):
         Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {}, torch.device("cpu"), steps_per_epoch=0)
+
+
+def test_padding_targets_count_in_neither_loss_nor_accuracy():
+    from deepnotes.train.engine import IGNORE_INDEX, EpochStats
+
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]])  # (1, 3, 2): predicts 0, 1, 0
+    y = torch.tensor([[0, 0, IGNORE_INDEX]])
+    stats = EpochStats()
+    flat_logits, flat_y = logits.reshape(-1, 2), y.reshape(-1)
+    loss = torch.nn.functional.cross_entropy(flat_logits, flat_y, ignore_index=IGNORE_INDEX)
+    stats.add(loss, flat_logits, flat_y)
+    assert stats.count == 2 and stats.correct == 1.0  # the padded third position is not counted
+    assert abs(stats.loss_sum / stats.count - float(loss)) < 1e-6

@@ -51,6 +51,9 @@ from deepnotes.train.schedule import lr_at
 PrepareBatch = Callable[[torch.Tensor, torch.Tensor, bool, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
 
 
+IGNORE_INDEX = -100  # a target equal to this (padding) is ignored, as by F.cross_entropy
+
+
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message says which update and where the last good checkpoint is."""
 
@@ -62,9 +65,10 @@ class EpochStats:
     count: float = 0.0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        n = y.numel()  # examples, or tokens for sequence targets
+        counted = y != IGNORE_INDEX  # padding targets take no part in the loss or the accuracy
+        n = int(counted.sum())  # examples, or tokens for sequence targets
         self.loss_sum += float(loss) * n
-        self.correct += float((logits.argmax(dim=-1) == y).sum())
+        self.correct += float(((logits.argmax(dim=-1) == y) & counted).sum())
         self.count += n
 
     def reduced(self, info: distr.DistInfo, device: torch.device) -> tuple[float, float]:
@@ -139,8 +143,12 @@ class Trainer:
             replacement from a seeded permutation (a language model's "evaluation interval" over
             millions of possible windows); a larger one chains several permutations.
 
+        eval_batch_size: examples per forward pass in :meth:`evaluate` (default 1000).
+
     Sequence models: logits ``(B, T, V)`` with targets ``(B, T)`` are flattened to ``B*T`` tokens for
-    the loss and the accuracy (mean per token).
+    the loss and the accuracy (mean per token); targets equal to :data:`IGNORE_INDEX` (-100, padding)
+    count in neither. Inputs may be a tuple of tensors (e.g. source and shifted target of a
+    translation model): ``model(inputs)`` receives the tuple as its one argument.
     """
 
     def __init__(
@@ -157,6 +165,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None,
         lr_schedule: Callable[[int, int], float] | None = None,
         steps_per_epoch: int | None = None,
+        eval_batch_size: int = 1000,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -176,6 +185,7 @@ class Trainer:
             )
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.eval_batch_size = eval_batch_size
         self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.train_y) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.use_amp = cfg.amp and device.type == "cuda"
@@ -240,8 +250,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- public
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, float]:
         """Mean cross-entropy and accuracy of the model on ``(x, y)`` in eval mode, sharded over processes."""
+        batch_size = batch_size or self.eval_batch_size
         self.model.eval()
         if self.info.enabled:  # every process evaluates with rank 0's batch-norm running statistics
             for buf in self.model.buffers():
@@ -254,7 +265,7 @@ class Trainer:
             with self._autocast():
                 logits = self.model(xb)
             logits, yb = _flatten_tokens(logits, yb)
-            stats.add(F.cross_entropy(logits.float(), yb), logits, yb)
+            stats.add(F.cross_entropy(logits.float(), yb, ignore_index=IGNORE_INDEX), logits, yb)
         loss, acc = stats.reduced(self.info, self.device)
         return {"loss": loss, "acc": acc}
 
@@ -320,7 +331,8 @@ class Trainer:
             with self._autocast():
                 logits = self.ddp(x)  # (B, K), or (B, T, V) for sequences
                 logits, y = _flatten_tokens(logits, y)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing,
+                                       ignore_index=IGNORE_INDEX)
             self._check_finite(loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
