@@ -61,6 +61,7 @@ def _registry() -> dict[str, Lab]:
         image_classification,
         optimizers,
         regression,
+        word2vec,
     )
 
     labs = [
@@ -70,6 +71,7 @@ def _registry() -> dict[str, Lab]:
         batch_and_momentum.LAB,  # lecture 2: batch and momentum
         optimizers.LAB,  # lecture 2: adaptive learning rate, schedules
         generalization.LAB,  # ML2022: why more parameters overfit
+        word2vec.LAB,  # EE-559 12-3: CBOW word embeddings with negative sampling
         char_lm.LAB_GPT,  # ML2021/2022 Transformer, GPT; nanoGPT
         char_lm.LAB_LSTM,  # EE-559 12-2 LSTM
     ]

@@ -1,0 +1,231 @@
+"""CBOW + negative sampling from the equations: loss vs BCE-with-logits, gradcheck, noise and subsampling formulas,
+windows within segments, neighbours/analogies, and a tiny corpus where two interchangeable words end up nearest."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepnotes.nn.word2vec import (
+    CBOW,
+    analogy,
+    cbow_windows,
+    cosine_neighbours,
+    negative_sampling_loss,
+    noise_distribution,
+    sample_negatives,
+    subsample_keep_prob,
+)
+
+
+def _batch(g, B=6, C=2, Q=3, W=11):
+    context = torch.randint(W, (B, 2 * C), generator=g)
+    mask = torch.rand(B, 2 * C, generator=g) < 0.7
+    mask[:, 0] = True  # every example has at least one neighbour
+    target = torch.randint(W, (B,), generator=g)
+    negatives = torch.randint(W, (B, Q), generator=g)
+    return context, mask, target, negatives
+
+
+def test_loss_equals_binary_cross_entropy_with_logits():
+    g = torch.Generator().manual_seed(0)
+    B, D, Q = 7, 5, 4
+    h, m_pos, m_neg = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g), torch.randn(B, Q, D, generator=g)
+    # reference: labels 1 for the true word, 0 for each noise word, BCE summed over the Q + 1 logits
+    logits = torch.cat([(m_pos * h).sum(-1, keepdim=True), torch.einsum("bqd,bd->bq", m_neg, h)], 1)  # (B, 1 + Q)
+    labels = torch.cat([torch.ones(B, 1), torch.zeros(B, Q)], 1)
+    ref = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").sum(1)  # (B,)
+    torch.testing.assert_close(negative_sampling_loss(h, m_pos, m_neg, reduction="none"), ref)
+    torch.testing.assert_close(negative_sampling_loss(h, m_pos, m_neg), ref.mean())
+    torch.testing.assert_close(negative_sampling_loss(h, m_pos, m_neg, reduction="sum"), ref.sum())
+
+
+def test_loss_hand_computed_case():
+    h = torch.tensor([[1.0, 2.0]])
+    m_pos = torch.tensor([[0.5, 0.0]])  # score 0.5
+    m_neg = torch.tensor([[[0.0, 1.0], [-1.0, 0.0]]])  # scores 2, -1
+    expected = math.log(1 + math.exp(-0.5)) + math.log(1 + math.exp(2.0)) + math.log(1 + math.exp(-1.0))
+    assert negative_sampling_loss(h, m_pos, m_neg).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_cbow_forward_matches_independent_computation():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    model = CBOW(11, 4)
+    with torch.no_grad():
+        model.M.weight.normal_(generator=g)  # M starts at 0: give it values so the test can fail
+    context, mask, target, negatives = _batch(g)
+    E, M = model.E.weight.detach(), model.M.weight.detach()
+    expected = []
+    for b in range(len(target)):  # one example at a time, from the lecture's formula
+        h = torch.stack([E[int(k)] for k, m in zip(context[b], mask[b]) if m]).mean(0)
+        loss = -F.logsigmoid(M[target[b]] @ h) - sum(F.logsigmoid(-(M[n] @ h)) for n in negatives[b])
+        expected.append(loss)
+    torch.testing.assert_close(model(context, target, negatives, mask, reduction="none"), torch.stack(expected))
+    # no mask: the plain average over all 2C neighbours
+    h_all = E[context].mean(1)
+    torch.testing.assert_close(model.context_vector(context), h_all)
+    torch.testing.assert_close(model.scores(context, negatives, mask),
+                               torch.einsum("bqd,bd->bq", M[negatives], model.context_vector(context, mask)))
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(2)
+    context, mask, target, negatives = _batch(g, B=4, C=2, Q=2)
+    E0, M0 = torch.randn(11, 3, generator=g).double(), torch.randn(11, 3, generator=g).double()
+
+    def loss_of(E, M):
+        h = (F.embedding(context, E) * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return negative_sampling_loss(h, F.embedding(target, M), F.embedding(negatives, M))
+
+    assert torch.autograd.gradcheck(loss_of, (E0.requires_grad_(), M0.requires_grad_()))
+    # the module's own gradients equal those of the functional form
+    fresh = CBOW(11, 3).double()
+    fresh.load_state_dict({"E.weight": E0.detach(), "M.weight": M0.detach()})
+    fresh(context, target, negatives, mask).backward()
+    E1, M1 = E0.detach().clone().requires_grad_(), M0.detach().clone().requires_grad_()
+    loss_of(E1, M1).backward()
+    torch.testing.assert_close(fresh.E.weight.grad, E1.grad)
+    torch.testing.assert_close(fresh.M.weight.grad, M1.grad)
+
+
+def test_sparse_gradients_equal_dense():
+    g = torch.Generator().manual_seed(3)
+    context, mask, target, negatives = _batch(g)
+    dense, sparse = CBOW(11, 4), CBOW(11, 4, sparse=True)
+    with torch.no_grad():
+        dense.M.weight.normal_(generator=g)
+    sparse.load_state_dict(dense.state_dict())
+    dense(context, target, negatives, mask).backward()
+    sparse(context, target, negatives, mask).backward()
+    assert sparse.E.weight.grad.is_sparse
+    torch.testing.assert_close(sparse.E.weight.grad.to_dense(), dense.E.weight.grad)
+    torch.testing.assert_close(sparse.M.weight.grad.to_dense(), dense.M.weight.grad)
+
+
+def test_untrained_loss_is_one_plus_q_log_2():
+    g = torch.Generator().manual_seed(4)
+    context, mask, target, negatives = _batch(g, Q=5)
+    model = CBOW(11, 8)
+    assert model.M.weight.abs().max() == 0 and model.E.weight.abs().max() <= 0.5 / 8
+    assert model(context, target, negatives, mask).item() == pytest.approx(6 * math.log(2))
+
+
+def test_noise_distribution_is_normalised_counts_power():
+    counts = torch.tensor([16, 81, 1, 0, 256])
+    p = noise_distribution(counts)
+    assert p.dtype == torch.float64
+    assert p.sum().item() == pytest.approx(1.0)
+    expected = torch.tensor([8.0, 27.0, 1.0, 0.0, 64.0])  # count^0.75
+    torch.testing.assert_close(p, expected.double() / expected.sum())
+    torch.testing.assert_close(noise_distribution(counts, power=1.0), counts.double() / counts.sum())
+    torch.testing.assert_close(noise_distribution(counts, power=0.0), torch.tensor([.25, .25, .25, 0, .25]).double())
+    with pytest.raises(ValueError, match="non-negative"):
+        noise_distribution(torch.tensor([1, -1]))
+    with pytest.raises(ValueError, match="power"):
+        noise_distribution(counts, power=-1)
+    with pytest.raises(ValueError, match="1-D"):
+        noise_distribution(torch.ones(2, 2))
+
+
+def test_sample_negatives_follows_the_distribution():
+    noise = noise_distribution(torch.tensor([16, 81, 1, 0, 256]))
+    draws = sample_negatives(noise, (400, 50), torch.Generator().manual_seed(0))
+    assert draws.shape == (400, 50) and draws.dtype == torch.long
+    freq = torch.bincount(draws.flatten(), minlength=5).double() / draws.numel()
+    assert freq[3] == 0  # a word never seen is never drawn
+    torch.testing.assert_close(freq, noise, atol=0.01, rtol=0)
+
+
+def test_subsample_keep_prob_formula():
+    counts = torch.tensor([500, 100, 1, 399])  # total 1000: f = 0.5, 0.1, 0.001, 0.399
+    t = 1e-3
+    keep = subsample_keep_prob(counts, t)
+    for c, k in zip(counts.tolist(), keep.tolist()):
+        f = c / 1000
+        assert k == pytest.approx(min(1.0, (math.sqrt(f / t) + 1) * t / f))
+    assert keep[2] == 1.0  # f = t: (1 + 1) t / f = 2, clipped
+    assert keep[0] < keep[1] < keep[2]  # the more frequent, the more often dropped
+    torch.testing.assert_close(subsample_keep_prob(counts, 0.0), torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(subsample_keep_prob(torch.tensor([0, 5]), 1e-3)[0], torch.tensor(1.0).double())
+    with pytest.raises(ValueError, match="t must be"):
+        subsample_keep_prob(counts, -1.0)
+
+
+def test_cbow_windows_stay_inside_segments():
+    ids = torch.tensor([10, 11, 12, 13, 20, 30, 31])
+    seg = torch.tensor([0, 0, 0, 0, 1, 2, 2])  # segment 1 has one word: no context, dropped
+    ctx, mask, tgt = cbow_windows(ids, seg, window=2)
+    assert tgt.tolist() == [10, 11, 12, 13, 30, 31]
+    # columns: offsets -2, -1, +1, +2
+    assert ctx.tolist() == [[0, 0, 11, 12], [0, 10, 12, 13], [10, 11, 13, 0], [11, 12, 0, 0],
+                            [0, 0, 31, 0], [0, 30, 0, 0]]
+    assert mask.tolist() == [[False, False, True, True], [False, True, True, True], [True, True, True, False],
+                             [True, True, False, False], [False, False, True, False], [False, True, False, False]]
+    with pytest.raises(ValueError, match="window"):
+        cbow_windows(ids, seg, 0)
+
+
+def test_cosine_neighbours_and_analogy():
+    E = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0], [0.1, 0.9]])
+    ids, sims = cosine_neighbours(E, torch.tensor([0, 2]), k=2)
+    assert ids.tolist() == [[1, 4], [4, 1]]  # the word itself is excluded
+    torch.testing.assert_close(sims[0, 0], F.cosine_similarity(E[0], E[1], dim=0).double())
+    ref = F.cosine_similarity(E[2].unsqueeze(0), E, dim=1).double()
+    torch.testing.assert_close(sims[1], ref[[4, 1]])
+    # a : b :: c : ?   with the relation "rotate by 90 degrees": e0 -> e2, so e3 -> -e2 (none), nearest of b-a+c
+    W = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
+    got = analogy(W, torch.tensor([0]), torch.tensor([1]), torch.tensor([2]), k=2)
+    assert got[0, 0].item() == 3  # (0,1,0) - (1,0,0) + (1,0,1)/sqrt2 is nearest to (0,1,1)
+    assert 0 not in got[0].tolist() and 1 not in got[0].tolist() and 2 not in got[0].tolist()
+    with pytest.raises(ValueError, match="k must be"):
+        cosine_neighbours(E, torch.tensor([0]), k=5)
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="vocab_size"):
+        CBOW(0, 4)
+    with pytest.raises(ValueError, match="embedding_dim"):
+        CBOW(4, 0)
+    model = CBOW(5, 2)
+    with pytest.raises(ValueError, match="at least one True"):
+        model.context_vector(torch.zeros(2, 2, dtype=torch.long), torch.tensor([[True, False], [False, False]]))
+    with pytest.raises(ValueError, match="m_neg"):
+        negative_sampling_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4, 2))
+    with pytest.raises(ValueError, match="reduction"):
+        negative_sampling_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 4, 3), reduction="avg")
+
+
+def test_interchangeable_words_become_nearest_neighbours():
+    # A synthetic corpus: words 0 and 1 ("cat", "tiger") appear in exactly the same contexts (words 2-5);
+    # words 6-11 form their own contexts among themselves. After training, 1 is 0's nearest neighbour.
+    g = torch.Generator().manual_seed(0)
+    sentences = []
+    for _ in range(300):
+        pet = int(torch.randint(2, (1,), generator=g))
+        a, b = torch.randint(2, 6, (2,), generator=g).tolist()
+        sentences.append([a, pet, b])
+        x, y, z = torch.randint(6, 12, (3,), generator=g).tolist()
+        sentences.append([x, y, z])
+    ids = torch.tensor([w for s in sentences for w in s])
+    seg = torch.tensor([i for i, s in enumerate(sentences) for _ in s])
+    ctx, mask, tgt = cbow_windows(ids, seg, window=1)
+    counts = torch.bincount(ids, minlength=12)
+    noise = noise_distribution(counts)
+    torch.manual_seed(0)
+    model = CBOW(12, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = None
+    for step in range(150):
+        idx = torch.randint(len(tgt), (128,), generator=g)
+        loss = model(ctx[idx], tgt[idx], sample_negatives(noise, (128, 4), g), mask[idx])
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.7 * first
+    nb, _ = cosine_neighbours(model.E.weight.detach(), torch.tensor([0, 1]), k=1)
+    assert nb.flatten().tolist() == [1, 0]
