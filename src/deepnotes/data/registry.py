@@ -26,6 +26,20 @@ def all_datasets() -> dict[str, Any]:
         pass
     else:
         entries[UI_TRANSLATIONS.name] = UI_TRANSLATIONS
+    try:  # synthesized spoken keywords in the Speech Commands layout (the speech chapter), and its small test grid
+        from deepnotes.data.speech_build import SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL
+    except ImportError:
+        pass
+    else:
+        entries[SPEECH_KEYWORDS.name] = SPEECH_KEYWORDS
+        entries[SPEECH_KEYWORDS_SMALL.name] = SPEECH_KEYWORDS_SMALL
+    try:  # HW2's frame-level phoneme set from festival (issue 10), and its small test grid
+        from deepnotes.data.phonemes import PHONEME_FRAMES, PHONEME_FRAMES_SMALL
+    except ImportError:
+        pass
+    else:
+        entries[PHONEME_FRAMES.name] = PHONEME_FRAMES
+        entries[PHONEME_FRAMES_SMALL.name] = PHONEME_FRAMES_SMALL
     return entries
 
 

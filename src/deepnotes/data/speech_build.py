@@ -1,0 +1,739 @@
+"""``deepnotes data build speech-keywords``: the 35 Speech Commands v2 words, synthesized offline.
+
+Source: the Speech Commands exercise of the curriculum notes (seed 000) and P. Warden, "Speech Commands:
+A Dataset for Limited-Vocabulary Speech Recognition", arXiv:1804.03209 (2018), whose layout this set
+copies so that :func:`deepnotes.data.speech.load_speech_commands` reads both. Facts about the engines:
+``shared/DATA.md``, "Speech keywords in the Speech Commands layout".
+
+Three Debian text-to-speech engines say every word over a grid of voices, rates and pitches:
+
+- **espeak-ng** (formant synthesis): 8 English accents x 13 voice variants (``+m1..+m8``, ``+f1..+f5``),
+  rate ``-s`` (words a minute) x pitch ``-p`` (0-99).
+- **flite** (diphone and clustergen voices of recorded speakers): ``kal``, ``kal16``, ``awb``, ``rms``,
+  ``slt``; rate ``duration_stretch`` (>1 is slower) x pitch ``f0_shift`` (a factor on the F0 contour;
+  ``rms`` ignores every pitch control, so it gets rates only).
+- **festival**: ``kal_diphone``, ``ked_diphone`` (rate ``Duration_Stretch`` x mean F0 ``target_f0_mean``
+  in Hz) and ``cmu_us_slt_arctic_hts`` (HTS speed ``-r``, >1 is faster; festival's HTS module takes no
+  pitch option). One festival process says all 35 words of a setting, so its start-up is paid once.
+
+Each engine's output goes through ``sox -R -D IN -r 16000 -c 1 -b 16 OUT silence 1 0.005 0.3% reverse
+silence 1 0.005 0.3% reverse pad 0.02 0.02`` (trim silence at both ends, 20 ms margins; ``-R`` fixed
+seed and ``-D`` no dither make it byte-identical run to run) and is centre-padded with zeros to exactly
+16000 samples (1.000 s). A word still longer than 1 s after trimming (slow rates) is shortened with
+``sox tempo -s`` (time-stretch without a pitch change) to 0.96 s; the manifest lists those files.
+
+**Split by speaker, never by clip.** Only five real speakers stand behind flite and festival (kal, ked,
+awb, rms, slt: DATA.md); kal and slt appear in both engines, so the split unit is the speaker, and for
+espeak-ng the voice variant (its formant set: the same variant in another accent is the same "voice"):
+
+============  ==========================================================  ======================
+split         flite / festival voices (speaker)                           espeak-ng variants
+============  ==========================================================  ======================
+train         flite kal, kal16, rms; festival kal_diphone (kal, rms)      m1-m6, m8, f1, f2, f3, f5
+                                                                          (all 8 accents)
+validation    flite slt; festival cmu_us_slt_arctic_hts (slt)             f4 (4 accents)
+test          flite awb; festival ked_diphone (awb, ked)                  m7 (4 accents)
+============  ==========================================================  ======================
+
+so validation and test measure accuracy on voices never heard in training. The held-out espeak-ng
+variants use 4 of the 8 accents (en-us, en-gb, en-gb-scotland, en-029) to keep the split near 80/10/10.
+The default grid gives 20,790 clips (77 % / 10 % / 13 %); :func:`small_grid` (registered as
+``speech-keywords-small``) gives 350 clips for tests.
+
+File names follow Speech Commands: ``<word>/<voicehash>_nohash_<k>.wav`` where ``voicehash`` is the
+first 8 hex digits of SHA-256 of the voice id (``"flite:kal16"``, ``"espeak-ng:en-us+m3"``) and ``k``
+the index of the (rate, pitch) setting. ``validation_list.txt`` and ``testing_list.txt`` list relative
+paths; ``_background_noise_/`` holds white, pink and brown noise from ``sox synth``.
+
+The build is deterministic (same engine versions -> same bytes; the manifest holds no time stamps),
+resumable (each clip is written to ``.NAME.tmp`` and renamed; clips already there are kept, leftover
+temporary files removed; ``manifest.json`` is written last) and runs two jobs at a time (each job is one
+voice setting: 35 words), with a tqdm progress bar on a terminal.
+
+:func:`pocketsphinx_accuracy` runs Debian's CMU pocketsphinx with a grammar of only the 35 words on a
+split: a sanity check of the generated set and a baseline for keyword-spotting models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from deepnotes.data.download import sha256_file
+from deepnotes.data.paths import data_root
+from deepnotes.data.speech import (
+    BACKGROUND_NOISE_DIR,
+    SAMPLE_RATE,
+    SPEECH_COMMANDS_V2_WORDS,
+    TESTING_LIST,
+    VALIDATION_LIST,
+    speech_commands_files,
+    wav_bytes,
+)
+from deepnotes.errors import DataError
+from deepnotes.io import write_json_atomic, write_text_atomic
+
+ENGINES: tuple[str, ...] = ("espeak-ng", "flite", "festival")
+#: Debian packages the build needs (the README's install line).
+SPEECH_PACKAGES: tuple[str, ...] = (
+    "espeak-ng", "flite", "festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k",
+    "festvox-us-slt-hts", "sox", "libsox-fmt-all",
+)
+#: The packages each program or festival voice comes from.
+PROGRAM_PACKAGES: dict[str, tuple[str, ...]] = {
+    "espeak-ng": ("espeak-ng",), "flite": ("flite",), "festival": ("festival", "festlex-cmu"),
+    "sox": ("sox", "libsox-fmt-all"),
+}
+FESTIVAL_VOICE_PACKAGES: dict[str, str] = {
+    "kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
+    "cmu_us_slt_arctic_hts": "festvox-us-slt-hts",
+}
+_VERSION_PACKAGES = ("espeak-ng", "espeak-ng-data", "flite", "libflite1", "festival", "festlex-cmu",
+                     "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "sox", "libsox3")
+
+CLIP_SAMPLES = SAMPLE_RATE
+#: Words longer than this after trimming are time-compressed (``sox tempo -s``) to it: 0.96 s.
+TEMPO_TARGET = 15360
+SOX_TRIM = ("silence", "1", "0.005", "0.3%", "reverse", "silence", "1", "0.005", "0.3%", "reverse",
+            "pad", "0.02", "0.02")
+NOISE_COLOURS: tuple[str, ...] = ("white", "pink", "brown")
+
+ESPEAK_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
+                                   "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+ESPEAK_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5")
+#: Accents of the held-out espeak-ng variants (a subset, to keep validation/test near 10 % each).
+ESPEAK_HELD_OUT_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-029")
+#: The split of each speaker (flite/festival recorded speaker, or ``espeak-ng+VARIANT``); others: train.
+SPEAKER_SPLITS: dict[str, str] = {
+    "slt": "validation", "espeak-ng+f4": "validation",
+    "awb": "test", "ked": "test", "espeak-ng+m7": "test",
+}
+#: flite and festival voice -> the recorded speaker behind it.
+VOICE_SPEAKERS: dict[str, str] = {
+    "kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt",
+    "kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
+}
+#: What ``rate`` and ``pitch`` of a setting mean for each kind of voice.
+SETTING_UNITS: dict[str, dict[str, str]] = {
+    "espeak-ng": {"rate": "-s words a minute (default 175)", "pitch": "-p 0-99 (default 50)"},
+    "flite": {"rate": "--setf duration_stretch (1 = normal, >1 slower)",
+              "pitch": "--setf f0_shift (factor on F0; null: voice has no pitch control)"},
+    "festival-diphone": {"rate": "(Parameter.set 'Duration_Stretch x) (>1 slower)",
+                         "pitch": "int_lr_params target_f0_mean, Hz (voice default 105)"},
+    "festival-hts": {"rate": "hts_engine_params -r speed (>1 faster)", "pitch": "null (no pitch option)"},
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The grid
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthVoice:
+    """One synthetic voice and its (rate, pitch) settings.
+
+    Attributes:
+        engine: ``"espeak-ng"``, ``"flite"`` or ``"festival"``.
+        name: espeak-ng accent (``"en-gb-scotland"``), flite voice (``"kal16"``) or festival voice
+            (``"ked_diphone"``).
+        variant: espeak-ng voice variant (``"m3"``); ``""`` for the others.
+        settings: ``(rate, pitch)`` pairs, meaning per :data:`SETTING_UNITS`; ``pitch`` None where the
+            voice has no pitch control. The index ``k`` of a setting is the ``_nohash_<k>`` of its files.
+    """
+
+    engine: str
+    name: str
+    variant: str = ""
+    settings: tuple[tuple[float, float | None], ...] = ((1.0, None),)
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+        if (self.engine == "espeak-ng") != bool(self.variant):
+            raise ValueError("variant is required for espeak-ng voices and only for them")
+        if self.engine != "espeak-ng" and self.name not in VOICE_SPEAKERS:
+            raise ValueError(f"unknown {self.engine} voice {self.name!r}; known: {', '.join(VOICE_SPEAKERS)}")
+        if not self.settings or len(set(self.settings)) != len(self.settings):
+            raise ValueError(f"{self.voice_id}: settings must be non-empty and distinct")
+
+    @property
+    def voice_id(self) -> str:
+        """``"espeak-ng:en-us+m3"``, ``"flite:kal16"``, ``"festival:ked_diphone"``."""
+        return f"{self.engine}:{self.name}+{self.variant}" if self.variant else f"{self.engine}:{self.name}"
+
+    @property
+    def voice_hash(self) -> str:
+        """First 8 hex digits of SHA-256 of :attr:`voice_id` (the Speech Commands "speaker id" of the files)."""
+        return hashlib.sha256(self.voice_id.encode()).hexdigest()[:8]
+
+    @property
+    def speaker(self) -> str:
+        """The split unit: the recorded speaker (flite/festival) or ``"espeak-ng+VARIANT"``."""
+        return f"espeak-ng+{self.variant}" if self.engine == "espeak-ng" else VOICE_SPEAKERS[self.name]
+
+    @property
+    def split(self) -> str:
+        return SPEAKER_SPLITS.get(self.speaker, "train")
+
+    @property
+    def kind(self) -> str:
+        """Key of :data:`SETTING_UNITS`."""
+        if self.engine == "festival":
+            return "festival-hts" if self.name.endswith("_hts") else "festival-diphone"
+        return self.engine
+
+    def clip_path(self, word: str, k: int) -> str:
+        """Relative path of the clip of ``word`` at setting ``k``: ``word/<voicehash>_nohash_<k>.wav``."""
+        return f"{word}/{self.voice_hash}_nohash_{k}.wav"
+
+    def to_json(self) -> dict:
+        return {"voice_id": self.voice_id, "voice_hash": self.voice_hash, "engine": self.engine,
+                "name": self.name, "variant": self.variant, "speaker": self.speaker, "split": self.split,
+                "settings": [{"k": k, "rate": r, "pitch": p} for k, (r, p) in enumerate(self.settings)]}
+
+
+@dataclass(frozen=True)
+class SpeechGrid:
+    """The voices (each with its settings) and the words of a build.
+
+    Raises:
+        ValueError: two voices with the same id (or hash), an empty voice list, or words that are not
+            distinct lower-case letters.
+    """
+
+    voices: tuple[SynthVoice, ...]
+    words: tuple[str, ...] = SPEECH_COMMANDS_V2_WORDS
+    noise_seconds: int = 60
+
+    def __post_init__(self):
+        if not self.voices:
+            raise ValueError("a grid needs at least one voice")
+        if len({v.voice_hash for v in self.voices}) != len(self.voices):
+            raise ValueError("voices must be distinct (two voices share a voice id)")
+        if not self.words or len(set(self.words)) != len(self.words) or \
+                not all(re.fullmatch(r"[a-z]+", w) for w in self.words):
+            raise ValueError(f"words must be distinct lower-case words, got {self.words}")
+        if self.noise_seconds <= 0:
+            raise ValueError(f"noise_seconds must be positive, got {self.noise_seconds}")
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.words) * sum(len(v.settings) for v in self.voices)
+
+    def clips(self) -> list[tuple[str, SynthVoice]]:
+        """Every ``(relative path, voice)`` of the build, in grid order."""
+        return [(v.clip_path(w, k), v) for v in self.voices for k in range(len(v.settings)) for w in self.words]
+
+    def to_json(self) -> dict:
+        return {"words": list(self.words), "noise_seconds": self.noise_seconds, "setting_units": SETTING_UNITS,
+                "voices": [v.to_json() for v in self.voices]}
+
+
+def _grid(*values: Sequence) -> tuple[tuple, ...]:
+    return tuple((a, b) for a in values[0] for b in values[1])
+
+
+def default_grid() -> SpeechGrid:
+    """The grid of ``deepnotes data build speech-keywords``: 594 voice settings x 35 words = 20,790 clips.
+
+    espeak-ng: rates 140, 185 x pitches 35, 65 for 11 training variants x 8 accents and 2 held-out
+    variants x 4 accents. flite: duration_stretch 0.8 ... 1.5 (7) x f0_shift 0.8 ... 1.25 (5); rms 12
+    rates. festival diphones: Duration_Stretch 0.85 ... 1.6 (6) x target_f0_mean 85 ... 145 Hz (4); HTS:
+    10 speeds 0.7 ... 1.3.
+    """
+    voices = []
+    espeak = _grid((140, 185), (35, 65))
+    for variant in ESPEAK_VARIANTS:
+        held_out = f"espeak-ng+{variant}" in SPEAKER_SPLITS
+        for accent in ESPEAK_HELD_OUT_ACCENTS if held_out else ESPEAK_ACCENTS:
+            voices.append(SynthVoice("espeak-ng", accent, variant, espeak))
+    flite = _grid((0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5), (0.8, 0.9, 1.0, 1.12, 1.25))
+    for name in ("kal", "kal16", "awb", "slt"):
+        voices.append(SynthVoice("flite", name, "", flite))
+    voices.append(SynthVoice("flite", "rms", "", tuple(
+        (r, None) for r in (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5))))
+    diphone = _grid((0.85, 1.0, 1.15, 1.3, 1.45, 1.6), (85, 105, 125, 145))
+    voices.append(SynthVoice("festival", "kal_diphone", "", diphone))
+    voices.append(SynthVoice("festival", "ked_diphone", "", diphone))
+    voices.append(SynthVoice("festival", "cmu_us_slt_arctic_hts", "", tuple(
+        (r, None) for r in (0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.2, 1.25, 1.3))))
+    return SpeechGrid(tuple(voices))
+
+
+def small_grid() -> SpeechGrid:
+    """10 voices x 1 setting x 35 words = 350 clips (``speech-keywords-small``, for tests), every engine in
+    every split: train flite kal16, rms, espeak-ng en-us+m1, festival kal_diphone; validation flite slt,
+    espeak-ng en-us+f4, festival cmu_us_slt_arctic_hts; test flite awb, espeak-ng en-us+m7, festival
+    ked_diphone. 5 s of each noise.
+    """
+    return SpeechGrid((
+        SynthVoice("flite", "kal16", "", ((1.0, 1.0),)),
+        SynthVoice("flite", "rms", "", ((1.0, None),)),
+        SynthVoice("espeak-ng", "en-us", "m1", ((160, 50),)),
+        SynthVoice("festival", "kal_diphone", "", ((1.0, 105),)),
+        SynthVoice("flite", "slt", "", ((1.0, 1.0),)),
+        SynthVoice("espeak-ng", "en-us", "f4", ((160, 50),)),
+        SynthVoice("festival", "cmu_us_slt_arctic_hts", "", ((1.0, None),)),
+        SynthVoice("flite", "awb", "", ((1.0, 1.0),)),
+        SynthVoice("espeak-ng", "en-us", "m7", ((160, 50),)),
+        SynthVoice("festival", "ked_diphone", "", ((1.0, 105),)),
+    ), noise_seconds=5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Engines
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _install_hint() -> str:
+    return f"install the engines with `sudo apt-get install {' '.join(SPEECH_PACKAGES)}`"
+
+
+def _run(cmd: list[str], what: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DataError(f"speech-keywords: {what}: running {cmd[0]} failed ({e}); {_install_hint()}") from e
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise DataError(f"speech-keywords: {what}: `{' '.join(cmd[:6])} ...` exited with status {proc.returncode}"
+                        f" ({err[-1] if err else 'no message'})")
+    return proc
+
+
+def check_engines(grid: SpeechGrid) -> None:
+    """Fail early when a program or festival voice the grid needs is missing.
+
+    Raises:
+        DataError: names each missing program or voice, its Debian package, and the install command.
+    """
+    needed = {"sox"} | {v.engine for v in grid.voices}
+    missing = [f"`{p}` (package {' '.join(PROGRAM_PACKAGES[p])})" for p in sorted(needed) if shutil.which(p) is None]
+    if missing:
+        raise DataError(f"speech-keywords: missing {', '.join(missing)}; {_install_hint()}")
+    fest = sorted({v.name for v in grid.voices if v.engine == "festival"})
+    if fest:
+        out = _run(["festival", "-b", "(print (voice.list))"], "listing festival voices", 120).stdout.decode()
+        known = set(re.findall(r"[A-Za-z0-9_]+", out))
+        lost = [f"{v} (package {FESTIVAL_VOICE_PACKAGES[v]})" for v in fest if v not in known]
+        if lost:
+            raise DataError(f"speech-keywords: festival voice(s) missing: {', '.join(lost)}; {_install_hint()}")
+    fl = sorted({v.name for v in grid.voices if v.engine == "flite"})
+    if fl:
+        out = _run(["flite", "-lv"], "listing flite voices", 60).stdout.decode()
+        lost = [v for v in fl if v not in out.split()]
+        if lost:
+            raise DataError(f"speech-keywords: flite voice(s) missing: {', '.join(lost)}; reinstall flite "
+                            f"(`sudo apt-get install --reinstall flite libflite1`)")
+
+
+def engine_versions() -> dict[str, str | None]:
+    """The version line of each program (``--version``) and the Debian version of each package."""
+    out: dict[str, str | None] = {}
+    for prog, pattern in (("espeak-ng", r"eSpeak NG[^\n]*?(?=\s+Data at|$)"), ("flite", r"version:[^\n]*"),
+                          ("festival", r"Festival Speech Synthesis System[^\n]*"), ("sox", r"SoX v[^\n]*")):
+        try:
+            text = subprocess.run([prog, "--version"], capture_output=True, timeout=60).stdout.decode(errors="replace")
+            m = re.search(pattern, text, re.M)
+            out[prog] = m.group(0).strip() if m else text.strip()[:200] or None
+        except (OSError, subprocess.SubprocessError):
+            out[prog] = None
+    for package in _VERSION_PACKAGES:
+        try:
+            proc = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", package], capture_output=True, timeout=30)
+            out[f"deb:{package}"] = proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            out[f"deb:{package}"] = None
+    return out
+
+
+def synthesize(voice: SynthVoice, k: int, words: Sequence[str], workdir: Path) -> dict[str, Path]:
+    """Say each of ``words`` with ``voice`` at setting ``k``; the engine's own WAV files, in ``workdir``.
+
+    Raises:
+        DataError: the engine failed or wrote no file (names the voice and the word).
+    """
+    rate, pitch = voice.settings[k]
+    out = {w: workdir / f"{w}.wav" for w in words}
+    what = f"{voice.voice_id} setting {k}"
+    if voice.engine == "espeak-ng":
+        for w in words:
+            _run(["espeak-ng", "-v", f"{voice.name}+{voice.variant}", "-s", str(rate), "-p", str(pitch),
+                  "-w", str(out[w]), w], f"{what} word {w!r}")
+    elif voice.engine == "flite":
+        opts = ["--setf", f"duration_stretch={rate}"] + ([] if pitch is None else ["--setf", f"f0_shift={pitch}"])
+        for w in words:
+            _run(["flite", "-voice", voice.name, *opts, "-t", w, "-o", str(out[w])], f"{what} word {w!r}")
+    else:
+        exprs = [f"(voice_{voice.name})"]
+        if voice.kind == "festival-hts":
+            exprs.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {rate}))))')
+        else:
+            exprs.append(f"(Parameter.set 'Duration_Stretch {rate})")
+            if pitch is not None:
+                exprs.append(f"(set! int_lr_params (cons (list 'target_f0_mean {pitch}) int_lr_params))")
+        exprs += [f'(utt.save.wave (SynthText "{w}") "{out[w]}" \'riff)' for w in words]
+        proc = _run(["festival", "-b", *exprs], what, 600)
+        lost = [w for w in words if not out[w].is_file() or out[w].stat().st_size <= 44]
+        if lost:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()
+            raise DataError(f"speech-keywords: festival ({what}) wrote no audio for {', '.join(lost)} "
+                            f"({err[-1] if err else 'no message'}); {_install_hint()}")
+    for w in words:
+        if not out[w].is_file():
+            raise DataError(f"speech-keywords: {voice.engine} ({what}) wrote no file for {w!r}")
+    return out
+
+
+def to_clip(raw: str | os.PathLike[str]) -> tuple[np.ndarray, bool]:
+    """An engine's WAV as one Speech Commands clip: ``((16000,) int16, time_compressed)``.
+
+    ``sox -R -D`` converts to 16 kHz mono 16-bit, trims silence (0.3 % threshold) at both ends and adds
+    20 ms margins; the result is centre-padded with zeros to 16000 samples. Longer than that, the sox
+    run is repeated with ``tempo -s`` to :data:`TEMPO_TARGET` samples (``time_compressed`` True).
+
+    Raises:
+        DataError: sox failed, or the engine's output was all silence (names the file).
+    """
+    def sox(extra: Sequence[str] = ()) -> np.ndarray:
+        cmd = ["sox", "-R", "-D", str(raw), "-t", "raw", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+               "-e", "signed-integer", "-L", "-", *SOX_TRIM, *extra]
+        return np.frombuffer(_run(cmd, f"converting {raw}").stdout, dtype="<i2").astype(np.int16)
+
+    x = sox()
+    if len(x) <= int(0.05 * SAMPLE_RATE):
+        raise DataError(f"speech-keywords: {raw}: the engine's output is silent after trimming ({len(x)} samples)")
+    compressed = len(x) > CLIP_SAMPLES
+    if compressed:
+        x = sox(["tempo", "-s", f"{len(x) / TEMPO_TARGET:.6f}"])
+        if len(x) > CLIP_SAMPLES:  # tempo's length is approximate; cut the (silent) margins evenly
+            cut = len(x) - CLIP_SAMPLES
+            x = x[cut // 2: cut // 2 + CLIP_SAMPLES]
+    left = (CLIP_SAMPLES - len(x)) // 2
+    return np.pad(x, (left, CLIP_SAMPLES - len(x) - left)), compressed
+
+
+def noise(colour: str, seconds: int) -> np.ndarray:
+    """``seconds`` of ``colour`` noise (white, pink, brown) at 16 kHz from ``sox -R -n ... synth``, int16."""
+    if colour not in NOISE_COLOURS:
+        raise ValueError(f"colour must be one of {', '.join(NOISE_COLOURS)}; got {colour!r}")
+    cmd = ["sox", "-R", "-D", "-n", "-t", "raw", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16",
+           "-e", "signed-integer", "-L", "-", "synth", str(seconds), f"{colour}noise"]
+    return np.frombuffer(_run(cmd, f"making {colour} noise").stdout, dtype="<i2").astype(np.int16)
+
+
+def _write_clip(path: Path, data: bytes) -> None:
+    # Atomic without fsync: a killed build leaves either the whole file or a ``.NAME.tmp`` that the next
+    # build deletes (fsync of ~20k small files would add minutes and guards only against power loss).
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dataset entry
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechKeywordsInfo:
+    """Where the synthesized keyword set lives, whether it is here, and how to build it (``deepnotes data``)."""
+
+    name: str = "speech-keywords"
+    description: str = ("the 35 Speech Commands v2 words synthesized by espeak-ng, flite and festival "
+                        "(20,790 clips, split by voice; Speech Commands layout)")
+    grid: SpeechGrid = field(default_factory=default_grid, repr=False)
+    source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
+    license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
+
+    def cache_dir(self) -> Path:
+        return data_root() / self.name
+
+    def manifest_path(self) -> Path:
+        return self.cache_dir() / "manifest.json"
+
+    def status(self) -> str:
+        if self.manifest_path().is_file():
+            return f"present at {self.cache_dir()}"
+        if self.cache_dir().is_dir():
+            return f"partly built at {self.cache_dir()} (run `deepnotes data build {self.name}` to finish)"
+        return "missing"
+
+    def how_to_get(self) -> str:
+        return "\n".join([
+            f"{self.name}: {self.description}",
+            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) by text-to-speech engines:",
+            f"  sudo apt-get install {' '.join(SPEECH_PACKAGES)}",
+            f"  deepnotes data build {self.name}",
+            f"{self.grid.n_clips} clips; an interrupted build resumes where it stopped.",
+            "Read it with deepnotes.data.speech.load_speech_commands(folder, split).",
+            f"Source: {self.source}. License: {self.license}.",
+        ])
+
+    def build(self, force: bool = False, workers: int | None = None, progress: bool | None = None) -> Path:
+        """Synthesize every missing clip, then write the noise, the split lists, README.md and manifest.json.
+
+        Args:
+            force: delete the folder and build from scratch (default False: keep what is there; a
+                folder with a manifest is returned as is).
+            workers: jobs at a time (default ``min(2, os.cpu_count())``); each job runs engine processes.
+            progress: show a tqdm bar (default: only on a terminal).
+
+        Returns:
+            :meth:`cache_dir`.
+
+        Raises:
+            DataError: an engine is missing (names the apt packages) or failed (names the voice, setting
+                and word).
+        """
+        root = self.cache_dir()
+        if force and root.exists():
+            shutil.rmtree(root)
+        if self.manifest_path().is_file():
+            return root
+        grid = self.grid
+        check_engines(grid)
+        clips = grid.clips()
+        expected = {rel for rel, _ in clips}
+        root.mkdir(parents=True, exist_ok=True)
+        workroot = root / ".work"
+        shutil.rmtree(workroot, ignore_errors=True)
+        for w in grid.words:
+            (root / w).mkdir(exist_ok=True)
+        for p in list(root.glob("*/.*.tmp")):  # left by a killed build
+            p.unlink()
+        for p in list(root.glob("*/*.wav")):  # not in this grid (an older build)
+            if p.parent.name != BACKGROUND_NOISE_DIR and f"{p.parent.name}/{p.name}" not in expected:
+                p.unlink()
+
+        jobs = [(v, k) for v in grid.voices for k in range(len(v.settings))]
+        todo = [(v, k, [w for w in grid.words if not (root / v.clip_path(w, k)).is_file()]) for v, k in jobs]
+        todo = [t for t in todo if t[2]]
+        workroot.mkdir()
+        # Clips that needed ``tempo``: each is logged before its file is renamed into place, so after an
+        # interruption the log holds every such clip present (and perhaps one still to be redone, which
+        # is compressed again: the audio is deterministic).
+        log_path = root / ".time_compressed.txt"
+        log_lock = threading.Lock()
+
+        def run_job(voice: SynthVoice, k: int, words: list[str]) -> int:
+            with tempfile.TemporaryDirectory(dir=workroot) as tmp:
+                raws = synthesize(voice, k, words, Path(tmp))
+                for w in words:
+                    clip, was_compressed = to_clip(raws[w])
+                    if was_compressed:
+                        with log_lock, open(log_path, "a") as f:
+                            f.write(voice.clip_path(w, k) + "\n")
+                    _write_clip(root / voice.clip_path(w, k), wav_bytes(clip))
+            return len(words)
+
+        n_workers = workers or min(2, os.cpu_count() or 1)
+        bar = tqdm(total=grid.n_clips, initial=grid.n_clips - sum(len(t[2]) for t in todo), desc=self.name,
+                   unit="clip", file=sys.stderr, disable=(None if progress is None else not progress))
+        pool = ThreadPoolExecutor(max_workers=n_workers)
+        try:
+            futures = [pool.submit(run_job, *t) for t in todo]
+            for fut in as_completed(futures):
+                bar.update(fut.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
+            shutil.rmtree(workroot, ignore_errors=True)
+
+        noise_dir = root / BACKGROUND_NOISE_DIR
+        noise_dir.mkdir(exist_ok=True)
+        for colour in NOISE_COLOURS:
+            path = noise_dir / f"{colour}_noise.wav"
+            if not path.is_file():
+                _write_clip(path, wav_bytes(noise(colour, grid.noise_seconds)))
+        by_split: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+        for rel, voice in clips:
+            by_split[voice.split].append(rel)
+        write_text_atomic(root / VALIDATION_LIST, "".join(f"{r}\n" for r in sorted(by_split["validation"])))
+        write_text_atomic(root / TESTING_LIST, "".join(f"{r}\n" for r in sorted(by_split["test"])))
+        write_text_atomic(root / "README.md", self.readme())
+        logged = set(log_path.read_text().split()) if log_path.is_file() else set()
+        compressed = sorted(logged & expected)
+        files = sorted(expected) + [f"{BACKGROUND_NOISE_DIR}/{c}_noise.wav" for c in NOISE_COLOURS] + \
+            [VALIDATION_LIST, TESTING_LIST, "README.md"]
+        write_json_atomic(self.manifest_path(), {
+            "dataset": self.name,
+            "format": "Speech Commands layout: WORD/VOICEHASH_nohash_K.wav, 16 kHz mono 16-bit PCM, 16000 samples",
+            "engines": engine_versions(),
+            "conversion": f"sox -R -D IN -r {SAMPLE_RATE} -c 1 -b 16 OUT {' '.join(SOX_TRIM)}; centre-padded "
+                          f"with zeros to {CLIP_SAMPLES} samples; longer words: + tempo -s to {TEMPO_TARGET}",
+            "noise": f"sox -R -D -n -r {SAMPLE_RATE} -b 16 OUT synth {grid.noise_seconds} COLOURnoise",
+            "grid": grid.to_json(),
+            "counts": split_counts(grid),
+            "time_compressed": compressed,
+            "files": {rel: sha256_file(root / rel) for rel in files},
+        })
+        return root
+
+    def readme(self) -> str:
+        """The dataset folder's README.md: what it is, the voices of each split, the counts."""
+        counts = split_counts(self.grid)
+        lines = [f"# {self.name}", "", "The words of Speech Commands v2 said by Debian's text-to-speech engines "
+                 "(espeak-ng, flite, festival), in the Speech Commands layout. Built by "
+                 f"`deepnotes data build {self.name}`; see manifest.json for the engine versions, the grid of "
+                 "voices, rates and pitches, and the SHA-256 of every file.", "",
+                 "Split by voice (the recorded speaker for flite/festival, the variant for espeak-ng): no "
+                 "validation or test voice is in training.", ""]
+        for split in ("train", "validation", "test"):
+            c = counts[split]
+            per_engine = ", ".join(f"{e} {n}" for e, n in c["by_engine"].items())
+            lines.append(f"## {split}: {c['clips']} clips ({per_engine})")
+            lines.append("")
+            for v in self.grid.voices:
+                if v.split == split:
+                    lines.append(f"- `{v.voice_hash}` {v.voice_id} (speaker {v.speaker}, "
+                                 f"{len(v.settings)} setting{'s' if len(v.settings) > 1 else ''})")
+            lines.append("")
+        return "\n".join(lines)
+
+
+def split_counts(grid: SpeechGrid) -> dict[str, dict]:
+    """Clips per split, and per engine within each split: ``{split: {"clips": n, "by_engine": {...}}}``."""
+    out = {s: {"clips": 0, "by_engine": {e: 0 for e in ENGINES}} for s in ("train", "validation", "test")}
+    for v in grid.voices:
+        n = len(v.settings) * len(grid.words)
+        out[v.split]["clips"] += n
+        out[v.split]["by_engine"][v.engine] += n
+    return out
+
+
+SPEECH_KEYWORDS = SpeechKeywordsInfo()
+SPEECH_KEYWORDS_SMALL = SpeechKeywordsInfo(
+    name="speech-keywords-small",
+    description="a 350-clip speech-keywords (10 voices, one setting each; for tests and quick checks)",
+    grid=small_grid(),
+)
+
+
+def verify_manifest(root: str | os.PathLike[str]) -> list[str]:
+    """The files of ``root/manifest.json`` whose SHA-256 differs or that are missing (empty: all good).
+
+    Raises:
+        DataError: no readable manifest.
+    """
+    root = Path(root)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root / 'manifest.json'}: cannot read it ({e}); rebuild the dataset") from e
+    bad = []
+    for rel, digest in manifest["files"].items():
+        path = root / rel
+        if not path.is_file() or sha256_file(path) != digest:
+            bad.append(rel)
+    return bad
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pocketsphinx baseline
+# ----------------------------------------------------------------------------------------------------------
+
+POCKETSPHINX_MODEL = Path("/usr/share/pocketsphinx/model/en-us")
+
+
+def pocketsphinx_recognize(
+    files: Sequence[str | os.PathLike[str]],
+    words: Sequence[str],
+    workers: int | None = None,
+) -> list[str | None]:
+    """The word pocketsphinx hears in each file, choosing only among ``words`` (None: it heard nothing).
+
+    Runs Debian's ``pocketsphinx_batch`` (CMU Sphinx, acoustic model en-us) with a JSGF grammar
+    ``<kw> = word1 | word2 | ...`` (one word an utterance), on 16 kHz mono 16-bit WAV files with a
+    44-byte header, in ``workers`` processes (default ``min(2, cpu_count)``).
+
+    Raises:
+        ValueError: a path holds white space.
+        DataError: pocketsphinx or its model is missing (names the apt packages), a word is not in its
+            dictionary, or it failed (e.g. could not open a file).
+    """
+    exe = shutil.which("pocketsphinx_batch")
+    hmm, dic = POCKETSPHINX_MODEL / "en-us", POCKETSPHINX_MODEL / "cmudict-en-us.dict"
+    if exe is None or not hmm.is_dir() or not dic.is_file():
+        raise DataError("pocketsphinx is missing; install it with "
+                        "`sudo apt-get install pocketsphinx pocketsphinx-en-us`")
+    known = {line.split(" ", 1)[0] for line in dic.read_text(errors="replace").splitlines()}
+    unknown = [w for w in words if w not in known]
+    if unknown:
+        raise DataError(f"pocketsphinx's dictionary {dic} lacks {', '.join(unknown)}")
+    files = [Path(f).resolve() for f in files]
+    spaced = [str(f) for f in files if re.search(r"\s", str(f))]
+    if spaced:  # the control file separates fields by white space
+        raise ValueError(f"pocketsphinx cannot read paths with white space, e.g. {spaced[0]!r}")
+    if not files:
+        return []
+    n = min(workers or min(2, os.cpu_count() or 1), len(files))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "kw.gram").write_text("#JSGF V1.0;\ngrammar kw;\npublic <kw> = " + " | ".join(words) + ";\n")
+        procs = []
+        for i in range(n):
+            part = files[i::n]
+            (tmp / f"{i}.ctl").write_text("".join(f"{str(f)[:-4]} 0 -1 u{j}\n" for j, f in enumerate(part)))
+            cmd = [exe, "-hmm", str(hmm), "-dict", str(dic), "-jsgf", str(tmp / "kw.gram"), "-adcin", "yes",
+                   "-adchdr", "44", "-cepext", ".wav", "-ctl", str(tmp / f"{i}.ctl"), "-hyp", str(tmp / f"{i}.hyp"),
+                   "-logfn", str(tmp / f"{i}.log")]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for i, p in enumerate(procs):
+            rc = p.wait()
+            log_file = tmp / f"{i}.log"
+            log = log_file.read_text(errors="replace").splitlines() if log_file.is_file() else []
+            # A file it cannot open is skipped with an ERROR line only; "Final result does not match the
+            # grammar" (also an ERROR line) just means no word was heard.
+            errors = [line for line in log if line.startswith("FATAL") or "Failed to open" in line]
+            if rc != 0 or errors:
+                raise DataError(f"pocketsphinx_batch failed: {(errors or log or [f'exit status {rc}'])[-1]}")
+        out: list[str | None] = [None] * len(files)
+        for i in range(n):
+            for line in (tmp / f"{i}.hyp").read_text().splitlines():
+                m = re.fullmatch(r"(.*?)\s*\(u(\d+)\s+[-\d]+\)", line.strip())
+                if m:
+                    hyp = m.group(1).split()
+                    out[i + n * int(m.group(2))] = hyp[0] if hyp else None
+    return out
+
+
+def pocketsphinx_accuracy(
+    root: str | os.PathLike[str],
+    split: str = "test",
+    words: Sequence[str] | None = None,
+    max_files: int | None = None,
+    workers: int | None = None,
+) -> float:
+    """Fraction of a split's clips (of ``words``, default all word folders) whose word pocketsphinx picks
+    among ``words`` (:func:`pocketsphinx_recognize`). ``max_files`` takes every k-th file (sorted order)
+    so that at most that many are decoded.
+
+    Raises:
+        DataError: as :func:`pocketsphinx_recognize` and :func:`deepnotes.data.speech.speech_commands_files`.
+    """
+    root = Path(root)
+    rels, classes = speech_commands_files(root, split, words)
+    if max_files is not None and len(rels) > max_files:
+        step = -(-len(rels) // max_files)
+        rels = rels[::step]
+    hyps = pocketsphinx_recognize([root / r for r in rels], classes, workers)
+    return sum(h == r.split("/")[0] for h, r in zip(hyps, rels)) / len(rels)

@@ -1,0 +1,369 @@
+"""Speech Commands data: the WAV header checks (against Python's ``wave``), the folder loader on files the
+tests write, and the offline ``speech-keywords`` build (small grid; skipped without the Debian engines)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepnotes.data.speech import (
+    SPEECH_COMMANDS_V2_WORDS,
+    fit_length,
+    load_background_noise,
+    load_speech_commands,
+    parse_wav,
+    read_split_list,
+    read_wav,
+    speech_commands_files,
+    wav_bytes,
+)
+from deepnotes.data.speech_build import (
+    ENGINES,
+    SPEECH_KEYWORDS_SMALL,
+    SPEECH_PACKAGES,
+    SpeechGrid,
+    SpeechKeywordsInfo,
+    SynthVoice,
+    check_engines,
+    default_grid,
+    pocketsphinx_recognize,
+    small_grid,
+    split_counts,
+    to_clip,
+    verify_manifest,
+)
+from deepnotes.errors import DataError
+
+ENGINES_PRESENT = all(shutil.which(p) for p in ("espeak-ng", "flite", "festival", "sox"))
+needs_engines = pytest.mark.skipif(not ENGINES_PRESENT, reason="needs Debian's espeak-ng flite festival sox "
+                                   f"(apt-get install {' '.join(SPEECH_PACKAGES)})")
+needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="needs sox (apt-get install sox)")
+
+
+def write_wave(path: Path, samples: np.ndarray, rate: int = 16000, channels: int = 1, width: int = 2) -> Path:
+    """A WAV file written by Python's own ``wave`` module (the reference writer)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(samples).tobytes())
+    return path
+
+
+def tone(n: int, freq: float, rate: int = 16000, amp: float = 0.5) -> np.ndarray:
+    return (amp * 32767 * np.sin(2 * np.pi * freq * np.arange(n) / rate)).astype(np.int16)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# WAV header checks
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_wav_bytes_round_trip_agrees_with_python_wave(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-32768, 32768, size=1234).astype(np.int16)
+    path = tmp_path / "a.wav"
+    path.write_bytes(wav_bytes(x, 22050))
+    with wave.open(str(path)) as w:  # the reference reader
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 22050, 1234)
+        ref = np.frombuffer(w.readframes(1234), "<i2")
+    y, rate = read_wav(path)
+    assert rate == 22050 and y.dtype == np.float32 and y.shape == (1234,)
+    np.testing.assert_array_equal(y * 32768, ref.astype(np.float32))
+    with pytest.raises(ValueError, match="int16"):
+        wav_bytes(np.array([40000]))
+
+
+def test_parse_wav_walks_extra_chunks():
+    x = tone(100, 440)
+    base = wav_bytes(x)
+    # insert an odd-sized LIST chunk (with its pad byte) between fmt and data
+    extra = b"LIST" + struct.pack("<I", 5) + b"abcde" + b"\x00"
+    data = base[:36] + extra + base[36:]
+    data = data[:4] + struct.pack("<I", len(data) - 8) + data[8:]
+    y, rate = parse_wav(data, "x.wav")
+    assert rate == 16000
+    np.testing.assert_array_equal(y, x)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("magic", r"bad\.wav: not a WAV file: expected 'RIFF'"),
+    ("wave", r"bad\.wav: RIFF file of type b'AVI ', not 'WAVE'"),
+    ("stereo", r"bad\.wav: 2 channels; expected mono"),
+    ("8bit", r"bad\.wav: 8-bit samples; expected 16-bit"),
+    ("float", r"bad\.wav: audio format 3 \(IEEE float\) is not PCM"),
+    ("truncated", r"bad\.wav: truncated: the data chunk declares 32000 bytes but only 1000 follow"),
+    ("nodata", r"bad\.wav: no 'data' chunk"),
+    ("blockalign", r"bad\.wav: inconsistent header"),
+])
+def test_read_wav_names_the_file_and_the_problem(tmp_path, case, match):
+    path = tmp_path / "bad.wav"
+    good = wav_bytes(tone(16000, 300))
+    if case == "magic":
+        path.write_bytes(b"RIFX" + good[4:])
+    elif case == "wave":
+        path.write_bytes(good[:8] + b"AVI " + good[12:])
+    elif case == "stereo":
+        write_wave(path, np.repeat(tone(100, 300), 2), channels=2)
+    elif case == "8bit":
+        write_wave(path, np.full(100, 128, np.uint8), width=1)
+    elif case == "float":
+        path.write_bytes(good[:20] + struct.pack("<H", 3) + good[22:])
+    elif case == "truncated":
+        path.write_bytes(good[:44 + 1000])
+    elif case == "nodata":
+        path.write_bytes(b"RIFF" + struct.pack("<I", 28) + good[8:36])
+    elif case == "blockalign":
+        path.write_bytes(good[:32] + struct.pack("<H", 4) + good[34:])
+    with pytest.raises(DataError, match=match):
+        read_wav(path)
+
+
+def test_fit_length_pads_at_the_end_and_cuts():
+    x = np.arange(1, 6, dtype=np.float32)
+    np.testing.assert_array_equal(fit_length(x, 8), [1, 2, 3, 4, 5, 0, 0, 0])
+    np.testing.assert_array_equal(fit_length(x, 3), [1, 2, 3])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The folder loader
+# ----------------------------------------------------------------------------------------------------------
+
+
+def make_folder(root: Path) -> dict[str, np.ndarray]:
+    """A tiny Speech Commands folder: yes/no by speakers aaaa (train), bbbb (validation), cccc (test)."""
+    clips = {}
+    for wi, word in enumerate(("no", "yes")):
+        for si, spk in enumerate(("aaaa", "bbbb", "cccc")):
+            n = 8000 + 4000 * si  # 0.5 s, 0.75 s, 1 s
+            x = tone(n, 200 + 100 * wi + 30 * si)
+            rel = f"{word}/{spk}_nohash_0.wav"
+            write_wave(root / rel, x)
+            clips[rel] = x
+    (root / "validation_list.txt").write_text("no/bbbb_nohash_0.wav\nyes/bbbb_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("no/cccc_nohash_0.wav\n\nyes/cccc_nohash_0.wav\n")
+    write_wave(root / "_background_noise_" / "white_noise.wav", tone(48000, 1000))
+    (root / "README.md").write_text("not a class")
+    return clips
+
+
+def test_loader_splits_labels_and_padding(tmp_path):
+    clips = make_folder(tmp_path)
+    x, y, classes, files = load_speech_commands(tmp_path, "train")
+    assert classes == ["no", "yes"] and files == ["no/aaaa_nohash_0.wav", "yes/aaaa_nohash_0.wav"]
+    assert x.shape == (2, 16000) and x.dtype == torch.float32 and y.tolist() == [0, 1]
+    ref = clips["yes/aaaa_nohash_0.wav"].astype(np.float32) / 32768
+    np.testing.assert_array_equal(x[1, :8000].numpy(), ref)
+    assert torch.all(x[1, 8000:] == 0)  # zero-padded at the end
+    _, yv, _, fv = load_speech_commands(tmp_path, "validation")
+    _, yt, _, ft = load_speech_commands(tmp_path, "test")
+    assert fv == ["no/bbbb_nohash_0.wav", "yes/bbbb_nohash_0.wav"] and ft[0] == "no/cccc_nohash_0.wav"
+    assert set(files).isdisjoint(fv) and set(files).isdisjoint(ft) and yt.tolist() == [0, 1]
+    # a subset of words, in the caller's label order
+    _, ys, cs, fs = load_speech_commands(tmp_path, "test", words=["yes"])
+    assert cs == ["yes"] and fs == ["yes/cccc_nohash_0.wav"] and ys.tolist() == [0]
+    with pytest.raises(DataError, match="no folder for the word"):
+        load_speech_commands(tmp_path, words=["yes", "maybe"])
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_speech_commands(tmp_path, "dev")
+    noise = load_background_noise(tmp_path)
+    assert list(noise) == ["white_noise"] and noise["white_noise"].shape == (48000,)
+
+
+def test_loader_cuts_long_clips_and_resamples_other_rates(tmp_path):
+    make_folder(tmp_path)
+    long = tone(20000, 500)
+    write_wave(tmp_path / "no" / "dddd_nohash_0.wav", long)
+    rate = 44100
+    write_wave(tmp_path / "yes" / "eeee_nohash_0.wav", tone(rate, 440, rate), rate=rate)
+    x, y, classes, files = load_speech_commands(tmp_path, "train")
+    i_long, i_res = files.index("no/dddd_nohash_0.wav"), files.index("yes/eeee_nohash_0.wav")
+    np.testing.assert_array_equal(x[i_long].numpy(), long[:16000].astype(np.float32) / 32768)
+    res = x[i_res].numpy()
+    assert res.shape == (16000,) and np.abs(res[-200:]).max() > 0.3  # 1 s at 44.1 kHz -> exactly 16000 samples
+    spectrum = np.abs(np.fft.rfft(res * np.hanning(16000)))
+    assert abs(np.argmax(spectrum) - 440) <= 1  # the tone keeps its frequency (1 Hz bins)
+
+
+def test_bad_files_raise_or_are_skipped_and_logged(tmp_path):
+    make_folder(tmp_path)
+    write_wave(tmp_path / "yes" / "ffff_nohash_0.wav", np.repeat(tone(100, 300), 2), channels=2)
+    (tmp_path / "no" / "gggg_nohash_0.wav").write_bytes(wav_bytes(tone(16000, 300))[:500])
+    with pytest.raises(DataError, match=r"gggg_nohash_0\.wav: truncated"):
+        load_speech_commands(tmp_path, "train")
+    logged = []
+    x, y, classes, files = load_speech_commands(tmp_path, "train", skip_bad=True, log=logged.append)
+    assert files == ["no/aaaa_nohash_0.wav", "yes/aaaa_nohash_0.wav"] and x.shape == (2, 16000)
+    assert len(logged) == 2 and "gggg_nohash_0.wav: truncated" in logged[0]
+    assert "ffff_nohash_0.wav: 2 channels" in logged[1]
+    # a listed file that is not there
+    with open(tmp_path / "testing_list.txt", "a") as f:
+        f.write("yes/zzzz_nohash_0.wav\n")
+    with pytest.raises(DataError, match=r"testing_list\.txt names yes/zzzz_nohash_0\.wav"):
+        speech_commands_files(tmp_path, "test")
+    logged.clear()
+    files, _ = speech_commands_files(tmp_path, "test", skip_bad=True, log=logged.append)
+    assert len(files) == 2 and "zzzz" in logged[0]
+
+
+def test_missing_folder_and_lists(tmp_path):
+    with pytest.raises(DataError, match="is not a folder.*deepnotes data build speech-keywords"):
+        load_speech_commands(tmp_path / "absent")
+    make_folder(tmp_path)
+    (tmp_path / "validation_list.txt").unlink()
+    with pytest.raises(DataError, match=r"validation_list\.txt is missing"):
+        load_speech_commands(tmp_path)
+    (tmp_path / "validation_list.txt").write_text("yes\n")
+    with pytest.raises(DataError, match=r"validation_list\.txt line 1: expected 'word/file\.wav'"):
+        read_split_list(tmp_path / "validation_list.txt")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The grid (no engines needed)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_default_grid_size_and_voice_split():
+    grid = default_grid()
+    assert grid.n_clips >= 20000 and grid.words == SPEECH_COMMANDS_V2_WORDS
+    split_of_speaker: dict[str, str] = {}
+    for v in grid.voices:
+        assert split_of_speaker.setdefault(v.speaker, v.split) == v.split  # a speaker is in one split
+    counts = split_counts(grid)
+    assert sum(c["clips"] for c in counts.values()) == grid.n_clips
+    for split, lo, hi in (("train", 0.75, 0.85), ("validation", 0.08, 0.15), ("test", 0.08, 0.15)):
+        assert lo <= counts[split]["clips"] / grid.n_clips <= hi
+        assert all(counts[split]["by_engine"][e] > 0 for e in ENGINES)
+    paths = [p for p, _ in grid.clips()]
+    assert len(set(paths)) == len(paths) == grid.n_clips
+    assert SynthVoice("flite", "kal16").voice_hash == "acc1726f"  # sha256("flite:kal16")[:8]
+    with pytest.raises(ValueError, match="variant is required"):
+        SynthVoice("espeak-ng", "en-us")
+    with pytest.raises(ValueError, match="distinct"):
+        SpeechGrid((SynthVoice("flite", "kal"), SynthVoice("flite", "kal")))
+
+
+def test_missing_engine_names_the_apt_packages(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DataError, match=r"missing .*`flite` \(package flite\).*sudo apt-get install espeak-ng flite"):
+        check_engines(small_grid())
+
+
+@needs_sox
+def test_to_clip_centres_short_words_and_compresses_long_ones(tmp_path):
+    quiet = np.zeros(1600, np.int16)
+    short = tmp_path / "short.wav"
+    short.write_bytes(wav_bytes(np.concatenate([quiet, tone(4000, 300), quiet])))
+    clip, squeezed = to_clip(short)
+    nz = np.flatnonzero(clip)
+    assert clip.shape == (16000,) and clip.dtype == np.int16 and not squeezed
+    assert abs(nz[0] - (15999 - nz[-1])) <= 2 and 3900 < nz[-1] - nz[0] + 1 < 5000  # trimmed, centred
+    long = tmp_path / "long.wav"
+    long.write_bytes(wav_bytes(tone(24000, 300)))
+    clip, squeezed = to_clip(long)
+    assert squeezed and clip.shape == (16000,)
+    assert np.abs(clip[:200]).max() == 0 and np.abs(clip[8000:8400]).max() > 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The build (small grid)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    if not ENGINES_PRESENT:
+        pytest.skip(f"needs Debian's espeak-ng flite festival sox (apt-get install {' '.join(SPEECH_PACKAGES)})")
+    data = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPNOTES_DATA", str(data))
+        root = SPEECH_KEYWORDS_SMALL.build(progress=False)
+    return data, root
+
+
+@needs_engines
+def test_small_build_layout_format_and_manifest(small_build):
+    data, root = small_build
+    grid = small_grid()
+    assert root == data / "speech-keywords-small"
+    words = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    assert words == sorted(SPEECH_COMMANDS_V2_WORDS)
+    wavs = sorted(root.glob("*/*_nohash_*.wav"))
+    assert len(wavs) == grid.n_clips == 350
+    for p in wavs[::7]:
+        with wave.open(str(p)) as w:  # 16 kHz mono 16-bit, 1.000 s
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, 16000)
+        x, _ = read_wav(p)
+        assert np.abs(x).max() > 0.01  # not silent
+    val, test = read_split_list(root / "validation_list.txt"), read_split_list(root / "testing_list.txt")
+    hashes = {s: {r.split("/")[1].split("_nohash_")[0] for r in rels} for s, rels in (("val", val), ("test", test))}
+    train_files, _ = speech_commands_files(root, "train")
+    hashes["train"] = {r.split("/")[1].split("_nohash_")[0] for r in train_files}
+    assert not (hashes["train"] & hashes["val"]) and not (hashes["train"] & hashes["test"])
+    assert not (hashes["val"] & hashes["test"])
+    assert (len(train_files), len(val), len(test)) == (140, 105, 105)
+    assert hashes["test"] == {v.voice_hash for v in grid.voices if v.split == "test"}
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["files"]) == 350 + 3 + 3 and verify_manifest(root) == []
+    assert manifest["counts"]["validation"]["by_engine"] == {"espeak-ng": 35, "flite": 35, "festival": 35}
+    assert manifest["engines"]["sox"].startswith("SoX v")
+    x, y, classes, files = load_speech_commands(root, "validation")
+    assert x.shape == (105, 16000) and classes == sorted(SPEECH_COMMANDS_V2_WORDS) and files == sorted(val)
+    noise = load_background_noise(root)
+    assert sorted(noise) == ["brown_noise", "pink_noise", "white_noise"] and noise["pink_noise"].shape == (5 * 16000,)
+
+
+@needs_engines
+def test_interrupted_build_resumes_without_redoing_work(small_build, monkeypatch):
+    data, root = small_build
+    monkeypatch.setenv("DEEPNOTES_DATA", str(data))
+    assert SPEECH_KEYWORDS_SMALL.status() == f"present at {root}"
+    before = (root / "manifest.json").read_bytes()
+    removed = sorted(root.glob("*/*_nohash_*.wav"))[::97]
+    kept = sorted(root.glob("*/*_nohash_*.wav"))[1]
+    for p in removed:
+        p.unlink()
+    (root / "manifest.json").unlink()
+    leftover = root / "yes" / f".{removed[0].name}.tmp"
+    leftover.write_bytes(b"half a clip")
+    stamp = kept.stat().st_mtime_ns
+    assert SPEECH_KEYWORDS_SMALL.status().startswith("partly built")
+    SPEECH_KEYWORDS_SMALL.build(progress=False)
+    assert (root / "manifest.json").read_bytes() == before  # same bytes: the redone clips are identical
+    assert all(p.is_file() for p in removed) and not leftover.exists() and not (root / ".work").exists()
+    assert kept.stat().st_mtime_ns == stamp  # not redone
+
+
+@needs_engines
+def test_build_is_deterministic_across_runs(small_build, tmp_path, monkeypatch):
+    _, root = small_build
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path))
+    full = small_grid().voices
+    tiny = SpeechKeywordsInfo(name="tiny", grid=SpeechGrid((full[0], full[2], full[3], full[6], full[8]),
+                                                           words=("up", "visual"), noise_seconds=5))
+    other = tiny.build(progress=False)
+    first = json.loads((root / "manifest.json").read_text())["files"]
+    second = json.loads((other / "manifest.json").read_text())["files"]
+    shared = [k for k in second if k.endswith(".wav")]
+    assert len(shared) == 5 * 2 + 3
+    assert {k: second[k] for k in shared} == {k: first[k] for k in shared}
+
+
+@needs_engines
+@pytest.mark.skipif(shutil.which("pocketsphinx_batch") is None, reason="needs pocketsphinx pocketsphinx-en-us")
+def test_pocketsphinx_hears_the_flite_voice(small_build):
+    _, root = small_build
+    awb = [v for v in small_grid().voices if v.voice_id == "flite:awb"][0]
+    words = list(SPEECH_COMMANDS_V2_WORDS)
+    hyps = pocketsphinx_recognize([root / awb.clip_path(w, 0) for w in words], words)
+    assert len(hyps) == 35 and sum(h == w for h, w in zip(hyps, words)) >= 28
+    with pytest.raises(DataError, match="Failed to open"):
+        pocketsphinx_recognize([root / "yes" / "absent.wav"], words)
