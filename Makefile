@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST := $(PY) -m pytest
 
-.PHONY: install system-data data demo test test-slow bench clean
+.PHONY: install system-data system-speech data demo test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ system-data:
 	if [ -z "$$missing" ]; then echo "system data packages present"; \
 	elif [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing); \
 	else echo "as root: apt-get install $$missing" >&2; exit 1; fi
+
+## system-speech: the speech synthesizers and sox that build speech-keywords, and pocketsphinx; needs root
+SPEECH_PACKAGES ?= espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all pocketsphinx pocketsphinx-en-us
+system-speech:
+	@$(MAKE) --no-print-directory system-data DEBIAN_DATA="$(SPEECH_PACKAGES)"
 
 ## data: build the text datasets the sequence labs read (KJV; EN->ZH pairs from Debian catalogs, ~64 MB of .debs)
 data: install system-data
