@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -34,7 +35,13 @@ def test_fast_preset_writes_the_run_folder(weather_run):
     assert data["kind"] == "weather" and len(data["all_feature_names"]) == 44 and len(data["feature_names"]) == 12
     assert data["train_rows"][1] < data["valid_rows"][0] <= data["valid_rows"][1] < data["test_rows"][0]
     m = json.loads((weather_run / "test_metrics.json").read_text())
-    assert set(m["models"]) == {"linear", "sigmoids", "hard-sigmoids", "mlp"}
+    assert set(m["models"]) == {"linear", "sigmoids", "hard-sigmoids", "mlp", "ensemble"}
+    # the ensemble is the mean of the four models' test predictions
+    with open(weather_run / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    members = np.array([[float(r[k]) for k in ("linear", "sigmoids", "hard-sigmoids", "mlp")] for r in rows])
+    np.testing.assert_allclose(members.mean(axis=1), [float(r["ensemble"]) for r in rows], atol=1e-3)
+    assert "ensemble" in m["cross_validation"]
     assert set(m["baselines"]) == {"least squares", "persistence"}
     assert m["best_model"] in m["models"]
     assert m["n_test"] == data["n_test"] == 291

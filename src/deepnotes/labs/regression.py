@@ -10,7 +10,10 @@ Models, all trained by :func:`deepnotes.models.regression.fit_regressor` (MSE, o
 SGD, early stopping on the validation MSE) and compared with two baselines on the test rows:
 *persistence* (tomorrow's value = today's value) and *least squares* (scikit-learn's
 ``LinearRegression`` on the same features, closed form). A width ladder of ReLU MLPs trained without
-early stopping shows overfitting as the model grows. Models are chosen by validation MSE only.
+early stopping shows overfitting as the model grows. One more candidate, ``ensemble``, is the mean of
+the trained models' predictions (averaging models with different errors lowers the variance part of
+the error; it is scored in cross-validation like the others). Models are chosen by validation MSE
+only (the cross-validation mean when ``--folds`` > 0).
 
 Files it leaves in the run folder (beside config.json):
     data.json             data source, feature names, split sizes, standardization statistics
@@ -46,6 +49,7 @@ from deepnotes.report import markdown_image, markdown_table, new_figure, save_fi
 from deepnotes.train.config import option
 
 NAME = "regression"
+ENSEMBLE = "ensemble"  # the mean of the trained models' predictions (when more than one model is trained)
 
 
 @dataclass(frozen=True)
@@ -232,12 +236,16 @@ def _cross_validate(cfg: RegressionConfig, data: Data, cols: np.ndarray, device)
         sx, sy = tabular.Standardizer.fit(x_tr), tabular.Standardizer.fit(data.y[tr][:, None])
         xs = (_tensor(sx.transform(x_tr), device), _tensor(sx.transform(x_va), device))
         ys = (_tensor(sy.transform(data.y[tr][:, None])[:, 0], device), _tensor(sy.transform(data.y[va][:, None])[:, 0], device))
+        fold_preds = []
         for key, spec in model_specs(cfg).items():
             torch.manual_seed(cfg.seed)
             model = _make(spec, len(cols)).to(device)
             _fit(cfg, model, xs, ys, cfg.seed)
             pred = sy.inverse(predict(model, xs[1]).cpu().numpy()[:, None])[:, 0]
+            fold_preds.append(pred)
             scores.setdefault(key, []).append(float(np.mean((pred - data.y[va]) ** 2)))
+        if len(fold_preds) >= 2:
+            scores.setdefault(ENSEMBLE, []).append(float(np.mean((np.mean(fold_preds, axis=0) - data.y[va]) ** 2)))
         ls = _least_squares(x_tr, data.y[tr])
         scores.setdefault("least squares", []).append(float(np.mean((ls.predict(x_va) - data.y[va]) ** 2)))
         if pers is not None:
@@ -290,6 +298,7 @@ def run(cfg: RegressionConfig, ctx: RunContext) -> dict[str, Any]:
     preds: dict[str, np.ndarray] = {}
     histories: dict[str, list[dict]] = {}
     weights: dict[str, torch.Tensor] = {}
+    outs: dict[str, dict[str, np.ndarray]] = {}
     for key, spec in model_specs(cfg).items():
         torch.manual_seed(cfg.seed)
         model = _make(spec, len(cols)).to(device)
@@ -303,10 +312,23 @@ def run(cfg: RegressionConfig, ctx: RunContext) -> dict[str, Any]:
             "train_time_s": time.perf_counter() - t0,
         }
         preds[key] = out["test"]
+        outs[key] = out
         histories[key] = fit.history
         weights.update({f"{key}.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
         log(f"{key:>14}: valid MSE {results[key]['valid_mse']:.3f}, test MSE {results[key]['test_mse']:.3f} "
             f"(best epoch {fit.best_epoch}/{len(fit.history)}, {results[key]['train_time_s']:.1f}s)")
+
+    if len(outs) >= 2:  # the mean of the models' predictions, a candidate like the others (chosen by CV or not)
+        mean_out = {s: np.mean([o[s] for o in outs.values()], axis=0) for s in ("train", "valid", "test")}
+        results[ENSEMBLE] = {
+            "train_mse": split_mse(mean_out["train"], tr), "valid_mse": split_mse(mean_out["valid"], va),
+            "test_mse": split_mse(mean_out["test"], te), "best_epoch": None, "epochs_run": None, "stopped_early": None,
+            "parameters": sum(r["parameters"] for r in results.values()), "members": list(outs),
+            "train_time_s": sum(r["train_time_s"] for r in results.values()),
+        }
+        preds[ENSEMBLE] = mean_out["test"]
+        log(f"{ENSEMBLE:>14}: valid MSE {results[ENSEMBLE]['valid_mse']:.3f}, test MSE {results[ENSEMBLE]['test_mse']:.3f} "
+            f"(mean of {', '.join(outs)})")
 
     ls = _least_squares(x_sel[tr], data.y[tr])
     weights["least_squares.coef"] = torch.as_tensor(ls.coef_, dtype=torch.float64).contiguous()
@@ -359,9 +381,13 @@ def run(cfg: RegressionConfig, ctx: RunContext) -> dict[str, Any]:
     _write_predictions(ctx.run_dir / "predictions.csv", [data.row_labels[i] for i in te], data.y[te], preds)
     if data.test_table is not None:
         z_test = _tensor(sx.transform(data.test_table.x[:, cols]), device)
-        model = _make(model_specs(cfg)[best_key], len(cols)).to(device)
-        model.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith(best_key + ".")})
-        tabular.write_submission(ctx.run_dir / "submission.csv", data.test_table.ids, to_units(predict(model, z_test)))
+        members = list(outs) if best_key == ENSEMBLE else [best_key]
+        sub_preds = []
+        for key in members:
+            model = _make(model_specs(cfg)[key], len(cols)).to(device)
+            model.load_state_dict({k.split(".", 1)[1]: v for k, v in weights.items() if k.startswith(key + ".")})
+            sub_preds.append(to_units(predict(model, z_test)))
+        tabular.write_submission(ctx.run_dir / "submission.csv", data.test_table.ids, np.mean(sub_preds, axis=0))
         log(f"submission for {data.test_table.path} ({best_key}): {ctx.run_dir / 'submission.csv'}")
     path = report(ctx.run_dir)
     verdict = "beats" if metrics["beats_all_baselines"] else "does NOT beat"
@@ -431,6 +457,8 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         except RuntimeError as e:
             raise UserError(f"cannot load {key} from {path}: {e}; the file is from another run") from e
         preds[key] = predict(model, z).cpu().numpy().astype(np.float64) * info["y_std"] + info["y_mean"]
+    if len(preds) >= 2:
+        preds[ENSEMBLE] = np.mean(list(preds.values()), axis=0)
     preds["least squares"] = x_sel @ weights["least_squares.coef"].numpy() + float(weights["least_squares.intercept"][0])
     pers = info["persistence_feature"]
     if pers is not None:
@@ -553,7 +581,7 @@ def report(run_dir: Path) -> Path:
     best = m["best_model"]
     target = info["target"]
     _plot_predictions(rows, cols, best, info["kind"], target, run_dir / "predictions.png")
-    _plot_curves(histories, list(m["models"]), run_dir / "learning_curves.png")
+    _plot_curves(histories, [k for k in m["models"] if k in histories], run_dir / "learning_curves.png")
     if m["ladder"]:
         _plot_ladder(m["ladder"], histories, run_dir / "capacity_ladder.png")
     cv = m.get("cross_validation") or {}
@@ -563,8 +591,9 @@ def report(run_dir: Path) -> Path:
 
     table = []
     for key, r in m["models"].items():
+        kept = f"{r['best_epoch']}/{r['epochs_run']}" if r.get("best_epoch") is not None else "mean of " + ", ".join(r.get("members", []))
         table.append([key + (f" (chosen by {m.get('chosen_by', 'valid MSE')})" if key == best else ""), f"{r['parameters']:,}", f"{r['train_mse']:.3f}",
-                      f"{r['valid_mse']:.3f}", cv_cell(key), f"{r['test_mse']:.3f}", f"{r['best_epoch']}/{r['epochs_run']}"])
+                      f"{r['valid_mse']:.3f}", cv_cell(key), f"{r['test_mse']:.3f}", kept])
     for key, r in m["baselines"].items():
         params = f"{len(info['feature_names']) + 1:,}" if key == "least squares" else "0"
         table.append([f"baseline: {key}", params, f"{r['train_mse']:.3f}", f"{r['valid_mse']:.3f}", cv_cell(key),
