@@ -59,8 +59,11 @@ def _registry() -> dict[str, Lab]:
         critical_points,
         generalization,
         image_classification,
+        keyword_spotting,
         optimizers,
+        phoneme_classification,
         regression,
+        translation,
         word2vec,
     )
 
@@ -74,6 +77,9 @@ def _registry() -> dict[str, Lab]:
         word2vec.LAB,  # EE-559 12-3: CBOW word embeddings with negative sampling
         char_lm.LAB_GPT,  # ML2021/2022 Transformer, GPT; nanoGPT
         char_lm.LAB_LSTM,  # EE-559 12-2 LSTM
+        keyword_spotting.LAB,  # seed 000: Speech Commands exercise
+        translation.LAB,  # ML2021/2022 HW5: machine translation
+        phoneme_classification.LAB,  # ML2021/2022 HW2: framewise phoneme classification ladder
     ]
     return {lab.name: lab for lab in labs}
 

@@ -1,0 +1,84 @@
+"""Benchmark of the keyword-spotting lab's training step: clips/s for each model, augmentation included.
+
+    python benchmarks/keyword_spotting.py                       # batch 128, 2 threads, every model
+    python benchmarks/keyword_spotting.py --threads 1 --models bcresnet --widths 1,2,3
+
+One training step = what the lab's engine does per batch: int16 clips -> float, speed perturbation,
+time shift, background noise, features (log-mel / dB spectrogram / none), SpecAugment, forward,
+cross-entropy, backward, SGD update. Synthetic clips (random noise shaped like speech levels) are enough
+for timing. Rows give the median wall time of ``--repeats`` steps after one warm-up, clips/s, and the
+process CPU time per clip (a steadier figure than wall time on a shared machine). Prints a Markdown table.
+
+On a machine shared with other busy processes, set ``OMP_WAIT_POLICY=PASSIVE``: PyTorch's OpenMP
+threads otherwise spin while they wait for each other, and two of them on two busy cores ran ~15x
+slower than one thread in our measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from deepnotes.labs.keyword_spotting import BatchPreparer, FeatureExtractor, KeywordSpottingConfig, build_model
+from deepnotes.report import markdown_table
+
+
+def step_times(cfg: KeywordSpottingConfig, batch: int, repeats: int) -> tuple[float, float, int]:
+    """(median wall seconds, median CPU seconds, parameters) of one training step of ``cfg.model``."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    clips = (torch.randn(batch, 16000, generator=g) * 3000).clamp(-32768, 32767).to(torch.int16)
+    labels = torch.randint(35, (batch,), generator=g)
+    noise = [torch.randn(5 * 16000, generator=g) * 0.1]
+    features = FeatureExtractor(cfg.model, cfg.n_mels, mean=-40.0, std=25.0, norm=cfg.feature_norm)
+    prep = BatchPreparer(cfg, features, noise, torch.device("cpu"))
+    model = build_model(cfg, 35)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    walls, cpus = [], []
+    for i in range(repeats + 1):
+        w0, c0 = time.perf_counter(), time.process_time()
+        x, y = prep(clips, labels, True, g)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i:  # the first step is a warm-up
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus), sum(p.numel() for p in model.parameters())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", default="bcresnet,cnn,m5", help="comma-separated: bcresnet, cnn, m5")
+    p.add_argument("--widths", default="1,2", help="BC-ResNet widths tau to time (comma-separated)")
+    p.add_argument("--speed-perturb", type=float, default=0.1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    base = KeywordSpottingConfig(speed_perturb=args.speed_perturb)
+    rows = []
+    for model in args.models.split(","):
+        widths = [float(w) for w in args.widths.split(",")] if model == "bcresnet" else [1.0]
+        for width in widths:
+            cfg = dataclasses.replace(base, model=model, width=width, dropout=0.5 if model == "cnn" else 0.1)
+            wall, cpu, params = step_times(cfg, args.batch, args.repeats)
+            name = f"BC-ResNet-{width:g}" if model == "bcresnet" else {"cnn": "exercise CNN", "m5": "M5"}[model]
+            rows.append([name, f"{params:,}", f"{1000 * wall:.0f}", f"{args.batch / wall:.0f}",
+                         f"{1000 * cpu / args.batch:.2f}"])
+            print(f"{name}: {args.batch / wall:.0f} clips/s", flush=True)
+    print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
+          f"batch {args.batch}, median of {args.repeats} steps\n")
+    print(markdown_table(["model", "parameters", "ms / step", "clips / s", "CPU ms / clip"], rows))
+
+
+if __name__ == "__main__":
+    main()

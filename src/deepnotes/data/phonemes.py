@@ -1,0 +1,953 @@
+"""Frame-level phoneme data: ``deepnotes data build phoneme-frames`` and a reader of the course's HW2 files.
+
+Source: ML2021/2022 (Hung-yi Lee) HW2, "framewise phoneme prediction from speech" (seed 002): every
+10 ms frame of an utterance is a 39-dim MFCC vector (13 coefficients + delta + delta-delta, 25 ms
+window) and is labelled with one of 41 phoneme classes. The course's own data (LibriSpeech, features
+and Kaldi alignments prepared by the TAs) cannot be had offline, so this module makes a set of the same
+shape from text-to-speech, where the phone boundaries are known exactly: the synthesizer decided them.
+
+**Building** (``deepnotes data build phoneme-frames``): Debian's festival says King James Bible verses
+(``deepnotes data build kjv``) of 30 to 90 characters (about 2 to 6 s) with three voices; for every
+utterance festival's own ``Segment`` relation gives each phone's end time (``(item.feat seg "end")``,
+seconds), the waveform is resampled to 16 kHz (``utt.wave.resample``), dithered as Kaldi's front end
+does (Gaussian noise of one int16 step, seeded by the utterance id: synthetic pauses are digital zeros)
+and :func:`deepnotes.audio.hw2_mfcc39` computes (n_frames, 39) features: 25 ms Hamming window, 10 ms hop,
+centred frames (frame i is centred at t = i * 10 ms, n_frames = 1 + n_samples // 160). Frame i gets the
+class of the phone whose interval [start, end) holds t (:func:`frame_labels`).
+
+**The 41 classes** (:data:`PHONES`, label = index). The seeds give HW2's count (41, labels 0-40) but not
+its list; Kaldi's LibriSpeech recipe has 39 CMU phones + silence + spoken noise. Synthetic speech has no
+spoken noise, so the 41st class here is the schwa ``ax``, which festival's US lexicon keeps apart from
+``ah`` (and which is the most frequent vowel it says)::
+
+    0 sil   1 aa   2 ae   3 ah   4 ao   5 aw   6 ax   7 ay   8 b    9 ch  10 d   11 dh  12 eh  13 er
+   14 ey   15 f   16 g   17 hh  18 ih  19 iy  20 jh  21 k   22 l   23 m   24 n   25 ng  26 ow  27 oy
+   28 p   29 r   30 s   31 sh  32 t   33 th  34 uh  35 uw  36 v   37 w   38 y   39 z   40 zh
+
+festival's US voices use the "radio" (DARPA) phone set, mapped by :data:`FESTIVAL_PHONE_MAP`: each of
+the 39 CMU phones and ``ax`` to itself; the radio extras folded as in the TIMIT 39-phone folding
+(Lee & Hon 1989) where it applies: ``axr -> er``, ``el -> l``, ``em -> m``, ``en -> n``, ``nx -> n``,
+``hv -> hh``, ``dx`` (flap) ``-> t``; the silences ``pau``, ``h#``, ``brth`` -> ``sil``. A phone outside
+the table stops the build with a :class:`~deepnotes.errors.DataError` naming it.
+
+**Split by voice** (:func:`default_grid`). festival has three English voices, each a real recorded
+speaker: ``kal_diphone`` (kal, US male), ``cmu_us_slt_arctic_hts`` (slt, US female, statistical
+parametric synthesis) and ``ked_diphone`` (ked, US male). Training uses kal and slt; **test** is ked, a
+voice never heard in training, saying verses never said in training. **validation** holds other
+unseen verses said by the training voices (every voice setting keeps its first few verses apart): it
+measures generalization to new sentences, the test to a new voice too. Rate and pitch variants make
+each voice several "speakers": diphone voices ``Duration_Stretch`` (> 1 slower) x ``target_f0_mean``
+of the linear-regression intonation model (Hz); the HTS voice its engine's speed ``-r`` (> 1 faster;
+it has no pitch option). Every verse is said once, by one voice setting. Default grid: 2,610
+utterances (train 1,890 / validation 180 / test 540), about 0.9 M frames.
+
+**Files** (``<data_root>/phoneme-frames/``): ``shards/<split>/<voice>_s<k>_<chunk>.npz``, one per (voice
+setting, block of at most ``shard_size`` verses), each a zip of ``.npy`` arrays (no pickle; read with
+:func:`read_shard`): ``features`` (F, 39) float32, ``labels`` (F,) uint8, ``lengths`` (U,) int32 frames
+per utterance, ``n_samples`` (U,) int32, ``utt_ids`` (U,) str ``<voice>-s<k>-v<verse index>``, ``text``
+(U,) str, ``verse_index`` (U,) int32 (into :func:`deepnotes.data.text.load_kjv`), ``phones`` (P,) str
+and ``phone_ends`` (P,) float32 festival's segments of all utterances, ``phone_counts`` (U,) int32.
+``manifest.json`` (written last) holds the grid, the phone table, festival's version, the counts and
+the SHA-256 of every shard; ``README.md`` says the same in words.
+
+The build is deterministic (zip entries carry a fixed date; same festival, numpy and torch builds ->
+same bytes), resumable (a shard is written to a temporary name and renamed; shards already there are
+kept, others of an older grid removed) and runs ``workers`` festival processes at a time (one per shard:
+festival's start-up is paid once per shard), with a tqdm progress bar on a terminal.
+
+**HW2's own files** (:func:`load_hw2_libriphone`): the course's ``libriphone/`` folder
+(``train_labels.txt``: ``<utt_id> <label> <label> ...`` a line; ``train_split.txt`` and
+``test_split.txt``: one utterance id a line; ``feat/train/<id>.pt`` and ``feat/test/<id>.pt``: a
+(T, 39) float tensor each) is read by path, with the sample code's train/validation split (Python
+``random.seed(1337); random.shuffle(ids)``, first 80 % train). :func:`write_hw2_libriphone` writes a
+:class:`FrameCorpus` in that layout, so the course's own notebook runs on the synthesized set.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deepnotes.audio import MFCCWithDeltas
+from deepnotes.data.download import sha256_file
+from deepnotes.data.paths import data_root
+from deepnotes.data.speech import read_wav
+from deepnotes.data.speech_build import FESTIVAL_VOICE_PACKAGES, engine_versions, verify_manifest
+from deepnotes.errors import DataError, UserError
+from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+# ----------------------------------------------------------------------------------------------------------
+# The 41 classes
+# ----------------------------------------------------------------------------------------------------------
+
+#: The 41 phoneme classes, label = index: silence, the 39 CMU phones (alphabetical) with the schwa ``ax``
+#: inserted at its alphabetical place.
+PHONES: tuple[str, ...] = (
+    "sil", "aa", "ae", "ah", "ao", "aw", "ax", "ay", "b", "ch", "d", "dh", "eh", "er", "ey", "f", "g", "hh",
+    "ih", "iy", "jh", "k", "l", "m", "n", "ng", "ow", "oy", "p", "r", "s", "sh", "t", "th", "uh", "uw", "v",
+    "w", "y", "z", "zh",
+)
+N_PHONE_CLASSES = len(PHONES)  # 41, as HW2
+SILENCE = 0
+#: festival's radio phone -> class name (see the module docstring).
+FESTIVAL_PHONE_MAP: dict[str, str] = {
+    **{p: p for p in PHONES if p != "sil"},
+    "axr": "er", "el": "l", "em": "m", "en": "n", "nx": "n", "hv": "hh", "dx": "t",
+    "pau": "sil", "h#": "sil", "brth": "sil",
+}
+SAMPLE_RATE = 16000
+HOP_LENGTH = 160  # 10 ms at 16 kHz
+N_FEATURES = 39
+#: Standard deviation of the Gaussian dither added before the MFCCs, in int16 steps (Kaldi's default 1.0).
+DITHER = 1.0
+
+PHONEME_PACKAGES: tuple[str, ...] = ("festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k",
+                                     "festvox-us-slt-hts", "bible-kjv", "bible-kjv-text")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: What ``rate`` and ``pitch`` of a voice setting mean.
+SETTING_UNITS: dict[str, dict[str, str]] = {
+    "diphone": {"rate": "(Parameter.set 'Duration_Stretch x) (>1 slower)",
+                "pitch": "int_lr_params target_f0_mean, Hz"},
+    "hts": {"rate": "hts_engine_params -r speed (>1 faster)", "pitch": "null (no pitch option)"},
+}
+
+
+def phone_class(phone: str) -> int:
+    """The class (0-40) of a festival radio phone, via :data:`FESTIVAL_PHONE_MAP`.
+
+    Raises:
+        DataError: a phone the table does not know (names it).
+    """
+    try:
+        return PHONES.index(FESTIVAL_PHONE_MAP[phone])
+    except KeyError:
+        raise DataError(f"phoneme-frames: festival gave the phone {phone!r}, which FESTIVAL_PHONE_MAP does not "
+                        f"map to a class; known: {' '.join(sorted(FESTIVAL_PHONE_MAP))}") from None
+
+
+def frame_labels(phone_ends: Sequence[float], classes: Sequence[int], n_frames: int,
+                 hop_s: float = HOP_LENGTH / SAMPLE_RATE) -> np.ndarray:
+    """Label each frame with the class of the phone that holds its centre.
+
+    The phones tile the utterance from 0 s: phone j covers ``[end[j-1], end[j])`` (``end[-1] = 0``).
+    Frame i is centred at ``t_i = i * hop_s`` (centred STFT frames); its label is ``classes[j]`` for the
+    first j with ``end[j] > t_i``. Frames past the last end (a waveform a few ms longer than its last
+    segment) take the last phone's class.
+
+    Args:
+        phone_ends: (P,) end times in seconds, non-decreasing.
+        classes: (P,) class of each phone.
+        n_frames: frames to label (>= 0).
+        hop_s: seconds between frame centres. Default 0.010.
+
+    Returns:
+        (n_frames,) uint8.
+
+    Raises:
+        ValueError: no phones, lengths that differ, ends that decrease, or a negative ``n_frames``.
+
+    Example::
+
+        >>> frame_labels([0.02, 0.05], [0, 6], 7).tolist()   # centres 0, 10, ..., 60 ms
+        [0, 0, 6, 6, 6, 6, 6]
+    """
+    ends = np.asarray(phone_ends, dtype=np.float64)
+    cls = np.asarray(classes)
+    if ends.ndim != 1 or len(ends) == 0 or cls.shape != ends.shape:
+        raise ValueError(f"phone_ends and classes must be 1-D, non-empty and of one length; got shapes "
+                         f"{ends.shape} and {cls.shape}")
+    if np.any(np.diff(ends) < 0):
+        raise ValueError("phone_ends must be non-decreasing")
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    t = np.arange(n_frames) * hop_s
+    j = np.minimum(np.searchsorted(ends, t + 1e-9, side="right"), len(ends) - 1)
+    return cls[j].astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The grid
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhonemeVoice:
+    """One festival voice, its (rate, pitch) settings and how many verses each setting says.
+
+    Attributes:
+        name: ``"kal_diphone"``, ``"ked_diphone"`` or ``"cmu_us_slt_arctic_hts"``.
+        split: ``"train"`` (its held-out verses are the validation split) or ``"test"``.
+        settings: ``(rate, pitch)`` pairs, meaning per :data:`SETTING_UNITS`; pitch None for HTS.
+        sentences: verses each setting says for the voice's split.
+        val_sentences: further verses each setting says for validation (train voices only). Default 0.
+
+    Raises:
+        ValueError: an unknown voice or split, empty or repeated settings, a pitch on the HTS voice,
+            non-positive rates, fewer than one sentence, or validation verses on a test voice.
+    """
+
+    name: str
+    split: str
+    settings: tuple[tuple[float, float | None], ...]
+    sentences: int
+    val_sentences: int = 0
+
+    def __post_init__(self):
+        if self.name not in FESTIVAL_VOICE_PACKAGES:
+            raise ValueError(f"unknown festival voice {self.name!r}; known: {', '.join(FESTIVAL_VOICE_PACKAGES)}")
+        if self.split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test' (validation comes from train voices), got {self.split!r}")
+        if not self.settings or len(set(self.settings)) != len(self.settings):
+            raise ValueError(f"{self.name}: settings must be non-empty and distinct")
+        for rate, pitch in self.settings:
+            if not rate > 0:
+                raise ValueError(f"{self.name}: rates must be > 0, got {rate}")
+            if (pitch is None) != (self.kind == "hts"):
+                raise ValueError(f"{self.name}: pitch must be None for the HTS voice and a number (Hz) for diphone voices")
+        if self.sentences < 1 or self.val_sentences < 0:
+            raise ValueError(f"{self.name}: sentences must be >= 1 and val_sentences >= 0")
+        if self.split == "test" and self.val_sentences:
+            raise ValueError(f"{self.name}: a test voice takes no validation verses (val_sentences must be 0)")
+
+    @property
+    def kind(self) -> str:
+        """``"hts"`` or ``"diphone"`` (key of :data:`SETTING_UNITS`)."""
+        return "hts" if self.name.endswith("_hts") else "diphone"
+
+    @property
+    def n_utterances(self) -> int:
+        return len(self.settings) * (self.sentences + self.val_sentences)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "split": self.split, "kind": self.kind, "sentences": self.sentences,
+                "val_sentences": self.val_sentences,
+                "settings": [{"k": k, "rate": r, "pitch": p} for k, (r, p) in enumerate(self.settings)]}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One file of the build: a block of verses said by one voice setting, all of one split."""
+
+    path: str  # relative to the dataset folder
+    voice: PhonemeVoice
+    k: int  # setting index
+    split: str
+    verse_index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PhonemeGrid:
+    """The voices of a build, which verses they say, and the shard size.
+
+    Attributes:
+        voices: the voices (distinct names).
+        min_chars, max_chars: verses of this many characters are eligible. Defaults 30 and 90.
+        seed: seed of the permutation of eligible verses; setting after setting takes the next block.
+        shard_size: most utterances in one shard file. Default 40.
+
+    Raises:
+        ValueError: no voices, a repeated voice, a bad length range or shard size.
+    """
+
+    voices: tuple[PhonemeVoice, ...]
+    min_chars: int = 30
+    max_chars: int = 90
+    seed: int = 0
+    shard_size: int = 40
+
+    def __post_init__(self):
+        if not self.voices:
+            raise ValueError("a grid needs at least one voice")
+        if len({v.name for v in self.voices}) != len(self.voices):
+            raise ValueError("voices must be distinct")
+        if not 1 <= self.min_chars <= self.max_chars:
+            raise ValueError(f"need 1 <= min_chars <= max_chars, got {self.min_chars}, {self.max_chars}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+
+    @property
+    def n_utterances(self) -> int:
+        return sum(v.n_utterances for v in self.voices)
+
+    def eligible(self, texts: Sequence[str]) -> np.ndarray:
+        """Indices of the eligible verses in the seeded order in which settings take them."""
+        idx = np.array([i for i, t in enumerate(texts) if self.min_chars <= len(t) <= self.max_chars], dtype=np.int64)
+        return idx[np.random.default_rng(self.seed).permutation(len(idx))]
+
+    def shards(self, texts: Sequence[str]) -> list[Shard]:
+        """Every shard of the build, in grid order (voice, setting, validation block then main block).
+
+        Raises:
+            DataError: fewer eligible verses than the grid says.
+        """
+        pool = self.eligible(texts)
+        if len(pool) < self.n_utterances:
+            raise DataError(f"phoneme-frames: the grid needs {self.n_utterances} verses of {self.min_chars}-"
+                            f"{self.max_chars} characters, the text has {len(pool)}")
+        out, pos = [], 0
+        for v in self.voices:
+            for k in range(len(v.settings)):
+                blocks = [("validation", v.val_sentences), (v.split, v.sentences)]
+                for split, n in blocks:
+                    verses = [int(i) for i in pool[pos: pos + n]]
+                    pos += n
+                    for c in range(0, n, self.shard_size):
+                        out.append(Shard(f"shards/{split}/{v.name}_s{k}_{c // self.shard_size:03d}.npz", v, k, split,
+                                         tuple(verses[c: c + self.shard_size])))
+        return out
+
+    def to_json(self) -> dict:
+        return {"min_chars": self.min_chars, "max_chars": self.max_chars, "seed": self.seed,
+                "shard_size": self.shard_size, "setting_units": SETTING_UNITS,
+                "voices": [v.to_json() for v in self.voices]}
+
+
+def _grid(*values: Sequence) -> tuple[tuple, ...]:
+    return tuple((a, b) for a in values[0] for b in values[1])
+
+
+def default_grid() -> PhonemeGrid:
+    """The grid of ``deepnotes data build phoneme-frames``: 2,610 utterances.
+
+    train: kal_diphone, Duration_Stretch 0.9, 1.0, 1.15 x target_f0_mean 90, 110, 130 Hz (9 settings x
+    110 verses, + 10 each for validation); cmu_us_slt_arctic_hts, speed 0.9, 1.0, 1.1 (3 x 300, + 30 each
+    for validation). test: ked_diphone, the 9 diphone settings x 60 verses.
+    """
+    diphone = _grid((0.9, 1.0, 1.15), (90, 110, 130))
+    return PhonemeGrid((
+        PhonemeVoice("kal_diphone", "train", diphone, 110, 10),
+        PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((0.9, None), (1.0, None), (1.1, None)), 300, 30),
+        PhonemeVoice("ked_diphone", "test", diphone, 60),
+    ))
+
+
+def small_grid() -> PhonemeGrid:
+    """36 utterances in 7 shards (``phoneme-frames-small``, for tests and smoke runs): kal_diphone 14 + 4
+    validation, cmu_us_slt_arctic_hts 6 + 2 validation, ked_diphone 10 test; one setting each."""
+    return PhonemeGrid((
+        PhonemeVoice("kal_diphone", "train", ((1.0, 105),), 14, 4),
+        PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((1.0, None),), 6, 2),
+        PhonemeVoice("ked_diphone", "test", ((1.0, 105),), 10),
+    ), shard_size=8)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# festival
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _install_hint() -> str:
+    return f"install them with `sudo apt-get install {' '.join(PHONEME_PACKAGES)}`"
+
+
+def check_festival(voices: Sequence[str]) -> None:
+    """Fail early when festival or one of ``voices`` is missing.
+
+    Raises:
+        DataError: names the missing program or voice, its Debian package and the install command.
+    """
+    if shutil.which("festival") is None:
+        raise DataError(f"phoneme-frames: `festival` is missing; {_install_hint()}")
+    try:
+        out = subprocess.run(["festival", "-b", "(print (voice.list))"], capture_output=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DataError(f"phoneme-frames: running festival failed ({e}); {_install_hint()}") from e
+    known = set(re.findall(r"[A-Za-z0-9_]+", out.decode(errors="replace")))
+    lost = [f"{v} (package {FESTIVAL_VOICE_PACKAGES[v]})" for v in voices if v not in known]
+    if lost:
+        raise DataError(f"phoneme-frames: festival voice(s) missing: {', '.join(lost)}; {_install_hint()}")
+
+
+def scheme_string(text: str) -> str:
+    """``text`` as a Scheme string literal: ``"..."`` with ``\\`` and ``"`` escaped, white space made single
+    spaces."""
+    text = " ".join(text.split())
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def festival_script(voice: PhonemeVoice, k: int, texts: Sequence[str], wav_dir: str | os.PathLike[str]) -> str:
+    """The Scheme program that says ``texts`` with ``voice`` at setting ``k`` in one festival process.
+
+    For utterance i it prints ``@@UTT i`` then one ``@@SEG <phone> <end seconds>`` line per segment, and
+    saves the waveform, resampled to 16 kHz, as ``wav_dir/<i>.wav``.
+    """
+    rate, pitch = voice.settings[k]
+    lines = [f"(voice_{voice.name})"]
+    if voice.kind == "hts":
+        lines.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {rate}))))')
+    else:
+        lines.append(f"(Parameter.set 'Duration_Stretch {rate})")
+        lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {pitch}) int_lr_params))")
+    for i, text in enumerate(texts):
+        wav = scheme_string(str(Path(wav_dir) / f"{i}.wav"))
+        lines += [
+            f"(set! utt1 (SynthText {scheme_string(text)}))",
+            f'(format t "@@UTT {i}\\n")',
+            "(mapcar (lambda (s) (format t \"@@SEG %s %f\\n\" (item.name s) (item.feat s \"end\"))) "
+            "(utt.relation.items utt1 'Segment))",
+            "(utt.wave.resample utt1 16000)",
+            f"(utt.save.wave utt1 {wav} 'riff)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_festival_segments(stdout: str, n: int) -> list[tuple[list[str], list[float]]]:
+    """``(phones, ends)`` of each of ``n`` utterances from the output of :func:`festival_script`.
+
+    Raises:
+        DataError: an utterance is missing or has no segments.
+    """
+    out: list[tuple[list[str], list[float]]] = [([], []) for _ in range(n)]
+    seen = set()
+    cur = None
+    for line in stdout.splitlines():
+        if line.startswith("@@UTT "):
+            cur = int(line.split()[1])
+            seen.add(cur)
+        elif line.startswith("@@SEG ") and cur is not None:
+            _, name, end = line.split()
+            out[cur][0].append(name)
+            out[cur][1].append(float(end))
+    lost = [i for i in range(n) if i not in seen or not out[i][0]]
+    if lost:
+        raise DataError(f"phoneme-frames: festival gave no segments for utterance(s) {lost[:5]}")
+    return out
+
+
+def synthesize_shard(shard: Shard, texts: Sequence[str], workdir: Path, mfcc: MFCCWithDeltas | None = None,
+                     dither: float = DITHER) -> dict[str, np.ndarray]:
+    """Say the shard's verses with festival and return the arrays of its ``.npz`` (see the module docstring).
+
+    ``dither`` (int16 steps, default :data:`DITHER`) of Gaussian noise seeded by the utterance id is added
+    to each waveform before the MFCCs, as Kaldi's front end does: synthetic pauses are digital zeros.
+
+    Raises:
+        DataError: festival failed, wrote no audio, or gave a phone outside :data:`FESTIVAL_PHONE_MAP`.
+    """
+    v, k = shard.voice, shard.k
+    sentences = [texts[i] for i in shard.verse_index]
+    script = workdir / "say.scm"
+    script.write_text(festival_script(v, k, sentences, workdir))
+    what = f"{v.name} setting {k} ({shard.path})"
+    try:
+        proc = subprocess.run(["festival", "-b", str(script)], capture_output=True, timeout=1200)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise DataError(f"phoneme-frames: festival failed on {what} ({e}); {_install_hint()}") from e
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise DataError(f"phoneme-frames: festival exited with status {proc.returncode} on {what} "
+                        f"({err[-1] if err else 'no message'})")
+    segments = parse_festival_segments(proc.stdout.decode(errors="replace"), len(sentences))
+    mfcc = mfcc or MFCCWithDeltas(SAMPLE_RATE)
+    ids = [f"{v.name}-s{k}-v{i:05d}" for i in shard.verse_index]
+    feats, labels, lengths, n_samples, phones, ends, counts = [], [], [], [], [], [], []
+    for i, (names, seg_ends) in enumerate(segments):
+        wav = workdir / f"{i}.wav"
+        if not wav.is_file():
+            raise DataError(f"phoneme-frames: festival wrote no audio for utterance {i} of {what}")
+        x, sr = read_wav(wav)
+        if sr != SAMPLE_RATE:
+            raise DataError(f"phoneme-frames: {wav} is at {sr} Hz, expected {SAMPLE_RATE} (utt.wave.resample failed)")
+        x = x.astype(np.float64)
+        if dither:  # Kaldi's dither: Gaussian noise of `dither` int16 steps, seeded by the utterance id
+            rng = np.random.default_rng(zlib.crc32(ids[i].encode()))
+            x = x + rng.standard_normal(len(x)) * (dither / 32768.0)
+        with torch.no_grad():
+            f = mfcc(torch.from_numpy(x))  # (39, n_frames)
+        f = f.T.contiguous().numpy().astype(np.float32)  # (n_frames, 39)
+        feats.append(f)
+        labels.append(frame_labels(seg_ends, [phone_class(p) for p in names], len(f)))
+        lengths.append(len(f))
+        n_samples.append(len(x))
+        phones += names
+        ends += seg_ends
+        counts.append(len(names))
+    return {
+        "features": np.concatenate(feats), "labels": np.concatenate(labels),
+        "lengths": np.asarray(lengths, dtype=np.int32), "n_samples": np.asarray(n_samples, dtype=np.int32),
+        "utt_ids": np.asarray(ids), "text": np.asarray([" ".join(s.split()) for s in sentences]),
+        "verse_index": np.asarray(shard.verse_index, dtype=np.int32),
+        "phones": np.asarray(phones), "phone_ends": np.asarray(ends, dtype=np.float32),
+        "phone_counts": np.asarray(counts, dtype=np.int32),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shard files
+# ----------------------------------------------------------------------------------------------------------
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` (deflated zip of ``.npy``) whose bytes depend only on the arrays: every entry carries
+    the date 1980-01-01, unlike ``np.savez`` (which stamps the current time). No object arrays."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+SHARD_KEYS = ("features", "labels", "lengths", "n_samples", "utt_ids", "text", "verse_index", "phones",
+              "phone_ends", "phone_counts")
+
+
+def read_shard(path: str | os.PathLike[str], keys: Sequence[str] = SHARD_KEYS) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one shard file (no pickle), checked for consistent lengths.
+
+    Raises:
+        DataError: the file is missing, not an npz, lacks a key, or its arrays disagree (names the file).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise DataError(f"{path}: cannot read this phoneme-frames shard ({e}); delete it and run "
+                        "`deepnotes data build phoneme-frames` again to remake it") from e
+    if "lengths" in out:
+        n_frames = int(out["lengths"].sum())
+        for k in ("features", "labels"):
+            if k in out and len(out[k]) != n_frames:
+                raise DataError(f"{path}: {k} has {len(out[k])} rows but the lengths add up to {n_frames}; "
+                                "delete the file and rebuild")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The corpus in memory
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameCorpus:
+    """Utterances of frame features with (optional) frame labels, all frames concatenated.
+
+    Attributes:
+        features: (F, C) float32, the frames of every utterance one after the other.
+        labels: (F,) int64 class per frame, or None (HW2's test split has none).
+        lengths: (U,) int64 frames per utterance.
+        utt_ids: U utterance ids.
+        source: where it was read from (for reports).
+
+    Raises:
+        ValueError: shapes that disagree.
+    """
+
+    features: torch.Tensor
+    labels: torch.Tensor | None
+    lengths: torch.Tensor
+    utt_ids: tuple[str, ...]
+    source: str = ""
+
+    def __post_init__(self):
+        if self.features.ndim != 2:
+            raise ValueError(f"features must be (F, C), got shape {tuple(self.features.shape)}")
+        if self.lengths.ndim != 1 or len(self.lengths) != len(self.utt_ids):
+            raise ValueError(f"lengths (U,) and utt_ids must agree, got {tuple(self.lengths.shape)} and {len(self.utt_ids)}")
+        if int(self.lengths.sum()) != len(self.features):
+            raise ValueError(f"lengths add up to {int(self.lengths.sum())}, features have {len(self.features)} frames")
+        if self.labels is not None and self.labels.shape != (len(self.features),):
+            raise ValueError(f"labels must be (F,) = ({len(self.features)},), got {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.features)
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        """(U + 1,) int64: utterance u holds frames ``offsets[u]:offsets[u + 1]``."""
+        return torch.cat([torch.zeros(1, dtype=torch.int64), self.lengths.cumsum(0)])
+
+    def utterance(self, u: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(features (T, C), labels (T,) or None)`` of utterance ``u``."""
+        o = self.offsets
+        s, e = int(o[u]), int(o[u + 1])
+        return self.features[s:e], None if self.labels is None else self.labels[s:e]
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> "FrameCorpus":
+        """The utterances ``index`` (in that order) as a new corpus."""
+        index = [int(i) for i in index]
+        o = self.offsets
+        if index:
+            frames = torch.cat([torch.arange(int(o[u]), int(o[u + 1])) for u in index])
+        else:
+            frames = torch.zeros(0, dtype=torch.int64)
+        return FrameCorpus(self.features[frames], None if self.labels is None else self.labels[frames],
+                           self.lengths[index] if index else torch.zeros(0, dtype=torch.int64),
+                           tuple(self.utt_ids[u] for u in index), self.source)
+
+    @staticmethod
+    def concat(parts: Sequence["FrameCorpus"], source: str = "") -> "FrameCorpus":
+        """The utterances of every part, in order. Labels are kept only if every part has them."""
+        if not parts:
+            raise ValueError("concat needs at least one corpus")
+        labelled = all(p.labels is not None for p in parts)
+        return FrameCorpus(torch.cat([p.features for p in parts]),
+                           torch.cat([p.labels for p in parts]) if labelled else None,
+                           torch.cat([p.lengths for p in parts]), tuple(u for p in parts for u in p.utt_ids),
+                           source or parts[0].source)
+
+
+def read_phoneme_frames(root: str | os.PathLike[str], split: str) -> FrameCorpus:
+    """One split (``"train"``, ``"validation"``, ``"test"``) of a built phoneme-frames folder.
+
+    Raises:
+        ValueError: an unknown split.
+        DataError: no manifest (the build did not finish), or a shard is missing or unreadable.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    root = Path(root)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root / 'manifest.json'}: cannot read it ({e}); the build did not finish: run "
+                        f"`deepnotes data build {root.name}`") from e
+    shards = [rel for rel in sorted(manifest["files"]) if rel.startswith(f"shards/{split}/")]
+    if not shards:
+        raise DataError(f"{root}: no {split} shards in manifest.json; rebuild with `deepnotes data build {root.name}`")
+    feats, labels, lengths, ids = [], [], [], []
+    for rel in shards:
+        z = read_shard(root / rel, ("features", "labels", "lengths", "utt_ids"))
+        feats.append(torch.from_numpy(z["features"]))
+        labels.append(torch.from_numpy(z["labels"].astype(np.int64)))
+        lengths.append(torch.from_numpy(z["lengths"].astype(np.int64)))
+        ids += [str(u) for u in z["utt_ids"]]
+    return FrameCorpus(torch.cat(feats), torch.cat(labels), torch.cat(lengths), tuple(ids), f"{root.name} ({split})")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dataset entry
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhonemeFramesInfo:
+    """Where the synthesized phoneme set lives, whether it is here, how to build and read it (``deepnotes data``)."""
+
+    name: str = "phoneme-frames"
+    description: str = ("KJV verses said by festival's voices kal/slt (train, validation) and ked (test): "
+                        "39-dim MFCC frames labelled with 41 phoneme classes from festival's own timing (HW2)")
+    grid: PhonemeGrid = field(default_factory=default_grid, repr=False)
+    source: str = "Debian festival (voices kal_diphone, cmu_us_slt_arctic_hts, ked_diphone) + KJV text"
+    license: str = "generated here; festival's voices and the KJV text are free (see /usr/share/doc/PKG/copyright)"
+
+    def cache_dir(self) -> Path:
+        return data_root() / self.name
+
+    def manifest_path(self) -> Path:
+        return self.cache_dir() / "manifest.json"
+
+    def status(self) -> str:
+        if self.manifest_path().is_file():
+            return f"present at {self.cache_dir()}"
+        if self.cache_dir().is_dir():
+            return f"partly built at {self.cache_dir()} (run `deepnotes data build {self.name}` to finish)"
+        return "missing"
+
+    def how_to_get(self) -> str:
+        return "\n".join([
+            f"{self.name}: {self.description}",
+            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) by festival:",
+            f"  sudo apt-get install {' '.join(PHONEME_PACKAGES)}",
+            f"  deepnotes data build {self.name}",
+            f"{self.grid.n_utterances} utterances; an interrupted build resumes where it stopped.",
+            "Read it with deepnotes.data.phonemes.read_phoneme_frames(folder, split).",
+            f"Source: {self.source}. License: {self.license}.",
+        ])
+
+    def load(self, split: str, build: bool = True) -> FrameCorpus:
+        """One split, building the set first when it is missing and ``build`` (default True).
+
+        Raises:
+            DataError: missing and not ``build``, or as :meth:`build` and :func:`read_phoneme_frames`.
+        """
+        if not self.manifest_path().is_file():
+            if not build:
+                raise DataError(f"{self.name} is missing; run `deepnotes data build {self.name}`")
+            self.build()
+        return read_phoneme_frames(self.cache_dir(), split)
+
+    def build(self, force: bool = False, workers: int | None = None, progress: bool | None = None) -> Path:
+        """Synthesize every missing shard, then write README.md and manifest.json.
+
+        Args:
+            force: delete the folder and build from scratch (default False: keep what is there; a
+                folder with a manifest is returned as is).
+            workers: festival processes at a time (default ``min(2, os.cpu_count())``).
+            progress: show a tqdm bar (default: only on a terminal).
+
+        Returns:
+            :meth:`cache_dir`.
+
+        Raises:
+            DataError: festival or a voice is missing (names the apt packages) or failed (names the
+                shard), or the KJV text cannot be built.
+        """
+        from deepnotes.data.text import load_kjv
+
+        root = self.cache_dir()
+        if force and root.exists():
+            shutil.rmtree(root)
+        if self.manifest_path().is_file():
+            return root
+        grid = self.grid
+        check_festival([v.name for v in grid.voices])
+        verses = load_kjv()
+        texts = [v.text for v in verses]
+        shards = grid.shards(texts)
+        expected = {s.path for s in shards}
+        root.mkdir(parents=True, exist_ok=True)
+        workroot = root / ".work"
+        shutil.rmtree(workroot, ignore_errors=True)
+        for p in list(root.glob("shards/*/.*.tmp")):  # left by a killed build
+            p.unlink()
+        for p in list(root.glob("shards/*/*.npz")):  # not in this grid (an older build)
+            if p.relative_to(root).as_posix() not in expected:
+                p.unlink()
+        todo = [s for s in shards if not (root / s.path).is_file()]
+        workroot.mkdir()
+        mfcc = MFCCWithDeltas(SAMPLE_RATE)
+
+        def run_job(shard: Shard) -> int:
+            with tempfile.TemporaryDirectory(dir=workroot) as tmp:
+                arrays = synthesize_shard(shard, texts, Path(tmp), mfcc)
+            write_bytes_atomic(root / shard.path, npz_bytes(arrays))
+            return len(shard.verse_index)
+
+        n_workers = workers or min(2, os.cpu_count() or 1)
+        bar = tqdm(total=grid.n_utterances, initial=grid.n_utterances - sum(len(s.verse_index) for s in todo),
+                   desc=self.name, unit="utt", file=sys.stderr,
+                   disable=(None if progress is None else not progress))
+        pool = ThreadPoolExecutor(max_workers=n_workers)
+        try:
+            futures = [pool.submit(run_job, s) for s in todo]
+            for fut in as_completed(futures):
+                bar.update(fut.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
+            shutil.rmtree(workroot, ignore_errors=True)
+
+        counts = shard_counts(root, shards)
+        write_text_atomic(root / "README.md", self.readme(counts))
+        files = sorted(expected) + ["README.md"]
+        versions = {k: v for k, v in engine_versions().items() if "fest" in k}
+        write_json_atomic(self.manifest_path(), {
+            "dataset": self.name,
+            "format": "shards/<split>/<voice>_s<k>_<chunk>.npz: zip of .npy arrays (see deepnotes.data.phonemes)",
+            "features": "deepnotes.audio.hw2_mfcc39: 13 MFCC + delta + delta-delta, 25 ms Hamming window, 10 ms hop, "
+                        f"centred frames, 16 kHz; dither {DITHER} int16 steps seeded by zlib.crc32(utt_id)",
+            "labels": "class of the festival Segment holding each frame centre t = 10 ms * i",
+            "phones": list(PHONES),
+            "festival_phone_map": FESTIVAL_PHONE_MAP,
+            "engines": versions,
+            "grid": grid.to_json(),
+            "counts": counts,
+            "files": {rel: sha256_file(root / rel) for rel in files},
+        })
+        return root
+
+    def readme(self, counts: dict[str, dict[str, int]]) -> str:
+        """The dataset folder's README.md: what it is, the voices of each split, the counts."""
+        lines = [f"# {self.name}", "",
+                 "King James Bible verses said by Debian's festival; every 10 ms frame is a 39-dim MFCC vector "
+                 "(13 + delta + delta-delta, 25 ms window) labelled with one of 41 phoneme classes taken from "
+                 "festival's own phone timing (the Segment relation). The frame-level phoneme classification "
+                 f"set of ML2021/2022 HW2, made offline. Built by `deepnotes data build {self.name}`; "
+                 "manifest.json holds festival's version, the grid and the SHA-256 of every shard.", "",
+                 "Classes (label = index): " + " ".join(f"{i}:{p}" for i, p in enumerate(PHONES)), "",
+                 "Split by voice: the test voice is never heard in training; validation holds other verses said "
+                 "by the training voices.", ""]
+        for split in SPLITS:
+            c = counts[split]
+            lines.append(f"## {split}: {c['utterances']} utterances, {c['frames']} frames")
+            lines.append("")
+            for v in self.grid.voices:
+                if v.split == split or (split == "validation" and v.val_sentences):
+                    per = v.val_sentences if split == "validation" else v.sentences
+                    lines.append(f"- {v.name}: {len(v.settings)} setting(s) x {per} verses; (rate, pitch) = "
+                                 + ", ".join(f"({r}, {p})" for r, p in v.settings))
+            lines.append("")
+        return "\n".join(lines)
+
+
+def shard_counts(root: Path, shards: Sequence[Shard]) -> dict[str, dict[str, int]]:
+    """Utterances and frames of each split, read from the shard files."""
+    out = {s: {"utterances": 0, "frames": 0} for s in SPLITS}
+    for s in shards:
+        lengths = read_shard(root / s.path, ("lengths",))["lengths"]
+        out[s.split]["utterances"] += len(lengths)
+        out[s.split]["frames"] += int(lengths.sum())
+    return out
+
+
+PHONEME_FRAMES = PhonemeFramesInfo()
+PHONEME_FRAMES_SMALL = PhonemeFramesInfo(
+    name="phoneme-frames-small",
+    description="a 36-utterance phoneme-frames (one setting per voice; for tests and smoke runs)",
+    grid=small_grid(),
+)
+#: The built phoneme sets by name (the lab's ``--dataset``).
+PHONEME_DATASETS: dict[str, PhonemeFramesInfo] = {d.name: d for d in (PHONEME_FRAMES, PHONEME_FRAMES_SMALL)}
+
+
+def verify_phoneme_frames(root: str | os.PathLike[str]) -> list[str]:
+    """The files of ``root/manifest.json`` whose SHA-256 differs or that are missing (empty: all good).
+
+    Raises:
+        DataError: no readable manifest.
+    """
+    return verify_manifest(root)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HW2's own files
+# ----------------------------------------------------------------------------------------------------------
+
+HW2_TRAIN_RATIO = 0.8
+HW2_SPLIT_SEED = 1337
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror}); pass the course's libriphone/ folder") from e
+
+
+def hw2_train_val_split(ids: Sequence[str], train_ratio: float = HW2_TRAIN_RATIO,
+                        seed: int = HW2_SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """HW2's sample-code split of ``train_split.txt``: ``random.seed(seed); random.shuffle(ids)``, the
+    first ``int(len * train_ratio)`` train, the rest validation (the same ids as the course's notebook).
+
+    Raises:
+        ValueError: ``train_ratio`` outside (0, 1].
+    """
+    if not 0 < train_ratio <= 1:
+        raise ValueError(f"train_ratio must be in (0, 1], got {train_ratio}")
+    ids = list(ids)
+    state = random.getstate()
+    try:
+        random.seed(seed)
+        random.shuffle(ids)
+    finally:
+        random.setstate(state)
+    n = int(len(ids) * train_ratio)
+    return ids[:n], ids[n:]
+
+
+def load_hw2_libriphone(folder: str | os.PathLike[str], split: str, train_ratio: float = HW2_TRAIN_RATIO,
+                        seed: int = HW2_SPLIT_SEED) -> FrameCorpus:
+    """One split of the course's HW2 files (``libriphone/``), by path.
+
+    Args:
+        folder: holds ``train_labels.txt``, ``train_split.txt``, ``test_split.txt`` and ``feat/{train,test}/
+            <utt_id>.pt`` (a (T, 39) float tensor each, read with ``torch.load(weights_only=True)``).
+        split: ``"train"`` or ``"validation"`` (:func:`hw2_train_val_split` of ``train_split.txt``, with
+            labels), ``"test"`` (``test_split.txt``, no labels: ``labels`` is None).
+        train_ratio, seed: of the split; defaults 0.8 and 1337, the 2022 sample code's.
+
+    Raises:
+        ValueError: an unknown split.
+        DataError: a missing file, a feature file that is not a 2-D float tensor, a missing label line,
+            or a label count that differs from the frame count (each names the file and utterance).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; pass the course's libriphone/ folder")
+    mode = "test" if split == "test" else "train"
+    ids = _read_lines(folder / f"{mode}_split.txt")
+    labels: dict[str, list[int]] | None = None
+    if mode == "train":
+        ids = hw2_train_val_split(ids, train_ratio, seed)[0 if split == "train" else 1]
+        labels = {}
+        label_path = folder / "train_labels.txt"
+        for lineno, line in enumerate(_read_lines(label_path), 1):
+            parts = line.split()
+            try:
+                labels[parts[0]] = [int(p) for p in parts[1:]]
+            except ValueError:
+                raise DataError(f"{label_path} line {lineno}: labels must be integers") from None
+    feats, labs, lengths = [], [], []
+    for u in ids:
+        path = folder / "feat" / mode / f"{u}.pt"
+        try:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise DataError(f"{path} is missing (listed in {mode}_split.txt)") from None
+        except Exception as e:  # torch raises several kinds for a damaged or non-tensor file
+            raise DataError(f"{path}: cannot read it as a tensor file ({type(e).__name__}: {e})") from e
+        if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.is_floating_point():
+            raise DataError(f"{path}: expected a (T, 39) float tensor, got "
+                            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if feats and x.shape[1] != feats[0].shape[1]:
+            raise DataError(f"{path}: {x.shape[1]} features a frame, the others have {feats[0].shape[1]}")
+        if labels is not None:
+            if u not in labels:
+                raise DataError(f"{folder / 'train_labels.txt'} has no line for {u}")
+            y = labels[u]
+            if len(y) != len(x):
+                raise DataError(f"{u}: {len(y)} labels in train_labels.txt but {len(x)} frames in {path}")
+            if y and not 0 <= min(y) <= max(y) < N_PHONE_CLASSES:
+                raise DataError(f"{u}: labels must lie in 0..{N_PHONE_CLASSES - 1}")
+            labs.append(torch.tensor(y, dtype=torch.int64))
+        feats.append(x.float())
+        lengths.append(len(x))
+    if not ids:
+        raise DataError(f"{folder}: the {split} split is empty")
+    return FrameCorpus(torch.cat(feats), torch.cat(labs) if labels is not None else None,
+                       torch.tensor(lengths, dtype=torch.int64), tuple(ids), f"{folder.name} ({split})")
+
+
+def write_hw2_libriphone(folder: str | os.PathLike[str], train: FrameCorpus, test: FrameCorpus) -> Path:
+    """Write ``train`` (with labels) and ``test`` in HW2's ``libriphone/`` layout (see :func:`load_hw2_libriphone`).
+
+    Raises:
+        ValueError: ``train`` has no labels, or an utterance id holds white space or a path separator.
+    """
+    if train.labels is None:
+        raise ValueError("train must have labels")
+    folder = Path(folder)
+    for mode, corpus in (("train", train), ("test", test)):
+        bad = [u for u in corpus.utt_ids if re.search(r"[\s/\\]", u)]
+        if bad:
+            raise ValueError(f"utterance ids must not hold white space or slashes, e.g. {bad[0]!r}")
+        d = folder / "feat" / mode
+        d.mkdir(parents=True, exist_ok=True)
+        for u in range(len(corpus)):
+            x, _ = corpus.utterance(u)
+            torch.save(x.clone(), d / f"{corpus.utt_ids[u]}.pt")
+        write_text_atomic(folder / f"{mode}_split.txt", "".join(f"{u}\n" for u in corpus.utt_ids))
+    write_text_atomic(folder / "train_labels.txt", "".join(
+        f"{u} {' '.join(str(int(v)) for v in train.utterance(i)[1])}\n" for i, u in enumerate(train.utt_ids)))
+    return folder
+

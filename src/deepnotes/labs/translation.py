@@ -1,0 +1,805 @@
+"""Lab ``translation``: English -> Chinese with an RNN seq2seq with attention and a Transformer; greedy vs beam; BLEU.
+
+Source: ML2021/2022 homework 5 "Machine Translation" (seed 002: 作业5; a seq2seq model translates
+English into Traditional Chinese, subword units from sentencepiece, scored with BLEU; its "simple"
+baseline is an RNN seq2seq, its "strong" one a Transformer) and the lectures "Transformer" and the
+seq2seq training tips (teacher forcing; beam search "尝试多种可能性", better for tasks with one right
+answer; training with cross-entropy, evaluating with BLEU). Models: :mod:`deepnotes.models.seq2seq`;
+decoders: :mod:`deepnotes.nn.decoding`.
+
+Data (default): ``ui-translations`` (``deepnotes data build ui-translations``): ~37k EN -> zh_CN
+software-message pairs from the gettext catalogs of 33 Debian packages (HW5 used TED2020 talks, not
+available offline). The split is by package (:func:`deepnotes.data.translation.package_split`): test =
+coreutils, dpkg, tar, wget, validation = libglib2.0-data, sudo, train = the other 27, so the test
+packages' phrasing is never seen in training. ``--data PREFIX`` trains on TED2020-format files instead
+(``PREFIX.en`` / ``PREFIX.zh``, one sentence a line, HW5's ``train_dev.raw``): pairs with an empty side
+are dropped and the rest split at random (seeded by ``--seed``) into ``--val-fraction`` /
+``--test-fraction`` / the rest.
+
+Pipeline:
+
+1. One joint sentencepiece BPE vocabulary (``--vocab-size``, default 5000; HW5 used 8000 on ~12x more
+   pairs, and low-resource NMT wants a smaller one, Sennrich & Zhang 2019) trained on the *training
+   split only*, both languages, saved as ``spm.model`` / ``spm.vocab`` in the run folder.
+   Printf placeholders (``%s``, ``%1$s``, ...) are single pieces, so a model can copy them.
+2. Length filter: training and validation pairs with more than ``--max-len`` (default 64) subword
+   tokens on either side are dropped; test pairs only when the *source* is longer (the references are
+   never looked at to choose test sentences). The counts are in data.json and the report.
+3. Batches of similar lengths (fairseq's ``--max-tokens``): pairs sorted by target then source length
+   (random tie-break) and packed so that ``sentences x longest side <= --max-tokens``; the Trainer
+   shuffles the order of these batches every epoch (its "examples" are batch indices).
+4. Each model (``--models rnn,transformer``) is trained by :class:`deepnotes.train.Trainer` in its own
+   folder ``models/<name>/`` (metrics.csv, checkpoints while training, model.safetensors, result.json),
+   so ``--resume`` continues the model that was interrupted and keeps the finished ones. Loss:
+   cross-entropy with label smoothing 0.1 on the target tokens (padding ignored); AdamW
+   (betas 0.9, 0.98; weight decay on weight matrices); linear warm-up then cosine decay (or Noam).
+5. Test: for every model, greedy decoding and beam search (``--beam-size`` 5, GNMT length penalty
+   ``((5 + |Y|) / 6) ** alpha``, ``--length-penalty`` alpha), batched (beam rows are routed to their
+   sentence's encoder memory by origin index) with an incremental decoder-state cache; at most
+   ``max-len-a * |source| + max-len-b`` tokens (fairseq's ``max_len_a/b``). Scores: sacrebleu
+   ``corpus_bleu(hyps, [refs], tokenize="zh")`` (character-level for Chinese), chrF, placeholder
+   accuracy (share of test sentences with a printf placeholder whose multiset of placeholders in the
+   output equals the source's; the references' own rate is reported beside it) and decoding time.
+   ``--max-test-sentences N`` scores a fixed seeded subset of N test pairs (0 = all).
+
+Files in the run folder: config.json, data.json, spm.model/.vocab, test.en / test.zh (the scored
+sentences), models/<name>/{metrics.csv, model.safetensors, result.json, test.greedy.zh, test.beam.zh},
+results.json, report.md + PNGs, eval/ (``deepnotes eval``). ``deepnotes sample RUN --prompt TEXT``
+translates TEXT with the run's best model (highest beam BLEU) by beam search.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from deepnotes.data.translation import (
+    BOS_ID,
+    DEFAULT_TEST_PACKAGES,
+    DEFAULT_VAL_PACKAGES,
+    EOS_ID,
+    PAD_ID,
+    UI_TRANSLATIONS,
+    SubwordTokenizer,
+    load_ui_translations,
+    package_split,
+    read_parallel_text,
+    train_sentencepiece,
+)
+from deepnotes.errors import UserError
+from deepnotes.io import write_json_atomic, write_text_atomic
+from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.models.language import count_parameters
+from deepnotes.models.seq2seq import (
+    RNNSeq2Seq,
+    RNNSeq2SeqConfig,
+    Seq2SeqModel,
+    TransformerSeq2Seq,
+    TransformerSeq2SeqConfig,
+)
+from deepnotes.optim import NoamSchedule, WarmupDecay
+from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
+from deepnotes.train import Trainer
+from deepnotes.train.checkpoint import CHECKPOINT_DIR
+from deepnotes.train.config import TrainConfig, option
+from deepnotes.train.engine import IGNORE_INDEX
+
+NAME = "translation"
+MODELS = ("rnn", "transformer")
+MODEL_LABELS = {"rnn": "RNN seq2seq + attention (HW5 simple)", "transformer": "Transformer (HW5 strong)"}
+DECODERS = ("greedy", "beam")
+
+HW5_BASELINES = ("HW5's published baselines (BLEU on its TED2020 EN->zh-TW test set): not given in the notes "
+                 "(the course notes in shared/seeds name homework 5 \"Machine Translation\" and BLEU, but no "
+                 "baseline numbers). They would not be comparable anyway: other corpus, other domain, other script.")
+
+#: printf conversions: %s, %d, %5.2f, %-10s, %1$s, %lu, %zu, %%, ... (the space flag is left out: "50% done").
+PLACEHOLDER_RE = re.compile(r"%(?:\d+\$)?[-+#0']*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:hh|h|ll|l|L|q|j|z|t)?"
+                            r"[diouxXeEfFgGaAcspnm%]")
+
+
+@dataclass(frozen=True)
+class TranslationConfig:
+    """The lab's flags (``deepnotes run translation --help``). Not a TrainConfig: two models are trained,
+    each with its own engine config built in :func:`_train_config`."""
+
+    models: tuple[str, ...] = option(MODELS, "models to train and compare, comma-separated, from: rnn, transformer")
+    data: str = option("", "TED2020-format parallel files PREFIX.en / PREFIX.zh to use instead of ui-translations "
+                           "(random split by --val-fraction / --test-fraction); empty = ui-translations")
+    val_packages: tuple[str, ...] = option(DEFAULT_VAL_PACKAGES, "ui-translations packages held out for validation")
+    test_packages: tuple[str, ...] = option(DEFAULT_TEST_PACKAGES, "ui-translations packages held out for test")
+    val_fraction: float = option(0.05, "with --data: share of the pairs held out for validation")
+    test_fraction: float = option(0.1, "with --data: share of the pairs held out for test")
+    limit_train: int = option(0, "train on a seeded random subset of N training pairs (0 = all; for smoke runs)")
+    limit_val: int = option(0, "validate on a seeded random subset of N validation pairs (0 = all)")
+    max_test_sentences: int = option(1000, "score a fixed seeded subset of N test pairs (0 = all)")
+    vocab_size: int = option(5000, "joint sentencepiece BPE vocabulary size (both languages; HW5: 8000 for ~10x the data)")
+    character_coverage: float = option(0.9995, "sentencepiece character coverage (rarer characters become bytes)")
+    max_len: int = option(64, "length filter: drop train/val pairs with more subword tokens on either side, "
+                              "test pairs with a longer source")
+    epochs: int = option(10, "passes over the training pairs, for every model")
+    max_tokens: int = option(1000, "padded tokens per batch: sentences x the longest source or target (fairseq --max-tokens)")
+    schedule: Literal["cosine", "noam"] = option("cosine", "learning-rate schedule: linear warm-up then cosine decay to 0, "
+                                                            "or the Transformer paper's inverse-square-root (Noam) decay")
+    warmup: float = option(0.1, "share of the updates spent warming up the learning rate, in (0, 1)")
+    weight_decay: float = option(0.01, "AdamW's decoupled weight decay on weight matrices")
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (HW5: 0.1)")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this value (0 disables)")
+    dropout: float = option(0.1, "dropout of both models")
+    rnn_lr: float = option(2e-3, "peak learning rate of the RNN")
+    rnn_embedding_dim: int = option(128, "RNN token embedding size")
+    rnn_hidden_size: int = option(128, "RNN encoder hidden size per direction (the decoder's is twice this)")
+    rnn_layers: int = option(1, "GRU layers of the RNN encoder and decoder")
+    transformer_lr: float = option(1.5e-3, "peak learning rate of the Transformer")
+    d_model: int = option(128, "Transformer model size")
+    n_heads: int = option(4, "Transformer attention heads")
+    encoder_layers: int = option(3, "Transformer encoder layers")
+    decoder_layers: int = option(3, "Transformer decoder layers")
+    dim_feedforward: int = option(512, "Transformer feed-forward hidden size")
+    norm_first: bool = option(True, "pre-norm Transformer layers (False: post-norm, as the paper)")
+    beam_size: int = option(5, "beams per sentence of beam search")
+    length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search")
+    max_len_a: float = option(1.2, "decode at most a * |source| + b tokens: a")
+    max_len_b: int = option(10, "decode at most a * |source| + b tokens: b")
+    decode_batch_size: int = option(64, "test sentences decoded together")
+    n_samples: int = option(10, "sample translations shown in the report")
+    cpu_bf16: Literal["auto", "on", "off"] = option("off", "bfloat16 autocast when training on the CPU")
+    seed: int = option(0, "random seed (weights, batch order, subsets)")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "where to train: auto picks CUDA when available")
+    progress: bool = option(True, "show a progress bar (only on a terminal)")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds: 400 training pairs, a 1,500-piece vocabulary, tiny models, 2 epochs, 40 test sentences.
+    "fast": {"limit_train": 400, "limit_val": 60, "max_test_sentences": 40, "vocab_size": 1500, "epochs": 2,
+             "max_tokens": 600, "rnn_embedding_dim": 32, "rnn_hidden_size": 32, "d_model": 32, "n_heads": 2,
+             "encoder_layers": 1, "decoder_layers": 1, "dim_feedforward": 64, "beam_size": 3, "n_samples": 5,
+             "max_len_b": 5},
+}
+
+
+def _validate(cfg: TranslationConfig) -> None:
+    checks = [
+        (len(cfg.models) > 0, "--models is empty: name rnn, transformer or both"),
+        (len(set(cfg.models)) == len(cfg.models), "--models: a model is named twice"),
+        (0 < cfg.val_fraction < 0.5 and 0 < cfg.test_fraction < 0.5 and cfg.val_fraction + cfg.test_fraction < 0.9,
+         "--val-fraction and --test-fraction must each be in (0, 0.5) and sum below 0.9"),
+        (cfg.limit_train >= 0 and cfg.limit_val >= 0 and cfg.max_test_sentences >= 0,
+         "--limit-train, --limit-val and --max-test-sentences must be >= 0 (0 = all)"),
+        (cfg.vocab_size >= 300, "--vocab-size must be >= 300 (256 byte pieces, special tokens and placeholders)"),
+        (0 < cfg.character_coverage <= 1, "--character-coverage must be in (0, 1]"),
+        (cfg.max_len >= 1, "--max-len must be >= 1"),
+        (cfg.epochs >= 1, "--epochs must be >= 1"),
+        (cfg.max_tokens >= 1, "--max-tokens must be >= 1"),
+        (0 < cfg.warmup < 1, "--warmup must be in (0, 1)"),
+        (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (cfg.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)"),
+        (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
+        (cfg.rnn_lr > 0 and cfg.transformer_lr > 0, "--rnn-lr and --transformer-lr must be > 0"),
+        (cfg.beam_size >= 1, "--beam-size must be >= 1"),
+        (cfg.length_penalty >= 0, "--length-penalty must be >= 0"),
+        (cfg.max_len_a >= 0 and cfg.max_len_b >= 1, "--max-len-a must be >= 0 and --max-len-b >= 1"),
+        (cfg.decode_batch_size >= 1, "--decode-batch-size must be >= 1"),
+        (cfg.n_samples >= 0, "--n-samples must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    for m in cfg.models:
+        if m not in MODELS:
+            raise UserError(f"--models: unknown model {m!r}; choose from {', '.join(MODELS)}")
+    for name in ("rnn_embedding_dim", "rnn_hidden_size", "rnn_layers", "d_model", "n_heads", "encoder_layers",
+                 "decoder_layers", "dim_feedforward"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.d_model % cfg.n_heads:
+        raise UserError(f"--d-model {cfg.d_model} must be divisible by --n-heads {cfg.n_heads}")
+    if cfg.data:
+        for ext in (".en", ".zh"):
+            if not Path(cfg.data + ext).is_file():
+                raise UserError(f"--data {cfg.data}: {cfg.data + ext} is missing; give the prefix of a pair of "
+                                f"TED2020-format files PREFIX.en and PREFIX.zh")
+
+
+# ----------------------------------------------------------------------------------- data
+@dataclass
+class TranslationData:
+    """Tokenized splits: lists of (source ids + EOS, target ids) per split, and the raw test text."""
+
+    tokenizer: SubwordTokenizer
+    train: list[tuple[list[int], list[int]]]
+    val: list[tuple[list[int], list[int]]]
+    test_src: list[str]
+    test_ref: list[str]
+    info: dict[str, Any]
+
+
+def _subset(items: list, n: int, seed: int) -> list:
+    """A seeded random subset of ``n`` items in their original order (all of them if n is 0 or >= len)."""
+    if not n or n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def raw_splits(cfg: TranslationConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]], dict]:
+    """(train, val, test) lists of (en, zh) before tokenization, and a description of where they came from.
+
+    Raises:
+        UserError: the dataset is missing (says how to build it), unknown packages, unreadable files.
+    """
+    if cfg.data:
+        pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(cfg.data + ".en", cfg.data + ".zh")]
+        n_read = len(pairs)
+        pairs = [(en, zh) for en, zh in pairs if en and zh]
+        order = np.random.default_rng(cfg.seed).permutation(len(pairs))
+        n_val, n_test = int(round(cfg.val_fraction * len(pairs))), int(round(cfg.test_fraction * len(pairs)))
+        if min(n_val, n_test, len(pairs) - n_val - n_test) < 1:
+            raise UserError(f"--data {cfg.data}: {len(pairs)} non-empty pairs are too few to split into train, "
+                            f"validation and test")
+        test = [pairs[i] for i in sorted(order[:n_test])]
+        val = [pairs[i] for i in sorted(order[n_test:n_test + n_val])]
+        train = [pairs[i] for i in sorted(order[n_test + n_val:])]
+        source = {"dataset": f"{cfg.data}.en/.zh", "split": f"random (seed {cfg.seed}): {cfg.val_fraction:g} val, "
+                  f"{cfg.test_fraction:g} test", "pairs_read": n_read, "empty_dropped": n_read - len(pairs),
+                  "packages": None}
+        return train, val, test, source
+    if not UI_TRANSLATIONS.pairs_path().is_file():
+        raise UserError(f"ui-translations is missing: run `deepnotes data build {UI_TRANSLATIONS.name}` "
+                        f"(or pass --data PREFIX for TED2020-format files)")
+    pairs = load_ui_translations(build=False)
+    tr, va, te = package_split(pairs, cfg.val_packages, cfg.test_packages)
+    packages: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for name, split in (("train", tr), ("val", va), ("test", te)):
+        counts = Counter(p.package for p in split)
+        packages[name] = [f"{k} ({v})" for k, v in sorted(counts.items())]
+    source = {"dataset": "ui-translations", "split": "by package", "pairs_read": len(pairs), "empty_dropped": 0,
+              "packages": packages}
+    return [(p.en, p.zh) for p in tr], [(p.en, p.zh) for p in va], [(p.en, p.zh) for p in te], source
+
+
+def get_tokenizer(run_dir: Path, train: list[tuple[str, str]], cfg: TranslationConfig, reuse: bool) -> SubwordTokenizer:
+    """The run's joint BPE model ``spm.model``: trained on the training pairs (both sides), or reused."""
+    path = run_dir / "spm.model"
+    if not (reuse and path.is_file()):
+        try:
+            train_sentencepiece([en for en, _ in train] + [zh for _, zh in train], run_dir / "spm", cfg.vocab_size,
+                                model_type="bpe", character_coverage=cfg.character_coverage, seed=cfg.seed)
+        except ValueError as e:
+            raise UserError(f"the tokenizer could not be trained with --vocab-size {cfg.vocab_size} on "
+                            f"{len(train)} training pairs: {e}; change --vocab-size (or lower --character-coverage)") from e
+    return SubwordTokenizer.load(path)
+
+
+def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = False) -> TranslationData:
+    """Splits, subsets, the tokenizer (trained on the training split) and the length filter."""
+    train_raw, val_raw, test_raw, source = raw_splits(cfg)
+    n_raw = {"train": len(train_raw), "val": len(val_raw), "test": len(test_raw)}
+    train_raw = _subset(train_raw, cfg.limit_train, cfg.seed)
+    val_raw = _subset(val_raw, cfg.limit_val, cfg.seed)
+    tok = get_tokenizer(run_dir, train_raw, cfg, reuse_tokenizer)
+
+    def encode(pairs):
+        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in pairs]
+
+    def keep(ids):  # both sides within the limit (the source's EOS not counted)
+        return len(ids[0]) - 1 <= cfg.max_len and len(ids[1]) <= cfg.max_len
+
+    train = [p for p in encode(train_raw) if keep(p)]
+    val = [p for p in encode(val_raw) if keep(p)]
+    test_kept = [p for p in test_raw if len(tok.encode(p[0])) <= cfg.max_len]
+    test = _subset(test_kept, cfg.max_test_sentences, cfg.seed)
+    if not train or not val or not test:
+        raise UserError(f"after the length filter (--max-len {cfg.max_len}) a split is empty: {len(train)} train, "
+                        f"{len(val)} val, {len(test)} test pairs; raise --max-len or the limits")
+    info = {
+        **source,
+        "pairs_per_split": n_raw,
+        "after_limits": {"train": len(train_raw), "val": len(val_raw)},
+        "after_length_filter": {"train": len(train), "val": len(val), "test": len(test_kept)},
+        "scored_test_pairs": len(test),
+        "test_subset": (f"a fixed seeded subset (seed {cfg.seed}) of {len(test)} of {len(test_kept)}"
+                        if len(test) < len(test_kept) else "all"),
+        "vocab_size": tok.vocab_size,
+        "mean_tokens": {"train_en": float(np.mean([len(s) - 1 for s, _ in train])),
+                        "train_zh": float(np.mean([len(t) for _, t in train]))},
+        "length_filter": f"train/val: <= {cfg.max_len} subword tokens on both sides; test: source <= {cfg.max_len}",
+    }
+    return TranslationData(tok, train, val, [s for s, _ in test], [r for _, r in test], info)
+
+
+def make_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Pack pairs of similar lengths into padded batches of at most ``max_tokens`` padded tokens.
+
+    Pairs are sorted by target length, then source length, ties in a seeded random order; a batch
+    grows while ``sentences x max(longest source, longest target + 1) <= max_tokens`` (a single longer
+    pair forms its own batch).
+
+    Returns:
+        ``[(src (B, S), tgt_in (B, T), tgt_out (B, T))]``: sources end with EOS and are padded with
+        ``PAD_ID``; ``tgt_in`` = BOS + target (padded with PAD), ``tgt_out`` = target + EOS (padded
+        with :data:`IGNORE_INDEX`).
+    """
+    tie = np.random.default_rng(seed).random(len(pairs))
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][1]), len(pairs[i][0]), tie[i]))
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        n = max(len(pairs[i][0]), len(pairs[i][1]) + 1)
+        if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        groups.append(cur)
+    batches = []
+    for g in groups:
+        S, T = max(len(pairs[i][0]) for i in g), max(len(pairs[i][1]) for i in g) + 1
+        src = torch.full((len(g), S), PAD_ID, dtype=torch.long)
+        tin = torch.full((len(g), T), PAD_ID, dtype=torch.long)
+        tout = torch.full((len(g), T), IGNORE_INDEX, dtype=torch.long)
+        for r, i in enumerate(g):
+            s, t = pairs[i]
+            src[r, :len(s)] = torch.tensor(s)
+            tin[r, :len(t) + 1] = torch.tensor([BOS_ID] + t)
+            tout[r, :len(t) + 1] = torch.tensor(t + [EOS_ID])
+        batches.append((src, tin, tout))
+    return batches
+
+
+class BatchLookup:
+    """The engine's ``prepare_batch``: a batch index -> ((src, tgt_in), tgt_out) on the device."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], device: torch.device):
+        self.batches, self.device = batches, device
+
+    def __call__(self, x, y, train, generator):
+        if x.numel() != 1:
+            raise ValueError(f"one batch index per update expected, got {x.numel()}")
+        src, tin, tout = self.batches[int(x[0])]
+        return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
+
+
+# ----------------------------------------------------------------------------------- models and training
+def build_model(name: str, cfg: TranslationConfig, vocab_size: int) -> Seq2SeqModel:
+    """The ``rnn`` or ``transformer`` model of the lab's config, over one joint vocabulary (tied embeddings)."""
+    if name == "rnn":
+        return RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size, embedding_dim=cfg.rnn_embedding_dim,
+                                           hidden_size=cfg.rnn_hidden_size, num_layers=cfg.rnn_layers,
+                                           dropout=cfg.dropout, pad_id=PAD_ID))
+    return TransformerSeq2Seq(TransformerSeq2SeqConfig(
+        vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, num_encoder_layers=cfg.encoder_layers,
+        num_decoder_layers=cfg.decoder_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
+        norm_first=cfg.norm_first, max_len=max(1024, 2 * cfg.max_len + cfg.max_len_b + 2), pad_id=PAD_ID))
+
+
+def _train_config(name: str, cfg: TranslationConfig) -> TrainConfig:
+    return TrainConfig(epochs=cfg.epochs, batch_size=1, optimizer="adamw", lr=_lr(name, cfg), momentum=0.9,
+                       weight_decay=cfg.weight_decay, schedule="cosine", warmup=cfg.warmup, grad_clip=cfg.grad_clip,
+                       label_smoothing=cfg.label_smoothing, cpu_bf16=cfg.cpu_bf16, seed=cfg.seed, device=cfg.device,
+                       progress=cfg.progress)
+
+
+def _lr(name: str, cfg: TranslationConfig) -> float:
+    return cfg.rnn_lr if name == "rnn" else cfg.transformer_lr
+
+
+def make_lr_schedule(name: str, cfg: TranslationConfig, total_steps: int) -> Callable[[int, int], float]:
+    """Warm-up over ``--warmup`` of the updates, then cosine decay to 0, or Noam's 1/sqrt(step) decay
+    (its factor set so that it peaks at the model's learning rate)."""
+    lr = _lr(name, cfg)
+    if cfg.schedule == "noam":
+        w = max(1, int(round(cfg.warmup * total_steps)))
+        d = cfg.d_model if name == "transformer" else 2 * cfg.rnn_hidden_size
+        return NoamSchedule(d_model=d, warmup=w, factor=lr * math.sqrt(d * w))
+    return WarmupDecay(lr, warmup_fraction=cfg.warmup, decay="cosine")
+
+
+def make_optimizer(model: torch.nn.Module, name: str, cfg: TranslationConfig) -> torch.optim.Optimizer:
+    """AdamW, betas (0.9, 0.98) as the Transformer paper, weight decay on weight matrices only."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    other = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=_lr(name, cfg), betas=(0.9, 0.98))
+
+
+# ----------------------------------------------------------------------------------- decoding and scores
+def placeholders(text: str) -> Counter:
+    """The multiset of printf placeholders in ``text`` (``%s``, ``%d``, ``%1$s``, ``%.250s``, ``%%``, ...)."""
+    return Counter(PLACEHOLDER_RE.findall(text))
+
+
+def placeholder_accuracy(sources: list[str], outputs: list[str]) -> tuple[float | None, int]:
+    """Share of the sources holding a placeholder whose output has exactly the same multiset of them; and that count."""
+    pairs = [(s, o) for s, o in zip(sources, outputs) if placeholders(s)]
+    if not pairs:
+        return None, 0
+    return sum(placeholders(s) == placeholders(o) for s, o in pairs) / len(pairs), len(pairs)
+
+
+def score(sources: list[str], hyps: list[str], refs: list[str]) -> dict[str, Any]:
+    """BLEU (sacrebleu, ``tokenize="zh"``), chrF and placeholder accuracy of ``hyps`` against ``refs``."""
+    import sacrebleu
+
+    bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize="zh")
+    chrf = sacrebleu.corpus_chrf(hyps, [refs])
+    acc, n_ph = placeholder_accuracy(sources, hyps)
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score), "placeholder_acc": acc, "n_with_placeholders": n_ph,
+            "bleu_detail": str(bleu), "n": len(hyps)}
+
+
+def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cfg: TranslationConfig,
+              beam_size: int, device: torch.device, max_new_tokens: int | None = None) -> list[str]:
+    """Translate sentences in batches of similar source lengths (greedy if ``beam_size == 1``); outputs in input order."""
+    ids = [tok.encode(s) + [EOS_ID] for s in sources]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    model.eval()
+    for start in range(0, len(order), cfg.decode_batch_size):
+        chunk = order[start:start + cfg.decode_batch_size]
+        S = max(len(ids[i]) for i in chunk)
+        src = torch.full((len(chunk), S), PAD_ID, dtype=torch.long)
+        for r, i in enumerate(chunk):
+            src[r, :len(ids[i])] = torch.tensor(ids[i])
+        max_len = int(cfg.max_len_a * S + cfg.max_len_b)
+        if max_new_tokens is not None:
+            max_len = min(max_len, max_new_tokens)
+        hyps = model.generate(src.to(device), BOS_ID, EOS_ID, max(1, max_len), beam_size=beam_size,
+                              length_penalty=cfg.length_penalty)
+        for r, i in enumerate(chunk):
+            out[i] = tok.decode(hyps[r])
+    return out
+
+
+def evaluate_model(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], refs: list[str],
+                   cfg: TranslationConfig, device: torch.device) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Greedy and beam-search scores of one model, with decoding times; and the outputs."""
+    metrics, outputs = {}, {}
+    for decoder in DECODERS:
+        t0 = time.perf_counter()
+        hyps = translate(model, tok, sources, cfg, 1 if decoder == "greedy" else cfg.beam_size, device)
+        seconds = time.perf_counter() - t0
+        metrics[decoder] = {**score(sources, hyps, refs), "time_s": seconds, "sentences_per_s": len(hyps) / seconds}
+        outputs[decoder] = hyps
+    return metrics, outputs
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    write_text_atomic(path, "".join(line.replace("\n", " ") + "\n" for line in lines))
+
+
+def _read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1] if path.is_file() else []
+
+
+# ----------------------------------------------------------------------------------- run
+def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: RunContext,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    folder = ctx.run_dir / "models" / name
+    resuming = ctx.resume and (folder / CHECKPOINT_DIR).is_dir()
+    if folder.exists() and not resuming:  # an unfinished model without a checkpoint: start it again
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = build_model(name, cfg, data.tokenizer.vocab_size).to(ctx.device)
+    train_b = make_batches(data.train, cfg.max_tokens, cfg.seed)
+    val_b = make_batches(data.val, cfg.max_tokens, cfg.seed)
+    lookup = BatchLookup(train_b + val_b, ctx.device)
+    n_tr, n_val = len(train_b), len(val_b)
+    train = (torch.arange(n_tr), torch.zeros(n_tr, dtype=torch.long))
+    val = (torch.arange(n_tr, n_tr + n_val), torch.zeros(n_val, dtype=torch.long))
+    prefix = lambda m: log(f"  [{name}] {m}")  # noqa: E731
+    trainer = Trainer(_train_config(name, cfg), model, folder, train, lookup, {"val": val}, ctx.device, ctx.info,
+                      prefix, optimizer=make_optimizer(model, name, cfg),
+                      lr_schedule=make_lr_schedule(name, cfg, n_tr * cfg.epochs), eval_batch_size=1)
+    n_params = count_parameters(model)
+    log(f"[{name}] {MODEL_LABELS[name]}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
+        f"x {cfg.epochs} epochs")
+    if resuming:
+        trainer.resume()
+    trainer.fit()
+    train_time = sum(float(r["epoch_time_s"]) for r in trainer.history)
+    log(f"[{name}] trained in {train_time:.0f}s; decoding {len(data.test_src)} test sentences (greedy, beam {cfg.beam_size})")
+    metrics, outputs = evaluate_model(model, data.tokenizer, data.test_src, data.test_ref, cfg, ctx.device)
+    for decoder, hyps in outputs.items():
+        _write_lines(folder / f"test.{decoder}.zh", hyps)
+    last = trainer.history[-1]
+    result = {"model": name, "label": MODEL_LABELS[name], "parameters": n_params, "updates": trainer.step,
+              "train_time_s": train_time, "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
+              "final_val_acc": last["val_acc"], "test": metrics}
+    write_json_atomic(folder / "result.json", result)
+    shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # model.safetensors and result.json are kept
+    for decoder in DECODERS:
+        m = metrics[decoder]
+        ph = "n/a" if m["placeholder_acc"] is None else f"{100 * m['placeholder_acc']:.1f}%"
+        log(f"[{name}] {decoder}: BLEU {m['bleu']:.2f}  chrF {m['chrf']:.1f}  placeholders {ph}  "
+            f"({m['time_s']:.1f}s, {m['sentences_per_s']:.1f} sentences/s)")
+    return result
+
+
+def run(cfg: TranslationConfig, ctx: RunContext) -> dict[str, Any]:
+    """Train each model (skipping those a resumed run finished), score them on the test split, write the report."""
+    _validate(cfg)
+    if ctx.info.enabled:
+        raise UserError("the translation lab trains its models one after another in one process; run it without torchrun")
+    log = ctx.log
+    t0 = time.perf_counter()
+    data = load_data(cfg, ctx.run_dir, reuse_tokenizer=ctx.resume)
+    write_json_atomic(ctx.run_dir / "data.json", data.info)
+    _write_lines(ctx.run_dir / "test.en", data.test_src)
+    _write_lines(ctx.run_dir / "test.zh", data.test_ref)
+    a = data.info["after_length_filter"]
+    log(f"{data.info['dataset']}: {a['train']:,} train / {a['val']:,} val pairs after the length filter, "
+        f"{len(data.test_src):,} test pairs scored; joint BPE vocabulary {data.info['vocab_size']:,} "
+        f"({time.perf_counter() - t0:.1f}s); device {ctx.device}")
+    results = {}
+    for name in cfg.models:
+        done = ctx.run_dir / "models" / name / "result.json"
+        if ctx.resume and done.is_file():
+            results[name] = read_run_json(done)
+            log(f"[{name}] already finished, kept")
+            continue
+        results[name] = _train_one(name, cfg, data, ctx, log)
+    ref_acc, n_ph = placeholder_accuracy(data.test_src, data.test_ref)
+    summary = {"models": results, "reference_placeholder_acc": ref_acc, "n_test": len(data.test_src),
+               "n_test_with_placeholders": n_ph, "wall_time_s": time.perf_counter() - t0}
+    write_json_atomic(ctx.run_dir / "results.json", summary)
+    path = report(ctx.run_dir)
+    log(f"report: {path}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------- eval, sample
+def _load_model(run_dir: Path, name: str, cfg: TranslationConfig, tok: SubwordTokenizer,
+                device: torch.device) -> Seq2SeqModel:
+    weights = run_dir / "models" / name / "model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{weights} is missing: that model did not finish; resume the run with --resume {run_dir}")
+    model = build_model(name, cfg, tok.vocab_size)
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+    return model.to(device).eval()
+
+
+def _finished_models(run_dir: Path, cfg: TranslationConfig) -> list[str]:
+    names = [m for m in cfg.models if (run_dir / "models" / m / "result.json").is_file()]
+    if not names:
+        raise UserError(f"{run_dir} has no finished model; resume it with --resume {run_dir}")
+    return names
+
+
+def _tokenizer(run_dir: Path) -> SubwordTokenizer:
+    if not (run_dir / "spm.model").is_file():
+        raise UserError(f"{run_dir / 'spm.model'} is missing; is {run_dir} a finished translation run?")
+    return SubwordTokenizer.load(run_dir / "spm.model")
+
+
+def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
+    """``deepnotes eval``: BLEU, chrF, placeholder accuracy of every finished model, greedy and beam.
+
+    Args:
+        run_dir: a run folder of this lab.
+        data: None (the run's scored test sentences, ``test.en`` / ``test.zh``) or the prefix of a
+            TED2020-format pair of files ``PREFIX.en`` / ``PREFIX.zh``; pairs with an empty side or a
+            source longer than the run's ``--max-len`` tokens are skipped (counted in the result).
+        device: where to decode.
+
+    Returns:
+        ``{"data", "n", "skipped", "<model>_<decoder>_bleu", ..._chrf, ..._placeholder_acc, ..._time_s}``,
+        also saved as ``eval/<name>.json`` with the outputs in ``eval/<name>/<model>.<decoder>.zh``.
+
+    Raises:
+        UserError: not a run folder of this lab, a missing model or tokenizer, unreadable files.
+    """
+    from deepnotes.labs import load_config
+
+    run_dir = Path(run_dir)
+    _, cfg = load_config(run_dir)
+    tok = _tokenizer(run_dir)
+    names = _finished_models(run_dir, cfg)
+    if data is None:
+        name, sources, refs, skipped = "test", _read_lines(run_dir / "test.en"), _read_lines(run_dir / "test.zh"), 0
+        if not sources or len(sources) != len(refs):
+            raise UserError(f"{run_dir}/test.en and test.zh are missing or differ in length; re-run the lab")
+    else:
+        pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(data + ".en", data + ".zh")]
+        kept = [(en, zh) for en, zh in pairs if en and zh and len(tok.encode(en)) <= cfg.max_len]
+        if not kept:
+            raise UserError(f"--data {data}: no pair with both sides non-empty and a source of <= {cfg.max_len} tokens")
+        name, skipped = Path(data).name, len(pairs) - len(kept)
+        sources, refs = [en for en, _ in kept], [zh for _, zh in kept]
+    metrics: dict[str, Any] = {"data": name, "n": len(sources), "skipped": skipped}
+    for m in names:
+        model = _load_model(run_dir, m, cfg, tok, device)
+        scores, outputs = evaluate_model(model, tok, sources, refs, cfg, device)
+        for decoder, s in scores.items():
+            for key in ("bleu", "chrf", "placeholder_acc", "time_s"):
+                metrics[f"{m}_{decoder}_{key}"] = s[key]
+            _write_lines(run_dir / "eval" / name / f"{m}.{decoder}.zh", outputs[decoder])
+    metrics["reference_placeholder_acc"] = placeholder_accuracy(sources, refs)[0]
+    write_json_atomic(run_dir / "eval" / f"{name}.json", metrics)
+    return metrics
+
+
+def best_model(run_dir: Path, cfg: TranslationConfig) -> str:
+    """The finished model with the highest beam-search test BLEU."""
+    names = _finished_models(run_dir, cfg)
+    return max(names, key=lambda m: read_run_json(run_dir / "models" / m / "result.json")["test"]["beam"]["bleu"])
+
+
+def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: int, top_p: float | None,
+           seed: int, device: torch.device) -> str:
+    """``deepnotes sample RUN --prompt TEXT``: the translation of TEXT by the run's best model (beam search).
+
+    Translation has one right answer, so this always decodes with the run's beam search (``--beam-size``,
+    ``--length-penalty``), deterministic: ``--temperature``, ``--top-k``, ``--top-p`` and ``--seed``
+    are ignored. ``n_chars`` (``--max-new-tokens``) caps the output in subword tokens, on top of the
+    run's ``max-len-a * |source| + max-len-b``.
+
+    Raises:
+        UserError: an empty prompt, a prompt longer than the model's positions, an unfinished run.
+    """
+    from deepnotes.labs import load_config
+
+    run_dir = Path(run_dir)
+    if not prompt.strip():
+        raise UserError("--prompt must not be empty: give the English text to translate")
+    if n_chars == 0:
+        return ""
+    _, cfg = load_config(run_dir)
+    tok = _tokenizer(run_dir)
+    n_tokens = len(tok.encode(prompt))
+    if n_tokens > 4 * cfg.max_len:
+        raise UserError(f"--prompt is {n_tokens} subword tokens; this run was trained on <= {cfg.max_len}: "
+                        f"translate one sentence at a time")
+    model = _load_model(run_dir, best_model(run_dir, cfg), cfg, tok, device)
+    return translate(model, tok, [" ".join(prompt.split())], cfg, cfg.beam_size, device, max_new_tokens=n_chars)[0]
+
+
+# ----------------------------------------------------------------------------------- report
+def _fmt_pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def report(run_dir: Path) -> Path:
+    """Render ``report.md`` and its figures from a run folder; return the report's path."""
+    from deepnotes.labs import load_config
+
+    run_dir = Path(run_dir)
+    _, cfg = load_config(run_dir)
+    info = read_run_json(run_dir / "data.json")
+    res = read_run_json(run_dir / "results.json")
+    models = res["models"]
+    names = [m for m in cfg.models if m in models]
+
+    fig = new_figure(6.8, 4.0)
+    ax = fig.add_subplot()
+    for i, m in enumerate(names):
+        rows = read_metrics_csv(run_dir / "models" / m / "metrics.csv")
+        ep = [int(r["epoch"]) for r in rows]
+        ax.plot(ep, [float(r["train_loss"]) for r in rows], "o--", color=f"C{i}", label=f"{m} train (label-smoothed)")
+        ax.plot(ep, [float(r["val_loss"]) for r in rows], "s-", color=f"C{i}", label=f"{m} validation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cross-entropy per target token (nats)")
+    ax.set_title(f"learning curves on {info['dataset']}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, run_dir / "loss_curves.png")
+
+    fig = new_figure(6.8, 3.4)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(DECODERS))
+    for j, decoder in enumerate(DECODERS):
+        vals = [models[m]["test"][decoder]["bleu"] for m in names]
+        bars = ax.bar([k + (j - 0.5) * width for k in range(len(names))], vals, width, label=decoder)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("test BLEU (sacrebleu, zh)")
+    ax.set_title("greedy decoding vs beam search")
+    ax.legend(fontsize=8)
+    save_figure(fig, run_dir / "bleu.png")
+
+    rows = []
+    for m in names:
+        for decoder in DECODERS:
+            t = models[m]["test"][decoder]
+            label = "greedy" if decoder == "greedy" else f"beam {cfg.beam_size}, alpha {cfg.length_penalty:g}"
+            rows.append([m, label, f"{t['bleu']:.2f}", f"{t['chrf']:.1f}", _fmt_pct(t["placeholder_acc"]),
+                         f"{t['time_s']:.1f}", f"{t['sentences_per_s']:.1f}"])
+    rows.append(["reference translations", "-", "100", "100", _fmt_pct(res.get("reference_placeholder_acc")), "-", "-"])
+    train_rows = [[m, MODEL_LABELS[m], f"{models[m]['parameters']:,}", models[m]["updates"],
+                   f"{models[m]['train_time_s']:.0f}", f"{models[m]['final_train_loss']:.3f}",
+                   f"{models[m]['final_val_loss']:.3f}", f"{100 * models[m]['final_val_acc']:.1f}%"] for m in names]
+    a, n = info["after_length_filter"], info["pairs_per_split"]
+    data_rows = [[split, n[split], info.get("after_limits", {}).get(split, n[split]) if split != "test" else n[split],
+                  a[split], ", ".join(info["packages"][split]) if info.get("packages") else info["split"]]
+                 for split in ("train", "val", "test")]
+    lines = [
+        f"# {NAME}: English -> Chinese, RNN seq2seq with attention vs Transformer, greedy vs beam search", "",
+        "ML2021/2022 HW5 (Machine Translation); lectures: Transformer, seq2seq decoding (beam search). "
+        f"Data: {info['dataset']}, split {info['split']}; joint sentencepiece BPE vocabulary of "
+        f"{info['vocab_size']:,} pieces trained on the training split only ({info['length_filter']}).", "",
+        "## Test results", "",
+        f"{res['n_test']:,} test sentences ({info['test_subset']} of the test pairs that pass the length filter), "
+        f"from packages never seen in training. BLEU: sacrebleu `corpus_bleu(hyps, [refs], tokenize=\"zh\")`; "
+        f"chrF: sacrebleu; placeholders: share of the {res['n_test_with_placeholders']} test sentences with a printf "
+        "placeholder whose placeholders (as a multiset) come out exactly as in the source; time: wall-clock decoding "
+        "of the whole test set.", "",
+        markdown_table(["model", "decoding", "BLEU", "chrF", "placeholders", "time (s)", "sentences/s"], rows), "",
+        markdown_image("test BLEU per model and decoder", "bleu.png"), "",
+        HW5_BASELINES, "",
+        "## Training", "",
+        markdown_table(["model", "what", "parameters", "updates", "training time (s)", "final train loss",
+                        "final val loss", "val token accuracy"], train_rows), "",
+        "Losses are per target token; the training loss includes label smoothing 0.1, the validation loss does not. "
+        "Training time includes the validation pass of every epoch.", "",
+        markdown_image("train and validation loss per epoch", "loss_curves.png"), "",
+        "## Data", "",
+        markdown_table(["split", "pairs", "after --limit-*", "after the length filter", "packages (pairs)"], data_rows), "",
+        f"Mean subword tokens per training pair: {info['mean_tokens']['train_en']:.1f} English, "
+        f"{info['mean_tokens']['train_zh']:.1f} Chinese.", "",
+    ]
+    sources, refs = _read_lines(run_dir / "test.en"), _read_lines(run_dir / "test.zh")
+    outs = {m: _read_lines(run_dir / "models" / m / "test.beam.zh") for m in names}
+    if sources and cfg.n_samples:
+        picks = sorted(random.Random(cfg.seed).sample(range(len(sources)), min(cfg.n_samples, len(sources))))
+        headers = ["source", "reference"] + [f"{m} (beam)" for m in names]
+        table = [[sources[i], refs[i]] + [outs[m][i] if i < len(outs[m]) else "" for m in names] for i in picks]
+        lines += [f"## {len(picks)} sample translations (seeded random test sentences)", "",
+                  markdown_table(headers, table), ""]
+    evals = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
+    if evals:
+        ev_rows = []
+        for p in evals:
+            e = read_run_json(p)
+            for m in names:
+                for decoder in DECODERS:
+                    if f"{m}_{decoder}_bleu" in e:
+                        ev_rows.append([e["data"], e["n"], m, decoder, f"{e[f'{m}_{decoder}_bleu']:.2f}",
+                                        f"{e[f'{m}_{decoder}_chrf']:.1f}", _fmt_pct(e[f"{m}_{decoder}_placeholder_acc"])])
+        lines += ["## `deepnotes eval` results", "",
+                  markdown_table(["data", "sentences", "model", "decoding", "BLEU", "chrF", "placeholders"], ev_rows), ""]
+    lines += [f"More: `deepnotes sample {run_dir} --prompt \"Cannot open file %s\"` translates with the best model.", "",
+              "## Configuration", "",
+              markdown_table(["field", "value"],
+                             [[k, ",".join(map(str, v)) if isinstance(v, list) else v]
+                              for k, v in read_run_json(run_dir / "config.json")["config"].items()]), ""]
+    path = run_dir / "report.md"
+    write_text_atomic(path, "\n".join(lines))
+    return path
+
+
+LAB = Lab(
+    name=NAME,
+    summary="EN->ZH translation: RNN seq2seq with attention vs Transformer, greedy vs beam search, BLEU",
+    source="ML2021/2022 HW5 (Machine Translation), Transformer lectures",
+    default_dataset="ui-translations",
+    metric="test BLEU (sacrebleu, zh), chrF, placeholder accuracy",
+    config_cls=TranslationConfig,
+    run=run,
+    evaluate=evaluate,
+    report=report,
+    presets=PRESETS,
+    sample=sample,
+)

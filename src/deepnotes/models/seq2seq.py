@@ -1,0 +1,562 @@
+r"""Sequence-to-sequence translation models: an RNN encoder-decoder with attention, and the Transformer.
+
+Sources: ML2021/2022 homework 5 "Machine Translation" (EN->ZH; the "simple" baseline is an RNN
+seq2seq, the "strong" one a Transformer), lectures "Transformer (上/下)" (encoder, decoder, cross
+attention, the autoregressive decoder stopped by END) and "Seq2seq" tips (teacher forcing, beam
+search); EE-559 12-2 (GRU). Papers: Bahdanau et al. 2015 (bidirectional RNN encoder, attention over
+its states); Luong, Pham & Manning 2015 (global attention, the "general" score, attentional hidden
+state); Vaswani et al. 2017 (the Transformer, embeddings scaled by sqrt(d_model), sinusoidal
+positions); Press & Wolf 2017 (tying the output projection to the target embedding).
+
+:class:`RNNSeq2Seq` (HW5's sample RNN model, written out)::
+
+    encoder:  (e_1 .. e_S), h_S = BiGRU(Emb(x))                    e_s = [e→_s ; e←_s]   (2H)
+    decoder:  o_t = GRU(Emb(y_{t-1}), o_{t-1}),  o_0 = [h→_S ; h←_1] per layer           (2H)
+    score:    a_ts = softmax_s(o_t^T W_a e_s)                       Luong's "general" score
+    context:  c_t = Σ_s a_ts e_s
+    output:   h̃_t = tanh(W_c [c_t ; o_t]),  logits_t = E_tgt h̃_t  (tied) or W_out h̃_t + b
+
+This is Luong's global attention *without input feeding* (h̃_{t-1} is not fed to the next decoder
+step), which is also the layout of HW5's sample ``RNNDecoder`` (GRU over the whole target, then
+an attention layer over the encoder outputs). Because the decoder GRU does not depend on the
+attention, training runs it over the whole target in one call. (Bahdanau's additive attention
+computes the context from o_{t-1} *before* the GRU step, which forces a Python loop over time.)
+
+:class:`TransformerSeq2Seq`: ``Emb(x) * sqrt(d_model) + PE``, dropout, our
+:class:`~deepnotes.nn.transformer.Transformer` (post- or pre-norm, final LayerNorms), and the
+output projection tied to the target embedding. Source and target share one embedding matrix when
+the vocabulary is joint (HW5 / fairseq ``share_all_embeddings``).
+
+**Decoding interface.** Both models have ``encode(src) -> EncoderOutput`` and
+``step_logits(memory, tokens, origin) -> (R, V)``, the ``step_fn`` of :mod:`deepnotes.nn.decoding`
+with the memory bound (``origin[r]`` = the example whose memory row r reads). ``step_logits``
+recomputes the whole prefix (simple and exact); :meth:`Seq2SeqModel.step_fn` returns an
+:class:`IncrementalStepFn` that caches each prefix's decoder state (the GRU state; the
+Transformer's per-layer self-attention keys and values) and only runs the newest token, tested
+equal to ``step_logits`` and to ``forward``. :meth:`Seq2SeqModel.generate` decodes a batch with
+greedy search or beam search (several examples at once: beam rows are routed by ``origin``).
+
+Deliberate differences: the incremental path runs the eval-mode computation (no dropout), so
+decode under ``model.eval()`` (``generate`` does it); the Transformer's incremental step calls the
+projections of our attention modules directly and attends with ``F.scaled_dot_product_attention``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from deepnotes.nn.attention import SinusoidalPositionalEncoding
+from deepnotes.nn.decoding import beam_search, greedy_decode
+from deepnotes.nn.recurrent import GRU
+from deepnotes.nn.transformer import Transformer
+
+__all__ = [
+    "EncoderOutput",
+    "IncrementalStepFn",
+    "RNNSeq2Seq",
+    "RNNSeq2SeqConfig",
+    "Seq2SeqModel",
+    "TransformerSeq2Seq",
+    "TransformerSeq2SeqConfig",
+    "build_seq2seq",
+]
+
+State = tuple[Tensor, ...]  # a decoder state: tensors whose first dimension is the row R
+
+
+# ----------------------------------------------------------------------------------- shared pieces
+@dataclass
+class EncoderOutput:
+    """What the encoder hands the decoder.
+
+    Attributes:
+        states: (B, S, C) encoder outputs (C = 2H for the RNN, d_model for the Transformer).
+        padding_mask: (B, S) bool, True at source padding.
+        init_state: the RNN decoder's initial state (num_layers, B, 2H); None for the Transformer.
+        cache: per-memory values computed once for decoding (the Transformer's cross-attention keys
+            and values), filled lazily.
+    """
+
+    states: Tensor
+    padding_mask: Tensor
+    init_state: Tensor | None = None
+    cache: dict = field(default_factory=dict)
+
+    def select(self, origin: Tensor) -> "EncoderOutput":
+        """The memory of rows ``origin`` (R,): row r is example ``origin[r]`` (a batch of R)."""
+        return EncoderOutput(self.states[origin], self.padding_mask[origin],
+                             None if self.init_state is None else self.init_state[:, origin])
+
+
+def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings: bool, pad_id: int,
+                  dropout: float) -> None:
+    if vocab_size < 1 or (tgt_vocab_size is not None and tgt_vocab_size < 1):
+        raise ValueError(f"vocab sizes must be >= 1, got vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}")
+    if share_embeddings and tgt_vocab_size not in (None, vocab_size):
+        raise ValueError(f"share_embeddings needs one joint vocabulary, got vocab_size={vocab_size} and "
+                         f"tgt_vocab_size={tgt_vocab_size}; pass share_embeddings=False")
+    if not 0 <= pad_id < min(vocab_size, tgt_vocab_size or vocab_size):
+        raise ValueError(f"pad_id={pad_id} must be a token id of both vocabularies")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def _check_inputs(inputs, name: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(inputs, (tuple, list)) or len(inputs) != 2:
+        raise ValueError(f"{name}.forward expects one argument (src, tgt_in), got {type(inputs).__name__}")
+    src, tgt_in = inputs
+    for n, t in (("src", src), ("tgt_in", tgt_in)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or t.dtype != torch.long:
+            shape = (t.dtype, tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name}: {n} must be a LongTensor (B, ·) of token ids, got {shape}")
+    if src.shape[0] != tgt_in.shape[0]:
+        raise ValueError(f"{name}: src and tgt_in have different batch sizes {src.shape[0]} and {tgt_in.shape[0]}")
+    return src, tgt_in
+
+
+class Seq2SeqModel(nn.Module):
+    """Base of the two models: embeddings, the (tied) output projection, forward, decoding.
+
+    Subclasses define ``encode(src) -> EncoderOutput``, ``decode(memory, tgt_in) -> logits (B, T, V)``,
+    ``_initial_state(memory, origin) -> State`` and ``_extend(memory, state, token, origin) ->
+    (logits (R, V), State)`` (one decoder step from a cached state).
+    """
+
+    pad_id: int
+
+    def _build_embeddings(self, vocab_size: int, tgt_vocab_size: int | None, dim: int, share: bool, tie: bool,
+                          out_dim: int) -> None:
+        if tie and out_dim != dim:
+            raise ValueError(f"a tied output projection needs its input size {out_dim} to equal the embedding size {dim}")
+        V_tgt = tgt_vocab_size or vocab_size
+        self.src_embed = nn.Embedding(vocab_size, dim, padding_idx=self.pad_id)
+        # One Parameter is registered once only (a shared tensor under two names cannot be saved as safetensors).
+        self.tgt_embed = None if share else nn.Embedding(V_tgt, dim, padding_idx=self.pad_id)
+        for emb in (self.src_embed, self.tgt_embed):
+            if emb is not None:
+                nn.init.normal_(emb.weight, mean=0.0, std=dim**-0.5)  # fairseq's init; logits O(1) when tied
+                with torch.no_grad():
+                    emb.weight[self.pad_id].zero_()
+        self.out_proj = None if tie else nn.Linear(out_dim, V_tgt)
+
+    @property
+    def target_embedding(self) -> nn.Embedding:
+        return self.src_embed if self.tgt_embed is None else self.tgt_embed
+
+    def project(self, h: Tensor) -> Tensor:
+        """Output projection: (…, C) -> logits (…, V), through the target embedding when tied."""
+        if self.out_proj is None:
+            return F.linear(h, self.target_embedding.weight)
+        return self.out_proj(h)
+
+    def forward(self, inputs: tuple[Tensor, Tensor]) -> Tensor:
+        """Teacher-forced logits: ``inputs = (src (B, S), tgt_in (B, T))`` -> logits (B, T, V).
+
+        ``tgt_in`` is the target shifted right (BOS first); padding at its end only affects the
+        logits of padded positions (the decoder is causal).
+        """
+        src, tgt_in = _check_inputs(inputs, type(self).__name__)
+        return self.decode(self.encode(src), tgt_in)
+
+    def encode(self, src: Tensor) -> EncoderOutput:
+        raise NotImplementedError
+
+    def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
+        raise NotImplementedError
+
+    def _extend(self, memory: EncoderOutput, state: State, token: Tensor, origin: Tensor) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def step_logits(self, memory: EncoderOutput, tokens: Tensor, origin: Tensor) -> Tensor:
+        """Next-token logits of every prefix, recomputed from scratch (the exact, uncached step_fn).
+
+        Shapes:
+            tokens (R, T) prefixes (BOS first), origin (R,) example indices into ``memory`` -> (R, V).
+        """
+        return self.decode(memory.select(origin), tokens)[:, -1]
+
+    def step_fn(self, memory: EncoderOutput) -> "IncrementalStepFn":
+        """A cached ``step_fn(tokens, origin)`` for :mod:`deepnotes.nn.decoding` over ``memory``."""
+        return IncrementalStepFn(self, memory)
+
+    @torch.no_grad()
+    def generate(self, src: Tensor, bos_id: int, eos_id: int, max_len: int, beam_size: int = 1,
+                 length_penalty: float = 1.0, penalty: Literal["gnmt", "average"] = "gnmt",
+                 cached: bool = True, min_len: int = 1) -> list[list[int]]:
+        """Translate a batch: greedy (``beam_size=1``) or beam search; the model is put in eval mode meanwhile.
+
+        Args:
+            src: LongTensor (B, S), padded with ``pad_id``.
+            bos_id, eos_id: start and end tokens of the target.
+            max_len: most target tokens generated (EOS included), >= 1.
+            beam_size: 1 = greedy decoding, else beam search with this many beams per example.
+            length_penalty, penalty: the beam's length normalization (see
+                :func:`deepnotes.nn.decoding.length_normalizer`).
+            cached: use :class:`IncrementalStepFn` (default) or the uncached :meth:`step_logits`.
+            min_len: EOS is forbidden until this many tokens have been generated (default 1: no empty
+                output, fairseq's ``--min-len``); 0 allows an empty translation. PAD and BOS are never
+                generated.
+
+        Returns:
+            B token lists, without BOS and EOS.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            memory = self.encode(src)
+            B = src.shape[0]
+            inner: Callable[[Tensor, Tensor], Tensor] = (
+                self.step_fn(memory) if cached else (lambda tok, org: self.step_logits(memory, tok, org)))
+
+            def step(tokens: Tensor, origin: Tensor) -> Tensor:
+                logits = inner(tokens, origin).clone()
+                logits[:, [self.pad_id, bos_id]] = float("-inf")  # never a target: never an output
+                if tokens.shape[1] <= min_len:  # tokens holds BOS + the tokens generated so far
+                    logits[:, eos_id] = float("-inf")
+                return logits
+
+            if beam_size == 1:
+                out = greedy_decode(step, bos_id, eos_id, max_len, batch_size=B, device=src.device)
+                rows = [r[1:].tolist() for r in out]
+            else:
+                seqs, _ = beam_search(step, bos_id, eos_id, beam_size, max_len, batch_size=B,
+                                      length_penalty=length_penalty, penalty=penalty, device=src.device)
+                rows = [s[1:].tolist() for s in seqs]
+        finally:
+            self.train(was_training)
+        return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
+
+
+class IncrementalStepFn:
+    """``step_fn(tokens (R, T), origin (R,)) -> logits (R, V)`` that runs only the newest token of each prefix.
+
+    It keeps the decoder state of every prefix of the previous call, keyed by ``(origin, prefix)``; a
+    call whose rows all extend a prefix of the previous call by one token (what greedy decoding and
+    beam search do) gathers those states (``state[parent_rows]``, so beams may be reordered or
+    dropped) and runs one step. Otherwise (the first call, or a prefix it has not seen) it
+    recomputes every row's state token by token. The state of a row must only depend on its prefix
+    and origin, which holds for both models.
+
+    Attributes:
+        steps: calls answered from the cache; rebuilt: calls that recomputed the prefixes.
+    """
+
+    def __init__(self, model: Seq2SeqModel, memory: EncoderOutput):
+        self.model, self.memory = model, memory
+        self._keys: dict[bytes, int] = {}
+        self._state: State | None = None
+        self.steps = self.rebuilt = 0
+
+    def __call__(self, tokens: Tensor, origin: Tensor) -> Tensor:
+        R, T = tokens.shape
+        rows = torch.cat([origin[:, None], tokens], dim=1).cpu().numpy()  # (R, 1 + T): the cache keys
+        parents = [self._keys.get(row[:-1].tobytes()) for row in rows] if T > 1 else []
+        if T > 1 and self._state is not None and all(p is not None for p in parents):
+            idx = torch.tensor(parents, dtype=torch.long, device=self._state[0].device)
+            state = tuple(s[idx] for s in self._state)
+            self.steps += 1
+        else:  # no usable cache: run the prefix (all but its last token) from the initial state
+            state = self.model._initial_state(self.memory, origin)
+            for t in range(T - 1):
+                _, state = self.model._extend(self.memory, state, tokens[:, t], origin)
+            self.rebuilt += 1
+        logits, state = self.model._extend(self.memory, state, tokens[:, -1], origin)
+        self._state = state
+        self._keys = {row.tobytes(): r for r, row in enumerate(rows)}
+        return logits
+
+
+# ----------------------------------------------------------------------------------- RNN seq2seq
+@dataclass(frozen=True)
+class RNNSeq2SeqConfig:
+    """Sizes of :class:`RNNSeq2Seq` (HW5's sample RNN: embeddings 256, encoder hidden 512 per direction).
+
+    Attributes:
+        vocab_size: the source vocabulary (the joint one when ``tgt_vocab_size`` is None).
+        tgt_vocab_size: a separate target vocabulary; None = one joint vocabulary.
+        embedding_dim: E, token embedding size (also h̃'s size, for the tied projection).
+        hidden_size: H per encoder direction; the decoder's state is 2H.
+        num_layers: GRU layers of the encoder and of the decoder.
+        dropout: on embeddings, between GRU layers and on h̃.
+        share_embeddings: one embedding matrix for source and target (needs one vocabulary).
+        tie_output: output projection = target embedding matrix.
+        pad_id: padding token id.
+        fused: run the GRUs over whole sequences with torch's fused kernel (``torch.nn.GRU`` called with
+            this module's parameters; tested equal to our GRU), instead of our step-by-step GRU.
+    """
+
+    vocab_size: int
+    tgt_vocab_size: int | None = None
+    embedding_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    dropout: float = 0.1
+    share_embeddings: bool = True
+    tie_output: bool = True
+    pad_id: int = 0
+    fused: bool = True
+
+
+class RNNSeq2Seq(Seq2SeqModel):
+    """GRU encoder-decoder with Luong "general" global attention (module docstring's equations).
+
+    Args:
+        cfg: :class:`RNNSeq2SeqConfig`.
+
+    Shapes:
+        forward((src (B, S), tgt_in (B, T))) -> logits (B, T, V); encode(src) -> EncoderOutput with
+        states (B, S, 2H) and init_state (num_layers, B, 2H).
+
+    Raises:
+        ValueError: bad sizes; inputs not two LongTensors (B, ·) with the same B.
+
+    Example::
+
+        model = RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size=8000))
+        logits = model((src, tgt_in))                     # (B, T, 8000)
+        hyps = model.generate(src, bos_id=2, eos_id=3, max_len=50, beam_size=5)
+    """
+
+    def __init__(self, cfg: RNNSeq2SeqConfig):
+        super().__init__()
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout)
+        if cfg.embedding_dim < 1 or cfg.hidden_size < 1 or cfg.num_layers < 1:
+            raise ValueError(f"embedding_dim, hidden_size, num_layers must be >= 1, got {cfg.embedding_dim}, "
+                             f"{cfg.hidden_size}, {cfg.num_layers}")
+        self.cfg, self.pad_id = cfg, cfg.pad_id
+        E, H, L = cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
+        between = cfg.dropout if L > 1 else 0.0
+        self._build_embeddings(cfg.vocab_size, cfg.tgt_vocab_size, E, cfg.share_embeddings, cfg.tie_output, E)
+        self.encoder = GRU(E, H, L, batch_first=True, bidirectional=True, dropout=between)
+        self.decoder = GRU(E, 2 * H, L, batch_first=True, dropout=between)
+        self.attn_score = nn.Linear(2 * H, 2 * H, bias=False)  # W_a of the "general" score
+        self.attn_combine = nn.Linear(4 * H, E, bias=False)  # W_c: [c_t ; o_t] -> h̃_t
+        self.dropout = nn.Dropout(cfg.dropout)
+        self._twins: dict[str, nn.Module] = {}  # torch.nn.GRU shells for the fused path (not submodules)
+
+    def _gru(self, name: str, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+        gru: GRU = getattr(self, name)
+        if not self.cfg.fused:
+            return gru(x, h0, lengths=lengths)
+        if name not in self._twins:
+            self._twins[name] = gru.to_torch()
+        twin, params = self._twins[name], dict(gru.named_parameters())
+        if lengths is None:
+            return functional_call(twin, params, (x, h0))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = functional_call(twin, params, (packed, h0))
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # zeros after each length
+        return out, h_n
+
+    def encode(self, src: Tensor) -> EncoderOutput:
+        """BiGRU over the source: states (B, S, 2H), and the decoder's initial state per layer (L, B, 2H)."""
+        pad = src == self.pad_id  # (B, S)
+        lengths = (~pad).sum(dim=1)
+        if int(lengths.min()) < 1:
+            raise ValueError("RNNSeq2Seq.encode: a source row is all padding; every source needs >= 1 token")
+        x = self.dropout(self.src_embed(src))  # (B, S, E)
+        states, h_n = self._gru("encoder", x, None, lengths)  # (B, S, 2H), (2L, B, H)
+        L = self.cfg.num_layers
+        h0 = h_n.view(L, 2, *h_n.shape[1:])  # (L, 2, B, H): forward final, backward final
+        h0 = torch.cat([h0[:, 0], h0[:, 1]], dim=-1)  # (L, B, 2H)
+        return EncoderOutput(states, pad, init_state=h0)
+
+    def _attend(self, o: Tensor, memory: EncoderOutput) -> Tensor:
+        """Luong attention and output: decoder states o (B, T, 2H) -> logits (B, T, V)."""
+        scores = self.attn_score(o) @ memory.states.transpose(1, 2)  # (B, T, S) = o_t^T W_a^T e_s
+        scores = scores.masked_fill(memory.padding_mask[:, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, T, S)
+        context = weights @ memory.states  # (B, T, 2H)
+        h_tilde = torch.tanh(self.attn_combine(torch.cat([context, o], dim=-1)))  # (B, T, E)
+        return self.project(self.dropout(h_tilde))
+
+    def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V)."""
+        x = self.dropout(self.target_embedding(tgt_in))  # (B, T, E)
+        o, _ = self._gru("decoder", x, memory.init_state.contiguous(), None)  # (B, T, 2H)
+        return self._attend(o, memory)
+
+    def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
+        return (memory.init_state[:, origin].transpose(0, 1),)  # (R, L, 2H)
+
+    def _extend(self, memory: EncoderOutput, state: State, token: Tensor, origin: Tensor) -> tuple[Tensor, State]:
+        x = self.target_embedding(token)[:, None]  # (R, 1, E)
+        h = state[0].transpose(0, 1).contiguous()  # (L, R, 2H)
+        o, h = self.decoder(x, h)  # our GRU, one step: (R, 1, 2H), (L, R, 2H)
+        logits = self._attend(o, memory.select(origin))[:, 0]  # (R, V)
+        return logits, (h.transpose(0, 1),)
+
+
+# ----------------------------------------------------------------------------------- Transformer seq2seq
+@dataclass(frozen=True)
+class TransformerSeq2SeqConfig:
+    """Sizes of :class:`TransformerSeq2Seq` (HW5's "strong" baseline is the Transformer-base layout:
+    d_model 512, 8 heads, 6 + 6 layers, feed-forward 2048; the defaults here are a CPU-sized one).
+
+    Attributes:
+        vocab_size, tgt_vocab_size, share_embeddings, tie_output, pad_id: as :class:`RNNSeq2SeqConfig`.
+        d_model, n_heads, num_encoder_layers, num_decoder_layers, dim_feedforward, dropout, activation:
+            as :class:`deepnotes.nn.transformer.Transformer`.
+        norm_first: pre-norm layers (Xiong et al. 2020; easier to train) or post-norm (the paper).
+        max_len: longest sequence the positional encoding covers.
+        fused_attention: attention through ``F.scaled_dot_product_attention`` (tested equal to the readable path).
+    """
+
+    vocab_size: int
+    tgt_vocab_size: int | None = None
+    d_model: int = 256
+    n_heads: int = 4
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    dim_feedforward: int = 1024
+    dropout: float = 0.1
+    activation: str = "relu"
+    norm_first: bool = True
+    max_len: int = 1024
+    share_embeddings: bool = True
+    tie_output: bool = True
+    pad_id: int = 0
+    fused_attention: bool = True
+
+
+class TransformerSeq2Seq(Seq2SeqModel):
+    """The encoder-decoder Transformer with token embeddings, sinusoidal positions and a tied output layer.
+
+    ``x = Dropout(Emb(tokens) * sqrt(d_model) + PE)``; encoder with source key-padding mask; decoder
+    with the causal mask and the memory key-padding mask; ``logits = LN(dec) @ E_tgt^T`` (tied).
+
+    Args:
+        cfg: :class:`TransformerSeq2SeqConfig`.
+
+    Shapes:
+        forward((src (B, S), tgt_in (B, T))) -> logits (B, T, V); S, T <= max_len.
+
+    Raises:
+        ValueError: bad sizes; inputs not two LongTensors (B, ·) with the same B; a sequence longer
+            than ``max_len``.
+
+    Example::
+
+        model = TransformerSeq2Seq(TransformerSeq2SeqConfig(vocab_size=8000))
+        logits = model((src, tgt_in))
+    """
+
+    def __init__(self, cfg: TransformerSeq2SeqConfig):
+        super().__init__()
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout)
+        self.cfg, self.pad_id = cfg, cfg.pad_id
+        d = cfg.d_model
+        self.transformer = Transformer(d, cfg.n_heads, cfg.num_encoder_layers, cfg.num_decoder_layers,
+                                       cfg.dim_feedforward, cfg.dropout, cfg.activation, cfg.norm_first,
+                                       use_fused=cfg.fused_attention)
+        self._build_embeddings(cfg.vocab_size, cfg.tgt_vocab_size, d, cfg.share_embeddings, cfg.tie_output, d)
+        self.pos = SinusoidalPositionalEncoding(d, cfg.max_len, dropout=cfg.dropout)
+        self.scale = math.sqrt(d)
+
+    def encode(self, src: Tensor) -> EncoderOutput:
+        """src (B, S) -> memory (B, S, d_model) and its padding mask."""
+        pad = src == self.pad_id
+        x = self.pos(self.src_embed(src) * self.scale)  # (B, S, d)
+        return EncoderOutput(self.transformer.encode(x, src_key_padding_mask=pad), pad)
+
+    def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
+        """Teacher-forced decoder under the causal mask: tgt_in (B, T) -> logits (B, T, V)."""
+        y = self.pos(self.target_embedding(tgt_in) * self.scale)  # (B, T, d)
+        h = self.transformer.decode(y, memory.states, memory_key_padding_mask=memory.padding_mask,
+                                    tgt_is_causal=True)
+        return self.project(h)
+
+    # ---- incremental decoding: per layer, the self-attention keys/values of the prefix are the state
+    def _cross_kv(self, memory: EncoderOutput) -> list[tuple[Tensor, Tensor]]:
+        if "cross_kv" not in memory.cache:
+            kv = []
+            for layer in self.transformer.decoder.layers:
+                a = layer.cross_attn
+                kv.append((_heads(a, a.k_proj(memory.states)), _heads(a, a.v_proj(memory.states))))  # (B, H, S, D)
+            memory.cache["cross_kv"] = kv
+        return memory.cache["cross_kv"]
+
+    def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
+        R, dev, dt = origin.shape[0], memory.states.device, memory.states.dtype
+        state = []
+        for layer in self.transformer.decoder.layers:
+            a = layer.self_attn
+            empty = torch.zeros(R, a.n_heads, 0, a.head_dim, device=dev, dtype=dt)  # (R, H, 0, D)
+            state += [empty, empty]
+        return tuple(state)
+
+    def _extend(self, memory: EncoderOutput, state: State, token: Tensor, origin: Tensor) -> tuple[Tensor, State]:
+        t = state[0].shape[2]  # t tokens already in the prefix: this one is position t
+        if t >= self.cfg.max_len:
+            raise ValueError(f"TransformerSeq2Seq: decoding past max_len={self.cfg.max_len} positions")
+        x = self.target_embedding(token)[:, None] * self.scale + self.pos.pe[t].to(memory.states.dtype)  # (R, 1, d)
+        allowed = ~memory.padding_mask[origin][:, None, None, :]  # (R, 1, 1, S) True = attend
+        new_state: list[Tensor] = []
+        for i, (layer, (mk, mv)) in enumerate(zip(self.transformer.decoder.layers, self._cross_kv(memory))):
+            cache = (state[2 * i], state[2 * i + 1])
+            if layer.norm_first:
+                a, k, v = _self_attn_step(layer.self_attn, layer.norm1(x), *cache)
+                x = x + a
+                x = x + _cross_attn_step(layer.cross_attn, layer.norm2(x), mk[origin], mv[origin], allowed)
+                x = x + layer.ff(layer.norm3(x))
+            else:
+                a, k, v = _self_attn_step(layer.self_attn, x, *cache)
+                x = layer.norm1(x + a)
+                x = layer.norm2(x + _cross_attn_step(layer.cross_attn, x, mk[origin], mv[origin], allowed))
+                x = layer.norm3(x + layer.ff(x))
+            new_state += [k, v]
+        if self.transformer.decoder.norm is not None:
+            x = self.transformer.decoder.norm(x)
+        return self.project(x[:, 0]), tuple(new_state)
+
+
+def _heads(a: nn.Module, x: Tensor) -> Tensor:
+    """(R, L, d_model) -> (R, H, L, D) for attention module ``a``."""
+    return x.view(x.shape[0], x.shape[1], a.n_heads, a.head_dim).transpose(1, 2)
+
+
+def _self_attn_step(a: nn.Module, h: Tensor, k_cache: Tensor, v_cache: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One query position h (R, 1, d) attending over the cached keys/values (R, H, t, D) and its own.
+
+    Returns the attention output (R, 1, d) and the keys and values extended to (R, H, t + 1, D). No
+    mask is needed: every cached position is in the past.
+    """
+    q, k, v = _heads(a, a.q_proj(h)), _heads(a, a.k_proj(h)), _heads(a, a.v_proj(h))  # (R, H, 1, D)
+    k, v = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+    out = F.scaled_dot_product_attention(q, k, v)  # (R, H, 1, D)
+    return a.out_proj(out.transpose(1, 2).reshape(h.shape[0], 1, -1)), k, v
+
+
+def _cross_attn_step(a: nn.Module, h: Tensor, mk: Tensor, mv: Tensor, allowed: Tensor) -> Tensor:
+    """h (R, 1, d) attending over the memory's keys/values (R, H, S, D); allowed (R, 1, 1, S) True = attend."""
+    q = _heads(a, a.q_proj(h))
+    out = F.scaled_dot_product_attention(q, mk, mv, attn_mask=allowed)  # (R, H, 1, D)
+    return a.out_proj(out.transpose(1, 2).reshape(h.shape[0], 1, -1))
+
+
+def build_seq2seq(kind: Literal["rnn", "transformer"], cfg: RNNSeq2SeqConfig | TransformerSeq2SeqConfig,
+                  **overrides) -> Seq2SeqModel:
+    """``RNNSeq2Seq`` or ``TransformerSeq2Seq`` from its config (fields in ``overrides`` replaced).
+
+    Raises:
+        ValueError: unknown ``kind``, or a config of the other model.
+    """
+    cfg = replace(cfg, **overrides) if overrides else cfg
+    if kind == "rnn" and isinstance(cfg, RNNSeq2SeqConfig):
+        return RNNSeq2Seq(cfg)
+    if kind == "transformer" and isinstance(cfg, TransformerSeq2SeqConfig):
+        return TransformerSeq2Seq(cfg)
+    raise ValueError(f"kind must be 'rnn' (with RNNSeq2SeqConfig) or 'transformer' (with TransformerSeq2SeqConfig), "
+                     f"got {kind!r} with {type(cfg).__name__}")

@@ -1,0 +1,249 @@
+"""The phoneme-classification lab (HW2): the fast preset end to end on the small festival build, its report
+files, ``deepnotes eval`` on the build and on HW2-format files, exact resume of an interrupted rung, frame
+windows against the utterance tables, bad flags (exit status 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepnotes.cli import main
+from deepnotes.data.paths import data_root
+from deepnotes.data.phonemes import PHONEME_FRAMES_SMALL, FrameCorpus, write_hw2_libriphone
+from deepnotes.errors import DataError, UserError
+from deepnotes.labs import RunContext, load_config
+from deepnotes.labs.phoneme_classification import (
+    HW2_BASELINES,
+    PRESETS,
+    FrameWindows,
+    PhonemeConfig,
+    UtteranceBatches,
+    evaluate,
+    ladder_holds,
+    normalize_utterances,
+    prepare_data,
+    run,
+)
+from deepnotes.models.framewise import concat_frames
+from deepnotes.train.engine import IGNORE_INDEX
+
+
+def _cli(env_data: Path | None, *args, check=True):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if env_data is not None:
+        env["DEEPNOTES_DATA"] = str(env_data)
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+# ----------------------------------------------------------------------------------- data plumbing
+def _tiny_corpora():
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for split, lengths in (("train", [5, 3, 7]), ("validation", [4]), ("test", [6, 2])):
+        n = sum(lengths)
+        out[split] = FrameCorpus(torch.randn(n, 39, generator=g) * 3 + 1, torch.randint(0, 41, (n,), generator=g),
+                                 torch.tensor(lengths), tuple(f"{split}{i}" for i in range(len(lengths))))
+    return out
+
+
+def test_cmvn_normalizes_each_utterance():
+    c = _tiny_corpora()["train"]
+    out = normalize_utterances(c)
+    o = c.offsets.tolist()
+    for u in range(len(c)):
+        x = out[o[u]: o[u + 1]].double()
+        torch.testing.assert_close(x.mean(0), torch.zeros(39, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(39, dtype=torch.float64), atol=1e-5, rtol=0)
+
+
+def test_frame_windows_and_utterance_batches_match_each_utterance():
+    corpora = _tiny_corpora()
+    data = prepare_data(PhonemeConfig(), corpora, "tiny")
+    assert data.utt_split["test"].tolist() == [4, 5]
+    frames = data.frames("train")
+    windows = FrameWindows(data, 5, torch.device("cpu"))
+    x, y = windows(frames, data.labels[frames], True, None)
+    expected = torch.cat([concat_frames(data.features[int(data.offsets[u]): int(data.offsets[u + 1])], 5)
+                          for u in range(3)])
+    torch.testing.assert_close(x, expected, rtol=0, atol=0)  # windows never cross an utterance's edge
+    assert torch.equal(y, corpora["train"].labels)
+    (xb, lengths), yb = UtteranceBatches(data, torch.device("cpu"))(torch.tensor([1, 2]), None, True, None)
+    assert xb.shape == (2, 7, 39) and lengths.tolist() == [3, 7]
+    torch.testing.assert_close(xb[0, :3], data.features[5:8], rtol=0, atol=0)
+    assert (xb[0, 3:] == 0).all() and (yb[0, 3:] == IGNORE_INDEX).all()
+    assert torch.equal(yb[1], corpora["train"].labels[8:15])
+    # global statistics instead of CMVN: the training frames' mean and std, applied to every split
+    glob = prepare_data(PhonemeConfig(cmvn=False), corpora, "tiny")
+    tr = glob.features[glob.frames("train")].double()
+    torch.testing.assert_close(tr.mean(0), torch.zeros(39, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert glob.info["normalization"] == "global train mean/std" and len(glob.info["stats"][0]) == 39
+
+
+def test_ladder_holds():
+    r = lambda *accs: {f"r{i}": {"test": {"acc": a}} for i, a in enumerate(accs)}
+    assert ladder_holds(r(0.4, 0.5, 0.6)) is True
+    assert ladder_holds(r(0.4, 0.6, 0.5)) is False
+    assert ladder_holds(r(0.4)) is None
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A data root holding phoneme-frames-small (built once per test session; KJV linked from the user's)."""
+    if shutil.which("festival") is None:
+        pytest.skip("needs Debian's festival and voices (apt-get install festival festvox-kallpc16k "
+                    "festvox-kdlpc16k festvox-us-slt-hts festlex-cmu bible-kjv bible-kjv-text)")
+    root = tmp_path_factory.getbasetemp() / "phoneme-data"
+    if not root.is_dir():
+        root.mkdir()
+        if (data_root() / "kjv" / "kjv.tsv").is_file():
+            (root / "kjv").symlink_to(data_root() / "kjv")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEEPNOTES_DATA", str(root))
+        try:
+            PHONEME_FRAMES_SMALL.build(progress=False)
+        except DataError as e:
+            pytest.skip(f"festival or a voice is missing: {e}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fast_run(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ph")
+    stdout = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stdout):
+        mp.setenv("DEEPNOTES_DATA", str(small_data))
+        status = main(["run", "phoneme-classification", "--preset", "fast", "--no-progress", "--out", str(out)])
+    assert status == 0, stdout.getvalue()
+    (run_dir,) = list((out / "phoneme-classification").iterdir())
+    return run_dir, stdout.getvalue()
+
+
+def test_fast_preset_end_to_end(fast_run):
+    run_dir, stdout = fast_run
+    for rung in ("simple", "medium", "strong", "boss"):
+        assert f"[{rung}]" in stdout and "test accuracy" in stdout
+        for name in ("metrics.csv", "model.safetensors", "results.json", "checkpoints/epoch-0001/state.json"):
+            assert (run_dir / rung / name).is_file(), (rung, name)
+    for name in ("report.md", "config.json", "data.json", "results.json", "ladder.png", "confusion_matrix.png",
+                 "curves_simple.png", "curves_boss.png"):
+        assert (run_dir / name).is_file(), name
+    _, cfg = load_config(run_dir)
+    assert cfg.dataset == "phoneme-frames-small" and cfg.context == PRESETS["fast"]["context"]
+    data = json.loads((run_dir / "data.json").read_text())
+    assert (data["n_train_utterances"], data["n_validation_utterances"], data["n_test_utterances"]) == (20, 6, 10)
+    summary = json.loads((run_dir / "results.json").read_text())
+    boss = json.loads((run_dir / "boss" / "results.json").read_text())
+    assert boss["model"] == "FramewiseRNN" and boss["epochs"] == PRESETS["fast"]["rnn_epochs"]
+    cm = np.asarray(boss["test"]["confusion_matrix"])
+    assert cm.shape == (41, 41) and cm.sum() == data["n_test_frames"] == boss["test"]["n_frames"]
+    assert np.trace(cm) / cm.sum() == pytest.approx(boss["test"]["acc"])
+    assert summary["rungs"]["boss"]["test_acc"] == boss["test"]["acc"]
+    medium = json.loads((run_dir / "medium" / "results.json").read_text())
+    assert medium["model_config"]["context"] == 5 and medium["parameters"] == (5 * 39 * 32 + 32) + (32 * 32 + 32) + (32 * 41 + 41)
+    report = (run_dir / "report.md").read_text()
+    for text in ("ladder.png", "confusion_matrix.png", "curves_boss.png", f"{HW2_BASELINES['boss']:.5f}",
+                 f"{100 * boss['test']['acc']:.2f}%", "bi-LSTM 1 x 16"):
+        assert text in report, text
+
+
+def test_eval_on_the_build_and_on_hw2_files(fast_run, small_data, tmp_path, monkeypatch):
+    run_dir, _ = fast_run
+    monkeypatch.setenv("DEEPNOTES_DATA", str(small_data))
+    torch.set_num_threads(1)
+    m = evaluate(run_dir, None, torch.device("cpu"))
+    for rung in ("simple", "medium", "strong", "boss"):  # the run's own test split: the same accuracy
+        res = json.loads((run_dir / rung / "results.json").read_text())
+        assert m[f"{rung}_acc"] == pytest.approx(res["test"]["acc"], abs=1e-12)
+    assert (run_dir / "eval" / "phoneme-frames-small-test.json").is_file()
+    # the course's file layout, written from the small build: its validation split is scored
+    train, test = PHONEME_FRAMES_SMALL.load("validation"), PHONEME_FRAMES_SMALL.load("test")
+    folder = write_hw2_libriphone(tmp_path / "libriphone", train, test)
+    ev = evaluate(run_dir, str(folder), torch.device("cpu"))
+    assert ev["data"] == "libriphone-validation" and ev["split"] == "validation"
+    assert ev["n_frames"] == sum(int(n) for n in train.lengths[[train.utt_ids.index(u) for u in
+                                                               _hw2_val_ids(train.utt_ids)]])
+    assert all(0 <= ev[f"{r}_acc"] <= 1 for r in ("simple", "boss"))
+    with pytest.raises(UserError, match="not a phoneme dataset"):
+        evaluate(run_dir, str(tmp_path / "nowhere"), torch.device("cpu"))
+    assert main(["report", str(run_dir)]) == 0
+    assert "libriphone-validation" in (run_dir / "report.md").read_text()
+
+
+def _hw2_val_ids(ids):
+    from deepnotes.data.phonemes import hw2_train_val_split
+
+    return hw2_train_val_split(ids)[1]
+
+
+def test_resume_finishes_an_interrupted_rung_as_the_uninterrupted_run(fast_run, small_data, tmp_path, monkeypatch):
+    run_dir, _ = fast_run
+    monkeypatch.setenv("DEEPNOTES_DATA", str(small_data))
+    torch.set_num_threads(1)
+    cut = tmp_path / "cut"
+    shutil.copytree(run_dir, cut, ignore=shutil.ignore_patterns("eval", "tb"))
+    # what a run killed during the boss rung's epoch 2 leaves behind
+    shutil.rmtree(cut / "boss" / "checkpoints" / "epoch-0002")
+    for name in ("boss/model.safetensors", "boss/results.json", "results.json", "report.md"):
+        (cut / name).unlink()
+    lines = (cut / "boss" / "metrics.csv").read_text().splitlines()
+    (cut / "boss" / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")
+    stamp = (cut / "simple" / "results.json").stat().st_mtime_ns
+    logs: list[str] = []
+    _, cfg = load_config(cut)
+    run(cfg, RunContext(cut, torch.device("cpu"), resume=True, log=logs.append))
+    assert any("[simple] finished in an earlier session" in m for m in logs)
+    assert (cut / "simple" / "results.json").stat().st_mtime_ns == stamp  # not retrained
+    a = json.loads((run_dir / "boss" / "results.json").read_text())
+    b = json.loads((cut / "boss" / "results.json").read_text())
+    for split in ("validation", "test"):
+        assert a[split]["acc"] == b[split]["acc"] and a[split]["confusion_matrix"] == b[split]["confusion_matrix"]
+    strip = lambda text: [r.rsplit(",", 2)[0] for r in text.splitlines()]  # drop the timing columns
+    assert strip((run_dir / "boss" / "metrics.csv").read_text()) == strip((cut / "boss" / "metrics.csv").read_text())
+    assert (cut / "report.md").is_file()
+
+
+# ----------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs,match", [
+    ({"rungs": ("simple", "wizard")}, "--rungs"),
+    ({"rungs": ("simple", "simple")}, "--rungs"),
+    ({"context": 4}, "--context"),
+    ({"dropout": 1.0}, "--dropout"),
+    ({"rnn_hidden": 0}, "--rnn-hidden"),
+    ({"dataset": "mnist-subset"}, "--dataset"),
+])
+def test_bad_config_is_a_user_error_before_any_data_is_read(kwargs, match, tmp_path):
+    with pytest.raises(UserError, match=match):
+        run(PhonemeConfig(**kwargs), RunContext(tmp_path, torch.device("cpu")))
+
+
+def test_missing_hw2_folder_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="not a folder"):
+        run(PhonemeConfig(hw2_dir=str(tmp_path / "nowhere")), RunContext(tmp_path, torch.device("cpu")))
+
+
+def test_bad_flags_on_the_command_line(tmp_path, capsys):
+    proc = _cli(None, "run", "phoneme-classification", "--rungs", "simple,wizard", "--out", str(tmp_path),
+                check=False)
+    assert proc.returncode == 2 and "--rungs" in proc.stderr and "Traceback" not in proc.stderr
+    for flag, value in (("--rnn-cell", "transformer"), ("--context", "4"), ("--preset", "slow")):
+        try:
+            status = main(["run", "phoneme-classification", flag, value, "--out", str(tmp_path)])
+        except SystemExit as e:  # argparse's own errors
+            status = e.code
+        assert status == 2, flag
+        assert flag in capsys.readouterr().err

@@ -1,0 +1,195 @@
+"""The translation lab end to end through the CLI on the real ui-translations pairs (fast preset), and its parts."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepnotes.cli import main
+from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, UI_TRANSLATIONS
+from deepnotes.labs import load_config
+from deepnotes.labs.translation import best_model, make_batches, placeholder_accuracy, placeholders, score
+
+needs_data = pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
+                                reason="needs the ui-translations pairs: deepnotes data build ui-translations")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    if not UI_TRANSLATIONS.pairs_path().is_file():
+        pytest.skip("needs the ui-translations pairs: deepnotes data build ui-translations")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core machine, two intra-op threads mostly wait for each other
+    try:
+        out = tmp_path_factory.mktemp("runs")
+        assert main(["run", "translation", "--preset", "fast", "--out", str(out), "--no-progress"]) == 0
+        (found,) = list((out / "translation").iterdir())
+        yield found
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------- pure parts
+def test_placeholders_and_their_accuracy():
+    text = "cannot stat %s: %1$s %2$d %.250s %-10s %lu %zu 100%% %c, 50% done"
+    assert placeholders(text) == Counter(["%s", "%1$s", "%2$d", "%.250s", "%-10s", "%lu", "%zu", "%%", "%c"])
+    sources = ["open %s failed: %s", "%1$s to %2$s", "no placeholder here", "%d files"]
+    outputs = ["打开 %s 失败：%s", "%2$s 到 %1$s", "没有", "%s 个文件"]  # reordering is fine, %d -> %s is not
+    acc, n = placeholder_accuracy(sources, outputs)
+    assert (acc, n) == (2 / 3, 3)
+    assert placeholder_accuracy(["none"], ["无"]) == (None, 0)
+
+
+def test_score_uses_sacrebleu_zh_tokenization():
+    refs = ["无法打开文件 %s", "权限不够"]
+    perfect = score(["open %s", "x"], refs, refs)
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["chrf"] == pytest.approx(100.0)
+    # Chinese is scored per character: a hypothesis without spaces still gets partial credit
+    partial = score(["open %s", "x"], ["无法打开 %s", "权限"], refs)
+    assert 0 < partial["bleu"] < 100 and 0 < partial["chrf"] < 100 and partial["placeholder_acc"] == 1.0
+
+
+def test_make_batches_respects_the_token_budget_and_shifts_targets():
+    g = torch.Generator().manual_seed(0)
+    pairs = []
+    for _ in range(57):
+        s, t = int(torch.randint(1, 20, (1,), generator=g)), int(torch.randint(1, 20, (1,), generator=g))
+        pairs.append((torch.randint(4, 100, (s,), generator=g).tolist() + [EOS_ID],
+                       torch.randint(4, 100, (t,), generator=g).tolist()))
+    batches = make_batches(pairs, max_tokens=80, seed=0)
+    seen = []
+    for src, tin, tout in batches:
+        assert src.shape[0] * max(src.shape[1], tin.shape[1]) <= 80 or src.shape[0] == 1
+        assert tin.shape == tout.shape and (tin[:, 0] == BOS_ID).all()
+        for r in range(src.shape[0]):
+            s = src[r][src[r] != PAD_ID].tolist()
+            t = tout[r][tout[r] != -100].tolist()
+            assert t[-1] == EOS_ID and tin[r, 1:len(t)].tolist() == t[:-1]  # teacher forcing: shifted by one
+            assert (tin[r, len(t):] == PAD_ID).all()
+            seen.append((s, t[:-1]))
+    assert sorted(seen) == sorted(pairs)  # every pair exactly once
+    assert make_batches(pairs, 80, seed=0)[3][0].equal(batches[3][0])  # deterministic
+
+
+# ----------------------------------------------------------------------------------- end to end
+@needs_data
+def test_run_folder_results_and_report(run):
+    for name in ("config.json", "data.json", "spm.model", "spm.vocab", "test.en", "test.zh", "results.json",
+                 "report.md", "loss_curves.png", "bleu.png"):
+        assert (run / name).is_file(), name
+    data = json.loads((run / "data.json").read_text())
+    assert data["split"] == "by package" and data["vocab_size"] == 1500 and data["after_limits"]["train"] == 400
+    pk = {s: {p.split(" (")[0] for p in data["packages"][s]} for s in ("train", "val", "test")}
+    assert pk["test"] == {"coreutils", "dpkg", "tar", "wget"} and pk["val"] == {"libglib2.0-data", "sudo"}
+    assert not pk["train"] & (pk["val"] | pk["test"])
+    sources = (run / "test.en").read_text().split("\n")[:-1]
+    refs = (run / "test.zh").read_text().split("\n")[:-1]
+    assert len(sources) == len(refs) == data["scored_test_pairs"] == 40
+    res = json.loads((run / "results.json").read_text())
+    assert set(res["models"]) == {"rnn", "transformer"} and res["n_test"] == 40
+    for m, r in res["models"].items():
+        folder = run / "models" / m
+        assert (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
+        rows = (folder / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + 2  # header + 2 epochs
+        val = [float(row.split(",")[rows[0].split(",").index("val_loss")]) for row in rows[1:]]
+        assert val[1] < val[0] < math.log(1500) + 1  # it learns something
+        for decoder in ("greedy", "beam"):
+            hyps = (folder / f"test.{decoder}.zh").read_text().split("\n")[:-1]
+            assert len(hyps) == 40
+            t = r["test"][decoder]
+            recomputed = score(sources, hyps, refs)  # the saved outputs give the recorded scores
+            assert t["bleu"] == pytest.approx(recomputed["bleu"]) and t["chrf"] == pytest.approx(recomputed["chrf"])
+            assert t["placeholder_acc"] == recomputed["placeholder_acc"] and t["time_s"] > 0
+    report = (run / "report.md").read_text()
+    for text in ("## Test results", "| rnn", "| transformer", "beam 3, alpha 1", "not given in the notes",
+                 "](loss_curves.png)", "](bleu.png)", "## 5 sample translations", "coreutils (", "reference translations"):
+        assert text in report, text
+
+
+@needs_data
+def test_eval_on_the_test_split_and_on_ted2020_files_then_report(run, tmp_path):
+    assert main(["eval", str(run)]) == 0
+    again = json.loads((run / "eval" / "test.json").read_text())
+    res = json.loads((run / "results.json").read_text())
+    for m in ("rnn", "transformer"):  # deterministic decoding: the same scores as the run's
+        for decoder in ("greedy", "beam"):
+            assert again[f"{m}_{decoder}_bleu"] == pytest.approx(res["models"][m]["test"][decoder]["bleu"])
+    prefix = tmp_path / "train_dev.raw"
+    en = ["Cannot open file %s", "", "Permission denied", "word " * 200, "Show this help", "%d files removed"]
+    zh = ["无法打开文件 %s", "空", "权限不够", "很长", "显示此帮助", "已删除 %d 个文件"]
+    (tmp_path / "train_dev.raw.en").write_text("\n".join(en) + "\n", encoding="utf-8")
+    (tmp_path / "train_dev.raw.zh").write_text("\n".join(zh) + "\n", encoding="utf-8")
+    assert main(["eval", str(run), "--data", str(prefix)]) == 0
+    ted = json.loads((run / "eval" / "train_dev.raw.json").read_text())
+    assert ted["n"] == 4 and ted["skipped"] == 2  # the empty line and the over-long source
+    assert len((run / "eval" / "train_dev.raw" / "transformer.beam.zh").read_text().splitlines()) == 4
+    assert 0 <= ted["rnn_beam_bleu"] <= 100 and ted["reference_placeholder_acc"] == 1.0
+    (run / "report.md").unlink()
+    assert main(["report", str(run)]) == 0
+    report = (run / "report.md").read_text()
+    assert "## `deepnotes eval` results" in report and "train_dev.raw" in report
+    (tmp_path / "bad.zh").write_text("只有一行\n", encoding="utf-8")
+    (tmp_path / "bad.en").write_text("one\ntwo\n", encoding="utf-8")
+    assert main(["eval", str(run), "--data", str(tmp_path / "bad")]) == 2
+
+
+@needs_data
+def test_sample_translates_with_beam_search(run, capsys):
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prompt", "Cannot open file %s"]) == 0
+    first = capsys.readouterr().out
+    assert first.endswith("\n") and first.count("\n") == 1  # one translation (the fast models are weak)
+    res = json.loads((run / "results.json").read_text())["models"]
+    assert best_model(run, load_config(run)[1]) == max(res, key=lambda m: res[m]["test"]["beam"]["bleu"])
+    # beam search is deterministic: the sampling flags do not change it
+    assert main(["sample", str(run), "--prompt", "Cannot open file %s", "--seed", "7", "--temperature", "1.5"]) == 0
+    assert capsys.readouterr().out == first
+    assert main(["sample", str(run), "--prompt", "   "]) == 2
+    assert "--prompt must not be empty" in capsys.readouterr().err
+
+
+@needs_data
+def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys):
+    rnn_metrics = (run / "models" / "rnn" / "metrics.csv").read_text()
+    rnn_result = (run / "models" / "rnn" / "result.json").read_text()
+    capsys.readouterr()
+    assert main(["run", "translation", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[rnn] already finished, kept" in out and "[transformer] already finished, kept" in out
+    assert "epoch 1/2" not in out  # nothing retrained
+    assert (run / "models" / "rnn" / "metrics.csv").read_text() == rnn_metrics
+    # an interrupted transformer (no result, no checkpoint) is trained again; the rnn is kept
+    before = json.loads((run / "models" / "transformer" / "result.json").read_text())
+    (run / "models" / "transformer" / "result.json").unlink()
+    assert main(["run", "translation", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "[rnn] already finished, kept" in out and "[transformer] epoch 2/2" in out
+    after = json.loads((run / "models" / "transformer" / "result.json").read_text())
+    assert after["test"]["beam"]["bleu"] == pytest.approx(before["test"]["beam"]["bleu"])  # seeded: same model
+    assert (run / "models" / "rnn" / "result.json").read_text() == rnn_result
+    assert main(["run", "translation", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--models", "rnn,lstm"], "--models: unknown model 'lstm'"),
+    (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
+    (["--beam-size", "0"], "--beam-size must be >= 1"),
+    (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
+    (["--data", "/nonexistent/train_dev.raw"], "/nonexistent/train_dev.raw.en is missing"),
+])
+def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, flags, message):
+    assert main(["run", "translation", *flags, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unparsable_flag_values_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "translation", "--vocab-size", "many", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "--vocab-size" in capsys.readouterr().err
