@@ -95,8 +95,8 @@ def test_mlp_parameter_counts_by_hand():
     d = 11 * C  # 429 inputs
     medium = (d * 512 + 512) + 2 * (512 * 512 + 512) + (512 * K + K)
     assert _count(ladder_model("medium")) == medium
-    bn = 2 * 1024  # weight and bias of each BatchNorm1d
-    strong = (d * 1024 + 1024 + bn) + 3 * (1024 * 1024 + 1024 + bn) + (1024 * K + K)
+    bn = 2 * 512  # weight and bias of each BatchNorm1d
+    strong = (d * 512 + 512 + bn) + 3 * (512 * 512 + 512 + bn) + (512 * K + K)
     assert _count(ladder_model("strong")) == strong
 
 
