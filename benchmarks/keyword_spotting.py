@@ -4,7 +4,8 @@
     python benchmarks/keyword_spotting.py --threads 1 --models bcresnet --widths 1,2,3
 
 One training step = what the lab's engine does per batch: int16 clips -> float, speed perturbation,
-time shift, background noise, features (log-mel / dB spectrogram / none), SpecAugment, forward,
+time shift, background noise, features (log-mel / dB spectrogram / none; with the lab's default VTLP warp on
+the spectrogram models), SpecAugment, forward,
 cross-entropy, backward, SGD update. Synthetic clips (random noise shaped like speech levels) are enough
 for timing. Rows give the median wall time of ``--repeats`` steps after one warm-up, clips/s, and the
 process CPU time per clip (a steadier figure than wall time on a shared machine). Prints a Markdown table.
