@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import types
 import typing
@@ -159,7 +160,14 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
         run_dir = distr.broadcast_object(str(run_dir), info)
         ctx = labs_mod.RunContext(Path(run_dir), device, info, resume=bool(args.resume))
         torch.manual_seed(cfg.seed)
-        lab.run(cfg, ctx)
+        try:
+            lab.run(cfg, ctx)
+        except UserError:
+            # a user's mistake found before anything was produced: leave no empty run folder behind
+            fresh = info.is_main and not args.resume
+            if fresh and {p.name for p in Path(run_dir).iterdir()} <= {"config.json"}:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     finally:
         distr.teardown()
     return 0
