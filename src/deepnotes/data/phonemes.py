@@ -66,6 +66,7 @@ festival's start-up is paid once per shard), with a tqdm progress bar on a termi
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -87,10 +88,14 @@ from tqdm import tqdm
 
 from deepnotes.audio import MFCCWithDeltas
 from deepnotes.data.download import sha256_file
-from deepnotes.data.paths import data_root
 from deepnotes.data.speech import read_wav
-from deepnotes.data.speech_build import FESTIVAL_VOICE_PACKAGES, engine_versions, verify_manifest
-from deepnotes.errors import DataError, UserError
+from deepnotes.data.speech_build import (
+    FESTIVAL_VOICE_PACKAGES,
+    BuiltDatasetStatus,
+    engine_versions,
+    verify_manifest,
+)
+from deepnotes.errors import DataError
 from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 # ----------------------------------------------------------------------------------------------------------
@@ -319,10 +324,6 @@ class PhonemeGrid:
                 "voices": [v.to_json() for v in self.voices]}
 
 
-def _grid(*values: Sequence) -> tuple[tuple, ...]:
-    return tuple((a, b) for a in values[0] for b in values[1])
-
-
 def default_grid() -> PhonemeGrid:
     """The grid of ``deepnotes data build phoneme-frames``: 2,610 utterances.
 
@@ -330,7 +331,7 @@ def default_grid() -> PhonemeGrid:
     110 verses, + 10 each for validation); cmu_us_slt_arctic_hts, speed 0.9, 1.0, 1.1 (3 x 300, + 30 each
     for validation). test: ked_diphone, the 9 diphone settings x 60 verses.
     """
-    diphone = _grid((0.9, 1.0, 1.15), (90, 110, 130))
+    diphone = tuple(itertools.product((0.9, 1.0, 1.15), (90, 110, 130)))
     return PhonemeGrid((
         PhonemeVoice("kal_diphone", "train", diphone, 110, 10),
         PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((0.9, None), (1.0, None), (1.1, None)), 300, 30),
@@ -645,7 +646,7 @@ def read_phoneme_frames(root: str | os.PathLike[str], split: str) -> FrameCorpus
 
 
 @dataclass(frozen=True)
-class PhonemeFramesInfo:
+class PhonemeFramesInfo(BuiltDatasetStatus):
     """Where the synthesized phoneme set lives, whether it is here, how to build and read it (``deepnotes data``)."""
 
     name: str = "phoneme-frames"
@@ -654,19 +655,6 @@ class PhonemeFramesInfo:
     grid: PhonemeGrid = field(default_factory=default_grid, repr=False)
     source: str = "Debian festival (voices kal_diphone, cmu_us_slt_arctic_hts, ked_diphone) + KJV text"
     license: str = "generated here; festival's voices and the KJV text are free (see /usr/share/doc/PKG/copyright)"
-
-    def cache_dir(self) -> Path:
-        return data_root() / self.name
-
-    def manifest_path(self) -> Path:
-        return self.cache_dir() / "manifest.json"
-
-    def status(self) -> str:
-        if self.manifest_path().is_file():
-            return f"present at {self.cache_dir()}"
-        if self.cache_dir().is_dir():
-            return f"partly built at {self.cache_dir()} (run `deepnotes data build {self.name}` to finish)"
-        return "missing"
 
     def how_to_get(self) -> str:
         return "\n".join([

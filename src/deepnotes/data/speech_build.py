@@ -57,6 +57,7 @@ split: a sanity check of the generated set and a baseline for keyword-spotting m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -244,10 +245,6 @@ class SpeechGrid:
                 "voices": [v.to_json() for v in self.voices]}
 
 
-def _grid(*values: Sequence) -> tuple[tuple, ...]:
-    return tuple((a, b) for a in values[0] for b in values[1])
-
-
 def default_grid() -> SpeechGrid:
     """The grid of ``deepnotes data build speech-keywords``: 594 voice settings x 35 words = 20,790 clips.
 
@@ -257,17 +254,17 @@ def default_grid() -> SpeechGrid:
     10 speeds 0.7 ... 1.3.
     """
     voices = []
-    espeak = _grid((140, 185), (35, 65))
+    espeak = tuple(itertools.product((140, 185), (35, 65)))
     for variant in ESPEAK_VARIANTS:
         held_out = f"espeak-ng+{variant}" in SPEAKER_SPLITS
         for accent in ESPEAK_HELD_OUT_ACCENTS if held_out else ESPEAK_ACCENTS:
             voices.append(SynthVoice("espeak-ng", accent, variant, espeak))
-    flite = _grid((0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5), (0.8, 0.9, 1.0, 1.12, 1.25))
+    flite = tuple(itertools.product((0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5), (0.8, 0.9, 1.0, 1.12, 1.25)))
     for name in ("kal", "kal16", "awb", "slt"):
         voices.append(SynthVoice("flite", name, "", flite))
     voices.append(SynthVoice("flite", "rms", "", tuple(
         (r, None) for r in (0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.3, 1.4, 1.5))))
-    diphone = _grid((0.85, 1.0, 1.15, 1.3, 1.45, 1.6), (85, 105, 125, 145))
+    diphone = tuple(itertools.product((0.85, 1.0, 1.15, 1.3, 1.45, 1.6), (85, 105, 125, 145)))
     voices.append(SynthVoice("festival", "kal_diphone", "", diphone))
     voices.append(SynthVoice("festival", "ked_diphone", "", diphone))
     voices.append(SynthVoice("festival", "cmu_us_slt_arctic_hts", "", tuple(
@@ -450,16 +447,11 @@ def _write_clip(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SpeechKeywordsInfo:
-    """Where the synthesized keyword set lives, whether it is here, and how to build it (``deepnotes data``)."""
+class BuiltDatasetStatus:
+    """``cache_dir``, ``manifest_path`` and ``status`` of a dataset built here into ``data_root()/name``, finished
+    when its manifest.json exists (speech-keywords, phoneme-frames). The class using it has a ``name``."""
 
-    name: str = "speech-keywords"
-    description: str = ("the 35 Speech Commands v2 words synthesized by espeak-ng, flite and festival "
-                        "(20,790 clips, split by voice; Speech Commands layout)")
-    grid: SpeechGrid = field(default_factory=default_grid, repr=False)
-    source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
-    license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
+    name: str
 
     def cache_dir(self) -> Path:
         return data_root() / self.name
@@ -473,6 +465,18 @@ class SpeechKeywordsInfo:
         if self.cache_dir().is_dir():
             return f"partly built at {self.cache_dir()} (run `deepnotes data build {self.name}` to finish)"
         return "missing"
+
+
+@dataclass(frozen=True)
+class SpeechKeywordsInfo(BuiltDatasetStatus):
+    """Where the synthesized keyword set lives, whether it is here, and how to build it (``deepnotes data``)."""
+
+    name: str = "speech-keywords"
+    description: str = ("the 35 Speech Commands v2 words synthesized by espeak-ng, flite and festival "
+                        "(20,790 clips, split by voice; Speech Commands layout)")
+    grid: SpeechGrid = field(default_factory=default_grid, repr=False)
+    source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
+    license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
 
     def how_to_get(self) -> str:
         return "\n".join([
