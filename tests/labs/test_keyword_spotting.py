@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from deepnotes.labs import RunContext
 from deepnotes.labs.keyword_spotting import (
     FeatureExtractor,
     KeywordSpottingConfig,
+    engine_weights,
     engines_of,
     load_eval_folder,
     mix_noise,
@@ -307,6 +309,7 @@ def test_resume_from_epoch_one_repeats_the_uninterrupted_run(fast_run, tmp_path)
     ({"width": 0.0}, "--width"),
     ({"max_time_mask": 2.0}, "--max-time-mask"),
     ({"vtlp": 0.6}, "--vtlp"),
+    ({"engine_power": 1.5}, "--engine-power"),
     ({"model": "m5", "feature_norm": "band"}, "--feature-norm"),
     ({"dataset": "mnist-subset"}, "not a speech dataset"),
     ({"dataset": "no-such-set"}, "unknown dataset"),
@@ -336,3 +339,18 @@ def test_engines_of_reads_the_manifest(small_build, tmp_path):
     engines = engines_of(small_build, files)
     assert set(engines) == {"espeak-ng", "flite", "festival"} and len(engines) == len(files)
     assert engines_of(tmp_path, files) is None  # no manifest.json: a real Speech Commands folder
+
+
+def test_engine_weights_give_each_engine_its_share(small_build, tmp_path):
+    files = sorted(str(f.relative_to(small_build)) for f in small_build.glob("*/*_nohash_*.wav"))
+    engines = engines_of(small_build, files)
+    counts = Counter(engines)
+    assert len(set(counts.values())) > 1  # unequal engines, or the test proves nothing
+    for power in (0.0, 0.5, 1.0):
+        w = engine_weights(small_build, files, power)
+        total = {e: sum(float(wi) for wi, ei in zip(w, engines) if ei == e) for e in counts}
+        want = {e: n ** power for e, n in counts.items()}
+        for e in counts:
+            assert total[e] / sum(total.values()) == pytest.approx(want[e] / sum(want.values()))
+    with pytest.raises(UserError, match="manifest.json"):
+        engine_weights(tmp_path, files, 0.5)

@@ -40,6 +40,8 @@ MAKERS = {
     "rnn-readable": lambda **kw: _rnn(fused=False, **kw),
     "transformer-prenorm": _transformer,
     "transformer-postnorm": lambda **kw: _transformer(norm_first=False, **kw),
+    "rnn-copy": lambda **kw: _rnn(copy=True, **kw),
+    "transformer-copy": lambda **kw: _transformer(copy=True, **kw),
 }
 
 
@@ -121,7 +123,7 @@ def test_step_logits_and_incremental_cache_equal_forward(name):
     assert step.rebuilt == 2
 
 
-@pytest.mark.parametrize("name", ["rnn", "transformer-prenorm"])
+@pytest.mark.parametrize("name", ["rnn", "transformer-prenorm", "rnn-copy", "transformer-copy"])
 def test_generate_cached_equals_uncached(name):
     model = _model(name)
     src, _ = _batch()
@@ -207,7 +209,41 @@ def test_shared_and_tied_weights_are_stored_once_and_save_as_safetensors(kind):
     assert sep((src, tgt)).shape == (3, 5, 31) and sep.tgt_embed.num_embeddings == 31
 
 
+@pytest.mark.parametrize("name", ["rnn-copy", "transformer-copy"])
+def test_copy_outputs_are_the_pointer_generator_mixture(name):
+    """With copy, the outputs are log-probabilities (rows sum to 1), and they equal
+    p_gen softmax(vocabulary logits) + (1 - p_gen) Σ_{s: src_s = w} a_s: pushing the gate to "copy"
+    puts all the mass on the row's source tokens, pushing it to "generate" gives the model without copy."""
+    model = _model(name)
+    src, tgt = _batch()
+    out = model((src, tgt))
+    torch.testing.assert_close(out.exp().sum(-1), torch.ones(3, 5, dtype=torch.float64))
+    with torch.no_grad():
+        model.pointer.bias.fill_(-60.0)  # p_gen ~ 0: copy only
+    copied = model((src, tgt)).exp()
+    for b in range(3):
+        in_src = torch.zeros(V, dtype=torch.bool)
+        in_src[src[b][src[b] != PAD]] = True
+        torch.testing.assert_close(copied[b][:, in_src].sum(-1), torch.ones(5, dtype=torch.float64))
+    with torch.no_grad():
+        model.pointer.bias.fill_(60.0)  # p_gen ~ 1: the vocabulary softmax of the model without copy
+    plain = _model(name.replace("-copy", "-readable" if name.startswith("rnn") else "-prenorm"))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith(("pointer.", "copy_"))})
+    torch.testing.assert_close(model((src, tgt)), torch.log_softmax(plain((src, tgt)), dim=-1))
+    # the gate and the copy attention learn: they get gradients
+    model.train()
+    model.pointer.bias.data.zero_()
+    model((src, tgt))[..., 5].sum().backward()
+    for n, p in model.named_parameters():
+        if n.startswith(("pointer.", "copy_")):
+            assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
 def test_errors():
+    with pytest.raises(ValueError, match="copy needs one joint vocabulary"):
+        TransformerSeq2Seq(TransformerSeq2SeqConfig(10, d_model=8, n_heads=2, tgt_vocab_size=12,
+                                                    share_embeddings=False, copy=True))
     with pytest.raises(ValueError, match="share_embeddings needs one joint vocabulary"):
         RNNSeq2Seq(RNNSeq2SeqConfig(10, tgt_vocab_size=12))
     with pytest.raises(ValueError, match="dropout must be in"):
@@ -229,7 +265,7 @@ def test_errors():
         build_seq2seq("lstm", RNNSeq2SeqConfig(10))
 
 
-@pytest.mark.parametrize("kind", ["rnn", "transformer"])
+@pytest.mark.parametrize("kind", ["rnn", "transformer", "transformer-copy"])
 def test_tiny_overfit_then_greedy_and_beam_reproduce_the_targets(kind):
     """20 toy pairs (target = source reversed, +1 mod the symbols): 150 full-batch steps suffice (~75 needed)."""
     g = torch.Generator().manual_seed(0)
@@ -251,7 +287,8 @@ def test_tiny_overfit_then_greedy_and_beam_reproduce_the_targets(kind):
         model = RNNSeq2Seq(RNNSeq2SeqConfig(V, embedding_dim=32, hidden_size=32, dropout=0.0))
     else:
         model = TransformerSeq2Seq(TransformerSeq2SeqConfig(V, d_model=32, n_heads=2, num_encoder_layers=1,
-                                                            num_decoder_layers=1, dim_feedforward=64, dropout=0.0))
+                                                            num_decoder_layers=1, dim_feedforward=64, dropout=0.0,
+                                                            copy=kind == "transformer-copy"))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2 if kind == "rnn" else 3e-3)
     model.train()
     for _ in range(150):

@@ -167,6 +167,24 @@ def test_sequence_logits_and_fixed_steps_per_epoch(tmp_path):
         Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {}, torch.device("cpu"), steps_per_epoch=0)
 
 
+def test_sample_weights_draw_in_proportion_repeatably(tmp_path):
+    x, y = _data()
+    w = torch.zeros(96)
+    w[:8], w[8:16] = 1.0, 3.0  # 8 examples of weight 1, 8 of weight 3, the rest never drawn
+    cfg = TrainConfig(epochs=2, batch_size=16, progress=False)
+    trainer = Trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), log=lambda m: None,
+                      sample_weights=w, steps_per_epoch=250)
+    drawn = torch.cat(list(trainer._batches(0)))
+    assert len(drawn) == 4000 and int(drawn.max()) < 16  # zero weight: never drawn
+    share = float((drawn >= 8).double().mean())
+    assert 0.72 < share < 0.78  # expected 3/4 (binomial sd 0.007)
+    assert torch.equal(drawn, torch.cat(list(trainer._batches(0))))  # the same epoch draws the same (resume)
+    assert not torch.equal(drawn, torch.cat(list(trainer._batches(1))))
+    for bad, match in ((torch.ones(5), "5 entries for 96"), (-w, ">= 0"), (torch.zeros(96), "not all 0")):
+        with pytest.raises(ValueError, match=match):
+            Trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), sample_weights=bad)
+
+
 def test_padding_targets_count_in_neither_loss_nor_accuracy():
     from deepnotes.train.engine import IGNORE_INDEX, EpochStats
 

@@ -38,6 +38,7 @@ import json
 import math
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -117,6 +118,9 @@ class KeywordSpottingConfig(TrainConfig):
     feature_norm: Literal["global", "utterance", "band"] = option(
         "global", "feature normalization: one mean/std from the training set, each clip's own mean/std, or each "
         "clip's mean/std per frequency band over time (cepstral mean and variance normalization)")
+    engine_power: float = option(1.0, "re-balance the synthesizers: each engine's share of the training draws is "
+                                 "proportional to its clip count to this power (1 = as in the data, one pass per "
+                                 "epoch; 0 = equal shares, drawn with replacement); needs a speech-keywords manifest")
     time_shift_ms: float = option(100.0, "augmentation: shift each clip by up to this many ms either way (0 disables)")
     noise_prob: float = option(0.8, "augmentation: share of training clips mixed with background noise (0 disables)")
     snr_db: tuple[float, ...] = option((5.0, 30.0), "augmentation: the noise's signal-to-noise ratio, uniform in this "
@@ -529,6 +533,23 @@ def engines_of(root: Path, files: Sequence[str]) -> list[str] | None:
     return [by_hash.get(Path(f).name.split("_nohash_")[0], "other") for f in files]
 
 
+def engine_weights(root: Path, files: Sequence[str], power: float) -> torch.Tensor:
+    """Per-clip sampling weights (N,) that give engine e the share ``n_e ** power / sum_f n_f ** power``.
+
+    Each clip of engine e weighs ``n_e ** (power - 1)``: power 1 gives equal weights (the data's own
+    shares), 0 equal shares per engine (the temperature sampling of multilingual training).
+
+    Raises:
+        UserError: the folder has no speech-keywords ``manifest.json`` saying which engine made each clip.
+    """
+    engines = engines_of(root, files)
+    if engines is None:
+        raise UserError(f"--engine-power needs {Path(root) / 'manifest.json'} (a `deepnotes data build speech-keywords` "
+                        "folder) to know each clip's synthesizer; use --engine-power 1 with other folders")
+    counts = Counter(engines)
+    return torch.tensor([float(counts[e]) ** (power - 1.0) for e in engines], dtype=torch.float64)
+
+
 def load_noise(root: Path, log) -> list[torch.Tensor]:
     """The folder's background-noise recordings, each at least 1 s (an empty list when it has none)."""
     if not (root / BACKGROUND_NOISE_DIR).is_dir():
@@ -567,6 +588,7 @@ def _validate(cfg: KeywordSpottingConfig) -> None:
         (0 <= cfg.vtlp < 0.5, "--vtlp must be in [0, 0.5)"),
         (not (cfg.feature_norm == "band" and cfg.model == "m5"),
          "--feature-norm band needs a spectrogram model (--model bcresnet or cnn); use global or utterance with m5"),
+        (0 <= cfg.engine_power <= 1, "--engine-power must be in [0, 1] (1 = no re-balancing)"),
         (0 <= cfg.noise_prob <= 1, "--noise-prob must be in [0, 1]"),
         (len(cfg.snr_db) == 2 and cfg.snr_db[0] <= cfg.snr_db[1], "--snr-db must be two values low,high with low <= high"),
         (cfg.freq_masks >= 0 and cfg.time_masks >= 0, "--freq-masks and --time-masks must be >= 0"),
@@ -770,8 +792,16 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     log(f"model {cfg.model}: {n_params:,} parameters; device {ctx.device}"
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
     prep = BatchPreparer(cfg, features, noise, ctx.device, use_cpu_bf16(cfg, ctx.device))
+    weights = None
+    if cfg.engine_power != 1.0:
+        weights = engine_weights(root, train.files, cfg.engine_power)
+        shares = Counter()
+        for e, w in zip(engines_of(root, train.files) or [], weights.tolist()):
+            shares[e] += w / float(weights.sum())
+        log("training draws per engine: " + ", ".join(f"{e} {100 * v:.1f}%" for e, v in sorted(shares.items())))
     trainer = Trainer(cfg, model, ctx.run_dir, (train.clips, train.labels), prep,
-                      {"val": (val.clips, val.labels)}, ctx.device, ctx.info, log, eval_batch_size=256)
+                      {"val": (val.clips, val.labels)}, ctx.device, ctx.info, log, eval_batch_size=256,
+                      sample_weights=weights)
     if ctx.resume:
         trainer.resume()
     t0 = time.perf_counter()

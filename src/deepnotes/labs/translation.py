@@ -151,6 +151,8 @@ class TranslationConfig:
     decoder_layers: int = option(3, "Transformer decoder layers")
     dim_feedforward: int = option(512, "Transformer feed-forward hidden size")
     norm_first: bool = option(True, "pre-norm Transformer layers (False: post-norm, as the paper)")
+    copy: tuple[str, ...] = option((), "models given a copy mechanism (pointer-generator over the source tokens, "
+                                   "See et al. 2017), comma-separated from: rnn, transformer; \"\" = none")
     beam_size: int = option(5, "beams per sentence of beam search")
     length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search")
     max_len_a: float = option(1.2, "decode at most a * |source| + b tokens: a")
@@ -200,9 +202,10 @@ def _validate(cfg: TranslationConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    for m in cfg.models:
-        if m not in MODELS:
-            raise UserError(f"--models: unknown model {m!r}; choose from {', '.join(MODELS)}")
+    for flag, names in (("--models", cfg.models), ("--copy", cfg.copy)):
+        for m in names:
+            if m not in MODELS:
+                raise UserError(f"{flag}: unknown model {m!r}; choose from {', '.join(MODELS)}")
     for name in ("rnn_embedding_dim", "rnn_hidden_size", "rnn_layers", "d_model", "n_heads", "encoder_layers",
                  "decoder_layers", "dim_feedforward"):
         if getattr(cfg, name) < 1:
@@ -384,11 +387,12 @@ def build_model(name: str, cfg: TranslationConfig, vocab_size: int) -> Seq2SeqMo
     if name == "rnn":
         return RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size, embedding_dim=cfg.rnn_embedding_dim,
                                            hidden_size=cfg.rnn_hidden_size, num_layers=cfg.rnn_layers,
-                                           dropout=cfg.dropout, pad_id=PAD_ID))
+                                           dropout=cfg.dropout, pad_id=PAD_ID, copy="rnn" in cfg.copy))
     return TransformerSeq2Seq(TransformerSeq2SeqConfig(
         vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, num_encoder_layers=cfg.encoder_layers,
         num_decoder_layers=cfg.decoder_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
-        norm_first=cfg.norm_first, max_len=max(1024, 2 * cfg.max_len + cfg.max_len_b + 2), pad_id=PAD_ID))
+        norm_first=cfg.norm_first, max_len=max(1024, 2 * cfg.max_len + cfg.max_len_b + 2), pad_id=PAD_ID,
+        copy="transformer" in cfg.copy))
 
 
 def _train_config(name: str, cfg: TranslationConfig) -> TrainConfig:
@@ -511,7 +515,8 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
                       prefix, optimizer=make_optimizer(model, name, cfg),
                       lr_schedule=make_lr_schedule(name, cfg, n_tr * cfg.epochs), eval_batch_size=1)
     n_params = count_parameters(model)
-    log(f"[{name}] {MODEL_LABELS[name]}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
+    label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "")
+    log(f"[{name}] {label}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
         f"x {cfg.epochs} epochs")
     if resuming:
         trainer.resume()
@@ -522,7 +527,7 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     for decoder, hyps in outputs.items():
         _write_lines(folder / f"test.{decoder}.zh", hyps)
     last = trainer.history[-1]
-    result = {"model": name, "label": MODEL_LABELS[name], "parameters": n_params, "updates": trainer.step,
+    result = {"model": name, "label": label, "parameters": n_params, "updates": trainer.step,
               "train_time_s": train_time, "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
               "final_val_acc": last["val_acc"], "test": metrics}
     write_json_atomic(folder / "result.json", result)
@@ -728,7 +733,7 @@ def report(run_dir: Path) -> Path:
             rows.append([m, label, f"{t['bleu']:.2f}", f"{t['chrf']:.1f}", _fmt_pct(t["placeholder_acc"]),
                          f"{t['time_s']:.1f}", f"{t['sentences_per_s']:.1f}"])
     rows.append(["reference translations", "-", "100", "100", _fmt_pct(res.get("reference_placeholder_acc")), "-", "-"])
-    train_rows = [[m, MODEL_LABELS[m], f"{models[m]['parameters']:,}", models[m]["updates"],
+    train_rows = [[m, models[m].get("label", MODEL_LABELS[m]), f"{models[m]['parameters']:,}", models[m]["updates"],
                    f"{models[m]['train_time_s']:.0f}", f"{models[m]['final_train_loss']:.3f}",
                    f"{models[m]['final_val_loss']:.3f}", f"{100 * models[m]['final_val_acc']:.1f}%"] for m in names]
     a, n = info["after_length_filter"], info["pairs_per_split"]

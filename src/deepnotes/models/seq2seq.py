@@ -55,6 +55,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deepnotes.nn.attention import SinusoidalPositionalEncoding
+from deepnotes.nn.copy import PointerGenerator, pointer_generator_log_probs
 from deepnotes.nn.decoding import beam_search, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
@@ -82,6 +83,7 @@ class EncoderOutput:
         states: (B, S, C) encoder outputs (C = 2H for the RNN, d_model for the Transformer).
         padding_mask: (B, S) bool, True at source padding.
         init_state: the RNN decoder's initial state (num_layers, B, 2H); None for the Transformer.
+        src: (B, S) the source token ids (the copy mechanism copies them); None when not needed.
         cache: per-memory values computed once for decoding (the Transformer's cross-attention keys
             and values), filled lazily.
     """
@@ -89,16 +91,18 @@ class EncoderOutput:
     states: Tensor
     padding_mask: Tensor
     init_state: Tensor | None = None
+    src: Tensor | None = None
     cache: dict = field(default_factory=dict)
 
     def select(self, origin: Tensor) -> "EncoderOutput":
         """The memory of rows ``origin`` (R,): row r is example ``origin[r]`` (a batch of R)."""
         return EncoderOutput(self.states[origin], self.padding_mask[origin],
-                             None if self.init_state is None else self.init_state[:, origin])
+                             None if self.init_state is None else self.init_state[:, origin],
+                             None if self.src is None else self.src[origin])
 
 
 def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings: bool, pad_id: int,
-                  dropout: float) -> None:
+                  dropout: float, copy: bool = False) -> None:
     if vocab_size < 1 or (tgt_vocab_size is not None and tgt_vocab_size < 1):
         raise ValueError(f"vocab sizes must be >= 1, got vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}")
     if share_embeddings and tgt_vocab_size not in (None, vocab_size):
@@ -108,6 +112,9 @@ def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings:
         raise ValueError(f"pad_id={pad_id} must be a token id of both vocabularies")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if copy and tgt_vocab_size not in (None, vocab_size):
+        raise ValueError(f"copy needs one joint vocabulary (a source id is a target id), got vocab_size={vocab_size} "
+                         f"and tgt_vocab_size={tgt_vocab_size}")
 
 
 def _check_inputs(inputs, name: str) -> tuple[Tensor, Tensor]:
@@ -151,6 +158,19 @@ class Seq2SeqModel(nn.Module):
     @property
     def target_embedding(self) -> nn.Embedding:
         return self.src_embed if self.tgt_embed is None else self.tgt_embed
+
+    def _mix_copy(self, logits: Tensor, attention: Tensor, memory: EncoderOutput, gate_logit: Tensor) -> Tensor:
+        """Pointer-generator output (See et al. 2017, eq. 9) over the joint vocabulary.
+
+        ``P(w) = p_gen softmax(logits)_w + (1 - p_gen) Σ_{s: src_s = w} a_s``: with one subword vocabulary
+        for both languages every source token has an id, so no extended vocabulary is needed.
+
+        Shapes: logits (B, T, V), attention (B, T, S), gate_logit (B, T, 1) -> log-probabilities (B, T, V),
+        which the cross-entropy and the decoders take as logits (``log_softmax`` leaves them unchanged).
+        """
+        if memory.src is None:
+            raise ValueError(f"{type(self).__name__}: the copy mechanism needs the source ids in EncoderOutput.src")
+        return pointer_generator_log_probs(logits, attention, memory.src[:, None, :], gate_logit, n_oov=0)
 
     def project(self, h: Tensor) -> Tensor:
         """Output projection: (…, C) -> logits (…, V), through the target embedding when tied."""
@@ -295,6 +315,10 @@ class RNNSeq2SeqConfig:
         pad_id: padding token id.
         fused: run the GRUs over whole sequences with torch's fused kernel (``torch.nn.GRU`` called with
             this module's parameters; tested equal to our GRU), instead of our step-by-step GRU.
+        copy: a pointer-generator output (See et al. 2017): the attention weights a_ts double as a
+            distribution for copying source tokens, mixed with the vocabulary softmax by the gate
+            ``p_gen = σ(w_h·c_t + w_s·o_t + w_x·Emb(y_{t-1}) + b)``; the model then returns
+            log-probabilities in place of logits. Needs one joint vocabulary.
     """
 
     vocab_size: int
@@ -307,6 +331,7 @@ class RNNSeq2SeqConfig:
     tie_output: bool = True
     pad_id: int = 0
     fused: bool = True
+    copy: bool = False
 
 
 class RNNSeq2Seq(Seq2SeqModel):
@@ -331,7 +356,7 @@ class RNNSeq2Seq(Seq2SeqModel):
 
     def __init__(self, cfg: RNNSeq2SeqConfig):
         super().__init__()
-        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout)
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy)
         if cfg.embedding_dim < 1 or cfg.hidden_size < 1 or cfg.num_layers < 1:
             raise ValueError(f"embedding_dim, hidden_size, num_layers must be >= 1, got {cfg.embedding_dim}, "
                              f"{cfg.hidden_size}, {cfg.num_layers}")
@@ -344,6 +369,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.attn_score = nn.Linear(2 * H, 2 * H, bias=False)  # W_a of the "general" score
         self.attn_combine = nn.Linear(4 * H, E, bias=False)  # W_c: [c_t ; o_t] -> h̃_t
         self.dropout = nn.Dropout(cfg.dropout)
+        self.pointer = PointerGenerator(2 * H, embed_size=E, context_size=2 * H) if cfg.copy else None
         self._twins: dict[str, nn.Module] = {}  # torch.nn.GRU shells for the fused path (not submodules)
 
     def _gru(self, name: str, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -371,22 +397,25 @@ class RNNSeq2Seq(Seq2SeqModel):
         L = self.cfg.num_layers
         h0 = h_n.view(L, 2, *h_n.shape[1:])  # (L, 2, B, H): forward final, backward final
         h0 = torch.cat([h0[:, 0], h0[:, 1]], dim=-1)  # (L, B, 2H)
-        return EncoderOutput(states, pad, init_state=h0)
+        return EncoderOutput(states, pad, init_state=h0, src=src)
 
-    def _attend(self, o: Tensor, memory: EncoderOutput) -> Tensor:
-        """Luong attention and output: decoder states o (B, T, 2H) -> logits (B, T, V)."""
+    def _attend(self, o: Tensor, memory: EncoderOutput, x: Tensor) -> Tensor:
+        """Luong attention and output: decoder states o (B, T, 2H), inputs x (B, T, E) -> logits (B, T, V)."""
         scores = self.attn_score(o) @ memory.states.transpose(1, 2)  # (B, T, S) = o_t^T W_a^T e_s
         scores = scores.masked_fill(memory.padding_mask[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, T, S)
         context = weights @ memory.states  # (B, T, 2H)
         h_tilde = torch.tanh(self.attn_combine(torch.cat([context, o], dim=-1)))  # (B, T, E)
-        return self.project(self.dropout(h_tilde))
+        logits = self.project(self.dropout(h_tilde))
+        if self.pointer is None:
+            return logits
+        return self._mix_copy(logits, weights, memory, self.pointer.gate_logit(o, context, x))
 
     def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V)."""
         x = self.dropout(self.target_embedding(tgt_in))  # (B, T, E)
         o, _ = self._gru("decoder", x, memory.init_state.contiguous(), None)  # (B, T, 2H)
-        return self._attend(o, memory)
+        return self._attend(o, memory, x)
 
     def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
         return (memory.init_state[:, origin].transpose(0, 1),)  # (R, L, 2H)
@@ -395,7 +424,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         x = self.target_embedding(token)[:, None]  # (R, 1, E)
         h = state[0].transpose(0, 1).contiguous()  # (L, R, 2H)
         o, h = self.decoder(x, h)  # our GRU, one step: (R, 1, 2H), (L, R, 2H)
-        logits = self._attend(o, memory.select(origin))[:, 0]  # (R, V)
+        logits = self._attend(o, memory.select(origin), x)[:, 0]  # (R, V)
         return logits, (h.transpose(0, 1),)
 
 
@@ -412,6 +441,12 @@ class TransformerSeq2SeqConfig:
         norm_first: pre-norm layers (Xiong et al. 2020; easier to train) or post-norm (the paper).
         max_len: longest sequence the positional encoding covers.
         fused_attention: attention through ``F.scaled_dot_product_attention`` (tested equal to the readable path).
+        copy: a pointer-generator output (See et al. 2017) on top of the decoder: one more single-head
+            attention of the final decoder state h_t over the encoder output m_s,
+            ``a_ts = softmax_s((W_q h_t)·(W_k m_s) / sqrt(d_model))``, ``c_t = Σ_s a_ts m_s``, gives the
+            copy distribution, mixed with the vocabulary softmax by ``p_gen = σ(w_h·c_t + w_s·h_t +
+            w_x·Emb(y_{t-1}) + b)``; the model then returns log-probabilities in place of logits.
+            Needs one joint vocabulary.
     """
 
     vocab_size: int
@@ -429,6 +464,7 @@ class TransformerSeq2SeqConfig:
     tie_output: bool = True
     pad_id: int = 0
     fused_attention: bool = True
+    copy: bool = False
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
@@ -455,7 +491,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def __init__(self, cfg: TransformerSeq2SeqConfig):
         super().__init__()
-        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout)
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy)
         self.cfg, self.pad_id = cfg, cfg.pad_id
         d = cfg.d_model
         self.transformer = Transformer(d, cfg.n_heads, cfg.num_encoder_layers, cfg.num_decoder_layers,
@@ -464,19 +500,39 @@ class TransformerSeq2Seq(Seq2SeqModel):
         self._build_embeddings(cfg.vocab_size, cfg.tgt_vocab_size, d, cfg.share_embeddings, cfg.tie_output, d)
         self.pos = SinusoidalPositionalEncoding(d, cfg.max_len, dropout=cfg.dropout)
         self.scale = math.sqrt(d)
+        if cfg.copy:
+            self.copy_q = nn.Linear(d, d, bias=False)  # W_q, W_k of the copy attention
+            self.copy_k = nn.Linear(d, d, bias=False)
+            self.pointer: PointerGenerator | None = PointerGenerator(d, embed_size=d, context_size=d)
+        else:
+            self.pointer = None
 
     def encode(self, src: Tensor) -> EncoderOutput:
         """src (B, S) -> memory (B, S, d_model) and its padding mask."""
         pad = src == self.pad_id
         x = self.pos(self.src_embed(src) * self.scale)  # (B, S, d)
-        return EncoderOutput(self.transformer.encode(x, src_key_padding_mask=pad), pad)
+        return EncoderOutput(self.transformer.encode(x, src_key_padding_mask=pad), pad, src=src)
+
+    def _output(self, h: Tensor, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
+        """Final decoder states h (B, T, d) -> logits (B, T, V), or with ``copy`` the pointer-generator's
+        log-probabilities (the copy attention's keys ``W_k m`` are computed once per memory)."""
+        logits = self.project(h)
+        if self.pointer is None:
+            return logits
+        if "copy_k" not in memory.cache:
+            memory.cache["copy_k"] = self.copy_k(memory.states)  # (B, S, d)
+        scores = self.copy_q(h) @ memory.cache["copy_k"].transpose(1, 2) / self.scale  # (B, T, S)
+        weights = torch.softmax(scores.masked_fill(memory.padding_mask[:, None, :], float("-inf")), dim=-1)
+        context = weights @ memory.states  # (B, T, d)
+        gate = self.pointer.gate_logit(h, context, self.target_embedding(tgt_in))  # (B, T, 1)
+        return self._mix_copy(logits, weights, memory, gate)
 
     def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
         """Teacher-forced decoder under the causal mask: tgt_in (B, T) -> logits (B, T, V)."""
         y = self.pos(self.target_embedding(tgt_in) * self.scale)  # (B, T, d)
         h = self.transformer.decode(y, memory.states, memory_key_padding_mask=memory.padding_mask,
                                     tgt_is_causal=True)
-        return self.project(h)
+        return self._output(h, memory, tgt_in)
 
     # ---- incremental decoding: per layer, the self-attention keys/values of the prefix are the state
     def _cross_kv(self, memory: EncoderOutput) -> list[tuple[Tensor, Tensor]]:
@@ -519,7 +575,13 @@ class TransformerSeq2Seq(Seq2SeqModel):
             new_state += [k, v]
         if self.transformer.decoder.norm is not None:
             x = self.transformer.decoder.norm(x)
-        return self.project(x[:, 0]), tuple(new_state)
+        if self.pointer is None:
+            return self.project(x[:, 0]), tuple(new_state)
+        if "copy_k" not in memory.cache:
+            memory.cache["copy_k"] = self.copy_k(memory.states)
+        rows = EncoderOutput(memory.states[origin], memory.padding_mask[origin], src=memory.src[origin],
+                             cache={"copy_k": memory.cache["copy_k"][origin]})
+        return self._output(x, rows, token[:, None])[:, 0], tuple(new_state)
 
 
 def _heads(a: nn.Module, x: Tensor) -> Tensor:

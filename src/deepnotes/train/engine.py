@@ -142,6 +142,10 @@ class Trainer:
             smaller number makes an epoch a fixed number of updates on batches drawn without
             replacement from a seeded permutation (a language model's "evaluation interval" over
             millions of possible windows); a larger one chains several permutations.
+        sample_weights: (N,) non-negative weights; default None draws each epoch's batches from a
+            permutation (every example once). Given, each epoch draws ``steps_per_epoch * batch_size``
+            indices with replacement, example i with probability ``w_i / sum(w)`` (seeded by seed
+            and epoch, so a resumed run draws the same): re-balances groups of unequal size.
 
         eval_batch_size: examples per forward pass in :meth:`evaluate` (default 1000).
 
@@ -166,6 +170,7 @@ class Trainer:
         lr_schedule: Callable[[int, int], float] | None = None,
         steps_per_epoch: int | None = None,
         eval_batch_size: int = 1000,
+        sample_weights: torch.Tensor | None = None,
     ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -186,6 +191,14 @@ class Trainer:
         if steps_per_epoch is not None and steps_per_epoch < 1:
             raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
         self.eval_batch_size = eval_batch_size
+        if sample_weights is not None:
+            sample_weights = torch.as_tensor(sample_weights, dtype=torch.float64).flatten()
+            if len(sample_weights) != len(self.train_y):
+                raise ValueError(f"sample_weights has {len(sample_weights)} entries for {len(self.train_y)} examples")
+            if not bool(torch.isfinite(sample_weights).all()) or bool((sample_weights < 0).any()) \
+                    or float(sample_weights.sum()) <= 0:
+                raise ValueError("sample_weights must be finite, >= 0 and not all 0")
+        self.sample_weights = sample_weights
         self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.train_y) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.use_amp = cfg.amp and device.type == "cuda"
@@ -307,6 +320,12 @@ class Trainer:
         """Indices of this process's share of each batch; the order depends only on (seed, epoch)."""
         B, N = self.cfg.batch_size, len(self.train_y)
         need = self.steps_per_epoch * B
+        if self.sample_weights is not None:
+            g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch))
+            drawn = torch.multinomial(self.sample_weights, need, replacement=True, generator=g)
+            for b in range(self.steps_per_epoch):
+                yield drawn[b * B : (b + 1) * B][self.info.rank :: self.info.world_size]
+            return
         perms = [torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch)))]
         while sum(len(p) for p in perms) < need:  # steps_per_epoch beyond one pass: chain more permutations
             perms.append(torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch, len(perms)))))
