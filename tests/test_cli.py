@@ -164,3 +164,18 @@ def test_resume_refuses_changed_config(fast_run, capsys):
     code = main(["run", "image-classification", "--resume", str(fast_run), "--lr", "0.5"])
     assert code == 2
     assert "drop --lr" in capsys.readouterr().err
+
+
+def test_eval_of_a_run_without_or_with_damaged_weights_exits_2(fast_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(fast_run, run)
+    (run / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert run_main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load" in err and "damaged or from another model" in err and "Traceback" not in err
+    (run / "model.safetensors").unlink()
+    assert run_main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors is missing" in err and f"--resume {run}" in err

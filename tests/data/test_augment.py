@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deepnotes.data.augment import random_crop, random_hflip, shift, tta_probabilities, tta_views
+from deepnotes.data.augment import random_crop, random_erasing, random_hflip, shift, tta_probabilities, tta_views
 
 
 def _images(B=6, C=2, H=5, W=7):
@@ -60,3 +60,29 @@ def test_tta_views_count_and_average():
     assert torch.allclose(got.sum(-1), torch.ones(3))
     # Views are cut before normalization: the uncovered border is black (0), not the normalized 0.
     assert (tta_views(x, 1, False)[1][..., -1, :] == 0).all()  # view 1: shifted up-left by 1
+
+
+def test_random_erasing_fills_one_rectangle_of_the_drawn_size():
+    x = torch.full((400, 2, 28, 28), 7, dtype=torch.uint8)
+    out = random_erasing(x, p=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    changed = (out != x).any(dim=1)  # (B, H, W); a fill value of exactly 7 is rare and inside the box anyway
+    erased = changed.flatten(1).any(dim=1)
+    assert 0.4 < float(erased.float().mean()) < 0.6  # p = 0.5 (binomial sd 0.025), a few draws may not fit
+    for b in erased.nonzero().flatten().tolist():
+        ys, xs = changed[b].nonzero(as_tuple=True)
+        y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        box = out[b, :, y0:y1, x0:x1]
+        assert (box != 7).float().mean() > 0.9  # the whole bounding box is noise: one rectangle
+        assert (out[b, :, :y0] == 7).all() and (out[b, :, y1:] == 7).all()
+        hh, ww = y1 - y0, x1 - x0
+        assert 0.02 * 784 - 2 * max(hh, ww) <= hh * ww <= 0.4 * 784 + 2 * max(hh, ww) + 1  # rounding slack
+        assert 0.3 * hh - 1 <= ww <= hh / 0.3 + 1  # aspect ratio within [r_1, 1 / r_1]
+    # the same generator seed gives the same images; p = 0 is the identity, p = 1 erases (almost) all
+    again = random_erasing(x, p=0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert torch.equal(random_erasing(x, p=0.0), x)
+    all_erased = (random_erasing(x, p=1.0, generator=torch.Generator().manual_seed(1)) != x).flatten(1).any(1)
+    assert float(all_erased.float().mean()) > 0.97
+    with pytest.raises(ValueError, match="ratio"):
+        random_erasing(x, ratio=1.5)

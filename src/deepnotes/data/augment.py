@@ -56,6 +56,62 @@ def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | N
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_erasing(x: torch.Tensor, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.4), ratio: float = 0.3,
+                   value_range: tuple[float, float] = (0.0, 255.0), generator: torch.Generator | None = None,
+                   max_tries: int = 32) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017, Algorithm 1): with probability ``p``, fill one random rectangle of
+    each image with uniform random values.
+
+    The rectangle has area ``S_e ~ U(scale) * H * W`` and aspect ratio ``r_e ~ U(ratio, 1 / ratio)``, so
+    ``H_e = sqrt(S_e r_e)`` and ``W_e = sqrt(S_e / r_e)`` (rounded to pixels), at a top-left corner drawn
+    uniformly over the image; a draw that does not fit inside the image is redrawn. Algorithm 1
+    redraws until one fits; here at most ``max_tries`` draws are made and an image none of whose
+    draws fits is left unchanged (at most 1% of erasures with the defaults on a 28 x 28 image).
+    All channels share the rectangle; each pixel of it gets an independent value.
+
+    Args:
+        x: (B, C, H, W) images, any dtype (integer dtypes get rounded values).
+        p: erasing probability per image, in [0, 1] (the paper: 0.5).
+        scale: (s_l, s_h), the share of the image area erased (the paper: 0.02, 0.4).
+        ratio: r_1 in (0, 1], the aspect-ratio bound (the paper: 0.3).
+        value_range: the fill values are uniform in this interval (the paper: the pixel range).
+        generator: CPU generator for all draws (seeded by the engine per epoch).
+        max_tries: draws per image.
+
+    Returns:
+        (B, C, H, W) tensor of the same dtype and device.
+
+    Raises:
+        ValueError: ``p``, ``scale`` or ``ratio`` outside their ranges.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must be (s_l, s_h) with 0 < s_l <= s_h <= 1, got {scale}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if p == 0.0:
+        return x
+    B, C, H, W = x.shape
+    area = torch.empty(B, max_tries).uniform_(scale[0], scale[1], generator=generator) * (H * W)
+    r = torch.empty(B, max_tries).uniform_(ratio, 1.0 / ratio, generator=generator)
+    h, w = (area * r).sqrt().round().long(), (area / r).sqrt().round().long()
+    y0 = (torch.rand(B, max_tries, generator=generator) * H).long()
+    x0 = (torch.rand(B, max_tries, generator=generator) * W).long()
+    fits = (h >= 1) & (w >= 1) & (y0 + h <= H) & (x0 + w <= W)
+    erase = (torch.rand(B, generator=generator) < p) & fits.any(dim=1)
+    first = fits.long().argmax(dim=1, keepdim=True)  # the first draw that fits
+    h, w, y0, x0 = (t.gather(1, first) for t in (h, w, y0, x0))  # (B, 1) each
+    rows, cols = torch.arange(H), torch.arange(W)
+    inside_y = (rows >= y0) & (rows < y0 + h)  # (B, H)
+    inside_x = (cols >= x0) & (cols < x0 + w)  # (B, W)
+    mask = (inside_y[:, :, None] & inside_x[:, None, :] & erase[:, None, None])[:, None]  # (B, 1, H, W)
+    fill = torch.empty(B, C, H, W).uniform_(value_range[0], value_range[1], generator=generator)
+    if not x.dtype.is_floating_point:
+        fill = fill.round()
+    return torch.where(mask.to(x.device), fill.to(device=x.device, dtype=x.dtype), x)
+
+
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Translate every image by (dy, dx) pixels, filling with zeros: the crop at offset (p+dy, p+dx) of the padded image."""
     if dy == 0 and dx == 0:

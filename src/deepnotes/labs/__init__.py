@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic
@@ -131,6 +133,23 @@ def read_run_json(path: Path) -> Any:
         raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
+
+
+def load_run_weights(model: torch.nn.Module, path: Path, run_dir: Path) -> torch.nn.Module:
+    """Load the safetensors file ``path`` of run folder ``run_dir`` into ``model`` (returned, same device).
+
+    Raises:
+        UserError: the file is missing (the run did not finish: the message says to resume it), or it
+            cannot be read or does not fit ``model`` (damaged, or from another model or config).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the run did not finish; resume it with --resume {run_dir}")
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise UserError(f"cannot load {path}: {e}; the file is damaged or from another model") from e
+    return model
 
 
 def load_config(run_dir: Path) -> tuple[Lab, Any]:

@@ -42,15 +42,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from deepnotes.analysis.sharpness import perturbation_sharpness
 from deepnotes.data import get_image_dataset, load_idx_folder
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.cnn import LeNet5
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
 from deepnotes.train import Trainer, validate_train_config
@@ -263,14 +261,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     prep = Normalize(data_info["mean"], data_info["std"], device)
     metrics: dict[str, Any] = {"data": name, "n": len(split.labels), "source": split.source}
     for key, _size, _mom in SETTINGS:
-        weights = run_dir / "settings" / key / "model.safetensors"
-        if not weights.is_file():
-            raise UserError(f"{weights} is missing: the run did not finish; resume it with --resume {run_dir}")
-        model = build_model(cfg, len(classes))
-        try:
-            model.load_state_dict(load_file(str(weights)))
-        except (OSError, RuntimeError, SafetensorError) as e:
-            raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+        model = load_run_weights(build_model(cfg, len(classes)), run_dir / "settings" / key / "model.safetensors", run_dir)
         loss, acc = mean_loss_acc(model.to(device), prep, split.images, split.labels)
         metrics[f"{key}_acc"], metrics[f"{key}_loss"] = acc, loss
     write_json_atomic(run_dir / "eval" / f"{name}.json", metrics)

@@ -32,13 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from deepnotes.data.text import CharVocab, join_verses, load_kjv, verse_split
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.language import GPT, GPTConfig, LSTMLanguageModel, LSTMLMConfig, count_parameters
 from deepnotes.nn.decoding import sample as sample_tokens
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
@@ -233,14 +231,7 @@ def _load_trained(run_dir: Path, device: torch.device):
     _, cfg = load_config(run_dir)
     info = read_run_json(run_dir / "data.json")
     vocab = CharVocab(tuple(info["vocab"]))
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
-    model = build_model(cfg, len(vocab))
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+    model = load_run_weights(build_model(cfg, len(vocab)), run_dir / "model.safetensors", run_dir)
     return cfg, info, vocab, model.to(device)
 
 

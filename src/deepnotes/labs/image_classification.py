@@ -21,14 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
-from deepnotes.data.augment import random_crop, random_hflip, tta_probabilities
+from deepnotes.data.augment import random_crop, random_erasing, random_hflip, tta_probabilities
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.cnn import LeNet5, ResNet, ResNetConfig
 from deepnotes.report import (
     confusion_matrix,
@@ -65,6 +64,8 @@ class ImageClassificationConfig(TrainConfig):
     expansion: int = option(2, "ResNet: bottleneck ratio (block output channels / inner channels)")
     dropout: float = option(0.0, "dropout before the classifier")
     crop_padding: int = option(2, "random-crop augmentation: pad by this many pixels, crop back (0 disables); also the TTA shift")
+    random_erasing: float = option(0.0, "augmentation: probability of filling a random rectangle of each training "
+                                   "image with noise (Zhong et al. 2017; 0 disables)")
     hflip: Literal["auto", "on", "off"] = option("auto", "mirror augmentation and TTA; auto = on for clothes, off for digits")
     tta: bool = option(True, "also report test accuracy with test-time augmentation (AlexNet: crops and mirrors averaged)")
     val_fraction: float = option(0.1, "share of the training images held out for validation (stratified)")
@@ -114,8 +115,8 @@ class BatchPreparer:
     """uint8 batch -> augmented, normalized float batch on the device (the engine's ``prepare_batch``)."""
 
     def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool,
-                 cpu_bf16: bool = False):
-        self.mean, self.std, self.padding, self.hflip = mean, std, padding, hflip
+                 cpu_bf16: bool = False, erasing: float = 0.0):
+        self.mean, self.std, self.padding, self.hflip, self.erasing = mean, std, padding, hflip, erasing
         self.device = device
         self.cpu_bf16 = cpu_bf16  # evaluate under bfloat16 autocast on the CPU, as training did
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -129,6 +130,8 @@ class BatchPreparer:
             x = random_crop(x, self.padding, generator)
             if self.hflip:
                 x = random_hflip(x, 0.5, generator)
+            if self.erasing > 0:
+                x = random_erasing(x, self.erasing, generator=generator)
         return self.normalize(x), y.to(self.device, non_blocking=True)
 
 
@@ -154,6 +157,8 @@ def _validate(cfg: ImageClassificationConfig) -> None:
         raise UserError("--val-fraction must be in [0, 0.9)")
     if cfg.crop_padding < 0:
         raise UserError("--crop-padding must be >= 0")
+    if not 0 <= cfg.random_erasing <= 1:
+        raise UserError("--random-erasing must be in [0, 1] (a probability; 0 disables)")
     if cfg.limit_train < 0 or cfg.limit_test < 0:
         raise UserError("--limit-train and --limit-test must be >= 0 (0 = all)")
 
@@ -208,14 +213,7 @@ def _load_trained(run_dir: Path, device: torch.device):
 
     _, cfg = load_config(run_dir)
     data_info = read_run_json(run_dir / "data.json")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
-    model = build_model(cfg, len(data_info["classes"]))
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+    model = load_run_weights(build_model(cfg, len(data_info["classes"])), run_dir / "model.safetensors", run_dir)
     model.to(device)
     hflip = data_info["hflip"]
     prep = BatchPreparer(data_info["mean"], data_info["std"], cfg.crop_padding, hflip, device, cfg.channels_last,
@@ -278,7 +276,8 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
     model = build_model(cfg, len(train_split.classes))
     log(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters; device {ctx.device}"
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
-    prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last, use_cpu_bf16(cfg, ctx.device))
+    prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last, use_cpu_bf16(cfg, ctx.device),
+                         cfg.random_erasing)
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
     if cfg.monitor_test:
         eval_sets["test"] = (test_split.images, test_split.labels)

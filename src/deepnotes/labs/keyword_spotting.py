@@ -46,7 +46,6 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnotes.audio import MFCC, LogMelSpectrogram, Spectrogram, to_db
@@ -62,7 +61,7 @@ from deepnotes.data.speech import (
 )
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.kws import M5, BCResNet, BCResNetConfig, SpectrogramCNN
 from deepnotes.report import (
     confusion_matrix,
@@ -706,14 +705,7 @@ def _load_trained(run_dir: Path, device: torch.device):
 
     _, cfg = load_config(run_dir)
     data_info = read_run_json(run_dir / "data.json")
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{run_dir} has no model.safetensors: the run did not finish; resume it with --resume {run_dir}")
-    model = build_model(cfg, len(data_info["classes"]))
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+    model = load_run_weights(build_model(cfg, len(data_info["classes"])), run_dir / "model.safetensors", run_dir)
     model.to(device)
     features = FeatureExtractor(cfg.model, cfg.n_mels, data_info["feature_mean"], data_info["feature_std"],
                                 cfg.feature_norm)

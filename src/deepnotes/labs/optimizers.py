@@ -40,14 +40,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from deepnotes import optim
 from deepnotes.data import get_image_dataset
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.labs.image_classification import BatchPreparer, stratified_holdout
 from deepnotes.models.cnn import LeNet5
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
@@ -368,14 +366,8 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         result = read_run_json(run_dir / "configs" / spec.name / "result.json")
         if result.get("diverged"):
             continue  # no weights worth evaluating
-        weights = run_dir / "configs" / spec.name / "model.safetensors"
-        if not weights.is_file():
-            raise UserError(f"{weights} is missing: that configuration did not finish; resume with --resume {run_dir}")
-        model = LeNet5(1, len(data_info["classes"]))
-        try:
-            model.load_state_dict(load_file(str(weights)))
-        except (OSError, RuntimeError, SafetensorError) as e:
-            raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
+        model = load_run_weights(LeNet5(1, len(data_info["classes"])),
+                                 run_dir / "configs" / spec.name / "model.safetensors", run_dir)
         model.to(device).eval()
         correct, loss_sum = 0, 0.0
         with torch.no_grad():

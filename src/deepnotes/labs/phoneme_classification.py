@@ -44,8 +44,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from deepnotes.data.phonemes import (
     N_PHONE_CLASSES,
@@ -56,7 +54,7 @@ from deepnotes.data.phonemes import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.framewise import RUNGS, context_index, is_sequence_model, ladder_model
 from deepnotes.report import (
     confusion_matrix,
@@ -444,13 +442,7 @@ def ladder_holds(results: dict[str, dict[str, Any]], split: str = "test") -> boo
 
 # ----------------------------------------------------------------------------------- eval
 def _load_rung(run_dir: Path, cfg: PhonemeConfig, rung: str, input_dim: int, device: torch.device):
-    weights = run_dir / rung / "model.safetensors"
-    model = build_rung(cfg, rung, input_dim)
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
-    return model.to(device)
+    return load_run_weights(build_rung(cfg, rung, input_dim), run_dir / rung / "model.safetensors", run_dir).to(device)
 
 
 def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:

@@ -50,7 +50,6 @@ translates TEXT with the run's best model (highest beam BLEU) by beam search.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -64,8 +63,6 @@ from typing import Any, Callable, Literal
 import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from deepnotes.data.translation import (
     BOS_ID,
@@ -82,7 +79,7 @@ from deepnotes.data.translation import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.language import count_parameters
 from deepnotes.models.seq2seq import (
     RNNSeq2Seq,
@@ -576,14 +573,7 @@ def run(cfg: TranslationConfig, ctx: RunContext) -> dict[str, Any]:
 def _load_model(run_dir: Path, name: str, cfg: TranslationConfig, tok: SubwordTokenizer,
                 device: torch.device) -> Seq2SeqModel:
     weights = run_dir / "models" / name / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{weights} is missing: that model did not finish; resume the run with --resume {run_dir}")
-    model = build_model(name, cfg, tok.vocab_size)
-    try:
-        model.load_state_dict(load_file(str(weights)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {weights}: {e}; the file is damaged or from another model") from e
-    return model.to(device).eval()
+    return load_run_weights(build_model(name, cfg, tok.vocab_size), weights, run_dir).to(device).eval()
 
 
 def _finished_models(run_dir: Path, cfg: TranslationConfig) -> list[str]:
