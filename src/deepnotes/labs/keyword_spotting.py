@@ -110,8 +110,8 @@ class KeywordSpottingConfig(TrainConfig):
                           "parameters, BC-ResNet-2 28.8k with 35 words)")
     n_mels: int = option(40, "BC-ResNet: mel bands of the log-mel input (40 or 80)")
     dropout: float = option(0.1, "BC-ResNet: channel dropout in each block; the CNN: its two dropouts")
-    speed_perturb: float = option(0.0, "augmentation: play each clip faster or slower by a random factor in "
-                                  "[1 - x, 1 + x] (Ko et al. 2015; 0 disables)")
+    speed_perturb: float = option(0.1, "augmentation: play each clip faster or slower by a random factor in "
+                                  "[1 - x, 1 + x] (Ko et al. 2015; 0 disables; 0.1: validation 63.7% vs 56.4% at 0)")
     vtlp: float = option(0.1, "augmentation: vocal tract length perturbation, warp each clip's frequency axis by a "
                          "random factor in [1 - x, 1 + x] (Jaitly & Hinton 2013; 0 disables; spectrogram models)")
     feature_norm: Literal["global", "utterance", "band"] = option(
