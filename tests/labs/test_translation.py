@@ -179,6 +179,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
 
 @pytest.mark.parametrize("flags,message", [
     (["--models", "rnn,lstm"], "--models: unknown model 'lstm'"),
+    (["--copy", "gru"], "--copy: unknown model 'gru'"),
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),

@@ -27,6 +27,13 @@ computes the context from o_{t-1} *before* the GRU step, which forces a Python l
 output projection tied to the target embedding. Source and target share one embedding matrix when
 the vocabulary is joint (HW5 / fairseq ``share_all_embeddings``).
 
+**Copy mechanism** (``copy=True`` in either config; the lectures' "Copy Mechanism" tip, See et al.
+2017): the output becomes ``P(w) = p_gen softmax(logits)_w + (1 - p_gen) Σ_{s: src_s = w} a_ts``.
+The RNN reuses its Luong attention a_ts; the Transformer gets one extra single-head attention of its
+final decoder state over the encoder output. With one joint subword vocabulary every source token
+is also a target token, so no extended vocabulary is needed; the model then returns
+log-probabilities (which ``log_softmax`` and the cross-entropy leave unchanged) instead of logits.
+
 **Decoding interface.** Both models have ``encode(src) -> EncoderOutput`` and
 ``step_logits(memory, tokens, origin) -> (R, V)``, the ``step_fn`` of :mod:`deepnotes.nn.decoding`
 with the memory bound (``origin[r]`` = the example whose memory row r reads). ``step_logits``
