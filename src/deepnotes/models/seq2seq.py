@@ -520,15 +520,19 @@ class TransformerSeq2Seq(Seq2SeqModel):
         x = self.pos(self.src_embed(src) * self.scale)  # (B, S, d)
         return EncoderOutput(self.transformer.encode(x, src_key_padding_mask=pad), pad, src=src)
 
+    def _copy_keys(self, memory: EncoderOutput) -> Tensor:
+        """``W_k m`` (B, S, d), the copy attention's keys, computed once per memory."""
+        if "copy_k" not in memory.cache:
+            memory.cache["copy_k"] = self.copy_k(memory.states)
+        return memory.cache["copy_k"]
+
     def _output(self, h: Tensor, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
         """Final decoder states h (B, T, d) -> logits (B, T, V), or with ``copy`` the pointer-generator's
         log-probabilities (the copy attention's keys ``W_k m`` are computed once per memory)."""
         logits = self.project(h)
         if self.pointer is None:
             return logits
-        if "copy_k" not in memory.cache:
-            memory.cache["copy_k"] = self.copy_k(memory.states)  # (B, S, d)
-        scores = self.copy_q(h) @ memory.cache["copy_k"].transpose(1, 2) / self.scale  # (B, T, S)
+        scores = self.copy_q(h) @ self._copy_keys(memory).transpose(1, 2) / self.scale  # (B, T, S)
         weights = torch.softmax(scores.masked_fill(memory.padding_mask[:, None, :], float("-inf")), dim=-1)
         context = weights @ memory.states  # (B, T, d)
         gate = self.pointer.gate_logit(h, context, self.target_embedding(tgt_in))  # (B, T, 1)
@@ -584,10 +588,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
             x = self.transformer.decoder.norm(x)
         if self.pointer is None:
             return self.project(x[:, 0]), tuple(new_state)
-        if "copy_k" not in memory.cache:
-            memory.cache["copy_k"] = self.copy_k(memory.states)
-        rows = EncoderOutput(memory.states[origin], memory.padding_mask[origin], src=memory.src[origin],
-                             cache={"copy_k": memory.cache["copy_k"][origin]})
+        rows = memory.select(origin)
+        rows.cache["copy_k"] = self._copy_keys(memory)[origin]
         return self._output(x, rows, token[:, None])[:, 0], tuple(new_state)
 
 
