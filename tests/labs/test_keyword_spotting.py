@@ -347,10 +347,11 @@ def test_engine_weights_give_each_engine_its_share(small_build, tmp_path):
     counts = Counter(engines)
     assert len(set(counts.values())) > 1  # unequal engines, or the test proves nothing
     for power in (0.0, 0.5, 1.0):
-        w = engine_weights(small_build, files, power)
+        w, shares = engine_weights(small_build, files, power)
         total = {e: sum(float(wi) for wi, ei in zip(w, engines) if ei == e) for e in counts}
         want = {e: n ** power for e, n in counts.items()}
         for e in counts:
             assert total[e] / sum(total.values()) == pytest.approx(want[e] / sum(want.values()))
+            assert shares[e] == pytest.approx(want[e] / sum(want.values()))  # the shares it reports
     with pytest.raises(UserError, match="manifest.json"):
         engine_weights(tmp_path, files, 0.5)

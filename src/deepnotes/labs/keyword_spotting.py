@@ -532,8 +532,9 @@ def engines_of(root: Path, files: Sequence[str]) -> list[str] | None:
     return [by_hash.get(Path(f).name.split("_nohash_")[0], "other") for f in files]
 
 
-def engine_weights(root: Path, files: Sequence[str], power: float) -> torch.Tensor:
-    """Per-clip sampling weights (N,) that give engine e the share ``n_e ** power / sum_f n_f ** power``.
+def engine_weights(root: Path, files: Sequence[str], power: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-clip sampling weights (N,) that give engine e the share ``n_e ** power / sum_f n_f ** power``,
+    and those shares by engine name.
 
     Each clip of engine e weighs ``n_e ** (power - 1)``: power 1 gives equal weights (the data's own
     shares), 0 equal shares per engine (the temperature sampling of multilingual training).
@@ -546,7 +547,9 @@ def engine_weights(root: Path, files: Sequence[str], power: float) -> torch.Tens
         raise UserError(f"--engine-power needs {Path(root) / 'manifest.json'} (a `deepnotes data build speech-keywords` "
                         "folder) to know each clip's synthesizer; use --engine-power 1 with other folders")
     counts = Counter(engines)
-    return torch.tensor([float(counts[e]) ** (power - 1.0) for e in engines], dtype=torch.float64)
+    total = sum(float(n) ** power for n in counts.values())
+    shares = {e: float(n) ** power / total for e, n in sorted(counts.items())}
+    return torch.tensor([float(counts[e]) ** (power - 1.0) for e in engines], dtype=torch.float64), shares
 
 
 def load_noise(root: Path, log) -> list[torch.Tensor]:
@@ -786,11 +789,8 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     prep = BatchPreparer(cfg, features, noise, ctx.device, use_cpu_bf16(cfg, ctx.device))
     weights = None
     if cfg.engine_power != 1.0:
-        weights = engine_weights(root, train.files, cfg.engine_power)
-        shares = Counter()
-        for e, w in zip(engines_of(root, train.files) or [], weights.tolist()):
-            shares[e] += w / float(weights.sum())
-        log("training draws per engine: " + ", ".join(f"{e} {100 * v:.1f}%" for e, v in sorted(shares.items())))
+        weights, shares = engine_weights(root, train.files, cfg.engine_power)
+        log("training draws per engine: " + ", ".join(f"{e} {100 * v:.1f}%" for e, v in shares.items()))
     trainer = Trainer(cfg, model, ctx.run_dir, (train.clips, train.labels), prep,
                       {"val": (val.clips, val.labels)}, ctx.device, ctx.info, log, eval_batch_size=256,
                       sample_weights=weights)
