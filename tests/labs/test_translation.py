@@ -13,7 +13,15 @@ import torch
 from deepnotes.cli import main
 from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, UI_TRANSLATIONS
 from deepnotes.labs import load_config
-from deepnotes.labs.translation import best_model, make_batches, placeholder_accuracy, placeholders, score
+from deepnotes.labs.translation import (
+    TranslationConfig,
+    best_model,
+    choose_length_penalty,
+    make_batches,
+    placeholder_accuracy,
+    placeholders,
+    score,
+)
 
 needs_data = pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
                                 reason="needs the ui-translations pairs: deepnotes data build ui-translations")
@@ -76,11 +84,50 @@ def test_make_batches_respects_the_token_budget_and_shifts_targets():
     assert make_batches(pairs, 80, seed=0)[3][0].equal(batches[3][0])  # deterministic
 
 
+class _CountingTokenizer:
+    """Words in, CJK characters out: enough of SubwordTokenizer for translate()."""
+
+    def encode(self, text):
+        return [5] * len(text.split())
+
+    def decode(self, ids):
+        return "".join(chr(0x4E00 + i) for i in ids)
+
+
+class _LengthModel:
+    """A stand-in model whose beam output grows with the length penalty: 2 + 4 * alpha tokens (greedy: 1)."""
+
+    def eval(self):
+        return self
+
+    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0):
+        n = 1 if beam_size == 1 else int(round(2 + 4 * length_penalty))
+        return [list(range(n)) for _ in range(src.shape[0])]
+
+
+def test_choose_length_penalty_keeps_the_alpha_of_the_best_validation_bleu():
+    tok, model = _CountingTokenizer(), _LengthModel()
+    sources = ["open the file", "remove it now", "show help"]
+    refs = [tok.decode(range(8))] * 3  # what alpha 1.5 produces
+    cfg = TranslationConfig(beam_size=3, length_penalty=0.3, length_penalty_grid=(0.5, 2.0, 1.5, 1.0))
+    alpha, val = choose_length_penalty(model, tok, sources, refs, cfg, torch.device("cpu"))
+    assert alpha == 1.5 and val["length_penalty"] == 1.5 and val["n"] == 3
+    assert list(val["beam"]) == ["0.5", "2", "1.5", "1"]  # every alpha of the grid, in order
+    assert val["beam"]["1.5"]["bleu"] == pytest.approx(100.0)
+    assert max(b["bleu"] for a, b in val["beam"].items() if a != "1.5") < 100 and val["greedy"]["bleu"] < 100
+    # ties go to the first alpha of the grid; an empty grid scores --length-penalty alone; no sentences: no choice
+    tie = TranslationConfig(beam_size=3, length_penalty_grid=(1.6, 1.5))  # both round to 8 tokens
+    assert choose_length_penalty(model, tok, sources, refs, tie, torch.device("cpu"))[0] == 1.6
+    alone = TranslationConfig(beam_size=3, length_penalty=0.3, length_penalty_grid=())
+    assert list(choose_length_penalty(model, tok, sources, refs, alone, torch.device("cpu"))[1]["beam"]) == ["0.3"]
+    assert choose_length_penalty(model, tok, [], [], cfg, torch.device("cpu")) == (0.3, None)
+
+
 # ----------------------------------------------------------------------------------- end to end
 @needs_data
 def test_run_folder_results_and_report(run):
     for name in ("config.json", "data.json", "spm.model", "spm.vocab", "test.en", "test.zh", "results.json",
-                 "report.md", "loss_curves.png", "bleu.png"):
+                 "report.md", "loss_curves.png", "bleu.png", "length_penalty.png"):
         assert (run / name).is_file(), name
     data = json.loads((run / "data.json").read_text())
     assert data["split"] == "by package" and data["vocab_size"] == 1500 and data["after_limits"]["train"] == 400
@@ -99,6 +146,9 @@ def test_run_folder_results_and_report(run):
         assert len(rows) == 1 + 2  # header + 2 epochs
         val = [float(row.split(",")[rows[0].split(",").index("val_loss")]) for row in rows[1:]]
         assert val[1] < val[0] < math.log(1500) + 1  # it learns something
+        v = r["val"]  # validation decoding chose the beam's length penalty
+        assert v["n"] == data["decoded_val_pairs"] == 30 and list(v["beam"]) == ["0.6", "1", "1.4", "2"]
+        assert r["length_penalty"] == v["length_penalty"] == float(max(v["beam"], key=lambda a: v["beam"][a]["bleu"]))
         for decoder in ("greedy", "beam"):
             hyps = (folder / f"test.{decoder}.zh").read_text().split("\n")[:-1]
             assert len(hyps) == 40
@@ -107,7 +157,10 @@ def test_run_folder_results_and_report(run):
             assert t["bleu"] == pytest.approx(recomputed["bleu"]) and t["chrf"] == pytest.approx(recomputed["chrf"])
             assert t["placeholder_acc"] == recomputed["placeholder_acc"] and t["time_s"] > 0
     report = (run / "report.md").read_text()
-    for text in ("## Test results", "| rnn", "| transformer", "beam 3, alpha 1", "not given in the notes",
+    for m, r in res["models"].items():
+        assert f"beam 3, alpha {r['length_penalty']:g}" in report
+    for text in ("## Test results", "| rnn", "| transformer", "## Validation BLEU and the length penalty",
+                 "](length_penalty.png)", "not given in the notes",
                  "](loss_curves.png)", "](bleu.png)", "## 5 sample translations", "coreutils (", "reference translations"):
         assert text in report, text
 
@@ -183,6 +236,8 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
+    (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),
+    (["--val-bleu-sentences", "-1"], "--val-bleu-sentences must be >= 0"),
     (["--data", "/nonexistent/train_dev.raw"], "/nonexistent/train_dev.raw.en is missing"),
 ])
 def test_bad_flags_exit_2_with_a_message(tmp_path, capsys, flags, message):

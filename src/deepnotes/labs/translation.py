@@ -36,9 +36,13 @@ Pipeline:
    ``--copy rnn,transformer`` gives those models the copy mechanism (a pointer-generator over the
    source tokens, :mod:`deepnotes.models.seq2seq`), meant for what must come out as it went in:
    placeholders, option names, file names.
-5. Test: for every model, greedy decoding and beam search (``--beam-size`` 5, GNMT length penalty
-   ``((5 + |Y|) / 6) ** alpha``, ``--length-penalty`` alpha), batched (beam rows are routed to their
-   sentence's encoder memory by origin index) with an incremental decoder-state cache; at most
+5. Validation: ``--val-bleu-sentences`` (500) seeded validation pairs are decoded greedily and by beam
+   search with each GNMT length-penalty alpha of ``--length-penalty-grid`` (score / ``((5 + |Y|) / 6) ** alpha``;
+   0.6, 1.0, 1.4, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
+   (Wu et al. 2016 tuned it on a development set; the test set never chooses anything).
+6. Test: for every model, greedy decoding and beam search (``--beam-size`` 5, the chosen alpha),
+   batched (beam rows are routed to their sentence's encoder memory by origin index) with an
+   incremental decoder-state cache; at most
    ``max-len-a * |source| + max-len-b`` tokens (fairseq's ``max_len_a/b``). Scores: sacrebleu
    ``corpus_bleu(hyps, [refs], tokenize="zh")`` (character-level for Chinese), chrF, placeholder
    accuracy (share of test sentences with a printf placeholder whose multiset of placeholders in the
@@ -155,7 +159,13 @@ class TranslationConfig:
                                    "See et al. 2017), comma-separated from: rnn, transformer; \"\" = none (both: "
                                    "validation loss RNN 2.48 vs 2.59, Transformer 2.22 vs 2.50, benchmarks/RESULTS.md)")
     beam_size: int = option(5, "beams per sentence of beam search")
-    length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search")
+    length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search, "
+                                        "used when --length-penalty-grid is empty or --val-bleu-sentences is 0")
+    length_penalty_grid: tuple[float, ...] = option(
+        (0.6, 1.0, 1.4, 2.0), "alphas beam search tries on the validation sentences; the test set is decoded with the "
+        "one of the best validation BLEU, per model (empty: --length-penalty)")
+    val_bleu_sentences: int = option(500, "validation sentences (a fixed seeded subset) decoded after training, "
+                                          "greedy and beam, for validation BLEU and the choice of alpha; 0 = none")
     max_len_a: float = option(1.2, "decode at most a * |source| + b tokens: a")
     max_len_b: int = option(10, "decode at most a * |source| + b tokens: b")
     decode_batch_size: int = option(64, "test sentences decoded together")
@@ -171,7 +181,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"limit_train": 400, "limit_val": 60, "max_test_sentences": 40, "vocab_size": 1500, "epochs": 2,
              "max_tokens": 600, "rnn_embedding_dim": 32, "rnn_hidden_size": 32, "d_model": 32, "n_heads": 2,
              "encoder_layers": 1, "decoder_layers": 1, "dim_feedforward": 64, "beam_size": 3, "n_samples": 5,
-             "max_len_b": 5},
+             "max_len_b": 5, "val_bleu_sentences": 30},
 }
 
 
@@ -195,7 +205,9 @@ def _validate(cfg: TranslationConfig) -> None:
         (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
         (cfg.rnn_lr > 0 and cfg.transformer_lr > 0, "--rnn-lr and --transformer-lr must be > 0"),
         (cfg.beam_size >= 1, "--beam-size must be >= 1"),
-        (cfg.length_penalty >= 0, "--length-penalty must be >= 0"),
+        (cfg.length_penalty >= 0 and all(a >= 0 for a in cfg.length_penalty_grid),
+         "--length-penalty and --length-penalty-grid must be >= 0"),
+        (cfg.val_bleu_sentences >= 0, "--val-bleu-sentences must be >= 0 (0 = no validation decoding)"),
         (cfg.max_len_a >= 0 and cfg.max_len_b >= 1, "--max-len-a must be >= 0 and --max-len-b >= 1"),
         (cfg.decode_batch_size >= 1, "--decode-batch-size must be >= 1"),
         (cfg.n_samples >= 0, "--n-samples must be >= 0"),
@@ -223,11 +235,14 @@ def _validate(cfg: TranslationConfig) -> None:
 # ----------------------------------------------------------------------------------- data
 @dataclass
 class TranslationData:
-    """Tokenized splits: lists of (source ids + EOS, target ids) per split, and the raw test text."""
+    """Tokenized splits: lists of (source ids + EOS, target ids) per split; the raw text of the decoded
+    validation subset (``--val-bleu-sentences``) and of the scored test sentences."""
 
     tokenizer: SubwordTokenizer
     train: list[tuple[list[int], list[int]]]
     val: list[tuple[list[int], list[int]]]
+    val_src: list[str]
+    val_ref: list[str]
     test_src: list[str]
     test_ref: list[str]
     info: dict[str, Any]
@@ -305,7 +320,9 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
         return len(ids[0]) - 1 <= cfg.max_len and len(ids[1]) <= cfg.max_len
 
     train = [p for p in encode(train_raw) if keep(p)]
-    val = [p for p in encode(val_raw) if keep(p)]
+    val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(val_raw)) if keep(ids)]
+    val = [ids for _, ids in val_kept]
+    val_decoded = _subset([raw for raw, _ in val_kept], cfg.val_bleu_sentences, cfg.seed) if cfg.val_bleu_sentences else []
     test_kept = [p for p in test_raw if len(tok.encode(p[0])) <= cfg.max_len]
     test = _subset(test_kept, cfg.max_test_sentences, cfg.seed)
     if not train or not val or not test:
@@ -317,6 +334,7 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
         "after_limits": {"train": len(train_raw), "val": len(val_raw)},
         "after_length_filter": {"train": len(train), "val": len(val), "test": len(test_kept)},
         "scored_test_pairs": len(test),
+        "decoded_val_pairs": len(val_decoded),
         "test_subset": (f"a fixed seeded subset (seed {cfg.seed}) of {len(test)} of {len(test_kept)}"
                         if len(test) < len(test_kept) else "all"),
         "vocab_size": tok.vocab_size,
@@ -324,7 +342,8 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
                         "train_zh": float(np.mean([len(t) for _, t in train]))},
         "length_filter": f"train/val: <= {cfg.max_len} subword tokens on both sides; test: source <= {cfg.max_len}",
     }
-    return TranslationData(tok, train, val, [s for s, _ in test], [r for _, r in test], info)
+    return TranslationData(tok, train, val, [s for s, _ in val_decoded], [r for _, r in val_decoded],
+                           [s for s, _ in test], [r for _, r in test], info)
 
 
 def make_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int
@@ -452,8 +471,12 @@ def score(sources: list[str], hyps: list[str], refs: list[str]) -> dict[str, Any
 
 
 def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cfg: TranslationConfig,
-              beam_size: int, device: torch.device, max_new_tokens: int | None = None) -> list[str]:
-    """Translate sentences in batches of similar source lengths (greedy if ``beam_size == 1``); outputs in input order."""
+              beam_size: int, device: torch.device, max_new_tokens: int | None = None,
+              length_penalty: float | None = None) -> list[str]:
+    """Translate sentences in batches of similar source lengths (greedy if ``beam_size == 1``); outputs in input order.
+
+    ``length_penalty`` (GNMT alpha) defaults to ``cfg.length_penalty``."""
+    alpha = cfg.length_penalty if length_penalty is None else length_penalty
     ids = [tok.encode(s) + [EOS_ID] for s in sources]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
@@ -468,23 +491,54 @@ def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cf
         if max_new_tokens is not None:
             max_len = min(max_len, max_new_tokens)
         hyps = model.generate(src.to(device), BOS_ID, EOS_ID, max(1, max_len), beam_size=beam_size,
-                              length_penalty=cfg.length_penalty)
+                              length_penalty=alpha)
         for r, i in enumerate(chunk):
             out[i] = tok.decode(hyps[r])
     return out
 
 
 def evaluate_model(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], refs: list[str],
-                   cfg: TranslationConfig, device: torch.device) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """Greedy and beam-search scores of one model, with decoding times; and the outputs."""
+                   cfg: TranslationConfig, device: torch.device, length_penalty: float | None = None
+                   ) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """Greedy and beam-search scores of one model (beam with GNMT alpha ``length_penalty``, default
+    ``cfg.length_penalty``), with decoding times; and the outputs."""
     metrics, outputs = {}, {}
     for decoder in DECODERS:
         t0 = time.perf_counter()
-        hyps = translate(model, tok, sources, cfg, 1 if decoder == "greedy" else cfg.beam_size, device)
+        hyps = translate(model, tok, sources, cfg, 1 if decoder == "greedy" else cfg.beam_size, device,
+                         length_penalty=length_penalty)
         seconds = time.perf_counter() - t0
         metrics[decoder] = {**score(sources, hyps, refs), "time_s": seconds, "sentences_per_s": len(hyps) / seconds}
         outputs[decoder] = hyps
     return metrics, outputs
+
+
+def choose_length_penalty(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], refs: list[str],
+                          cfg: TranslationConfig, device: torch.device) -> tuple[float, dict[str, Any] | None]:
+    """Pick beam search's GNMT alpha on validation sentences (Wu et al. 2016 tuned it on a development set).
+
+    Decodes ``sources`` greedily and by beam search once per alpha of ``cfg.length_penalty_grid`` and keeps
+    the alpha of the highest BLEU (ties: the first in the grid). With no sentences it returns
+    ``(cfg.length_penalty, None)``; with an empty grid it scores ``cfg.length_penalty`` alone.
+
+    Returns:
+        ``(alpha, {"n", "greedy": score, "beam": {str(alpha): score}, "length_penalty": alpha})``, scores as
+        :func:`score`.
+    """
+    if not sources:
+        return cfg.length_penalty, None
+    grid = cfg.length_penalty_grid or (cfg.length_penalty,)
+    greedy = score(sources, translate(model, tok, sources, cfg, 1, device), refs)
+    beam = {a: score(sources, translate(model, tok, sources, cfg, cfg.beam_size, device, length_penalty=a), refs)
+            for a in dict.fromkeys(grid)}
+    best = max(beam, key=lambda a: beam[a]["bleu"])  # max keeps the first of equals
+    return best, {"n": len(sources), "greedy": greedy, "beam": {f"{a:g}": m for a, m in beam.items()},
+                  "length_penalty": best}
+
+
+def _length_penalty(run_dir: Path, name: str, cfg: TranslationConfig) -> float:
+    """The alpha a finished model's test decoding used (chosen on validation), else ``cfg.length_penalty``."""
+    return float(read_run_json(run_dir / "models" / name / "result.json").get("length_penalty", cfg.length_penalty))
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -523,14 +577,22 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
         trainer.resume()
     trainer.fit()
     train_time = sum(float(r["epoch_time_s"]) for r in trainer.history)
-    log(f"[{name}] trained in {train_time:.0f}s; decoding {len(data.test_src)} test sentences (greedy, beam {cfg.beam_size})")
-    metrics, outputs = evaluate_model(model, data.tokenizer, data.test_src, data.test_ref, cfg, ctx.device)
+    log(f"[{name}] trained in {train_time:.0f}s")
+    alpha, val_scores = choose_length_penalty(model, data.tokenizer, data.val_src, data.val_ref, cfg, ctx.device)
+    if val_scores is not None:
+        tried = ", ".join(f"{a} {m['bleu']:.2f}" + (" (chosen)" if float(a) == alpha else "")
+                          for a, m in val_scores["beam"].items())
+        log(f"[{name}] validation BLEU on {val_scores['n']} sentences: greedy {val_scores['greedy']['bleu']:.2f}; "
+            f"beam {cfg.beam_size} by length penalty alpha: {tried}")
+    log(f"[{name}] decoding {len(data.test_src)} test sentences (greedy, beam {cfg.beam_size} with alpha {alpha:g})")
+    metrics, outputs = evaluate_model(model, data.tokenizer, data.test_src, data.test_ref, cfg, ctx.device,
+                                      length_penalty=alpha)
     for decoder, hyps in outputs.items():
         _write_lines(folder / f"test.{decoder}.zh", hyps)
     last = trainer.history[-1]
     result = {"model": name, "label": label, "parameters": n_params, "updates": trainer.step,
               "train_time_s": train_time, "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
-              "final_val_acc": last["val_acc"], "test": metrics}
+              "final_val_acc": last["val_acc"], "length_penalty": alpha, "val": val_scores, "test": metrics}
     write_json_atomic(folder / "result.json", result)
     shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # model.safetensors and result.json are kept
     for decoder in DECODERS:
@@ -630,7 +692,8 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     metrics: dict[str, Any] = {"data": name, "n": len(sources), "skipped": skipped}
     for m in names:
         model = _load_model(run_dir, m, cfg, tok, device)
-        scores, outputs = evaluate_model(model, tok, sources, refs, cfg, device)
+        scores, outputs = evaluate_model(model, tok, sources, refs, cfg, device,
+                                         length_penalty=_length_penalty(run_dir, m, cfg))
         for decoder, s in scores.items():
             for key in ("bleu", "chrf", "placeholder_acc", "time_s"):
                 metrics[f"{m}_{decoder}_{key}"] = s[key]
@@ -651,7 +714,7 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
     """``deepnotes sample RUN --prompt TEXT``: the translation of TEXT by the run's best model (beam search).
 
     Translation has one right answer, so this always decodes with the run's beam search (``--beam-size``,
-    ``--length-penalty``), deterministic: ``--temperature``, ``--top-k``, ``--top-p`` and ``--seed``
+    the model's length penalty chosen on validation), deterministic: ``--temperature``, ``--top-k``, ``--top-p`` and ``--seed``
     are ignored. ``n_chars`` (``--max-new-tokens``) caps the output in subword tokens, on top of the
     run's ``max-len-a * |source| + max-len-b``.
 
@@ -671,8 +734,10 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
     if n_tokens > 4 * cfg.max_len:
         raise UserError(f"--prompt is {n_tokens} subword tokens; this run was trained on <= {cfg.max_len}: "
                         f"translate one sentence at a time")
-    model = _load_model(run_dir, best_model(run_dir, cfg), cfg, tok, device)
-    return translate(model, tok, [" ".join(prompt.split())], cfg, cfg.beam_size, device, max_new_tokens=n_chars)[0]
+    name = best_model(run_dir, cfg)
+    model = _load_model(run_dir, name, cfg, tok, device)
+    return translate(model, tok, [" ".join(prompt.split())], cfg, cfg.beam_size, device, max_new_tokens=n_chars,
+                     length_penalty=_length_penalty(run_dir, name, cfg))[0]
 
 
 # ----------------------------------------------------------------------------------- report
@@ -719,11 +784,29 @@ def report(run_dir: Path) -> Path:
     ax.legend(fontsize=8)
     save_figure(fig, run_dir / "bleu.png")
 
+    validated = [m for m in names if models[m].get("val")]
+    if validated:
+        fig = new_figure(6.8, 3.6)
+        ax = fig.add_subplot()
+        for i, m in enumerate(validated):
+            v = models[m]["val"]
+            alphas = [float(a) for a in v["beam"]]
+            ax.plot(alphas, [b["bleu"] for b in v["beam"].values()], "o-", color=f"C{i}", label=f"{m} beam {cfg.beam_size}")
+            ax.axhline(v["greedy"]["bleu"], color=f"C{i}", ls=":", label=f"{m} greedy")
+            ax.plot([v["length_penalty"]], [v["beam"][f"{v['length_penalty']:g}"]["bleu"]], "*", ms=14, color=f"C{i}")
+        ax.set_xlabel("GNMT length-penalty alpha")
+        ax.set_ylabel("validation BLEU (sacrebleu, zh)")
+        ax.set_title("beam search's length penalty, chosen on validation (star)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        save_figure(fig, run_dir / "length_penalty.png")
+
     rows = []
     for m in names:
+        alpha = models[m].get("length_penalty", cfg.length_penalty)
         for decoder in DECODERS:
             t = models[m]["test"][decoder]
-            label = "greedy" if decoder == "greedy" else f"beam {cfg.beam_size}, alpha {cfg.length_penalty:g}"
+            label = "greedy" if decoder == "greedy" else f"beam {cfg.beam_size}, alpha {alpha:g}"
             rows.append([m, label, f"{t['bleu']:.2f}", f"{t['chrf']:.1f}", _fmt_pct(t["placeholder_acc"]),
                          f"{t['time_s']:.1f}", f"{t['sentences_per_s']:.1f}"])
     rows.append(["reference translations", "-", "100", "100", _fmt_pct(res.get("reference_placeholder_acc")), "-", "-"])
@@ -748,6 +831,26 @@ def report(run_dir: Path) -> Path:
         markdown_table(["model", "decoding", "BLEU", "chrF", "placeholders", "time (s)", "sentences/s"], rows), "",
         markdown_image("test BLEU per model and decoder", "bleu.png"), "",
         HW5_BASELINES, "",
+    ]
+    if validated:
+        grid = list(dict.fromkeys(a for m in validated for a in models[m]["val"]["beam"]))
+        val_rows = []
+        for m in validated:
+            v = models[m]["val"]
+            cells = [f"**{v['beam'][a]['bleu']:.2f}**" if float(a) == v["length_penalty"] else
+                     (f"{v['beam'][a]['bleu']:.2f}" if a in v["beam"] else "-") for a in grid]
+            val_rows.append([m, v["n"], f"{v['greedy']['bleu']:.2f}", *cells, f"{v['length_penalty']:g}"])
+        lines += [
+            "## Validation BLEU and the length penalty", "",
+            f"{val_rows[0][1]:,} validation sentences (a fixed seeded subset of the validation split, never trained on), "
+            f"decoded greedily and by beam search ({cfg.beam_size} beams) with each length-penalty alpha "
+            "(GNMT: log-probability / ((5 + |Y|) / 6) ** alpha; 0 = raw log-probability, larger = longer outputs). "
+            "Each model decodes the test set with the alpha of its best validation BLEU (bold).", "",
+            markdown_table(["model", "sentences", "greedy", *[f"beam, alpha {a}" for a in grid], "chosen alpha"],
+                           val_rows), "",
+            markdown_image("validation BLEU against the length penalty", "length_penalty.png"), "",
+        ]
+    lines += [
         "## Training", "",
         markdown_table(["model", "what", "parameters", "updates", "training time (s)", "final train loss",
                         "final val loss", "val token accuracy"], train_rows), "",
