@@ -145,6 +145,8 @@ def test_missing_dataset_and_truncated_idx_exit_2(tmp_path):
     assert "train-images-idx3-ubyte" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "runs").glob("image-classification/*")), "the failed run left its folder"
+    named = proc.stdout.split("run folder: ")[1].split()[0]  # the folder printed first is said to be removed
+    assert f"the run folder {named} was removed" in proc.stderr
 
     bad = tmp_path / "bad"
     images = np.zeros((100, 28, 28), np.uint8)

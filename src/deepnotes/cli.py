@@ -162,11 +162,13 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
         torch.manual_seed(cfg.seed)
         try:
             lab.run(cfg, ctx)
-        except UserError:
-            # a user's mistake found before anything was produced: leave no empty run folder behind
+        except UserError as e:
+            # a user's mistake found before anything was produced: leave no empty run folder behind,
+            # and say so (the "run folder:" line above named it)
             fresh = info.is_main and not args.resume
             if fresh and {p.name for p in Path(run_dir).iterdir()} <= {"config.json"}:
                 shutil.rmtree(run_dir, ignore_errors=True)
+                raise UserError(f"{e} (nothing was run; the run folder {run_dir} was removed)") from e
             raise
     finally:
         distr.teardown()
