@@ -17,6 +17,7 @@ from deepnotes.labs.translation import (
     TranslationConfig,
     best_model,
     choose_length_penalty,
+    copy_rates,
     make_batches,
     placeholder_accuracy,
     placeholders,
@@ -123,6 +124,33 @@ def test_choose_length_penalty_keeps_the_alpha_of_the_best_validation_bleu():
     assert choose_length_penalty(model, tok, [], [], cfg, torch.device("cpu")) == (0.3, None)
 
 
+class _FixedGateModel:
+    """A stand-in copy model whose forward records fixed copy probabilities."""
+
+    cfg = TranslationConfig()  # anything with a truthy .copy
+
+    def __init__(self, prob):
+        self.prob = prob
+
+    def eval(self):
+        return self
+
+    def __call__(self, inputs):
+        self.last_copy_prob = self.prob[: inputs[1].shape[0]]
+
+
+def test_copy_rates_split_target_tokens_by_whether_their_source_has_them():
+    src = torch.tensor([[7, 8, EOS_ID], [9, EOS_ID, PAD_ID]])
+    tgt_out = torch.tensor([[7, 9, EOS_ID, -100], [9, 9, 4, EOS_ID]])
+    tgt_in = torch.full_like(tgt_out, BOS_ID)
+    prob = torch.tensor([[0.9, 0.2, 0.5, 0.4], [0.6, 0.8, 0.1, 0.3]])
+    rates = copy_rates(_FixedGateModel(prob), [(src, tgt_in, tgt_out)], torch.device("cpu"))
+    # in source: 7 (row 0), 9 and 9 (row 1); not: 9 (row 0, its source has no 9), 4; EOS and padding left out
+    assert rates["n_in_source"] == 3 and rates["n_not_in_source"] == 2
+    assert rates["in_source"] == pytest.approx((0.9 + 0.6 + 0.8) / 3)
+    assert rates["not_in_source"] == pytest.approx((0.2 + 0.1) / 2)
+
+
 # ----------------------------------------------------------------------------------- end to end
 @needs_data
 def test_run_folder_results_and_report(run):
@@ -146,6 +174,9 @@ def test_run_folder_results_and_report(run):
         assert len(rows) == 1 + 2  # header + 2 epochs
         val = [float(row.split(",")[rows[0].split(",").index("val_loss")]) for row in rows[1:]]
         assert val[1] < val[0] < math.log(1500) + 1  # it learns something
+        gate = r["copy_gate"]  # both models copy by default: how much, measured on the validation targets
+        assert 0 < gate["in_source"] < 1 and 0 < gate["not_in_source"] < 1 and gate["n_in_source"] > 0
+        assert f"Copy gate of the {m}" in (run / "report.md").read_text()
         v = r["val"]  # validation decoding chose the beam's length penalty
         assert v["n"] == data["decoded_val_pairs"] == 30 and list(v["beam"]) == ["0.6", "1", "1.4", "2"]
         assert r["length_penalty"] == v["length_penalty"] == float(max(v["beam"], key=lambda a: v["beam"][a]["bleu"]))

@@ -221,6 +221,7 @@ def test_copy_outputs_are_the_pointer_generator_mixture(name):
     with torch.no_grad():
         model.pointer.bias.fill_(-60.0)  # p_gen ~ 0: copy only
     copied = model((src, tgt)).exp()
+    assert model.last_copy_prob.shape == (3, 5) and (model.last_copy_prob > 0.999).all()  # 1 - p_gen, recorded
     for b in range(3):
         in_src = torch.zeros(V, dtype=torch.bool)
         in_src[src[b][src[b] != PAD]] = True
@@ -231,6 +232,7 @@ def test_copy_outputs_are_the_pointer_generator_mixture(name):
     plain.load_state_dict({k: v for k, v in model.state_dict().items()
                            if not k.startswith(("pointer.", "copy_"))})
     torch.testing.assert_close(model((src, tgt)), torch.log_softmax(plain((src, tgt)), dim=-1))
+    assert (model.last_copy_prob < 0.001).all()
     # the gate and the copy attention learn: they get gradients
     model.train()
     model.pointer.bias.data.zero_()

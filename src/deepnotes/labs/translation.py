@@ -536,6 +536,38 @@ def choose_length_penalty(model: Seq2SeqModel, tok: SubwordTokenizer, sources: l
                   "length_penalty": best}
 
 
+@torch.no_grad()
+def copy_rates(model: Seq2SeqModel, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+               device: torch.device) -> dict[str, Any] | None:
+    """How much a copy model copies: the mean of ``1 - p_gen`` over teacher-forced target tokens.
+
+    Args:
+        model: a model built with ``copy=True`` (else the result is None).
+        batches: ``(src (B, S), tgt_in (B, T), tgt_out (B, T))`` as :func:`make_batches` gives them.
+
+    Returns:
+        ``{"in_source", "not_in_source"}``: mean copy probability over target tokens (EOS and padding
+        left out) that occur / do not occur in their own source, and ``{"n_in_source", "n_not_in_source"}``
+        their counts; None without a copy mechanism.
+    """
+    if not model.cfg.copy:
+        return None
+    model.eval()
+    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.long)
+    for src, tgt_in, tgt_out in batches:
+        src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
+        model((src, tgt_in))
+        p = model.last_copy_prob.double().cpu()
+        keep = ((tgt_out != IGNORE_INDEX) & (tgt_out != EOS_ID)).cpu()
+        in_src = (tgt_out[:, :, None] == src[:, None, :]).any(-1).cpu()
+        for k, where in enumerate((keep & in_src, keep & ~in_src)):
+            sums[k] += p[where].sum()
+            counts[k] += int(where.sum())
+    mean = [float(sums[k] / counts[k]) if counts[k] else None for k in range(2)]
+    return {"in_source": mean[0], "not_in_source": mean[1], "n_in_source": int(counts[0]),
+            "n_not_in_source": int(counts[1])}
+
+
 def _length_penalty(run_dir: Path, name: str, cfg: TranslationConfig) -> float:
     """The alpha a finished model's test decoding used (chosen on validation), else ``cfg.length_penalty``."""
     return float(read_run_json(run_dir / "models" / name / "result.json").get("length_penalty", cfg.length_penalty))
@@ -578,6 +610,10 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     trainer.fit()
     train_time = sum(float(r["epoch_time_s"]) for r in trainer.history)
     log(f"[{name}] trained in {train_time:.0f}s")
+    gate = copy_rates(model, val_b, ctx.device)
+    if gate is not None:
+        log(f"[{name}] copy probability 1 - p_gen on validation target tokens: {_fmt_pct(gate['in_source'])} on those "
+            f"found in their source, {_fmt_pct(gate['not_in_source'])} on the others")
     alpha, val_scores = choose_length_penalty(model, data.tokenizer, data.val_src, data.val_ref, cfg, ctx.device)
     if val_scores is not None:
         tried = ", ".join(f"{a} {m['bleu']:.2f}" + (" (chosen)" if float(a) == alpha else "")
@@ -592,7 +628,8 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     last = trainer.history[-1]
     result = {"model": name, "label": label, "parameters": n_params, "updates": trainer.step,
               "train_time_s": train_time, "final_train_loss": last["train_loss"], "final_val_loss": last["val_loss"],
-              "final_val_acc": last["val_acc"], "length_penalty": alpha, "val": val_scores, "test": metrics}
+              "final_val_acc": last["val_acc"], "copy_gate": gate, "length_penalty": alpha, "val": val_scores,
+              "test": metrics}
     write_json_atomic(folder / "result.json", result)
     shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # model.safetensors and result.json are kept
     for decoder in DECODERS:
@@ -856,6 +893,12 @@ def report(run_dir: Path) -> Path:
                         "final val loss", "val token accuracy"], train_rows), "",
         "Losses are per target token; the training loss includes label smoothing 0.1, the validation loss does not. "
         "Training time includes the validation pass of every epoch.", "",
+        *[line for m in names if models[m].get("copy_gate") for line in (
+            f"Copy gate of the {m} (teacher-forced validation targets, EOS left out): it copies with probability "
+            f"1 - p_gen = {_fmt_pct(models[m]['copy_gate']['in_source'])} on the "
+            f"{models[m]['copy_gate']['n_in_source']:,} target tokens that occur in their source (placeholders, "
+            f"option and file names, numbers) and {_fmt_pct(models[m]['copy_gate']['not_in_source'])} on the "
+            f"{models[m]['copy_gate']['n_not_in_source']:,} others.", "")],
         markdown_image("train and validation loss per epoch", "loss_curves.png"), "",
         "## Data", "",
         markdown_table(["split", "pairs", "after --limit-*", "after the length filter", "packages (pairs)"], data_rows), "",

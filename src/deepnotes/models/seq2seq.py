@@ -33,6 +33,8 @@ The RNN reuses its Luong attention a_ts; the Transformer gets one extra single-h
 final decoder state over the encoder output. With one joint subword vocabulary every source token
 is also a target token, so no extended vocabulary is needed; the model then returns
 log-probabilities (which ``log_softmax`` and the cross-entropy leave unchanged) instead of logits.
+After each forward pass or decoding step, ``model.last_copy_prob`` holds the copy probabilities
+``1 - p_gen`` of that call, (B, T) or (R, 1), detached (None before the first; for inspection only).
 
 **Decoding interface.** Both models have ``encode(src) -> EncoderOutput`` and
 ``step_logits(memory, tokens, origin) -> (R, V)``, the ``step_fn`` of :mod:`deepnotes.nn.decoding`
@@ -146,6 +148,7 @@ class Seq2SeqModel(nn.Module):
     """
 
     pad_id: int
+    last_copy_prob: Tensor | None = None  # 1 - p_gen of the latest call, (B, T); see the module docstring
 
     def _build_embeddings(self, vocab_size: int, tgt_vocab_size: int | None, dim: int, share: bool, tie: bool,
                           out_dim: int) -> None:
@@ -177,6 +180,7 @@ class Seq2SeqModel(nn.Module):
         """
         if memory.src is None:
             raise ValueError(f"{type(self).__name__}: the copy mechanism needs the source ids in EncoderOutput.src")
+        self.last_copy_prob = torch.sigmoid(-gate_logit.detach()).squeeze(-1)  # 1 - p_gen, for inspection
         return pointer_generator_log_probs(logits, attention, memory.src[:, None, :], gate_logit, n_oov=0)
 
     def project(self, h: Tensor) -> Tensor:
