@@ -135,7 +135,8 @@ class TranslationConfig:
     character_coverage: float = option(0.9995, "sentencepiece character coverage (rarer characters become bytes)")
     max_len: int = option(64, "length filter: drop train/val pairs with more subword tokens on either side, "
                               "test pairs with a longer source")
-    epochs: int = option(8, "passes over the training pairs, for every model")
+    epochs: int = option(16, "passes over the training pairs, for every model (16 vs 8: validation BLEU RNN 42.4 vs "
+                             "37.1, Transformer 44.2 vs 37.3, benchmarks/RESULTS.md)")
     max_tokens: int = option(1000, "padded tokens per batch: sentences x the longest source or target (fairseq --max-tokens)")
     schedule: Literal["cosine", "noam"] = option("cosine", "learning-rate schedule: linear warm-up then cosine decay to 0, "
                                                             "or the Transformer paper's inverse-square-root (Noam) decay")
