@@ -753,8 +753,8 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
 
     Translation has one right answer, so this always decodes with the run's beam search (``--beam-size``,
     the model's length penalty chosen on validation), deterministic: ``--temperature``, ``--top-k``,
-    ``--top-p`` and ``--seed`` are ignored. ``n_chars`` (``--max-new-tokens``) caps the output in subword tokens, on top of the
-    run's ``max-len-a * |source| + max-len-b``.
+    ``--top-p`` and ``--seed`` are ignored. ``n_chars`` (``--max-new-tokens``) caps the output in subword
+    tokens, on top of the run's ``max-len-a * |source| + max-len-b``.
 
     Raises:
         UserError: an empty prompt, a prompt longer than the model's positions, an unfinished run.
