@@ -894,12 +894,15 @@ def report(run_dir: Path) -> Path:
                         "final val loss", "val token accuracy"], train_rows), "",
         "Losses are per target token; the training loss includes label smoothing 0.1, the validation loss does not. "
         "Training time includes the validation pass of every epoch.", "",
-        *[line for m in names if models[m].get("copy_gate") for line in (
-            f"Copy gate of the {m} (teacher-forced validation targets, EOS left out): it copies with probability "
-            f"1 - p_gen = {_fmt_pct(models[m]['copy_gate']['in_source'])} on the "
-            f"{models[m]['copy_gate']['n_in_source']:,} target tokens that occur in their source (placeholders, "
-            f"option and file names, numbers) and {_fmt_pct(models[m]['copy_gate']['not_in_source'])} on the "
-            f"{models[m]['copy_gate']['n_not_in_source']:,} others.", "")],
+    ]
+    for m in names:
+        gate = models[m].get("copy_gate")
+        if gate:
+            lines += [f"Copy gate of the {m} (teacher-forced validation targets, EOS left out): it copies with "
+                      f"probability 1 - p_gen = {_fmt_pct(gate['in_source'])} on the {gate['n_in_source']:,} target "
+                      "tokens that occur in their source (placeholders, option and file names, numbers) and "
+                      f"{_fmt_pct(gate['not_in_source'])} on the {gate['n_not_in_source']:,} others.", ""]
+    lines += [
         markdown_image("train and validation loss per epoch", "loss_curves.png"), "",
         "## Data", "",
         markdown_table(["split", "pairs", "after --limit-*", "after the length filter", "packages (pairs)"], data_rows), "",
