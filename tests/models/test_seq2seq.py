@@ -42,12 +42,19 @@ MAKERS = {
     "transformer-postnorm": lambda **kw: _transformer(norm_first=False, **kw),
     "rnn-copy": lambda **kw: _rnn(copy=True, **kw),
     "transformer-copy": lambda **kw: _transformer(copy=True, **kw),
+    "rnn-continuation": lambda **kw: _rnn(copy=True, copy_continuation=True, **kw),
+    "transformer-continuation": lambda **kw: _transformer(copy=True, copy_continuation=True, **kw),
 }
 
 
 def _model(name: str, **kw):
     torch.manual_seed(0)
-    return MAKERS[name](**kw).double().eval()
+    model = MAKERS[name](**kw).double().eval()
+    if name.endswith("-continuation"):  # the term starts at 0; give it weights so the shared tests exercise it
+        with torch.no_grad():
+            model.continuation.proj.weight.normal_(0.0, 1.0)
+            model.continuation.proj.bias.fill_(2.0)
+    return model
 
 
 def _batch(B=3, S=7, T=5, seed=1):
@@ -123,7 +130,8 @@ def test_step_logits_and_incremental_cache_equal_forward(name):
     assert step.rebuilt == 2
 
 
-@pytest.mark.parametrize("name", ["rnn", "transformer-prenorm", "rnn-copy", "transformer-copy"])
+@pytest.mark.parametrize("name", ["rnn", "transformer-prenorm", "rnn-copy", "transformer-copy", "rnn-continuation",
+                                  "transformer-continuation"])
 def test_generate_cached_equals_uncached(name):
     model = _model(name)
     src, _ = _batch()
@@ -242,7 +250,44 @@ def test_copy_outputs_are_the_pointer_generator_mixture(name):
             assert p.grad is not None and p.grad.abs().sum() > 0, n
 
 
+@pytest.mark.parametrize("name", ["rnn-continuation", "transformer-continuation"])
+def test_copy_continuation_starts_neutral_then_copies_spans_in_order(name):
+    """The continuation term starts at 0 (the model equals the copy model without it); with a large
+    bonus and the gate on "copy", the output at each step is spread over the source tokens that follow
+    the previous token's source copies (continuation_mask), i.e. the next piece of the span."""
+    model, plain = _model(name), _model(name.replace("-continuation", "-copy"))
+    src = torch.tensor([[5, 6, 7, 8, 9, 6, 11], [4, 12, 13, 14, PAD, PAD, PAD]])
+    tgt = torch.tensor([[BOS, 5, 6, 7, 20], [BOS, 4, 12, 13, 14]])
+    with torch.no_grad():
+        model.continuation.proj.weight.zero_()
+        model.continuation.proj.bias.zero_()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("continuation.")})
+    torch.testing.assert_close(model((src, tgt)), plain((src, tgt)))
+    with torch.no_grad():
+        model.continuation.proj.bias.fill_(60.0)
+        model.pointer.bias.fill_(-60.0)  # p_gen ~ 0: copy only
+    p = model((src, tgt)).exp()  # (2, 5, V)
+    # row 0: after 5 -> 6; after 6 (at source positions 1 and 5) -> 7 or 11, shared by their own scores; after 7 -> 8
+    torch.testing.assert_close(p[0, 1, 6], torch.tensor(1.0, dtype=torch.float64))
+    torch.testing.assert_close(p[0, 2, [7, 11]].sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert (p[0, 2, [7, 11]] > 0.01).all()
+    torch.testing.assert_close(p[0, 3, 8], torch.tensor(1.0, dtype=torch.float64))
+    # row 1: 4 12 13 14 copied in order; after 14 the next position is padding, so no bonus applies
+    for t, w in ((1, 12), (2, 13), (3, 14)):
+        torch.testing.assert_close(p[1, t, w], torch.tensor(1.0, dtype=torch.float64))
+    assert p[1, 4, 14] < 0.99 and p[0, 4, 20] < 0.5  # 20 is not in the source: nothing to continue
+    # the term learns: its parameters get gradients from the loss
+    model.train()
+    with torch.no_grad():
+        model.continuation.proj.bias.zero_()
+        model.pointer.bias.zero_()
+    model((src, tgt))[..., 7].sum().backward()
+    assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.continuation.parameters())
+
+
 def test_errors():
+    with pytest.raises(ValueError, match="copy_continuation .* needs copy=True"):
+        RNNSeq2Seq(RNNSeq2SeqConfig(10, copy_continuation=True))
     with pytest.raises(ValueError, match="copy needs one joint vocabulary"):
         TransformerSeq2Seq(TransformerSeq2SeqConfig(10, d_model=8, n_heads=2, tgt_vocab_size=12,
                                                     share_embeddings=False, copy=True))

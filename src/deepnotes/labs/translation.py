@@ -35,7 +35,9 @@ Pipeline:
    (betas 0.9, 0.98; weight decay on weight matrices); linear warm-up then cosine decay (or Noam).
    ``--copy rnn,transformer`` gives those models the copy mechanism (a pointer-generator over the
    source tokens, :mod:`deepnotes.models.seq2seq`), meant for what must come out as it went in:
-   placeholders, option names, file names.
+   placeholders, option names, file names. ``--copy-continuation`` adds a location-aware term to that
+   copy attention (:class:`deepnotes.nn.copy.CopyContinuation`): a learned bonus for the source
+   position right after the one the previous output token was copied from.
 5. Validation: ``--val-bleu-sentences`` (500) seeded validation pairs are decoded greedily and by beam
    search with each GNMT length-penalty alpha of ``--length-penalty-grid`` (score / ``((5 + |Y|) / 6) ** alpha``;
    0.6, 1.0, 1.4, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
@@ -159,6 +161,10 @@ class TranslationConfig:
     copy: tuple[str, ...] = option(MODELS, "models given a copy mechanism (pointer-generator over the source tokens, "
                                    "See et al. 2017), comma-separated from: rnn, transformer; \"\" = none (both: "
                                    "validation loss RNN 2.48 vs 2.59, Transformer 2.22 vs 2.50, benchmarks/RESULTS.md)")
+    copy_continuation: tuple[str, ...] = option(
+        (), "models whose copy attention gets a learned bonus for the source position after the one the previous "
+        "output token was copied from, so multi-piece names are copied in order (location-aware / guided "
+        "attention; needs --copy for that model), comma-separated from: rnn, transformer; \"\" = none")
     beam_size: int = option(5, "beams per sentence of beam search")
     length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search, "
                                         "used when --length-penalty-grid is empty or --val-bleu-sentences is 0")
@@ -216,10 +222,14 @@ def _validate(cfg: TranslationConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
-    for flag, names in (("--models", cfg.models), ("--copy", cfg.copy)):
+    for flag, names in (("--models", cfg.models), ("--copy", cfg.copy), ("--copy-continuation", cfg.copy_continuation)):
         for m in names:
             if m not in MODELS:
                 raise UserError(f"{flag}: unknown model {m!r}; choose from {', '.join(MODELS)}")
+    for m in cfg.copy_continuation:
+        if m not in cfg.copy:
+            raise UserError(f"--copy-continuation {m}: the term belongs to the copy attention; add {m} to --copy "
+                            f"(now {','.join(cfg.copy) or 'empty'})")
     for name in ("rnn_embedding_dim", "rnn_hidden_size", "rnn_layers", "d_model", "n_heads", "encoder_layers",
                  "decoder_layers", "dim_feedforward"):
         if getattr(cfg, name) < 1:
@@ -408,12 +418,13 @@ def build_model(name: str, cfg: TranslationConfig, vocab_size: int) -> Seq2SeqMo
     if name == "rnn":
         return RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size, embedding_dim=cfg.rnn_embedding_dim,
                                            hidden_size=cfg.rnn_hidden_size, num_layers=cfg.rnn_layers,
-                                           dropout=cfg.dropout, pad_id=PAD_ID, copy="rnn" in cfg.copy))
+                                           dropout=cfg.dropout, pad_id=PAD_ID, copy="rnn" in cfg.copy,
+                                           copy_continuation="rnn" in cfg.copy_continuation))
     return TransformerSeq2Seq(TransformerSeq2SeqConfig(
         vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, num_encoder_layers=cfg.encoder_layers,
         num_decoder_layers=cfg.decoder_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
         norm_first=cfg.norm_first, max_len=max(1024, 2 * cfg.max_len + cfg.max_len_b + 2), pad_id=PAD_ID,
-        copy="transformer" in cfg.copy))
+        copy="transformer" in cfg.copy, copy_continuation="transformer" in cfg.copy_continuation))
 
 
 def _train_config(name: str, cfg: TranslationConfig) -> TrainConfig:
@@ -603,7 +614,8 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
                       prefix, optimizer=make_optimizer(model, name, cfg),
                       lr_schedule=make_lr_schedule(name, cfg, n_tr * cfg.epochs), eval_batch_size=1)
     n_params = count_parameters(model)
-    label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "")
+    label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "") + (
+        " + copy continuation" if name in cfg.copy_continuation else "")
     log(f"[{name}] {label}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
         f"x {cfg.epochs} epochs")
     if resuming:

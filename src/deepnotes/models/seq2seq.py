@@ -33,6 +33,11 @@ The RNN reuses its Luong attention a_ts; the Transformer gets one extra single-h
 final decoder state over the encoder output. With one joint subword vocabulary every source token
 is also a target token, so no extended vocabulary is needed; the model then returns
 log-probabilities (which ``log_softmax`` and the cross-entropy leave unchanged) instead of logits.
+With ``copy_continuation=True`` as well, the copy attention gets a location-aware term
+(:class:`~deepnotes.nn.copy.CopyContinuation`, the lectures' "Guided Attention" tip): a learned bonus
+``β_t = w·h_t + b`` on the score of each source position s whose predecessor s - 1 holds the previous
+output token, so spans of several pieces are copied in order. (For the RNN the copy attention is its
+Luong attention, so the term moves the context vector too.)
 After each forward pass or decoding step, ``model.last_copy_prob`` holds the copy probabilities
 ``1 - p_gen`` of that call, (B, T) or (R, 1), detached (None before the first; for inspection only).
 
@@ -64,7 +69,7 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deepnotes.nn.attention import SinusoidalPositionalEncoding
-from deepnotes.nn.copy import PointerGenerator, pointer_generator_log_probs
+from deepnotes.nn.copy import CopyContinuation, PointerGenerator, continuation_mask, pointer_generator_log_probs
 from deepnotes.nn.decoding import beam_search, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
@@ -111,7 +116,7 @@ class EncoderOutput:
 
 
 def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings: bool, pad_id: int,
-                  dropout: float, copy: bool = False) -> None:
+                  dropout: float, copy: bool = False, copy_continuation: bool = False) -> None:
     if vocab_size < 1 or (tgt_vocab_size is not None and tgt_vocab_size < 1):
         raise ValueError(f"vocab sizes must be >= 1, got vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}")
     if share_embeddings and tgt_vocab_size not in (None, vocab_size):
@@ -124,6 +129,8 @@ def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings:
     if copy and tgt_vocab_size not in (None, vocab_size):
         raise ValueError(f"copy needs one joint vocabulary (a source id is a target id), got vocab_size={vocab_size} "
                          f"and tgt_vocab_size={tgt_vocab_size}")
+    if copy_continuation and not copy:
+        raise ValueError("copy_continuation is a term of the copy attention; it needs copy=True")
 
 
 def _check_inputs(inputs, name: str) -> tuple[Tensor, Tensor]:
@@ -330,6 +337,9 @@ class RNNSeq2SeqConfig:
             distribution for copying source tokens, mixed with the vocabulary softmax by the gate
             ``p_gen = σ(w_h·c_t + w_s·o_t + w_x·Emb(y_{t-1}) + b)``; the model then returns
             log-probabilities in place of logits. Needs one joint vocabulary.
+        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``β_t = w·o_t + b`` to
+            the attention score of the source positions that follow a source copy of y_{t-1} (module
+            docstring). Needs ``copy``.
     """
 
     vocab_size: int
@@ -343,6 +353,7 @@ class RNNSeq2SeqConfig:
     pad_id: int = 0
     fused: bool = True
     copy: bool = False
+    copy_continuation: bool = False
 
 
 class RNNSeq2Seq(Seq2SeqModel):
@@ -367,7 +378,8 @@ class RNNSeq2Seq(Seq2SeqModel):
 
     def __init__(self, cfg: RNNSeq2SeqConfig):
         super().__init__()
-        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy)
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy,
+                      cfg.copy_continuation)
         if cfg.embedding_dim < 1 or cfg.hidden_size < 1 or cfg.num_layers < 1:
             raise ValueError(f"embedding_dim, hidden_size, num_layers must be >= 1, got {cfg.embedding_dim}, "
                              f"{cfg.hidden_size}, {cfg.num_layers}")
@@ -381,6 +393,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         self.attn_combine = nn.Linear(4 * H, E, bias=False)  # W_c: [c_t ; o_t] -> h̃_t
         self.dropout = nn.Dropout(cfg.dropout)
         self.pointer = PointerGenerator(2 * H, embed_size=E, context_size=2 * H) if cfg.copy else None
+        self.continuation = CopyContinuation(2 * H) if cfg.copy_continuation else None
         self._twins: dict[str, nn.Module] = {}  # torch.nn.GRU shells for the fused path (not submodules)
 
     def _gru(self, name: str, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -410,9 +423,12 @@ class RNNSeq2Seq(Seq2SeqModel):
         h0 = torch.cat([h0[:, 0], h0[:, 1]], dim=-1)  # (L, B, 2H)
         return EncoderOutput(states, pad, init_state=h0, src=src)
 
-    def _attend(self, o: Tensor, memory: EncoderOutput, x: Tensor) -> Tensor:
-        """Luong attention and output: decoder states o (B, T, 2H), inputs x (B, T, E) -> logits (B, T, V)."""
+    def _attend(self, o: Tensor, memory: EncoderOutput, x: Tensor, tokens: Tensor) -> Tensor:
+        """Luong attention and output: decoder states o (B, T, 2H), inputs x (B, T, E) embedding the input
+        tokens (B, T) -> logits (B, T, V)."""
         scores = self.attn_score(o) @ memory.states.transpose(1, 2)  # (B, T, S) = o_t^T W_a^T e_s
+        if self.continuation is not None:
+            scores = self.continuation(scores, o, continuation_mask(memory.src, tokens, self.pad_id))
         scores = scores.masked_fill(memory.padding_mask[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, T, S)
         context = weights @ memory.states  # (B, T, 2H)
@@ -426,7 +442,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V)."""
         x = self.dropout(self.target_embedding(tgt_in))  # (B, T, E)
         o, _ = self._gru("decoder", x, memory.init_state.contiguous(), None)  # (B, T, 2H)
-        return self._attend(o, memory, x)
+        return self._attend(o, memory, x, tgt_in)
 
     def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
         return (memory.init_state[:, origin].transpose(0, 1),)  # (R, L, 2H)
@@ -435,7 +451,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         x = self.target_embedding(token)[:, None]  # (R, 1, E)
         h = state[0].transpose(0, 1).contiguous()  # (L, R, 2H)
         o, h = self.decoder(x, h)  # our GRU, one step: (R, 1, 2H), (L, R, 2H)
-        logits = self._attend(o, memory.select(origin), x)[:, 0]  # (R, V)
+        logits = self._attend(o, memory.select(origin), x, token[:, None])[:, 0]  # (R, V)
         return logits, (h.transpose(0, 1),)
 
 
@@ -458,6 +474,9 @@ class TransformerSeq2SeqConfig:
             copy distribution, mixed with the vocabulary softmax by ``p_gen = σ(w_h·c_t + w_s·h_t +
             w_x·Emb(y_{t-1}) + b)``; the model then returns log-probabilities in place of logits.
             Needs one joint vocabulary.
+        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``β_t = w·h_t + b`` to
+            the copy attention's score of the source positions that follow a source copy of y_{t-1}
+            (module docstring). Needs ``copy``.
     """
 
     vocab_size: int
@@ -476,6 +495,7 @@ class TransformerSeq2SeqConfig:
     pad_id: int = 0
     fused_attention: bool = True
     copy: bool = False
+    copy_continuation: bool = False
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
@@ -502,7 +522,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
 
     def __init__(self, cfg: TransformerSeq2SeqConfig):
         super().__init__()
-        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy)
+        _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy,
+                      cfg.copy_continuation)
         self.cfg, self.pad_id = cfg, cfg.pad_id
         d = cfg.d_model
         self.transformer = Transformer(d, cfg.n_heads, cfg.num_encoder_layers, cfg.num_decoder_layers,
@@ -517,6 +538,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
             self.pointer: PointerGenerator | None = PointerGenerator(d, embed_size=d, context_size=d)
         else:
             self.pointer = None
+        self.continuation = CopyContinuation(d) if cfg.copy_continuation else None
 
     def encode(self, src: Tensor) -> EncoderOutput:
         """src (B, S) -> memory (B, S, d_model) and its padding mask."""
@@ -537,6 +559,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if self.pointer is None:
             return logits
         scores = self.copy_q(h) @ self._copy_keys(memory).transpose(1, 2) / self.scale  # (B, T, S)
+        if self.continuation is not None:
+            scores = self.continuation(scores, h, continuation_mask(memory.src, tgt_in, self.pad_id))
         weights = torch.softmax(scores.masked_fill(memory.padding_mask[:, None, :], float("-inf")), dim=-1)
         context = weights @ memory.states  # (B, T, d)
         gate = self.pointer.gate_logit(h, context, self.target_embedding(tgt_in))  # (B, T, 1)

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "CopyContinuation",
     "PointerGenerator",
+    "continuation_mask",
     "ext_ids_to_tokens",
     "extend_vocab",
     "pointer_generator_log_probs",
@@ -159,6 +161,89 @@ class PointerGenerator(nn.Module):
                 attention: Tensor, src_ext_ids: Tensor, n_oov: int | None = None) -> Tensor:
         z = self.gate_logit(state, context, input_embedding)  # (*, 1)
         return pointer_generator_log_probs(vocab_logits, attention, src_ext_ids, z, n_oov)
+
+
+# --------------------------------------------------------------------------- copying spans in order
+
+
+def continuation_mask(src: Tensor, prev_tokens: Tensor, pad_id: int = 0) -> Tensor:
+    """Which source positions would continue a copy of the previous output token.
+
+    ``mask[b, t, s] = (src[b, s - 1] == prev_tokens[b, t]) and src[b, s] != pad_id`` for s >= 1 (False
+    at s = 0 and where ``prev_tokens`` is padding): if the decoder's input at step t (the token it output
+    at step t - 1) was copied from source position s - 1, position s holds the next piece of that span.
+
+    Args:
+        src: LongTensor (B, S) source ids, right-padded with ``pad_id``.
+        prev_tokens: LongTensor (B, T) the decoder inputs (BOS, y_1, ..., y_{T-1}).
+        pad_id: the padding id. Default 0.
+
+    Returns:
+        BoolTensor (B, T, S).
+
+    Raises:
+        ValueError: not two 2-D tensors with the same batch size.
+
+    Example::
+
+        continuation_mask(torch.tensor([[5, 6, 7, 0]]), torch.tensor([[2, 5, 6]]))
+        # [[[F, F, F, F],    BOS: nothing to continue
+        #   [F, T, F, F],    after 5, position 1 (6) continues the span
+        #   [F, F, T, F]]]   after 6, position 2 (7)
+    """
+    if src.dim() != 2 or prev_tokens.dim() != 2 or src.shape[0] != prev_tokens.shape[0]:
+        raise ValueError(f"src (B, S) and prev_tokens (B, T) must be 2-D with the same B, got "
+                         f"{tuple(src.shape)} and {tuple(prev_tokens.shape)}")
+    hit = src[:, None, :-1] == prev_tokens[:, :, None]  # (B, T, S - 1): src[s - 1] == y_{t-1}
+    hit = hit & (src[:, None, 1:] != pad_id) & (prev_tokens[:, :, None] != pad_id)
+    return F.pad(hit, (1, 0), value=False)  # position 0 continues nothing
+
+
+class CopyContinuation(nn.Module):
+    r"""A location-aware term for the copy attention: a learned bonus for the source position right after
+    the one the previous output token was copied from, so multi-piece names are copied in order.
+
+    ``score_ts <- score_ts + β_t · mask_ts`` with ``β_t = w·h_t + b`` (a bonus the decoder state h_t sets
+    per step, so the model can choose when to continue a span) and ``mask`` from
+    :func:`continuation_mask`. ``w`` and ``b`` start at 0: the attention is unchanged until they learn.
+
+    Why: a content-based attention that has just copied ``--nocheck`` knows *what* it copied but not
+    *where*; when the same piece occurs twice (``order``, ``-``) it can jump back and loop
+    (``--nheck-order-order-order``). The lectures' seq2seq tips name the cure "Guided Attention"
+    (monotonic, location-aware attention); CopyNet's "selective read" (Gu et al. 2016, "Incorporating
+    Copying Mechanism in Sequence-to-Sequence Learning", the lecture's further reading on copying) feeds
+    the decoder the source positions matching y_{t-1} for the same reason. This term is the simplest
+    form of both: the positions come from matching ids, the bonus goes to their successors.
+
+    Args:
+        hidden_size: size of the decoder state h_t.
+
+    Shapes:
+        scores (B, T, S) pre-softmax attention scores, state (B, T, hidden_size), mask (B, T, S) bool
+        -> scores (B, T, S).
+
+    Raises:
+        ValueError: hidden_size < 1; a state whose last dim is not hidden_size; mask not the scores' shape.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"hidden_size must be an int >= 1, got {hidden_size!r}")
+        self.hidden_size = hidden_size
+        self.proj = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def extra_repr(self) -> str:
+        return f"hidden_size={self.hidden_size}"
+
+    def forward(self, scores: Tensor, state: Tensor, mask: Tensor) -> Tensor:
+        if state.shape[-1] != self.hidden_size:
+            raise ValueError(f"state must be (*, {self.hidden_size}), got {tuple(state.shape)}")
+        if mask.shape != scores.shape:
+            raise ValueError(f"mask {tuple(mask.shape)} must have the scores' shape {tuple(scores.shape)}")
+        return scores + self.proj(state) * mask.to(scores.dtype)  # β_t (B, T, 1) broadcast over S
 
 
 # --------------------------------------------------------------------------- the extended vocabulary
