@@ -36,7 +36,9 @@ def run(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # on a busy 2-core machine, two intra-op threads mostly wait for each other
     try:
         out = tmp_path_factory.mktemp("runs")
-        assert main(["run", "translation", "--preset", "fast", "--out", str(out), "--no-progress"]) == 0
+        # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json
+        assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--out", str(out),
+                     "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
     finally:
@@ -264,6 +266,8 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
 @pytest.mark.parametrize("flags,message", [
     (["--models", "rnn,lstm"], "--models: unknown model 'lstm'"),
     (["--copy", "gru"], "--copy: unknown model 'gru'"),
+    (["--copy", "transformer", "--copy-continuation", "rnn"], "--copy-continuation rnn: the term belongs to the copy "
+                                                               "attention; add rnn to --copy"),
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),

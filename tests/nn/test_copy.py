@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepnotes.nn.copy import (
+    CopyContinuation,
     PointerGenerator,
+    continuation_mask,
     ext_ids_to_tokens,
     extend_vocab,
     pointer_generator_log_probs,
@@ -264,3 +266,40 @@ def test_pointer_generator_learns_to_copy_unseen_placeholders(one_thread):
     assert accuracy > 0.9, accuracy
     words = [ext_ids_to_tokens(p, SPECIALS + WORDS, o) for p, o in zip(pred[:20], oovs[:20])]
     assert sum(w[0] == o[0] for w, o in zip(words, oovs[:20])) >= 18  # the placeholder string itself
+
+
+def test_continuation_mask_marks_the_successors_of_the_previous_tokens_source_copies():
+    src = torch.tensor([[5, 6, 7, 6, 9, 0, 0], [8, 8, 8, 0, 0, 0, 0]])
+    prev = torch.tensor([[2, 6, 9, 0], [2, 8, 0, 0]])  # BOS first, padding at the end
+    mask = continuation_mask(src, prev, pad_id=0)
+    # by the definition, loop by loop: src[s - 1] == prev[t], s >= 1, src[s] and prev[t] not padding
+    ref = torch.zeros(2, 4, 7, dtype=torch.bool)
+    for b in range(2):
+        for t in range(4):
+            for s in range(1, 7):
+                ref[b, t, s] = bool(src[b, s - 1] == prev[b, t] and src[b, s] != 0 and prev[b, t] != 0)
+    assert mask.equal(ref)
+    assert mask[0, 1].nonzero().flatten().tolist() == [2, 4]  # 6 occurs at 1 and 3: both successors
+    assert not mask[0, 2].any()  # 9 is last before padding: no successor
+    assert mask[1, 1].nonzero().flatten().tolist() == [1, 2]
+    with pytest.raises(ValueError, match="same B"):
+        continuation_mask(src, prev[:1])
+
+
+def test_copy_continuation_adds_the_state_set_bonus_on_masked_positions_only():
+    torch.manual_seed(0)
+    term = CopyContinuation(4).double()
+    scores, state = torch.randn(2, 3, 5, dtype=torch.float64), torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.rand(2, 3, 5) > 0.5
+    torch.testing.assert_close(term(scores, state, mask), scores)  # starts at 0
+    with torch.no_grad():
+        term.proj.weight.normal_()
+        term.proj.bias.fill_(0.3)
+    beta = state @ term.proj.weight[0] + 0.3  # (2, 3)
+    torch.testing.assert_close(term(scores, state, mask), torch.where(mask, scores + beta[..., None], scores))
+    with pytest.raises(ValueError, match="state must be"):
+        term(scores, state[..., :3], mask)
+    with pytest.raises(ValueError, match="mask"):
+        term(scores, state, mask[..., :4])
+    with pytest.raises(ValueError, match="hidden_size"):
+        CopyContinuation(0)
