@@ -112,6 +112,7 @@ def run_main(argv) -> int:
         (["run", "image-classification", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
         (["run", "image-classification", "--dataset", "cifar"], "unknown image dataset 'cifar'"),
         (["run", "image-classification", "--lr", "-1"], "--lr must be > 0"),
+        (["run", "image-classification", "--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
         (["run", "image-classification", "--widths", "a,b"], "expected comma-separated int values"),
         (["run"], "run needs a lab name"),
         (["eval", "/nonexistent/run"], "not a run folder"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -51,17 +52,20 @@ def _trainer(tmp_path, prep, cfg=CFG):
     return Trainer(cfg, _model(), tmp_path, (x, y), prep, {"val": (xv, yv)}, torch.device("cpu"), log=lambda m: None)
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path):
-    full = _trainer(tmp_path / "full", Prep())
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, ema_decay):
+    cfg = replace(CFG, ema_decay=ema_decay)
+    full = _trainer(tmp_path / "full", Prep(), cfg)
     hist_full = full.fit()
 
     run = tmp_path / "killed"
-    killed = _trainer(run, Prep(fail_at=6 * 2 + 3))  # 6 updates per epoch: dies inside epoch 3
+    killed = _trainer(run, Prep(fail_at=6 * 2 + 3), cfg)  # 6 updates per epoch: dies inside epoch 3
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     assert [p.name for p in list_checkpoints(run)] == ["epoch-0001", "epoch-0002"]
+    assert (run / "checkpoints" / "epoch-0002" / "ema.safetensors").is_file() == (ema_decay > 0)
     torch.manual_seed(12345)  # the resumed process starts with another global RNG state
-    resumed = _trainer(run, Prep())
+    resumed = _trainer(run, Prep(), cfg)
     resumed.resume()
     assert resumed.epoch == 2 and resumed.step == 12
     hist_resumed = resumed.fit()
@@ -73,6 +77,53 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         assert torch.equal(v1, v2), k
     rows = read_metrics_csv(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+class Snapshots(Prep):
+    """Records the model's weights at every training batch, i.e. after every update so far."""
+
+    def __init__(self):
+        super().__init__()
+        self.model, self.seen = None, []
+
+    def __call__(self, x, y, train, generator):
+        if train:
+            self.seen.append([p.detach().clone() for p in self.model.parameters()])
+        return super().__call__(x, y, train, generator)
+
+
+def test_ema_follows_the_recurrence_and_is_what_is_evaluated_and_saved(tmp_path):
+    """theta_ema = theta_1 after the first update, then d theta_ema + (1 - d) theta_k; checked against the
+    weights seen at every batch and the raw weights of the last checkpoint; the saved model and the last
+    validation loss are the average's."""
+    from safetensors.torch import load_file
+
+    d = 0.8
+    prep = Snapshots()
+    trainer = _trainer(tmp_path, prep, replace(CFG, epochs=2, ema_decay=d))
+    prep.model = trainer.model
+    names = [n for n, _ in trainer.model.named_parameters()]
+    hist = trainer.fit()
+    last = load_file(str(tmp_path / "checkpoints" / "epoch-0002" / "model.safetensors"))  # raw theta_12
+    thetas = prep.seen[1:] + [[last[n] for n in names]]  # theta_1 .. theta_12
+    assert trainer.step == 12 and len(thetas) == 12
+    ema = [p.clone() for p in thetas[0]]
+    for k, theta in enumerate(thetas[1:], start=2):
+        ema = [d * e + (1 - d) * t for e, t in zip(ema, theta)]
+        if k == 6:  # the end of epoch 1: its checkpoint holds the average so far
+            at_6 = load_file(str(tmp_path / "checkpoints" / "epoch-0001" / "ema.safetensors"))
+            for n, e in zip(names, ema):
+                torch.testing.assert_close(at_6[f"module.{n}"], e)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    for n, e, t in zip(names, ema, thetas[-1]):
+        torch.testing.assert_close(saved[n], e)
+        assert not torch.allclose(e, t)  # the average is not the last weights
+    plain = _model()
+    plain.load_state_dict(saved)
+    xv, yv = _data(48, seed=1)
+    with torch.no_grad():
+        loss = nn.functional.cross_entropy(plain.eval()(xv), yv).item()
+    assert loss == pytest.approx(hist[-1]["val_loss"], rel=1e-5)
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path):

@@ -4,6 +4,8 @@ Layout of one checkpoint (a folder ``checkpoints/epoch-NNNN/`` in the run folder
 
     model.safetensors      the model's state_dict
     optimizer.safetensors  the optimizer's per-parameter tensors (momentum buffers, Adam moments)
+    NAME.safetensors       the state_dict of each extra module passed by name (e.g. ``ema``, the
+                           moving average of the weights)
     state.json             epoch, step, optimizer hyper-parameters and scalar state, LR-schedule
                            state, RNG states (Python, NumPy, torch CPU and CUDA), metrics so far
 
@@ -95,11 +97,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     keep: int = 2,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Write ``checkpoints/epoch-{state['epoch']:04d}`` atomically and keep the newest ``keep``.
 
     Args:
         state: JSON-serializable run state; must hold ``epoch`` (epochs completed) and ``step``.
+        extra_modules: name -> module whose state_dict is saved as ``NAME.safetensors`` beside the
+            model's (names other than ``model``, ``optimizer``, ``state``). Default None: none.
     Returns:
         The checkpoint folder.
     """
@@ -112,6 +117,11 @@ def save_checkpoint(
         model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(model_sd, str(tmp / "model.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        for name, module in (extra_modules or {}).items():
+            if name in ("model", "optimizer", "state"):
+                raise ValueError(f"extra module name {name!r} is taken by the checkpoint's own files")
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                      str(tmp / f"{name}.safetensors"))
         full_state = {**state, "optimizer": opt_meta, "rng": rng_state()}
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1) + "\n")
         os.chmod(tmp, 0o755)
@@ -135,9 +145,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device
+    checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) into ``model``/``optimizer``; restore RNGs; return the state.
+
+    ``extra_modules`` (name -> module) are loaded from the ``NAME.safetensors`` that
+    :func:`save_checkpoint` wrote for them.
 
     Raises:
         UserError: the folder is missing a file or cannot be read (names the file).
@@ -149,6 +163,8 @@ def load_checkpoint(
         if optimizer is not None:
             tensors = load_file(str(checkpoint / "optimizer.safetensors"), device=str(device))
             optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+        for name, module in (extra_modules or {}).items():
+            module.load_state_dict(load_file(str(checkpoint / f"{name}.safetensors"), device=str(device)))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise UserError(f"cannot read checkpoint {checkpoint}: {e}. Delete that folder to resume from an older one") from e
     set_rng_state(state["rng"])

@@ -34,6 +34,10 @@ class TrainConfig:
     warmup: float = option(0.2, "share of all updates spent warming up the LR linearly from lr/25 (onecycle, cosine)")
     grad_clip: float = option(0.0, "clip the global gradient norm to this value (0 disables)")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
+    ema_decay: float = option(
+        0.0, "keep an exponential moving average of the weights and batch-norm statistics, theta_ema <- d * theta_ema "
+        "+ (1 - d) * theta after every update, and evaluate and save it instead of the raw weights; d in [0, 1), "
+        "0 disables (e.g. 0.999)")
     amp: bool = option(True, "mixed precision (bfloat16/float16 autocast) when running on CUDA; ignored on CPU")
     cpu_bf16: Literal["auto", "on", "off"] = option(
         "off", "bfloat16 autocast on CPU (1.5-1.7x faster ResNets measured where the CPU has native bf16 instructions, "
@@ -66,6 +70,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (0 <= cfg.warmup < 1, "--warmup must be in [0, 1)"),
         (cfg.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+        (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1) (0 disables the weight average)"),
     ]
     for ok, message in checks:
         if not ok:

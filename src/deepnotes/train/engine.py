@@ -14,8 +14,9 @@ One update::
     clip_grad_norm_(params, cfg.grad_clip) # optional
     optimizer.step()                       # theta <- theta - lr * update(grad)
 
-What the loop adds around that: a learning rate set from the schedule before every update, a
-progress bar, a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic
+What the loop adds around that: a learning rate set from the schedule before every update, an
+optional exponential moving average of the weights (``cfg.ema_decay``; torch's ``AveragedModel``,
+which then stands in for the weights at every evaluation and in the saved model), a progress bar, a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic
 checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
 checkpoint, and data parallelism across processes (launched by torchrun).
 
@@ -37,6 +38,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deepnotes.errors import UserError
@@ -207,6 +209,11 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.use_cpu_bf16 = use_cpu_bf16(cfg, device)
+        # theta_ema <- d theta_ema + (1 - d) theta after each update; buffers (batch-norm statistics) too
+        self.ema: AveragedModel | None = None
+        if cfg.ema_decay > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema.eval()
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
@@ -262,13 +269,19 @@ class Trainer:
             )
 
     # ----------------------------------------------------------------------------------- public
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated: the moving average of the weights when ``cfg.ema_decay > 0``, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of the model on ``(x, y)`` in eval mode, sharded over processes."""
+        """Mean cross-entropy and accuracy of :attr:`eval_model` on ``(x, y)`` in eval mode, sharded over processes."""
         batch_size = batch_size or self.eval_batch_size
-        self.model.eval()
+        model = self.eval_model
+        model.eval()
         if self.info.enabled:  # every process evaluates with rank 0's batch-norm running statistics
-            for buf in self.model.buffers():
+            for buf in model.buffers():
                 torch.distributed.broadcast(buf, src=0)
         stats = EpochStats()
         idx_all = torch.arange(len(y))[self.info.rank :: self.info.world_size]
@@ -276,7 +289,7 @@ class Trainer:
             idx = idx_all[start : start + batch_size]
             xb, yb = self.prepare_batch(x[idx], y[idx], False, None)
             with self._autocast():
-                logits = self.model(xb)
+                logits = model(xb)
             logits, yb = _flatten_tokens(logits, yb)
             stats.add(F.cross_entropy(logits.float(), yb, ignore_index=IGNORE_INDEX), logits, yb)
         loss, acc = stats.reduced(self.info, self.device)
@@ -291,15 +304,22 @@ class Trainer:
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             raise UserError(f"{self.run_dir} has no checkpoint to resume from (no finished epoch); start a new run")
-        state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.device)
+        state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.device, self._extra_modules())
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         if self.info.is_main:
             self._write_metrics(rewrite=True)
         self.log(f"resumed from {checkpoints[-1]} (epoch {self.epoch}/{self.cfg.epochs}, update {self.step})")
 
+    def _extra_modules(self) -> dict[str, nn.Module]:
+        return {"ema": self.ema} if self.ema is not None else {}
+
     def fit(self) -> list[dict[str, Any]]:
-        """Train from ``self.epoch`` to ``cfg.epochs``; return the metrics history (one dict per epoch)."""
+        """Train from ``self.epoch`` to ``cfg.epochs``; return the metrics history (one dict per epoch).
+
+        With ``cfg.ema_decay > 0`` the moving average is copied into ``self.model`` at the end, so the
+        saved model.safetensors and whatever the lab evaluates afterwards are the averaged weights.
+        """
         cfg, info = self.cfg, self.info
         self._open_tensorboard()
         try:
@@ -308,6 +328,8 @@ class Trainer:
         finally:
             if self.tb is not None:
                 self.tb.close()
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
         if info.is_main:
             from safetensors.torch import save_file
 
@@ -360,6 +382,8 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             self.step += 1
             stats.add(loss.detach(), logits.detach(), y)
             if show:
@@ -393,7 +417,8 @@ class Trainer:
             save_checkpoint(
                 self.run_dir, self.model, self.optimizer, {"epoch": self.epoch, "step": self.step, "history": self.history,
                                                              "schedule": {"name": cfg.schedule, "step": self.step,
-                                                                          "total_steps": self.total_steps}}
+                                                                          "total_steps": self.total_steps}},
+                extra_modules=self._extra_modules(),
             )
             if self.tb is not None:
                 for key, value in row.items():
