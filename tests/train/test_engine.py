@@ -93,12 +93,13 @@ class Snapshots(Prep):
 
 
 def test_ema_follows_the_recurrence_and_is_what_is_evaluated_and_saved(tmp_path):
-    """theta_ema = theta_1 after the first update, then d theta_ema + (1 - d) theta_k; checked against the
+    """theta_ema = theta_1 after the first update, then d_k theta_ema + (1 - d_k) theta_k with the warm-up
+    d_k = min(d, k / (9 + k)) (TensorFlow's num_updates rule, n = k - 1 updates averaged); checked against the
     weights seen at every batch and the raw weights of the last checkpoint; the saved model and the last
     validation loss are the average's."""
     from safetensors.torch import load_file
 
-    d = 0.8
+    d = 0.5  # reached by the warm-up at k = 8
     prep = Snapshots()
     trainer = _trainer(tmp_path, prep, replace(CFG, epochs=2, ema_decay=d))
     prep.model = trainer.model
@@ -109,7 +110,8 @@ def test_ema_follows_the_recurrence_and_is_what_is_evaluated_and_saved(tmp_path)
     assert trainer.step == 12 and len(thetas) == 12
     ema = [p.clone() for p in thetas[0]]
     for k, theta in enumerate(thetas[1:], start=2):
-        ema = [d * e + (1 - d) * t for e, t in zip(ema, theta)]
+        d_k = min(d, k / (9 + k))
+        ema = [d_k * e + (1 - d_k) * t for e, t in zip(ema, theta)]
         if k == 6:  # the end of epoch 1: its checkpoint holds the average so far
             at_6 = load_file(str(tmp_path / "checkpoints" / "epoch-0001" / "ema.safetensors"))
             for n, e in zip(names, ema):

@@ -36,8 +36,8 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
     ema_decay: float = option(
         0.0, "keep an exponential moving average of the weights and batch-norm statistics, theta_ema <- d * theta_ema "
-        "+ (1 - d) * theta after every update, and evaluate and save it instead of the raw weights; d in [0, 1), "
-        "0 disables (e.g. 0.999)")
+        "+ (1 - d) * theta after every update (d warms up as min(d, (1 + n) / (10 + n)) after n updates), and "
+        "evaluate and save it instead of the raw weights; d in [0, 1), 0 disables (e.g. 0.999)")
     amp: bool = option(True, "mixed precision (bfloat16/float16 autocast) when running on CUDA; ignored on CPU")
     cpu_bf16: Literal["auto", "on", "off"] = option(
         "off", "bfloat16 autocast on CPU (1.5-1.7x faster ResNets measured where the CPU has native bf16 instructions, "

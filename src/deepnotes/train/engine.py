@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from deepnotes.errors import UserError
@@ -93,6 +93,29 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
     raise UserError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
+
+
+def ema_decay_at(decay: float, n_averaged: int) -> float:
+    """The decay of the moving average's next update after ``n_averaged`` updates (>= 1):
+    ``min(decay, (1 + n) / (10 + n))``, TensorFlow's ``ExponentialMovingAverage(num_updates=n)`` warm-up,
+    so that a short run's average is not stuck at the initial weights (the first update copies them)."""
+    return min(decay, (1 + n_averaged) / (10 + n_averaged))
+
+
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor | int], None]:
+    """A ``multi_avg_fn`` for torch's ``AveragedModel``: ``e <- d e + (1 - d) theta`` with d from :func:`ema_decay_at`."""
+
+    @torch.no_grad()
+    def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor | int) -> None:
+        d = ema_decay_at(decay, int(n_averaged))
+        floats = [(e, c) for e, c in zip(ema, current) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1.0 - d)
+        for e, c in zip(ema, current):  # integer buffers (batch-norm's num_batches_tracked): the latest value
+            if not e.is_floating_point():
+                e.copy_(c)
+
+    return update
 
 
 def cpu_has_native_bf16() -> bool:
@@ -212,7 +235,7 @@ class Trainer:
         # theta_ema <- d theta_ema + (1 - d) theta after each update; buffers (batch-norm statistics) too
         self.ema: AveragedModel | None = None
         if cfg.ema_decay > 0:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
             self.ema.eval()
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
