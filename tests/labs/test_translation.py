@@ -36,9 +36,10 @@ def run(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # on a busy 2-core machine, two intra-op threads mostly wait for each other
     try:
         out = tmp_path_factory.mktemp("runs")
-        # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json
-        assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--out", str(out),
-                     "--no-progress"]) == 0
+        # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, and the
+        # weight average (the seeded retraining in the resume test must reproduce it)
+        assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--ema-decay", "0.9",
+                     "--out", str(out), "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
     finally:
@@ -270,6 +271,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
                                                                "attention; add rnn to --copy"),
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
+    (["--ema-decay", "-0.1"], "--ema-decay must be in [0, 1)"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
     (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),
     (["--val-bleu-sentences", "-1"], "--val-bleu-sentences must be >= 0"),

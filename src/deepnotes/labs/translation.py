@@ -146,6 +146,9 @@ class TranslationConfig:
     weight_decay: float = option(0.01, "AdamW's decoupled weight decay on weight matrices")
     label_smoothing: float = option(0.1, "label smoothing of the cross-entropy (HW5: 0.1)")
     grad_clip: float = option(1.0, "clip the global gradient norm to this value (0 disables)")
+    ema_decay: float = option(0.0, "exponential moving average of the weights with this decay per update, validated, "
+                                   "decoded and saved instead of the raw weights (the engine's --ema-decay; a running "
+                                   "form of the Transformer paper's checkpoint averaging); 0 disables")
     dropout: float = option(0.1, "dropout of both models")
     rnn_lr: float = option(2e-3, "peak learning rate of the RNN")
     rnn_embedding_dim: int = option(128, "RNN token embedding size")
@@ -209,6 +212,7 @@ def _validate(cfg: TranslationConfig) -> None:
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (cfg.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)"),
+        (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1) (0 disables the weight average)"),
         (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
         (cfg.rnn_lr > 0 and cfg.transformer_lr > 0, "--rnn-lr and --transformer-lr must be > 0"),
         (cfg.beam_size >= 1, "--beam-size must be >= 1"),
@@ -430,7 +434,8 @@ def build_model(name: str, cfg: TranslationConfig, vocab_size: int) -> Seq2SeqMo
 def _train_config(name: str, cfg: TranslationConfig) -> TrainConfig:
     return TrainConfig(epochs=cfg.epochs, batch_size=1, optimizer="adamw", lr=_lr(name, cfg), momentum=0.9,
                        weight_decay=cfg.weight_decay, schedule="cosine", warmup=cfg.warmup, grad_clip=cfg.grad_clip,
-                       label_smoothing=cfg.label_smoothing, cpu_bf16=cfg.cpu_bf16, seed=cfg.seed, device=cfg.device,
+                       label_smoothing=cfg.label_smoothing, ema_decay=cfg.ema_decay, cpu_bf16=cfg.cpu_bf16, seed=cfg.seed,
+                       device=cfg.device,
                        progress=cfg.progress)
 
 
