@@ -36,10 +36,10 @@ def run(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # on a busy 2-core machine, two intra-op threads mostly wait for each other
     try:
         out = tmp_path_factory.mktemp("runs")
-        # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, and the
-        # weight average (the seeded retraining in the resume test must reproduce it)
+        # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, the
+        # weight average (the seeded retraining in the resume test must reproduce it) and the coverage penalty
         assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--ema-decay", "0.9",
-                     "--out", str(out), "--no-progress"]) == 0
+                     "--coverage-penalty", "0.1", "--out", str(out), "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
     finally:
@@ -104,7 +104,8 @@ class _LengthModel:
     def eval(self):
         return self
 
-    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0):
+    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0):
+        assert coverage_penalty == 0.0  # the config's default reaches the model
         n = 1 if beam_size == 1 else int(round(2 + 4 * length_penalty))
         return [list(range(n)) for _ in range(src.shape[0])]
 
@@ -272,6 +273,8 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
     (["--ema-decay", "-0.1"], "--ema-decay must be in [0, 1)"),
+    (["--coverage-penalty", "-1"], "--coverage-penalty must be a number >= 0"),
+    (["--copy", "rnn", "--coverage-penalty", "0.2"], "--coverage-penalty reads the Transformer's copy attention"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
     (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),
     (["--val-bleu-sentences", "-1"], "--val-bleu-sentences must be >= 0"),

@@ -144,6 +144,83 @@ def test_exhaustive_beam_equals_brute_force(seed, alpha, penalty):
     assert scores[0].item() == pytest.approx(bf_score, rel=1e-9)
 
 
+def _attending(table: torch.Tensor, attention: torch.Tensor):
+    """Markov step_fn that also returns an attention (R, S) read from ``attention[last token]``."""
+
+    def step_fn(tokens, origin):
+        return table[origin, tokens[:, -1]], attention[tokens[:, -1]]
+
+    return step_fn
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("beta", [0.0, 0.3, 2.0])
+def test_exhaustive_beam_with_coverage_penalty_equals_brute_force(seed, beta):
+    """GNMT's ranking s / lp(|Y|) + β Σ_i log(min(Σ_j a_ji, 1)) over real source positions i, by brute force."""
+    V, S, max_len, alpha = 3, 4, 4, 0.6
+    table = random_table(1, V, seed + 20)
+    table[0, :, 1] -= 1.0
+    g = torch.Generator().manual_seed(seed)
+    attention = torch.softmax(torch.randn(V, S, generator=g, dtype=torch.float64) * 2, -1)
+    real = torch.tensor([[True, True, True, False]])  # the last source position is padding
+    step = _attending(table, attention)
+    seqs, scores = beam_search(step if beta > 0 else markov(table), 0, 1, beam_size=24, max_len=max_len,
+                               length_penalty=alpha, coverage_penalty=beta, source_mask=real)
+    best = [float("-inf"), None]
+
+    def rec(prefix, logp, cov):
+        logits, att = step(torch.tensor([prefix]), torch.tensor([0]))
+        lp, cov = torch.log_softmax(logits[0], -1), cov + att[0]  # this step's attention counts for its token
+        for w in range(V):
+            s_ = logp + float(lp[w])
+            if s_ < -1e6:
+                continue
+            if w == 1 or len(prefix) == max_len:
+                cp = beta * float(cov[:3].clamp(max=1.0).log().sum())
+                norm = s_ / length_normalizer(len(prefix), alpha, "gnmt") + cp
+                if norm > best[0]:
+                    best[:] = [norm, prefix + [w]]
+            else:
+                rec(prefix + [w], s_, cov)
+
+    rec([0], 0.0, torch.zeros(S, dtype=torch.float64))
+    assert seqs[0].tolist() == best[1]
+    assert scores[0].item() == pytest.approx(best[0], rel=1e-9)
+
+
+def test_coverage_penalty_changes_some_answers_towards_more_coverage():
+    changed = 0
+    for seed in range(10):
+        table = random_table(1, 3, seed + 20)
+        table[0, :, 1] -= 1.0
+        g = torch.Generator().manual_seed(seed)
+        attention = torch.softmax(torch.randn(3, 4, generator=g, dtype=torch.float64) * 2, -1)
+        real = torch.ones(1, 4, dtype=torch.bool)
+        plain, _ = beam_search(markov(table), 0, 1, beam_size=8, max_len=4, length_penalty=0.6)
+        covered, _ = beam_search(_attending(table, attention), 0, 1, beam_size=8, max_len=4, length_penalty=0.6,
+                                 coverage_penalty=2.0, source_mask=real)
+
+        def cp(seq):
+            cov = sum(attention[w] for w in seq[:-1].tolist())  # the attention of each step's input token
+            return float(cov.clamp(max=1.0).log().sum())
+
+        if plain[0].tolist() != covered[0].tolist():
+            changed += 1
+            assert cp(covered[0]) > cp(plain[0])  # the answer that wins covers the source better
+    assert changed >= 1
+
+
+def test_coverage_penalty_errors():
+    table = random_table(1, 3, 0)
+    with pytest.raises(ValueError, match="needs source_mask"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, coverage_penalty=0.5)
+    with pytest.raises(ValueError, match="must return \\(logits \\(R, V\\), attention \\(R, S\\)\\)"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, coverage_penalty=0.5,
+                    source_mask=torch.ones(1, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="coverage_penalty must be"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, coverage_penalty=-1.0)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_beam_with_length_penalty_zero_finds_the_most_probable_sequence(seed):
     V, max_len = 4, 4  # 0 BOS, 1 EOS, 2, 3

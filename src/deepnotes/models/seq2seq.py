@@ -156,6 +156,13 @@ class Seq2SeqModel(nn.Module):
 
     pad_id: int
     last_copy_prob: Tensor | None = None  # 1 - p_gen of the latest call, (B, T); see the module docstring
+    last_attention: Tensor | None = None  # the attention a_ts of the latest call, (B, T, S), detached: the RNN's
+    # Luong attention, the Transformer's copy attention (None without copy); beam search's coverage penalty reads it
+
+    @property
+    def has_alignment(self) -> bool:
+        """Whether the model has one attention over the source to read as an alignment (``last_attention``)."""
+        return True
 
     def _build_embeddings(self, vocab_size: int, tgt_vocab_size: int | None, dim: int, share: bool, tie: bool,
                           out_dim: int) -> None:
@@ -232,7 +239,7 @@ class Seq2SeqModel(nn.Module):
     @torch.no_grad()
     def generate(self, src: Tensor, bos_id: int, eos_id: int, max_len: int, beam_size: int = 1,
                  length_penalty: float = 1.0, penalty: Literal["gnmt", "average"] = "gnmt",
-                 cached: bool = True, min_len: int = 1) -> list[list[int]]:
+                 cached: bool = True, min_len: int = 1, coverage_penalty: float = 0.0) -> list[list[int]]:
         """Translate a batch: greedy (``beam_size=1``) or beam search; the model is put in eval mode meanwhile.
 
         Args:
@@ -246,10 +253,19 @@ class Seq2SeqModel(nn.Module):
             min_len: EOS is forbidden until this many tokens have been generated (default 1: no empty
                 output, fairseq's ``--min-len``); 0 allows an empty translation. PAD and BOS are never
                 generated.
+            coverage_penalty: β of GNMT's coverage penalty in beam search (see
+                :func:`deepnotes.nn.decoding.beam_search`) over ``last_attention``; default 0 (none);
+                ignored by greedy decoding.
+
+        Raises:
+            ValueError: ``coverage_penalty > 0`` for a model without an alignment (a Transformer without copy).
 
         Returns:
             B token lists, without BOS and EOS.
         """
+        if coverage_penalty > 0 and not self.has_alignment:
+            raise ValueError(f"{type(self).__name__}: the coverage penalty reads one attention over the source; "
+                             f"this model has none (build the Transformer with copy=True)")
         was_training = self.training
         self.eval()
         try:
@@ -265,12 +281,19 @@ class Seq2SeqModel(nn.Module):
                     logits[:, eos_id] = float("-inf")
                 return logits
 
+            def step_with_attention(tokens: Tensor, origin: Tensor) -> tuple[Tensor, Tensor]:
+                logits = step(tokens, origin)
+                return logits, self.last_attention[:, -1]  # (R, S) of the newest position
+
             if beam_size == 1:
                 out = greedy_decode(step, bos_id, eos_id, max_len, batch_size=B, device=src.device)
                 rows = [r[1:].tolist() for r in out]
             else:
-                seqs, _ = beam_search(step, bos_id, eos_id, beam_size, max_len, batch_size=B,
-                                      length_penalty=length_penalty, penalty=penalty, device=src.device)
+                cover = coverage_penalty > 0
+                seqs, _ = beam_search(step_with_attention if cover else step, bos_id, eos_id, beam_size, max_len,
+                                      batch_size=B, length_penalty=length_penalty, penalty=penalty, device=src.device,
+                                      coverage_penalty=coverage_penalty,
+                                      source_mask=(src != self.pad_id) if cover else None)
                 rows = [s[1:].tolist() for s in seqs]
         finally:
             self.train(was_training)
@@ -431,6 +454,7 @@ class RNNSeq2Seq(Seq2SeqModel):
             scores = self.continuation(scores, o, continuation_mask(memory.src, tokens, self.pad_id))
         scores = scores.masked_fill(memory.padding_mask[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, T, S)
+        self.last_attention = weights.detach()
         context = weights @ memory.states  # (B, T, 2H)
         h_tilde = torch.tanh(self.attn_combine(torch.cat([context, o], dim=-1)))  # (B, T, E)
         logits = self.project(self.dropout(h_tilde))
@@ -546,6 +570,12 @@ class TransformerSeq2Seq(Seq2SeqModel):
         x = self.pos(self.src_embed(src) * self.scale)  # (B, S, d)
         return EncoderOutput(self.transformer.encode(x, src_key_padding_mask=pad), pad, src=src)
 
+    @property
+    def has_alignment(self) -> bool:
+        """Only with ``copy``: the copy attention is one distribution over the source (the decoder's
+        cross-attention has several heads and layers)."""
+        return self.pointer is not None
+
     def _copy_keys(self, memory: EncoderOutput) -> Tensor:
         """``W_k m`` (B, S, d), the copy attention's keys, computed once per memory."""
         if "copy_k" not in memory.cache:
@@ -562,6 +592,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if self.continuation is not None:
             scores = self.continuation(scores, h, continuation_mask(memory.src, tgt_in, self.pad_id))
         weights = torch.softmax(scores.masked_fill(memory.padding_mask[:, None, :], float("-inf")), dim=-1)
+        self.last_attention = weights.detach()
         context = weights @ memory.states  # (B, T, d)
         gate = self.pointer.gate_logit(h, context, self.target_embedding(tgt_in))  # (B, T, 1)
         return self._mix_copy(logits, weights, memory, gate)

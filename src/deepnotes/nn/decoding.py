@@ -93,6 +93,18 @@ def _call_step(step_fn: StepFn, tokens: Tensor, origin: Tensor) -> Tensor:
     return logits
 
 
+def _call_step_with_attention(step_fn: StepFn, tokens: Tensor, origin: Tensor, S: int) -> tuple[Tensor, Tensor]:
+    out = step_fn(tokens, origin)
+    R = tokens.shape[0]
+    if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(o, Tensor) for o in out)
+            and out[0].dim() == 2 and out[0].shape[0] == R and out[1].shape == (R, S)):
+        got = tuple(tuple(o.shape) if isinstance(o, Tensor) else type(o).__name__ for o in out) \
+            if isinstance(out, tuple) else type(out).__name__
+        raise ValueError(f"with a coverage penalty, step_fn must return (logits (R, V), attention (R, S)) with "
+                         f"R = {R}, S = {S}; got {got}")
+    return out
+
+
 def _autoregressive(step_fn: StepFn, prompt: Tensor, eos: int | None, max_len: int, pad_id: int | None,
                     choose: Callable[[Tensor], Tensor]) -> Tensor:
     """Shared loop of greedy decoding and sampling: only unfinished rows are passed to step_fn."""
@@ -271,7 +283,8 @@ def length_normalizer(length: int | Tensor, alpha: float = 1.0,
 def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: int, max_len: int,
                 batch_size: int | None = None, length_penalty: float = 1.0,
                 penalty: Literal["gnmt", "average"] = "gnmt",
-                device: torch.device | str | None = None) -> tuple[list[Tensor], Tensor]:
+                device: torch.device | str | None = None, coverage_penalty: float = 0.0,
+                source_mask: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
     r"""Beam search: keep the ``beam_size`` most probable prefixes per example at every step.
 
     At each step every live hypothesis y (log-probability ``s(y)``) is extended by every token w to
@@ -284,6 +297,13 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
     an upper bound since log-probabilities only decrease), so the result is that of running to
     ``max_len``. The step_fn sees only the live rows of unfinished examples (``origin`` says whose).
 
+    **Coverage penalty** (GNMT, Wu et al. 2016, eq. 14): with ``coverage_penalty`` β > 0, a finished
+    hypothesis is ranked by ``s / lp(|Y|) + cp`` with ``cp = β Σ_i log(min(Σ_j a_ji, 1))`` over the real
+    source positions i, where a_ji is the attention of output step j (EOS included) on source position
+    i: a hypothesis that left part of the source unattended (dropped it, or looped over another part)
+    loses score. The step_fn then returns ``(logits, attention (R, S))`` and ``source_mask`` says which
+    source positions are real. cp <= 0, so the early stop stays exact.
+
     Args:
         step_fn: ``step_fn(tokens (R, T), origin (R,)) -> logits (R, V)``, R <= batch_size * beam_size.
         bos: start token (int) or LongTensor prompt (B, T0).
@@ -294,14 +314,18 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         length_penalty: alpha of the length penalty. Default 1.0; 0 ranks by raw log-probability.
         penalty: ``"gnmt"`` (``((5 + len) / 6) ** alpha``) or ``"average"`` (``len ** alpha``). Default "gnmt".
         device: where an int ``bos`` starts. Default CPU.
+        coverage_penalty: β >= 0 of the coverage penalty. Default 0.0 (none; step_fn returns logits only).
+        source_mask: BoolTensor (B, S), True at real source positions; required when β > 0.
 
     Returns:
         ``(sequences, scores)``: a list of B LongTensors (T0 + len,), each the best hypothesis with
         its prompt in front and its EOS (if any) at the end; and a float64 tensor (B,) of their
-        normalized scores ``log P(Y | prompt) / lp(|Y|)``.
+        normalized scores ``log P(Y | prompt) / lp(|Y|)`` (``+ cp`` with a coverage penalty).
 
     Raises:
-        ValueError: bad ``beam_size``, ``max_len``, ``penalty``, prompt; step_fn output not (R, V).
+        ValueError: bad ``beam_size``, ``max_len``, ``penalty``, prompt, ``coverage_penalty`` < 0 or
+            without a ``source_mask`` of shape (B, S); step_fn output not (R, V) (with β > 0: not a pair
+            of (R, V) logits and (R, S) attention).
 
     Example::
 
@@ -316,8 +340,24 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
     K, dev = beam_size, prompt.device
     lp = lambda n: float(length_normalizer(n, length_penalty, penalty))  # noqa: E731
 
+    beta = float(coverage_penalty)
+    if beta < 0 or not math.isfinite(beta):
+        raise ValueError(f"coverage_penalty must be a finite number >= 0, got {coverage_penalty!r}")
+    if beta > 0 and (source_mask is None or source_mask.dim() != 2 or source_mask.shape[0] != B):
+        got = None if source_mask is None else tuple(source_mask.shape)
+        raise ValueError(f"coverage_penalty > 0 needs source_mask (B, S) = ({B}, S) of the real source positions, got {got}")
+
     tokens = prompt.repeat_interleave(K, dim=0)  # (B*K, T) live prefixes, example-major
     origin_all = torch.arange(B, device=dev).repeat_interleave(K)  # (B*K,)
+    if beta > 0:
+        real = source_mask.to(dev).repeat_interleave(K, dim=0)  # (B*K, S)
+        coverage = torch.zeros(real.shape, dtype=torch.float64, device=dev)  # Σ_j a_ji of each live beam
+        tiny = torch.finfo(torch.float64).tiny  # log(0) of an unattended position stays finite
+
+        def cp(cov: Tensor, rows: Tensor) -> Tensor:
+            """β Σ_i log(min(cov_i, 1)) over the real positions of ``rows`` (any shape of row indices into cov)."""
+            logs = cov[rows].clamp(min=tiny, max=1.0).log().masked_fill(~real[rows], 0.0)
+            return beta * logs.sum(-1)
     scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=dev)  # log P of each live beam
     scores[:, 0] = 0.0  # one live beam at the start (the K copies would be duplicates)
     best_score = torch.full((B,), float("-inf"), dtype=torch.float64, device=dev)
@@ -329,7 +369,11 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
     for t in range(1, max_len + 1):  # t = number of generated tokens after this step
         live = torch.isfinite(scores).view(-1) & ~done.repeat_interleave(K)  # (B*K,)
         rows = live.nonzero().squeeze(1)
-        logits = _call_step(step_fn, tokens[rows], origin_all[rows])  # (R, V)
+        if beta > 0:
+            logits, attention = _call_step_with_attention(step_fn, tokens[rows], origin_all[rows], real.shape[1])
+            coverage[rows] += attention.double()  # coverage after this step, per parent row
+        else:
+            logits = _call_step(step_fn, tokens[rows], origin_all[rows])  # (R, V)
         V = logits.shape[1]
         logp = torch.full((B * K, V), float("-inf"), dtype=torch.float64, device=dev)
         logp[rows] = torch.log_softmax(logits.double(), dim=-1)
@@ -340,7 +384,10 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         if eos is not None:
             is_eos = (tok == eos) & torch.isfinite(top_s)  # (B, 2K)
             fin = is_eos[:, :K]  # finalize only EOS ranked within the top K
-            norm = torch.where(fin, top_s[:, :K] / lp(t), torch.full_like(top_s[:, :K], float("-inf")))
+            norm = top_s[:, :K] / lp(t)
+            if beta > 0:
+                norm = norm + cp(coverage, example * K + beam[:, :K])  # parents' coverage, this step included
+            norm = torch.where(fin, norm, torch.full_like(norm, float("-inf")))
             m, j = norm.max(dim=1)  # (B,) the best newly finished hypothesis per example
             improved = m > best_score  # strict: ties keep the earlier (shorter) one
             for b in improved.nonzero().flatten().tolist():
@@ -356,6 +403,8 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         src = (example * K + beam.gather(1, order)).view(-1)  # (B*K,) parent rows
         tokens = torch.cat([tokens[src], tok.gather(1, order).view(-1, 1)], dim=1)  # (B*K, T+1)
         scores = new_scores
+        if beta > 0:
+            coverage = coverage[src]
 
         if t == max_len:
             break
@@ -367,6 +416,8 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
 
     # live hypotheses (of examples not stopped early) finish at the last length reached
     norm = scores / lp(t)  # (B, K)
+    if beta > 0:
+        norm = norm + cp(coverage, torch.arange(B * K, device=dev)).view(B, K)
     m, j = norm.max(dim=1)
     improved = (m > best_score) & ~done
     for b in improved.nonzero().flatten().tolist():
