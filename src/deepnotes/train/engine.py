@@ -16,8 +16,8 @@ One update::
 
 What the loop adds around that: a learning rate set from the schedule before every update, an
 optional exponential moving average of the weights (``cfg.ema_decay``; torch's ``AveragedModel``,
-which then stands in for the weights at every evaluation and in the saved model), a progress bar, a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic
-checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
+which then stands in for the weights at every evaluation and in the saved model), a progress bar,
+a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
 checkpoint, and data parallelism across processes (launched by torchrun).
 
 Resumption is exact because nothing random depends on history: the data order and the
@@ -108,11 +108,10 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
     @torch.no_grad()
     def update(ema: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor | int) -> None:
         d = ema_decay_at(decay, int(n_averaged))
-        floats = [(e, c) for e, c in zip(ema, current) if e.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1.0 - d)
-        for e, c in zip(ema, current):  # integer buffers (batch-norm's num_batches_tracked): the latest value
-            if not e.is_floating_point():
+        for e, c in zip(ema, current):
+            if e.is_floating_point():
+                e.lerp_(c, 1.0 - d)  # e + (1 - d)(c - e) = d e + (1 - d) c
+            else:  # integer buffers (batch-norm's num_batches_tracked): the latest value
                 e.copy_(c)
 
     return update
