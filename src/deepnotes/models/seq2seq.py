@@ -35,7 +35,7 @@ is also a target token, so no extended vocabulary is needed; the model then retu
 log-probabilities (which ``log_softmax`` and the cross-entropy leave unchanged) instead of logits.
 With ``copy_continuation=True`` as well, the copy attention gets a location-aware term
 (:class:`~deepnotes.nn.copy.CopyContinuation`, the lectures' "Guided Attention" tip): a learned bonus
-``β_t = w·h_t + b`` on the score of each source position s whose predecessor s - 1 holds the previous
+``λ_t = w·h_t + b`` on the score of each source position s whose predecessor s - 1 holds the previous
 output token, so spans of several pieces are copied in order. (For the RNN the copy attention is its
 Luong attention, so the term moves the context vector too.)
 After each forward pass or decoding step, ``model.last_copy_prob`` holds the copy probabilities
@@ -360,7 +360,7 @@ class RNNSeq2SeqConfig:
             distribution for copying source tokens, mixed with the vocabulary softmax by the gate
             ``p_gen = σ(w_h·c_t + w_s·o_t + w_x·Emb(y_{t-1}) + b)``; the model then returns
             log-probabilities in place of logits. Needs one joint vocabulary.
-        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``β_t = w·o_t + b`` to
+        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``λ_t = w·o_t + b`` to
             the attention score of the source positions that follow a source copy of y_{t-1} (module
             docstring). Needs ``copy``.
     """
@@ -498,7 +498,7 @@ class TransformerSeq2SeqConfig:
             copy distribution, mixed with the vocabulary softmax by ``p_gen = σ(w_h·c_t + w_s·h_t +
             w_x·Emb(y_{t-1}) + b)``; the model then returns log-probabilities in place of logits.
             Needs one joint vocabulary.
-        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``β_t = w·h_t + b`` to
+        copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``λ_t = w·h_t + b`` to
             the copy attention's score of the source positions that follow a source copy of y_{t-1}
             (module docstring). Needs ``copy``.
     """

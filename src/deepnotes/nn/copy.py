@@ -203,7 +203,7 @@ class CopyContinuation(nn.Module):
     r"""A location-aware term for the copy attention: a learned bonus for the source position right after
     the one the previous output token was copied from, so multi-piece names are copied in order.
 
-    ``score_ts <- score_ts + β_t · mask_ts`` with ``β_t = w·h_t + b`` (a bonus the decoder state h_t sets
+    ``score_ts <- score_ts + λ_t · mask_ts`` with ``λ_t = w·h_t + b`` (a bonus the decoder state h_t sets
     per step, so the model can choose when to continue a span) and ``mask`` from
     :func:`continuation_mask`. ``w`` and ``b`` start at 0: the attention is unchanged until they learn.
 
@@ -243,7 +243,7 @@ class CopyContinuation(nn.Module):
             raise ValueError(f"state must be (*, {self.hidden_size}), got {tuple(state.shape)}")
         if mask.shape != scores.shape:
             raise ValueError(f"mask {tuple(mask.shape)} must have the scores' shape {tuple(scores.shape)}")
-        return scores + self.proj(state) * mask.to(scores.dtype)  # β_t (B, T, 1) broadcast over S
+        return scores + self.proj(state) * mask.to(scores.dtype)  # λ_t (B, T, 1) broadcast over S
 
 
 # --------------------------------------------------------------------------- the extended vocabulary
