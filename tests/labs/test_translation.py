@@ -274,6 +274,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     (["--beam-size", "0"], "--beam-size must be >= 1"),
     (["--ema-decay", "-0.1"], "--ema-decay must be in [0, 1)"),
     (["--coverage-penalty", "-1"], "--coverage-penalty must be a number >= 0"),
+    (["--copy", "rnn", "--selective-read"], "--selective-read reads where the Transformer copied from"),
     (["--copy", "rnn", "--coverage-penalty", "0.2"], "--coverage-penalty reads the Transformer's copy attention"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
     (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),

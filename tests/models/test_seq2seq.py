@@ -44,6 +44,7 @@ MAKERS = {
     "transformer-copy": lambda **kw: _transformer(copy=True, **kw),
     "rnn-continuation": lambda **kw: _rnn(copy=True, copy_continuation=True, **kw),
     "transformer-continuation": lambda **kw: _transformer(copy=True, copy_continuation=True, **kw),
+    "transformer-read": lambda **kw: _transformer(copy=True, selective_read=True, **kw),
 }
 
 
@@ -54,6 +55,9 @@ def _model(name: str, **kw):
         with torch.no_grad():
             model.continuation.proj.weight.normal_(0.0, 1.0)
             model.continuation.proj.bias.fill_(2.0)
+    if name.endswith("-read"):  # W_ζ starts at 0; give it weights so the shared tests exercise it
+        with torch.no_grad():
+            model.read_proj.weight.normal_(0.0, 0.5)
     return model
 
 
@@ -131,7 +135,7 @@ def test_step_logits_and_incremental_cache_equal_forward(name):
 
 
 @pytest.mark.parametrize("name", ["rnn", "transformer-prenorm", "rnn-copy", "transformer-copy", "rnn-continuation",
-                                  "transformer-continuation"])
+                                  "transformer-continuation", "transformer-read"])
 def test_generate_cached_equals_uncached(name):
     model = _model(name)
     src, _ = _batch()
@@ -308,6 +312,30 @@ def test_generate_with_coverage_penalty_reads_the_attention_cached_or_not(name):
 
     for b in range(3):  # with beta this large the coverage decides: never worse than without the penalty
         assert coverage_term(b, strong[b]) >= coverage_term(b, plain[b]) - 1e-9
+
+
+def test_selective_read_starts_neutral_and_feeds_the_mean_state_of_the_matching_source_positions():
+    model, plain = _model("transformer-read"), _model("transformer-copy")
+    src, tgt = _batch()
+    with torch.no_grad():
+        model.read_proj.weight.zero_()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("read_proj.")})
+    torch.testing.assert_close(model((src, tgt)), plain((src, tgt)))
+    from deepnotes.nn.copy import selective_read
+
+    memory = torch.arange(2 * 4 * 3, dtype=torch.float64).view(2, 4, 3)
+    s = torch.tensor([[5, 6, 5, 0], [7, 7, 7, 7]])
+    prev = torch.tensor([[2, 5, 6, 0], [7, 2, 2, 2]])
+    z = selective_read(memory, s, prev, pad_id=0)
+    torch.testing.assert_close(z[0, 0], torch.zeros(3, dtype=torch.float64))  # BOS is not in the source
+    torch.testing.assert_close(z[0, 1], (memory[0, 0] + memory[0, 2]) / 2)  # 5 at positions 0 and 2
+    torch.testing.assert_close(z[0, 2], memory[0, 1])
+    torch.testing.assert_close(z[0, 3], torch.zeros(3, dtype=torch.float64))  # padding matches nothing
+    torch.testing.assert_close(z[1, 0], memory[1].mean(0))
+    with pytest.raises(ValueError, match="must fit"):
+        selective_read(memory, s[:, :3], prev)
+    with pytest.raises(ValueError, match="selective_read .* needs copy=True"):
+        _transformer(selective_read=True)
 
 
 def test_errors():

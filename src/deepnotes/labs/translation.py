@@ -37,7 +37,8 @@ Pipeline:
    source tokens, :mod:`deepnotes.models.seq2seq`), meant for what must come out as it went in:
    placeholders, option names, file names. ``--copy-continuation`` adds a location-aware term to that
    copy attention (:class:`deepnotes.nn.copy.CopyContinuation`): a learned bonus for the source
-   position right after the one the previous output token was copied from.
+   position right after the one the previous output token was copied from; ``--selective-read`` gives the
+   Transformer's decoder CopyNet's selective read (where in the source its previous token came from).
 5. Validation: ``--val-bleu-sentences`` (500) seeded validation pairs are decoded greedily and by beam
    search with each GNMT length-penalty alpha of ``--length-penalty-grid`` (score / ``((5 + |Y|) / 6) ** alpha``;
    0.6, 1.0, 1.4, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
@@ -169,6 +170,9 @@ class TranslationConfig:
         (), "models whose copy attention gets a learned bonus for the source position after the one the previous "
         "output token was copied from, so multi-piece names are copied in order (location-aware / guided "
         "attention; needs --copy for that model), comma-separated from: rnn, transformer; \"\" = none")
+    selective_read: bool = option(False, "Transformer: CopyNet's selective read, the decoder input at step t also gets "
+                                         "the mean encoder state of the source positions holding y_{t-1} (where it just "
+                                         "copied from); needs --copy with transformer")
     beam_size: int = option(5, "beams per sentence of beam search")
     length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search, "
                                         "used when --length-penalty-grid is empty or --val-bleu-sentences is 0")
@@ -236,6 +240,8 @@ def _validate(cfg: TranslationConfig) -> None:
         for m in names:
             if m not in MODELS:
                 raise UserError(f"{flag}: unknown model {m!r}; choose from {', '.join(MODELS)}")
+    if cfg.selective_read and "transformer" in cfg.models and "transformer" not in cfg.copy:
+        raise UserError("--selective-read reads where the Transformer copied from; add transformer to --copy")
     if cfg.coverage_penalty > 0 and "transformer" in cfg.models and "transformer" not in cfg.copy:
         raise UserError("--coverage-penalty reads the Transformer's copy attention; add transformer to --copy or "
                         "set --coverage-penalty 0")
@@ -437,7 +443,8 @@ def build_model(name: str, cfg: TranslationConfig, vocab_size: int) -> Seq2SeqMo
         vocab_size, d_model=cfg.d_model, n_heads=cfg.n_heads, num_encoder_layers=cfg.encoder_layers,
         num_decoder_layers=cfg.decoder_layers, dim_feedforward=cfg.dim_feedforward, dropout=cfg.dropout,
         norm_first=cfg.norm_first, max_len=max(1024, 2 * cfg.max_len + cfg.max_len_b + 2), pad_id=PAD_ID,
-        copy="transformer" in cfg.copy, copy_continuation="transformer" in cfg.copy_continuation))
+        copy="transformer" in cfg.copy, copy_continuation="transformer" in cfg.copy_continuation,
+        selective_read=cfg.selective_read))
 
 
 def _train_config(name: str, cfg: TranslationConfig) -> TrainConfig:
@@ -631,7 +638,8 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
                       lr_schedule=make_lr_schedule(name, cfg, n_tr * cfg.epochs), eval_batch_size=1)
     n_params = count_parameters(model)
     label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "") + (
-        " + copy continuation" if name in cfg.copy_continuation else "")
+        " + copy continuation" if name in cfg.copy_continuation else "") + (
+        " + selective read" if name == "transformer" and cfg.selective_read else "")
     log(f"[{name}] {label}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
         f"x {cfg.epochs} epochs")
     if resuming:

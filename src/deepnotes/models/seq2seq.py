@@ -69,7 +69,13 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deepnotes.nn.attention import SinusoidalPositionalEncoding
-from deepnotes.nn.copy import CopyContinuation, PointerGenerator, continuation_mask, pointer_generator_log_probs
+from deepnotes.nn.copy import (
+    CopyContinuation,
+    PointerGenerator,
+    continuation_mask,
+    pointer_generator_log_probs,
+    selective_read,
+)
 from deepnotes.nn.decoding import beam_search, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
@@ -501,6 +507,9 @@ class TransformerSeq2SeqConfig:
         copy_continuation: add :class:`~deepnotes.nn.copy.CopyContinuation`'s bonus ``λ_t = w·h_t + b`` to
             the copy attention's score of the source positions that follow a source copy of y_{t-1}
             (module docstring). Needs ``copy``.
+        selective_read: CopyNet's selective read (:func:`~deepnotes.nn.copy.selective_read`): the decoder's
+            input at step t becomes ``Emb(y_{t-1}) sqrt(d) + PE_t + W_ζ ζ_t``, ζ_t the mean encoder state
+            at the source positions holding y_{t-1}; ``W_ζ`` starts at 0. Needs ``copy``.
     """
 
     vocab_size: int
@@ -520,6 +529,7 @@ class TransformerSeq2SeqConfig:
     fused_attention: bool = True
     copy: bool = False
     copy_continuation: bool = False
+    selective_read: bool = False
 
 
 class TransformerSeq2Seq(Seq2SeqModel):
@@ -563,6 +573,11 @@ class TransformerSeq2Seq(Seq2SeqModel):
         else:
             self.pointer = None
         self.continuation = CopyContinuation(d) if cfg.copy_continuation else None
+        if cfg.selective_read and not cfg.copy:
+            raise ValueError("selective_read feeds the decoder where it copied from; it needs copy=True")
+        self.read_proj = nn.Linear(d, d, bias=False) if cfg.selective_read else None  # W_ζ
+        if self.read_proj is not None:
+            nn.init.zeros_(self.read_proj.weight)  # starts as the model without it
 
     def encode(self, src: Tensor) -> EncoderOutput:
         """src (B, S) -> memory (B, S, d_model) and its padding mask."""
@@ -600,6 +615,8 @@ class TransformerSeq2Seq(Seq2SeqModel):
     def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
         """Teacher-forced decoder under the causal mask: tgt_in (B, T) -> logits (B, T, V)."""
         y = self.pos(self.target_embedding(tgt_in) * self.scale)  # (B, T, d)
+        if self.read_proj is not None:
+            y = y + self.read_proj(selective_read(memory.states, memory.src, tgt_in, self.pad_id))
         h = self.transformer.decode(y, memory.states, memory_key_padding_mask=memory.padding_mask,
                                     tgt_is_causal=True)
         return self._output(h, memory, tgt_in)
@@ -628,6 +645,9 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if t >= self.cfg.max_len:
             raise ValueError(f"TransformerSeq2Seq: decoding past max_len={self.cfg.max_len} positions")
         x = self.target_embedding(token)[:, None] * self.scale + self.pos.pe[t].to(memory.states.dtype)  # (R, 1, d)
+        if self.read_proj is not None:
+            x = x + self.read_proj(selective_read(memory.states[origin], memory.src[origin], token[:, None],
+                                                  self.pad_id))
         allowed = ~memory.padding_mask[origin][:, None, None, :]  # (R, 1, 1, S) True = attend
         new_state: list[Tensor] = []
         for i, (layer, (mk, mv)) in enumerate(zip(self.transformer.decoder.layers, self._cross_kv(memory))):

@@ -31,6 +31,7 @@ __all__ = [
     "CopyContinuation",
     "PointerGenerator",
     "continuation_mask",
+    "selective_read",
     "ext_ids_to_tokens",
     "extend_vocab",
     "pointer_generator_log_probs",
@@ -197,6 +198,36 @@ def continuation_mask(src: Tensor, prev_tokens: Tensor, pad_id: int = 0) -> Tens
     hit = src[:, None, :-1] == prev_tokens[:, :, None]  # (B, T, S - 1): src[s - 1] == y_{t-1}
     hit = hit & (src[:, None, 1:] != pad_id) & (prev_tokens[:, :, None] != pad_id)
     return F.pad(hit, (1, 0), value=False)  # position 0 continues nothing
+
+
+def selective_read(memory: Tensor, src: Tensor, prev_tokens: Tensor, pad_id: int = 0) -> Tensor:
+    """CopyNet's selective read (Gu et al. 2016, eq. 9), with uniform weights: for each decoder input
+    y_{t-1}, the mean of the encoder states at the source positions that hold that token, 0 where none does.
+
+    ``ζ_t = Σ_τ ρ_tτ m_τ`` with ``ρ_tτ = [x_τ = y_{t-1}] / #{τ': x_τ' = y_{t-1}}`` (CopyNet weights the
+    matches by the previous step's copy probabilities, which makes decoding sequential; the uniform
+    weights keep teacher-forced training parallel). Fed to the decoder with its input embedding, it tells
+    the decoder *where* in the source the token it just wrote came from, so copying can move on from there.
+
+    Args:
+        memory: (B, S, D) encoder states.
+        src: LongTensor (B, S) source ids, padded with ``pad_id``.
+        prev_tokens: LongTensor (B, T) decoder inputs.
+        pad_id: the padding id (padding never matches). Default 0.
+
+    Returns:
+        (B, T, D).
+
+    Raises:
+        ValueError: shapes that do not fit.
+    """
+    if memory.dim() != 3 or src.shape != memory.shape[:2] or prev_tokens.dim() != 2 or prev_tokens.shape[0] != src.shape[0]:
+        raise ValueError(f"memory (B, S, D), src (B, S) and prev_tokens (B, T) must fit, got {tuple(memory.shape)}, "
+                         f"{tuple(src.shape)} and {tuple(prev_tokens.shape)}")
+    match = (src[:, None, :] == prev_tokens[:, :, None]) & (src[:, None, :] != pad_id)  # (B, T, S)
+    rho = match.to(memory.dtype)
+    rho = rho / rho.sum(-1, keepdim=True).clamp(min=1.0)
+    return rho @ memory
 
 
 class CopyContinuation(nn.Module):
