@@ -96,6 +96,21 @@ def test_run_help_lists_every_config_field(capsys):
     assert f"number of passes over the training set (default: {epochs})" in flat
 
 
+def test_every_lab_help_renders_every_flag(capsys):
+    """argparse formats help strings with %: a stray percent sign in a help text breaks --help."""
+    from dataclasses import fields
+
+    from deepnotes.labs import _registry
+
+    for name, lab in _registry().items():
+        with pytest.raises(SystemExit) as exc:
+            main(["run", name, "--help"])
+        assert exc.value.code == 0, name
+        out = capsys.readouterr().out
+        for f in fields(lab.config_cls):
+            assert "--" + f.name.replace("_", "-") in out, (name, f.name)
+
+
 def run_main(argv) -> int:
     """``main(argv)``'s exit status, whether it returns it or argparse raises SystemExit."""
     try:

@@ -75,9 +75,10 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         tp = hints[f.name]
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help: "63.7%" must stay text
         default = f.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = str(shown).replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
