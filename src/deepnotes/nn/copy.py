@@ -242,8 +242,8 @@ class CopyContinuation(nn.Module):
     *where*; when the same piece occurs twice (``order``, ``-``) it can jump back and loop
     (``--nheck-order-order-order``). The lectures' seq2seq tips name the cure "Guided Attention"
     (monotonic, location-aware attention); CopyNet's "selective read" (Gu et al. 2016, "Incorporating
-    Copying Mechanism in Sequence-to-Sequence Learning", the lecture's further reading on copying) feeds
-    the decoder the source positions matching y_{t-1} for the same reason. This term is the simplest
+    Copying Mechanism in Sequence-to-Sequence Learning"; :func:`selective_read`) feeds the decoder the
+    source positions matching y_{t-1} for the same reason. This term is the simplest
     form of both: the positions come from matching ids, the bonus goes to their successors.
 
     Args:
