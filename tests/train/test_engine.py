@@ -99,7 +99,7 @@ def test_ema_follows_the_recurrence_and_is_what_is_evaluated_and_saved(tmp_path)
     validation loss are the average's."""
     from safetensors.torch import load_file
 
-    d = 0.5  # reached by the warm-up at k = 8
+    d = 0.5  # the warm-up k / (9 + k) reaches it at k = 9
     prep = Snapshots()
     trainer = _trainer(tmp_path, prep, replace(CFG, epochs=2, ema_decay=d))
     prep.model = trainer.model
