@@ -46,6 +46,7 @@ from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
 from deepnotes.labs import Lab, RunContext, read_run_json
 from deepnotes.models.regression import build_regressor, fit_regressor, predict
 from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
+from deepnotes.train.checkpoint import cpu_state_dict
 from deepnotes.train.config import option
 
 NAME = "regression"
@@ -314,7 +315,7 @@ def run(cfg: RegressionConfig, ctx: RunContext) -> dict[str, Any]:
         preds[key] = out["test"]
         outs[key] = out
         histories[key] = fit.history
-        weights.update({f"{key}.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+        weights.update({f"{key}.{k}": v for k, v in cpu_state_dict(model).items()})
         log(f"{key:>14}: valid MSE {results[key]['valid_mse']:.3f}, test MSE {results[key]['test_mse']:.3f} "
             f"(best epoch {fit.best_epoch}/{len(fit.history)}, {results[key]['train_time_s']:.1f}s)")
 

@@ -75,7 +75,7 @@ from deepnotes.nn.word2vec import (
     subsample_keep_prob,
 )
 from deepnotes.report import append_metrics_row, markdown_image, markdown_table, new_figure, save_figure
-from deepnotes.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from deepnotes.train.checkpoint import cpu_state_dict, list_checkpoints, load_checkpoint, save_checkpoint
 from deepnotes.train.config import option
 from deepnotes.train.schedule import lr_at
 
@@ -499,7 +499,7 @@ def _save_weights(model: CBOW, path: Path) -> None:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        save_file(cpu_state_dict(model), str(tmp))
 
 
 def _load_trained(run_dir: Path, cfg: Word2VecConfig, vocab_size: int) -> CBOW:

@@ -91,6 +91,11 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` detached, on the CPU and contiguous: what ``safetensors.save_file`` takes."""
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
@@ -114,14 +119,12 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         opt_tensors, opt_meta = _split_optimizer_state(optimizer)
-        model_sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(model_sd, str(tmp / "model.safetensors"))
+        save_file(cpu_state_dict(model), str(tmp / "model.safetensors"))
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         for name, module in (extra_modules or {}).items():
             if name in ("model", "optimizer", "state"):
                 raise ValueError(f"extra module name {name!r} is taken by the checkpoint's own files")
-            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                      str(tmp / f"{name}.safetensors"))
+            save_file(cpu_state_dict(module), str(tmp / f"{name}.safetensors"))
         full_state = {**state, "optimizer": opt_meta, "rng": rng_state()}
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1) + "\n")
         os.chmod(tmp, 0o755)

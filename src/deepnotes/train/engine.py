@@ -45,7 +45,7 @@ from deepnotes.errors import UserError
 from deepnotes.io import atomic_path
 from deepnotes.report import append_metrics_row
 from deepnotes.train import distributed as distr
-from deepnotes.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from deepnotes.train.checkpoint import cpu_state_dict, list_checkpoints, load_checkpoint, save_checkpoint
 from deepnotes.train.config import TrainConfig
 from deepnotes.train.schedule import lr_at
 
@@ -356,7 +356,7 @@ class Trainer:
             from safetensors.torch import save_file
 
             with atomic_path(self.run_dir / "model.safetensors") as tmp:
-                save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}, str(tmp))
+                save_file(cpu_state_dict(self.model), str(tmp))
         distr.barrier(info)
         return self.history
 
