@@ -122,7 +122,8 @@ class EncoderOutput:
 
 
 def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings: bool, pad_id: int,
-                  dropout: float, copy: bool = False, copy_continuation: bool = False) -> None:
+                  dropout: float, copy: bool = False, copy_continuation: bool = False,
+                  selective_read: bool = False) -> None:
     if vocab_size < 1 or (tgt_vocab_size is not None and tgt_vocab_size < 1):
         raise ValueError(f"vocab sizes must be >= 1, got vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}")
     if share_embeddings and tgt_vocab_size not in (None, vocab_size):
@@ -137,6 +138,8 @@ def _check_common(vocab_size: int, tgt_vocab_size: int | None, share_embeddings:
                          f"and tgt_vocab_size={tgt_vocab_size}")
     if copy_continuation and not copy:
         raise ValueError("copy_continuation is a term of the copy attention; it needs copy=True")
+    if selective_read and not copy:
+        raise ValueError("selective_read feeds the decoder where it copied from; it needs copy=True")
 
 
 def _check_inputs(inputs, name: str) -> tuple[Tensor, Tensor]:
@@ -557,7 +560,7 @@ class TransformerSeq2Seq(Seq2SeqModel):
     def __init__(self, cfg: TransformerSeq2SeqConfig):
         super().__init__()
         _check_common(cfg.vocab_size, cfg.tgt_vocab_size, cfg.share_embeddings, cfg.pad_id, cfg.dropout, cfg.copy,
-                      cfg.copy_continuation)
+                      cfg.copy_continuation, cfg.selective_read)
         self.cfg, self.pad_id = cfg, cfg.pad_id
         d = cfg.d_model
         self.transformer = Transformer(d, cfg.n_heads, cfg.num_encoder_layers, cfg.num_decoder_layers,
@@ -573,8 +576,6 @@ class TransformerSeq2Seq(Seq2SeqModel):
         else:
             self.pointer = None
         self.continuation = CopyContinuation(d) if cfg.copy_continuation else None
-        if cfg.selective_read and not cfg.copy:
-            raise ValueError("selective_read feeds the decoder where it copied from; it needs copy=True")
         self.read_proj = nn.Linear(d, d, bias=False) if cfg.selective_read else None  # W_ζ
         if self.read_proj is not None:
             nn.init.zeros_(self.read_proj.weight)  # starts as the model without it
@@ -645,9 +646,9 @@ class TransformerSeq2Seq(Seq2SeqModel):
         if t >= self.cfg.max_len:
             raise ValueError(f"TransformerSeq2Seq: decoding past max_len={self.cfg.max_len} positions")
         x = self.target_embedding(token)[:, None] * self.scale + self.pos.pe[t].to(memory.states.dtype)  # (R, 1, d)
-        if self.read_proj is not None:
-            x = x + self.read_proj(selective_read(memory.states[origin], memory.src[origin], token[:, None],
-                                                  self.pad_id))
+        rows = memory.select(origin) if self.pointer is not None else None  # each row's memory (copy, selective read)
+        if self.read_proj is not None:  # selective_read needs copy, so rows is set
+            x = x + self.read_proj(selective_read(rows.states, rows.src, token[:, None], self.pad_id))
         allowed = ~memory.padding_mask[origin][:, None, None, :]  # (R, 1, 1, S) True = attend
         new_state: list[Tensor] = []
         for i, (layer, (mk, mv)) in enumerate(zip(self.transformer.decoder.layers, self._cross_kv(memory))):
@@ -667,7 +668,6 @@ class TransformerSeq2Seq(Seq2SeqModel):
             x = self.transformer.decoder.norm(x)
         if self.pointer is None:
             return self.project(x[:, 0]), tuple(new_state)
-        rows = memory.select(origin)
         rows.cache["copy_k"] = self._copy_keys(memory)[origin]
         return self._output(x, rows, token[:, None])[:, 0], tuple(new_state)
 
