@@ -19,6 +19,7 @@ from deepnotes.data.translation import (
     DEFAULT_TEST_PACKAGES,
     DEFAULT_VAL_PACKAGES,
     PAD_ID,
+    SENTINELS,
     UI_TRANSLATIONS,
     Pair,
     SubwordTokenizer,
@@ -30,8 +31,11 @@ from deepnotes.data.translation import (
     load_ui_translations,
     package_split,
     parse_mo,
+    protect_spans,
+    protect_target,
     read_deb_catalogs,
     read_parallel_text,
+    restore_spans,
     train_sentencepiece,
 )
 from deepnotes.errors import DataError, UserError
@@ -312,6 +316,48 @@ def test_sentencepiece_keeps_placeholders_whole(tmp_path):
     plain = SubwordTokenizer.load(train_sentencepiece(_corpus(), tmp_path / "p", vocab_size=400,
                                                       user_defined_symbols=()))
     assert "%1$s" not in plain.pieces(s)
+
+
+def test_protect_spans_replaces_placeholders_options_and_numbers_by_sentinels():
+    s0, s1, s2, s3 = SENTINELS[:4]
+    p = protect_spans("-R, --rfc-email output date in RFC 5322 format (e.g. %s), see -R")
+    assert p.spans == ("-R", "--rfc-email", "5322", "%s")
+    assert p.text == f"{s0}, {s1} output date in RFC {s2} format (e.g. {s3}), see {s0}"  # the same string, the same sentinel
+    # what is not a span: a hyphen inside a word, a lone dash, one digit, the "% d" of "50% done" (the space
+    # flag is left out; 50 is a number), digits glued to letters; options take their =VALUE
+    p = protect_spans("a non-zero e-mail - 5 files, 50% done, x86 --block-size=1K and %.250s at 02:34:56")
+    assert p.spans == ("50", "--block-size=1K", "%.250s", "02:34:56")
+    assert p.text == f"a non-zero e-mail - 5 files, {s0}% done, x86 {s1} and {s2} at {s3}"
+    assert protect_spans("no spans here").spans == ()
+    # a span may touch Chinese text (the boundaries are ASCII-only)
+    assert protect_target("以-R输出 %s，共 5322 项，--rfc-email", ("-R", "--rfc-email", "5322")) == f"以{s0}输出 %s，共 {s2} 项，{s1}"
+
+
+def test_protect_then_restore_is_the_identity_and_made_up_sentinels_are_dropped():
+    texts = ["%1$s to %2$s: %d of %d (%.1f%%)", "-a, --all   do not ignore entries starting with .",
+             "tar: -f: option requires an argument -- 'f'", "version 1.35.2 (2023), see https://x.org/a-b",
+             " ".join(f"--opt{k}" for k in range(40))]
+    for t in texts:
+        p = protect_spans(t)
+        assert restore_spans(p.text, p.spans) == t
+        assert restore_spans(protect_target(t, p.spans), p.spans) == t
+    many = protect_spans(" ".join(f"--opt{k}" for k in range(40)))
+    assert len(many.spans) == len(SENTINELS) == 32 and many.text.endswith("--opt39")  # the rest stay text
+    p = protect_spans("copy %s to %d")
+    assert restore_spans(f"把 {SENTINELS[0]} 复制到 {SENTINELS[1]}{SENTINELS[5]}", p.spans) == "把 %s 复制到 %d"
+    with pytest.raises(ValueError, match="already holds a sentinel"):
+        protect_spans(f"bad {SENTINELS[3]}")
+    with pytest.raises(ValueError, match="already holds a sentinel"):
+        protect_target(f"坏 {SENTINELS[0]}", ())
+
+
+def test_sentencepiece_keeps_sentinels_whole(tmp_path):
+    corpus = [protect_spans(s).text for s in _corpus()] + [protect_target(s, ()) for s in _corpus()]
+    tok = SubwordTokenizer.load(train_sentencepiece(corpus, tmp_path / "spm", vocab_size=400,
+                                                    user_defined_symbols=SENTINELS))
+    s = f"open {SENTINELS[0]} and {SENTINELS[31]}{SENTINELS[2]} now"
+    assert tok.decode(tok.encode(s)) == s
+    assert {SENTINELS[0], SENTINELS[31], SENTINELS[2]} <= set(tok.pieces(s))
 
 
 def test_sentencepiece_errors(tmp_path):

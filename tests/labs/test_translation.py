@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deepnotes.cli import main
-from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, UI_TRANSLATIONS
+from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, SENTINELS, UI_TRANSLATIONS, SubwordTokenizer, protect_spans
 from deepnotes.labs import load_config
 from deepnotes.labs.translation import (
     TranslationConfig,
@@ -22,6 +22,7 @@ from deepnotes.labs.translation import (
     placeholder_accuracy,
     placeholders,
     score,
+    translate,
 )
 
 needs_data = pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
@@ -37,9 +38,11 @@ def run(tmp_path_factory) -> Path:
     try:
         out = tmp_path_factory.mktemp("runs")
         # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, the
-        # weight average (the seeded retraining in the resume test must reproduce it) and the coverage penalty
+        # weight average (the seeded retraining in the resume test must reproduce it), the coverage penalty,
+        # n-gram blocking and protected spans (eval and sample must protect and restore as the run did)
         assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--ema-decay", "0.9",
-                     "--coverage-penalty", "0.1", "--out", str(out), "--no-progress"]) == 0
+                     "--coverage-penalty", "0.1", "--no-repeat-ngram-size", "3", "--protect-spans",
+                     "--out", str(out), "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
     finally:
@@ -104,8 +107,9 @@ class _LengthModel:
     def eval(self):
         return self
 
-    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0):
-        assert coverage_penalty == 0.0  # the config's default reaches the model
+    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0,
+                 no_repeat_ngram_size=0):
+        assert coverage_penalty == 0.0 and no_repeat_ngram_size == 0  # the config's defaults reach the model
         n = 1 if beam_size == 1 else int(round(2 + 4 * length_penalty))
         return [list(range(n)) for _ in range(src.shape[0])]
 
@@ -126,6 +130,47 @@ def test_choose_length_penalty_keeps_the_alpha_of_the_best_validation_bleu():
     alone = TranslationConfig(beam_size=3, length_penalty=0.3, length_penalty_grid=())
     assert list(choose_length_penalty(model, tok, sources, refs, alone, torch.device("cpu"))[1]["beam"]) == ["0.3"]
     assert choose_length_penalty(model, tok, [], [], cfg, torch.device("cpu")) == (0.3, None)
+
+
+class _CharTokenizer:
+    """One id per character (offset past the special ids)."""
+
+    def encode(self, text):
+        return [ord(c) + 10 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i - 10) for i in ids)
+
+
+class _EchoModel:
+    """A stand-in model that outputs its source (EOS and padding dropped) and records what it was given."""
+
+    def __init__(self):
+        self.seen = []
+
+    def eval(self):
+        return self
+
+    def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0,
+                 no_repeat_ngram_size=0):
+        rows = [[int(i) for i in r if int(i) not in (PAD_ID, EOS_ID)] for r in src]
+        self.seen += rows
+        return rows
+
+
+def test_translate_protects_sources_and_restores_outputs():
+    sources = ["cannot open %.250s: use --block-size=SIZE", "RFC 5322 and -R, --rfc-email", "no spans"]
+    tok = _CharTokenizer()
+    for protect in (False, True):
+        model = _EchoModel()
+        cfg = TranslationConfig(protect_spans=protect, max_len_a=2.0)
+        assert translate(model, tok, sources, cfg, 1, torch.device("cpu")) == sources  # restored exactly
+        seen = {tok.decode(r) for r in model.seen}
+        if protect:  # the model saw sentinels, not the spans
+            assert seen == {protect_spans(s).text for s in sources}
+            assert all("%.250s" not in t and "5322" not in t for t in seen)
+        else:
+            assert seen == set(sources)
 
 
 class _FixedGateModel:
@@ -171,6 +216,11 @@ def test_run_folder_results_and_report(run):
     assert len(sources) == len(refs) == data["scored_test_pairs"] == 40
     res = json.loads((run / "results.json").read_text())
     assert set(res["models"]) == {"rnn", "transformer"} and res["n_test"] == 40
+    # --protect-spans: the tokenizer holds the sentinels whole; the saved outputs hold none (restored)
+    tok = SubwordTokenizer.load(run / "spm.model")
+    assert all(tok.piece_to_id(c) != tok.unk_id for c in SENTINELS)
+    assert not any(c in (run / "models" / m / f"test.{d}.zh").read_text() for c in SENTINELS
+                   for m in res["models"] for d in ("greedy", "beam"))
     for m, r in res["models"].items():
         folder = run / "models" / m
         assert (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
@@ -272,6 +322,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
                                                                "attention; add rnn to --copy"),
     (["--d-model", "30", "--n-heads", "4"], "--d-model 30 must be divisible by --n-heads 4"),
     (["--beam-size", "0"], "--beam-size must be >= 1"),
+    (["--no-repeat-ngram-size", "-1"], "--no-repeat-ngram-size must be >= 0"),
     (["--ema-decay", "-0.1"], "--ema-decay must be in [0, 1)"),
     (["--coverage-penalty", "-1"], "--coverage-penalty must be a number >= 0"),
     (["--copy", "rnn", "--selective-read"], "--selective-read reads where the Transformer copied from"),

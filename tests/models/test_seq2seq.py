@@ -468,3 +468,23 @@ def test_beam_scores_at_least_greedy_and_one_beam_is_greedy(name):
         gaps = [np.subtract(*_translation_scores(model, src[b], [beam[b], greedy[b]], 9, alpha)) for b in range(8)]
         assert min(gaps) >= -1e-9, gaps
         assert max(gaps) > 1e-6  # the search did find something better than greedy somewhere
+
+
+@pytest.mark.parametrize("name", ["rnn", "transformer-prenorm"])
+def test_generate_with_no_repeat_ngram_size_never_repeats_an_ngram(name):
+    """Random small models loop; with ``no_repeat_ngram_size=n`` no output (greedy or beam) holds an n-gram twice."""
+    model = _model(name)
+    g = torch.Generator().manual_seed(3)
+    src = torch.randint(4, V, (8, 6), generator=g)
+    src[:, -1] = EOS
+
+    def repeats(seq, n):
+        grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+        return len(grams) != len(set(grams))
+
+    plain = model.generate(src, BOS, EOS, max_len=20, min_len=20)
+    assert any(repeats(s, 2) for s in plain)  # the test can fail: without blocking, outputs repeat bigrams
+    for beam in (1, 3):
+        out = model.generate(src, BOS, EOS, max_len=20, beam_size=beam, min_len=20, no_repeat_ngram_size=2)
+        assert not any(repeats([BOS] + s, 2) for s in out)
+        assert all(len(s) == 20 for s in out)  # blocking left enough tokens to reach max_len

@@ -12,6 +12,7 @@ import torch
 from deepnotes.nn.decoding import (
     LengthPredictor,
     beam_search,
+    block_repeated_ngrams,
     filter_logits,
     greedy_decode,
     length_normalizer,
@@ -142,6 +143,59 @@ def test_exhaustive_beam_equals_brute_force(seed, alpha, penalty):
     bf_seq, bf_score = brute_force(step, [0], 1, V, max_len, alpha, penalty)
     assert seqs[0].tolist() == bf_seq
     assert scores[0].item() == pytest.approx(bf_score, rel=1e-9)
+
+
+def test_block_repeated_ngrams_hand_cases():
+    logits = torch.zeros(2, 8)
+    tokens = torch.tensor([[0, 5, 6, 5], [0, 5, 6, 7]])
+    out = block_repeated_ngrams(logits, tokens, 2)  # row 0 ends in 5 and "5 6" occurred: 6 banned; row 1: nothing
+    assert out[0].isinf().nonzero().flatten().tolist() == [6] and not out[1].isinf().any()
+    assert block_repeated_ngrams(logits, tokens, 1)[0].isinf().nonzero().flatten().tolist() == [0, 5, 6]
+    assert not block_repeated_ngrams(logits, tokens, 3).isinf().any()  # "6 5 ?" never occurred
+    rep = block_repeated_ngrams(logits[:1], torch.tensor([[0, 5, 6, 7, 5, 6]]), 3)
+    assert rep[0].isinf().nonzero().flatten().tolist() == [7]  # "5 6 7" again
+    assert block_repeated_ngrams(logits, tokens, 0) is logits  # off
+    assert block_repeated_ngrams(logits, tokens, 5) is logits  # the prefix is shorter than one n-gram
+    assert logits.eq(0).all()  # never in place
+    with pytest.raises(ValueError, match="int >= 0"):
+        block_repeated_ngrams(logits, tokens, -1)
+    with pytest.raises(ValueError, match="same R"):
+        block_repeated_ngrams(logits, tokens[:1], 2)
+
+
+def _no_repeat(step_fn, n):
+    return lambda tokens, origin: block_repeated_ngrams(step_fn(tokens, origin), tokens, n)
+
+
+def _has_repeated_ngram(seq: list[int], n: int) -> bool:
+    grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_beam_with_blocked_ngrams_never_repeats_and_is_exhaustive(seed, n):
+    V, max_len = 4, 5  # 0 BOS, 1 EOS, 2..3: every long sequence repeats some n-gram
+    table = random_table(1, V, seed)
+    table[0, :, 1] -= 1.5
+    step = _no_repeat(markov(table), n)
+    seqs, scores = beam_search(step, 0, 1, beam_size=V ** max_len, max_len=max_len, length_penalty=0.6)
+    bf_seq, bf_score = brute_force(step, [0], 1, V, max_len, 0.6, "gnmt")
+    assert seqs[0].tolist() == bf_seq and scores[0].item() == pytest.approx(bf_score, rel=1e-9)
+    assert not _has_repeated_ngram(seqs[0].tolist(), n)
+    greedy = greedy_decode(step, bos=0, eos=1, max_len=12)[0].tolist()
+    assert not _has_repeated_ngram(strip(torch.tensor(greedy), 1), n)
+
+
+def test_blocking_breaks_a_loop():
+    # 0 BOS, 1 EOS, 2 a, 3 b: a -> b and b -> a are likely, EOS unlikely: greedy loops "a b a b ..."
+    t = torch.full((1, 4, 4), -2.0)
+    t[0, 0, 2] = t[0, 2, 3] = t[0, 3, 2] = 2.0
+    t[0, :, 0] = NEG
+    plain = greedy_decode(markov(t), bos=0, eos=1, max_len=8)[0].tolist()
+    assert plain == [0, 2, 3, 2, 3, 2, 3, 2, 3]
+    blocked = greedy_decode(_no_repeat(markov(t), 2), bos=0, eos=1, max_len=8)[0].tolist()
+    assert blocked[:3] == [0, 2, 3] and not _has_repeated_ngram(strip(torch.tensor(blocked), 1), 2)
 
 
 def _attending(table: torch.Tensor, attention: torch.Tensor):

@@ -569,6 +569,117 @@ PLACEHOLDER_SYMBOLS: tuple[str, ...] = (
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Protected spans: placeholders, options and numbers replaced by sentinel tokens
+# ----------------------------------------------------------------------------------------------------------
+
+#: printf conversions: %s, %d, %5.2f, %-10s, %1$s, %lu, %zu, %%, ... (the space flag is left out: "50% done").
+PLACEHOLDER_RE = re.compile(r"%(?:\d+\$)?[-+#0']*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:hh|h|ll|l|L|q|j|z|t)?"
+                            r"[diouxXeEfFgGaAcspnm%]")
+
+#: What :func:`protect_spans` replaces, tried in this order at each position: a printf placeholder; a
+#: command-line option (``-R``, ``--rfc-email``, ``--block-size=SIZE``: one or two ASCII dashes, a letter,
+#: not glued to a preceding ASCII letter, digit, ``_`` or ``-``); a number of at least two characters
+#: (``5322``, ``02:34:56``, ``1.5``). The boundaries are ASCII-only so that a span may touch Chinese text.
+PROTECT_RE = re.compile(
+    rf"(?P<printf>{PLACEHOLDER_RE.pattern})"
+    r"|(?P<option>(?<![A-Za-z0-9_-])--?[A-Za-z][A-Za-z0-9_-]*(?:=[A-Za-z0-9_.:/+-]*)?)"
+    r"|(?P<number>(?<![A-Za-z0-9_.])\d+(?:[.:]\d+)*(?![A-Za-z0-9_]))"
+)
+
+#: The sentinels, one per protected span of a sentence, in order of first occurrence: Unicode
+#: private-use characters U+E000.., which no catalog holds; they are user-defined (whole) pieces of the
+#: tokenizer when the lab protects spans. A sentence with more distinct spans keeps the rest as text.
+SENTINELS: tuple[str, ...] = tuple(chr(0xE000 + k) for k in range(32))
+
+
+@dataclass(frozen=True)
+class ProtectedText:
+    """A sentence with its spans replaced by sentinels: ``text``, and ``spans[k]`` the string behind
+    :data:`SENTINELS` ``[k]``."""
+
+    text: str
+    spans: tuple[str, ...]
+
+
+def protect_spans(source: str) -> ProtectedText:
+    """Replace the placeholders, option names and numbers of a source sentence by sentinel tokens.
+
+    Software strings are full of text that must come out exactly as it went in (``%.250s``,
+    ``--trust-server-names``, ``RFC 5322``) and that subword tokenizers cut into several pieces, which a
+    model then has to copy in order. Replacing each such span by one sentinel token (the k-th distinct
+    span of the sentence gets :data:`SENTINELS` ``[k]``; the same string always the same sentinel) turns
+    that into copying a single token, and :func:`restore_spans` puts the strings back into the output.
+    This is the placeholder (tag) handling of production NMT (e.g. Crego et al. 2016, SYSTRAN's Pure
+    NMT, for numbers and named entities); what counts as a span is :data:`PROTECT_RE`.
+
+    Args:
+        source: one sentence.
+
+    Returns:
+        :class:`ProtectedText`; ``restore_spans(result.text, result.spans) == source`` always holds.
+
+    Raises:
+        ValueError: ``source`` already holds a sentinel character (U+E000..U+E01F), which would be
+            ambiguous.
+
+    Example::
+
+        p = protect_spans("-R, --rfc-email output date in RFC 5322 format")
+        p.text    # '\ue000, \ue001 output date in RFC \ue002 format'
+        p.spans   # ('-R', '--rfc-email', '5322')
+    """
+    _check_no_sentinel(source, "source")
+    spans: list[str] = []
+
+    def repl(m: re.Match) -> str:
+        span = m.group(0)
+        if m.lastgroup == "number" and len(span) < 2:
+            return span
+        if span not in spans:
+            if len(spans) == len(SENTINELS):
+                return span
+            spans.append(span)
+        return SENTINELS[spans.index(span)]
+
+    return ProtectedText(PROTECT_RE.sub(repl, source), tuple(spans))
+
+
+def protect_target(target: str, spans: Sequence[str]) -> str:
+    """The training target with the source's protected ``spans`` replaced by the same sentinels.
+
+    A span of ``target`` (found by :data:`PROTECT_RE`, as in the source) equal to ``spans[k]`` becomes
+    ``SENTINELS[k]``; spans the source does not hold stay text (the model has to write them).
+
+    Raises:
+        ValueError: ``target`` already holds a sentinel character.
+    """
+    _check_no_sentinel(target, "target")
+    index = {span: k for k, span in enumerate(spans)}
+
+    def repl(m: re.Match) -> str:
+        k = index.get(m.group(0))
+        return m.group(0) if k is None else SENTINELS[k]
+
+    return PROTECT_RE.sub(repl, target)
+
+
+def restore_spans(text: str, spans: Sequence[str]) -> str:
+    """Undo :func:`protect_spans` on a model output: each sentinel k becomes ``spans[k]``; a sentinel with
+    no span (k >= ``len(spans)``, one the model made up) is dropped."""
+    return "".join(spans[ord(c) - 0xE000] if _is_sentinel(c) and ord(c) - 0xE000 < len(spans)
+                   else "" if _is_sentinel(c) else c for c in text)
+
+
+def _is_sentinel(c: str) -> bool:
+    return 0xE000 <= ord(c) < 0xE000 + len(SENTINELS)
+
+
+def _check_no_sentinel(text: str, what: str) -> None:
+    if any(_is_sentinel(c) for c in text):
+        raise ValueError(f"the {what} {text[:60]!r} already holds a sentinel character (U+E000..U+E01F) of protect_spans")
+
+
 def train_sentencepiece(
     texts: Iterable[str],
     model_prefix_path: str | os.PathLike[str],

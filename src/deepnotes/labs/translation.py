@@ -22,6 +22,10 @@ Pipeline:
    pairs, and low-resource NMT wants a smaller one, Sennrich & Zhang 2019) trained on the *training
    split only*, both languages, saved as ``spm.model`` / ``spm.vocab`` in the run folder.
    Printf placeholders (``%s``, ``%1$s``, ...) are single pieces, so a model can copy them.
+   ``--protect-spans`` goes further (:func:`deepnotes.data.translation.protect_spans`): every printf
+   placeholder, option name and number of a source becomes one sentinel token (the k-th distinct span
+   sentinel k, in its training target too), and :func:`translate` puts the strings back into the output;
+   scores are always computed on the restored text against the raw references.
 2. Length filter: training and validation pairs with more than ``--max-len`` (default 64) subword
    tokens on either side are dropped; test pairs only when the *source* is longer (the references are
    never looked at to choose test sentences). The counts are in data.json and the report.
@@ -81,11 +85,18 @@ from deepnotes.data.translation import (
     DEFAULT_VAL_PACKAGES,
     EOS_ID,
     PAD_ID,
+    PLACEHOLDER_RE,
+    PLACEHOLDER_SYMBOLS,
+    SENTINELS,
     UI_TRANSLATIONS,
+    ProtectedText,
     SubwordTokenizer,
     load_ui_translations,
     package_split,
+    protect_spans,
+    protect_target,
     read_parallel_text,
+    restore_spans,
     train_sentencepiece,
 )
 from deepnotes.errors import UserError
@@ -115,9 +126,6 @@ HW5_BASELINES = ("HW5's published baselines (BLEU on its TED2020 EN->zh-TW test 
                  "(the course notes in shared/seeds name homework 5 \"Machine Translation\" and BLEU, but no "
                  "baseline numbers). They would not be comparable anyway: other corpus, other domain, other script.")
 
-#: printf conversions: %s, %d, %5.2f, %-10s, %1$s, %lu, %zu, %%, ... (the space flag is left out: "50% done").
-PLACEHOLDER_RE = re.compile(r"%(?:\d+\$)?[-+#0']*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:hh|h|ll|l|L|q|j|z|t)?"
-                            r"[diouxXeEfFgGaAcspnm%]")
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,11 @@ class TranslationConfig:
     copy: tuple[str, ...] = option(MODELS, "models given a copy mechanism (pointer-generator over the source tokens, "
                                    "See et al. 2017), comma-separated from: rnn, transformer; \"\" = none (both: "
                                    "validation loss RNN 2.48 vs 2.59, Transformer 2.22 vs 2.50, benchmarks/RESULTS.md)")
+    protect_spans: bool = option(False, "replace printf placeholders, option names and numbers by one sentinel token each "
+                                        "before tokenizing (the k-th distinct span of a source gets sentinel k, also in "
+                                        "its training target) and put them back into the outputs, so that copying "
+                                        "%.250s or --block-size=SIZE is copying one token (placeholder handling of "
+                                        "production NMT)")
     copy_continuation: tuple[str, ...] = option(
         (), "models whose copy attention gets a learned bonus for the source position after the one the previous "
         "output token was copied from, so multi-piece names are copied in order (location-aware / guided "
@@ -176,6 +189,8 @@ class TranslationConfig:
                                          "copied from); needs --copy with transformer (test beam BLEU 32.8 vs 32.8, "
                                          "placeholders kept 87% vs 79%, benchmarks/RESULTS.md)")
     beam_size: int = option(5, "beams per sentence of beam search")
+    no_repeat_ngram_size: int = option(0, "beam search: no output n-gram of this many subword tokens may occur twice "
+                                          "(fairseq's --no-repeat-ngram-size; stops loops such as %s %s %s ...); 0 = off")
     length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search, "
                                         "used when --length-penalty-grid is empty or --val-bleu-sentences is 0")
     length_penalty_grid: tuple[float, ...] = option(
@@ -228,6 +243,7 @@ def _validate(cfg: TranslationConfig) -> None:
         (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
         (cfg.rnn_lr > 0 and cfg.transformer_lr > 0, "--rnn-lr and --transformer-lr must be > 0"),
         (cfg.beam_size >= 1, "--beam-size must be >= 1"),
+        (cfg.no_repeat_ngram_size >= 0, "--no-repeat-ngram-size must be >= 0 (0 = off)"),
         (cfg.length_penalty >= 0 and all(a >= 0 for a in cfg.length_penalty_grid),
          "--length-penalty and --length-penalty-grid must be >= 0"),
         (cfg.val_bleu_sentences >= 0, "--val-bleu-sentences must be >= 0 (0 = no validation decoding)"),
@@ -329,24 +345,56 @@ def get_tokenizer(run_dir: Path, train: list[tuple[str, str]], cfg: TranslationC
     path = run_dir / "spm.model"
     if not (reuse and path.is_file()):
         try:
+            symbols = PLACEHOLDER_SYMBOLS + (SENTINELS if cfg.protect_spans else ())
             train_sentencepiece([en for en, _ in train] + [zh for _, zh in train], run_dir / "spm", cfg.vocab_size,
-                                model_type="bpe", character_coverage=cfg.character_coverage, seed=cfg.seed)
+                                model_type="bpe", character_coverage=cfg.character_coverage,
+                                user_defined_symbols=symbols, seed=cfg.seed)
         except ValueError as e:
             raise UserError(f"the tokenizer could not be trained with --vocab-size {cfg.vocab_size} on "
                             f"{len(train)} training pairs: {e}; change --vocab-size (or lower --character-coverage)") from e
     return SubwordTokenizer.load(path)
 
 
+def protect_sources(cfg: TranslationConfig, sources: list[str]) -> list[ProtectedText]:
+    """``--protect-spans``: each source with its spans replaced by sentinels (else unchanged, no spans).
+
+    Raises:
+        UserError: a source already holds a sentinel character (U+E000..U+E01F).
+    """
+    if not cfg.protect_spans:
+        return [ProtectedText(s, ()) for s in sources]
+    try:
+        return [protect_spans(s) for s in sources]
+    except ValueError as e:
+        raise UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans") from e
+
+
+def protect_pairs(cfg: TranslationConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``--protect-spans``: the training pairs as the model sees them (sources and targets with sentinels)."""
+    if not cfg.protect_spans:
+        return pairs
+    out = []
+    for (_, zh), p in zip(pairs, protect_sources(cfg, [en for en, _ in pairs])):
+        try:
+            out.append((p.text, protect_target(zh, p.spans)))
+        except ValueError as e:
+            raise UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans") from e
+    return out
+
+
 def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = False) -> TranslationData:
-    """Splits, subsets, the tokenizer (trained on the training split) and the length filter."""
+    """Splits, subsets, the tokenizer (trained on the training split) and the length filter.
+
+    With ``--protect-spans`` the tokenizer, the training and validation token ids and the length filter see
+    the protected text; ``val_src`` / ``test_src`` / refs stay raw (:func:`translate` protects and restores)."""
     train_raw, val_raw, test_raw, source = raw_splits(cfg)
     n_raw = {"train": len(train_raw), "val": len(val_raw), "test": len(test_raw)}
     train_raw = _subset(train_raw, cfg.limit_train, cfg.seed)
     val_raw = _subset(val_raw, cfg.limit_val, cfg.seed)
-    tok = get_tokenizer(run_dir, train_raw, cfg, reuse_tokenizer)
+    tok = get_tokenizer(run_dir, protect_pairs(cfg, train_raw), cfg, reuse_tokenizer)
 
     def encode(pairs):
-        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in pairs]
+        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in protect_pairs(cfg, pairs)]
 
     def keep(ids):  # both sides within the limit (the source's EOS not counted)
         return len(ids[0]) - 1 <= cfg.max_len and len(ids[1]) <= cfg.max_len
@@ -355,7 +403,8 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
     val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(val_raw)) if keep(ids)]
     val = [ids for _, ids in val_kept]
     val_decoded = _subset([raw for raw, _ in val_kept], cfg.val_bleu_sentences, cfg.seed) if cfg.val_bleu_sentences else []
-    test_kept = [p for p in test_raw if len(tok.encode(p[0])) <= cfg.max_len]
+    test_prot = protect_sources(cfg, [en for en, _ in test_raw])
+    test_kept = [p for p, q in zip(test_raw, test_prot) if len(tok.encode(q.text)) <= cfg.max_len]
     test = _subset(test_kept, cfg.max_test_sentences, cfg.seed)
     if not train or not val or not test:
         raise UserError(f"after the length filter (--max-len {cfg.max_len}) a split is empty: {len(train)} train, "
@@ -507,14 +556,18 @@ def score(sources: list[str], hyps: list[str], refs: list[str]) -> dict[str, Any
 
 def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cfg: TranslationConfig,
               beam_size: int, device: torch.device, max_new_tokens: int | None = None,
-              length_penalty: float | None = None, coverage_penalty: float | None = None) -> list[str]:
+              length_penalty: float | None = None, coverage_penalty: float | None = None,
+              no_repeat_ngram_size: int | None = None) -> list[str]:
     """Translate sentences in batches of similar source lengths (greedy if ``beam_size == 1``); outputs in input order.
 
     ``length_penalty`` (GNMT alpha) defaults to ``cfg.length_penalty``; ``coverage_penalty`` (GNMT beta, beam
-    search only) to ``cfg.coverage_penalty``."""
+    search only) to ``cfg.coverage_penalty``; ``no_repeat_ngram_size`` (beam search only) to
+    ``cfg.no_repeat_ngram_size``."""
     alpha = cfg.length_penalty if length_penalty is None else length_penalty
     beta = cfg.coverage_penalty if coverage_penalty is None else coverage_penalty
-    ids = [tok.encode(s) + [EOS_ID] for s in sources]
+    ngram = cfg.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
+    protected = protect_sources(cfg, sources)
+    ids = [tok.encode(p.text) + [EOS_ID] for p in protected]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out: list[str] = [""] * len(ids)
     model.eval()
@@ -528,9 +581,10 @@ def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cf
         if max_new_tokens is not None:
             max_len = min(max_len, max_new_tokens)
         hyps = model.generate(src.to(device), BOS_ID, EOS_ID, max(1, max_len), beam_size=beam_size,
-                              length_penalty=alpha, coverage_penalty=beta if beam_size > 1 else 0.0)
+                              length_penalty=alpha, coverage_penalty=beta if beam_size > 1 else 0.0,
+                              no_repeat_ngram_size=ngram if beam_size > 1 else 0)
         for r, i in enumerate(chunk):
-            out[i] = tok.decode(hyps[r])
+            out[i] = restore_spans(tok.decode(hyps[r]), protected[i].spans)
     return out
 
 
@@ -760,7 +814,9 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
             raise UserError(f"{run_dir}/test.en and test.zh are missing or differ in length; re-run the lab")
     else:
         pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(data + ".en", data + ".zh")]
-        kept = [(en, zh) for en, zh in pairs if en and zh and len(tok.encode(en)) <= cfg.max_len]
+        full = [(en, zh) for en, zh in pairs if en and zh]
+        kept = [(en, zh) for (en, zh), p in zip(full, protect_sources(cfg, [en for en, _ in full]))
+                if len(tok.encode(p.text)) <= cfg.max_len]
         if not kept:
             raise UserError(f"--data {data}: no pair with both sides non-empty and a source of <= {cfg.max_len} tokens")
         name, skipped = Path(data).name, len(pairs) - len(kept)
@@ -806,7 +862,7 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
         return ""
     _, cfg = load_config(run_dir)
     tok = _tokenizer(run_dir)
-    n_tokens = len(tok.encode(prompt))
+    n_tokens = len(tok.encode(protect_sources(cfg, [prompt])[0].text))
     if n_tokens > 4 * cfg.max_len:
         raise UserError(f"--prompt is {n_tokens} subword tokens; this run was trained on <= {cfg.max_len}: "
                         f"translate one sentence at a time")

@@ -76,7 +76,7 @@ from deepnotes.nn.copy import (
     pointer_generator_log_probs,
     selective_read,
 )
-from deepnotes.nn.decoding import beam_search, greedy_decode
+from deepnotes.nn.decoding import beam_search, block_repeated_ngrams, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
 
@@ -248,7 +248,8 @@ class Seq2SeqModel(nn.Module):
     @torch.no_grad()
     def generate(self, src: Tensor, bos_id: int, eos_id: int, max_len: int, beam_size: int = 1,
                  length_penalty: float = 1.0, penalty: Literal["gnmt", "average"] = "gnmt",
-                 cached: bool = True, min_len: int = 1, coverage_penalty: float = 0.0) -> list[list[int]]:
+                 cached: bool = True, min_len: int = 1, coverage_penalty: float = 0.0,
+                 no_repeat_ngram_size: int = 0) -> list[list[int]]:
         """Translate a batch: greedy (``beam_size=1``) or beam search; the model is put in eval mode meanwhile.
 
         Args:
@@ -265,6 +266,8 @@ class Seq2SeqModel(nn.Module):
             coverage_penalty: β of GNMT's coverage penalty in beam search (see
                 :func:`deepnotes.nn.decoding.beam_search`) over ``last_attention``; default 0 (none);
                 ignored by greedy decoding.
+            no_repeat_ngram_size: n > 0 forbids any output n-gram from occurring twice (greedy and beam; see
+                :func:`deepnotes.nn.decoding.block_repeated_ngrams`); default 0 (off).
 
         Raises:
             ValueError: ``coverage_penalty > 0`` for a model without an alignment (a Transformer without copy).
@@ -288,7 +291,7 @@ class Seq2SeqModel(nn.Module):
                 logits[:, [self.pad_id, bos_id]] = float("-inf")  # never a target: never an output
                 if tokens.shape[1] <= min_len:  # tokens holds BOS + the tokens generated so far
                     logits[:, eos_id] = float("-inf")
-                return logits
+                return block_repeated_ngrams(logits, tokens, no_repeat_ngram_size)
 
             def step_with_attention(tokens: Tensor, origin: Tensor) -> tuple[Tensor, Tensor]:
                 logits = step(tokens, origin)

@@ -47,6 +47,7 @@ PredictFn = Callable[[Tensor], Tensor]
 __all__ = [
     "LengthPredictor",
     "beam_search",
+    "block_repeated_ngrams",
     "filter_logits",
     "greedy_decode",
     "length_normalizer",
@@ -208,6 +209,53 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
         threshold = sorted_p.masked_fill(~keep, float("inf")).amin(dim=-1, keepdim=True)  # least kept prob
         out = out.masked_fill(probs < threshold, float("-inf"))
     return out.clone() if out is logits else out
+
+
+def block_repeated_ngrams(logits: Tensor, tokens: Tensor, n: int) -> Tensor:
+    """No repeated n-gram (Paulus et al. 2017; fairseq / Hugging Face ``no_repeat_ngram_size``): a token
+    that would complete an n-gram already present in its prefix gets the logit ``-inf``.
+
+    With prefix ``tokens[r] = y_1 .. y_T`` and n >= 2, token w is banned for row r when
+    ``(y_{T-n+2}, .., y_T, w) == (y_i, .., y_{i+n-1})`` for some i <= T - n + 1. With n = 1 no token of the
+    prefix may occur again. The prefix counts whole (prompt or BOS included); beam search and greedy
+    decoding apply it through their step_fn, so a blocked output cannot loop (``%s %s %s ...``). A row
+    with every token banned has only ``-inf`` logits, which beam search treats as a dead hypothesis.
+    Applied to the logits, the remaining tokens' probabilities are renormalized by the decoder's
+    log-softmax (fairseq and Hugging Face set the log-probabilities themselves to ``-inf``: the same greedy
+    output, beam scores slightly lower).
+
+    Args:
+        logits: float tensor (R, V), the next-token logits of R prefixes.
+        tokens: LongTensor (R, T), the prefixes (T >= 0).
+        n: the n-gram size, >= 1; 0 returns ``logits`` unchanged (off).
+
+    Returns:
+        A new tensor (R, V) (``logits`` itself when nothing can be banned).
+
+    Raises:
+        ValueError: ``n`` < 0 or not an int; ``logits`` and ``tokens`` not (R, V) and (R, T).
+
+    Example::
+
+        block_repeated_ngrams(logits, torch.tensor([[0, 5, 6, 5]]), 2)   # bans 6 (it would repeat "5 6")
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n (no-repeat n-gram size) must be an int >= 0, got {n!r}")
+    if logits.dim() != 2 or tokens.dim() != 2 or logits.shape[0] != tokens.shape[0]:
+        raise ValueError(f"logits must be (R, V) and tokens (R, T) with the same R, got {tuple(logits.shape)} "
+                         f"and {tuple(tokens.shape)}")
+    R, T = tokens.shape
+    if n == 0 or T < n or R == 0:
+        return logits
+    windows = tokens.unfold(1, n, 1)  # (R, T - n + 1, n): every n-gram of each prefix
+    if n > 1:
+        suffix = tokens[:, T - n + 1:]  # (R, n - 1): the last n - 1 tokens, the next n-gram's head
+        match = (windows[:, :, :-1] == suffix[:, None, :]).all(dim=-1)  # (R, W) n-grams with that head
+    else:
+        match = torch.ones(windows.shape[:2], dtype=torch.bool, device=tokens.device)
+    banned = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+    banned[torch.arange(R, device=tokens.device)[:, None].expand_as(match)[match], windows[:, :, -1][match]] = True
+    return logits.masked_fill(banned, float("-inf"))
 
 
 @torch.no_grad()
