@@ -246,7 +246,8 @@ def test_run_folder_results_and_report(run):
         assert f"beam 3, alpha {r['length_penalty']:g}" in report
     for text in ("## Test results", "| rnn", "| transformer", "## Validation BLEU and the length penalty",
                  "](length_penalty.png)", "not given in the notes",
-                 "](loss_curves.png)", "](bleu.png)", "## 5 sample translations", "coreutils (", "reference translations"):
+                 "](loss_curves.png)", "](bleu.png)", "## 5 sample translations", "coreutils (", "reference translations",
+                 "Protected spans (`--protect-spans`)", "no repeated 3-gram in an output; GNMT coverage penalty beta 0.1"):
         assert text in report, text
 
 

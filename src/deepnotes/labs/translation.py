@@ -954,6 +954,14 @@ def report(run_dir: Path) -> Path:
         "ML2021/2022 HW5 (Machine Translation); lectures: Transformer, seq2seq decoding (beam search). "
         f"Data: {info['dataset']}, split {info['split']}; joint sentencepiece BPE vocabulary of "
         f"{info['vocab_size']:,} pieces trained on the training split only ({info['length_filter']}).", "",
+        *([("Protected spans (`--protect-spans`): every printf placeholder, option name and number of a source was "
+            "replaced by one sentinel token (in its training target too) and put back into the outputs; scores are "
+            "computed on the restored text. Losses are over the protected tokens, so they do not compare with runs "
+            "without it."), ""] if cfg.protect_spans else []),
+        *(["Beam search settings: " + "; ".join(
+            ([f"no repeated {cfg.no_repeat_ngram_size}-gram in an output"] if cfg.no_repeat_ngram_size else [])
+            + ([f"GNMT coverage penalty beta {cfg.coverage_penalty:g}"] if cfg.coverage_penalty else [])) + ".", ""]
+          if cfg.no_repeat_ngram_size or cfg.coverage_penalty else []),
         "## Test results", "",
         f"{res['n_test']:,} test sentences ({info['test_subset']} of the test pairs that pass the length filter), "
         f"from packages never seen in training. BLEU: sacrebleu `corpus_bleu(hyps, [refs], tokenize=\"zh\")`; "
