@@ -19,12 +19,14 @@ from deepnotes.data.speech import load_clip, read_wav, resample, wav_bytes
 from deepnotes.errors import DataError, UserError
 from deepnotes.labs import RunContext
 from deepnotes.labs.keyword_spotting import (
+    BatchPreparer,
     FeatureExtractor,
     KeywordSpottingConfig,
     engine_weights,
     engines_of,
     load_eval_folder,
     mix_noise,
+    predict,
     run,
     spec_augment,
     speed_perturb,
@@ -155,6 +157,22 @@ def test_feature_extractor_vtlp_path_matches_the_plain_log_mel():
         FeatureExtractor("m5").raw(w, torch.ones(3))
 
 
+def test_predict_averages_the_probabilities_over_the_warps():
+    torch.manual_seed(0)
+    cfg = KeywordSpottingConfig(channels_last=False)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 101, 35)).eval()  # log-mel (1, 40, 101) in
+    prep = BatchPreparer(cfg, FeatureExtractor("bcresnet"), [], torch.device("cpu"))
+    clips = (torch.randn(5, 16000, generator=torch.Generator().manual_seed(2)) * 3000).to(torch.int16)
+    plain = predict(model, prep, clips)
+    torch.testing.assert_close(predict(model, prep, clips, warps=(1.0,)), plain)
+    with torch.no_grad():
+        w = prep.wave(clips)
+        manual = sum(model(prep.inputs(w, torch.full((5,), a))).softmax(-1) for a in (0.9, 1.1)) / 2
+    both = predict(model, prep, clips, warps=(0.9, 1.1))
+    torch.testing.assert_close(both, manual)
+    assert (both - plain).abs().max() > 1e-3  # the warps change the answer
+
+
 def test_per_utterance_normalizations():
     w = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
     utt, band = FeatureExtractor("bcresnet", norm="utterance"), FeatureExtractor("bcresnet", norm="band")
@@ -203,7 +221,8 @@ def small_build():
 @pytest.fixture(scope="module")
 def fast_run(small_build, tmp_path_factory):
     out = tmp_path_factory.mktemp("kws")
-    proc = _cli("run", "keyword-spotting", "--preset", "fast", "--no-progress", "--out", str(out))
+    proc = _cli("run", "keyword-spotting", "--preset", "fast", "--tta-warps", "0.9,1,1.1", "--no-progress",
+                "--out", str(out))
     (run_dir,) = list((out / "keyword-spotting").iterdir())
     return run_dir, proc.stdout
 
@@ -223,6 +242,9 @@ def test_fast_preset_end_to_end(fast_run, small_build):
     cm = np.asarray(m["confusion_matrix"])
     assert cm.sum() == 105 and np.trace(cm) / 105 == pytest.approx(m["acc"])
     assert 0 <= m["noisy_acc"] <= 1
+    assert m["tta_warps"] == [0.9, 1.0, 1.1] and 0 <= m["acc_tta"] <= 1 and 0 <= m["val_acc_tta"] <= 1
+    assert set(m["per_engine_acc_tta"]) == {"espeak-ng", "flite", "festival"}
+    assert "with the probabilities averaged over VTLP warps 0.9, 1, 1.1" in stdout
     arrays = load_file(str(run_dir / "predictions.safetensors"))
     assert arrays["example_wave"].shape == (16000,) and arrays["example_input"].shape == (1, 1, 40, 101)
     assert float((arrays["pred"] == arrays["labels"]).double().mean()) == pytest.approx(m["acc"])
@@ -233,7 +255,8 @@ def test_fast_preset_end_to_end(fast_run, small_build):
         assert "pocketsphinx" in report
     else:
         assert "skipped" in ps
-    for text in ("waveforms.png", "features.png", "Accuracy per word", "confusion_matrix.png", "91.00%"):
+    for text in ("waveforms.png", "features.png", "Accuracy per word", "confusion_matrix.png", "91.00%",
+                 "probabilities averaged over VTLP warps 0.9, 1, 1.1 (TTA)", "validation accuracy without / with TTA"):
         assert text in report
 
 
@@ -310,6 +333,8 @@ def test_resume_from_epoch_one_repeats_the_uninterrupted_run(fast_run, tmp_path)
     ({"max_time_mask": 2.0}, "--max-time-mask"),
     ({"vtlp": 0.6}, "--vtlp"),
     ({"engine_power": 1.5}, "--engine-power"),
+    ({"tta_warps": (0.9, 2.0)}, "--tta-warps must be factors"),
+    ({"model": "m5", "tta_warps": (0.9,)}, "--tta-warps warps a spectrogram"),
     ({"model": "m5", "feature_norm": "band"}, "--feature-norm"),
     ({"dataset": "mnist-subset"}, "not a speech dataset"),
     ({"dataset": "no-such-set"}, "unknown dataset"),

@@ -114,6 +114,10 @@ class KeywordSpottingConfig(TrainConfig):
                                   "[1 - x, 1 + x] (Ko et al. 2015; 0 disables; 0.1: validation 63.7% vs 56.4% at 0)")
     vtlp: float = option(0.1, "augmentation: vocal tract length perturbation, warp each clip's frequency axis by a "
                          "random factor in [1 - x, 1 + x] (Jaitly & Hinton 2013; 0 disables; spectrogram models)")
+    tta_warps: tuple[float, ...] = option((), "test-time augmentation: also report validation and test accuracy with "
+                                          "the class probabilities averaged over the clip's frequency axis warped "
+                                          "by each of these VTLP factors (e.g. 0.85,0.9,0.95,1,1.05,1.1,1.15; "
+                                          "spectrogram models; empty = off)")
     feature_norm: Literal["global", "utterance", "band"] = option(
         "global", "feature normalization: one mean/std from the training set, each clip's own mean/std, or each "
         "clip's mean/std per frequency band over time (cepstral mean and variance normalization)")
@@ -423,8 +427,9 @@ class BatchPreparer:
         return spec_augment(f, cfg.freq_masks, int(cfg.max_freq_mask * Fq), cfg.time_masks,
                             int(cfg.max_time_mask * T), generator)
 
-    def inputs(self, w: torch.Tensor) -> torch.Tensor:
-        f = self.features(w)
+    def inputs(self, w: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized model inputs of waveforms (B, T), without augmentation; ``alpha`` (B,): VTLP factors."""
+        f = self.features(w, alpha)
         return f.contiguous(memory_format=self.memory_format) if f.dim() == 4 else f
 
     def warp_factors(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -599,6 +604,8 @@ def _validate(cfg: KeywordSpottingConfig) -> None:
         (cfg.pocketsphinx_max_files >= 0, "--pocketsphinx-max-files must be >= 0 (0 = all)"),
         (cfg.width > 0, "--width must be > 0"),
         (0 <= cfg.dropout < 1, "--dropout must be in [0, 1)"),
+        (all(0.5 <= a <= 1.5 for a in cfg.tta_warps), "--tta-warps must be factors in [0.5, 1.5] (1 = no warp)"),
+        (not (cfg.tta_warps and cfg.model == "m5"), "--tta-warps warps a spectrogram: use --model bcresnet or cnn"),
     ]
     for ok, message in checks:
         if not ok:
@@ -621,9 +628,10 @@ def feature_stats(features: FeatureExtractor, clips: torch.Tensor, n: int = 2000
 # ----------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def predict(model, prep: BatchPreparer, clips: torch.Tensor, batch_size: int = 256,
-            noise_snr: float | None = None, seed: int = 0) -> torch.Tensor:
+            noise_snr: float | None = None, seed: int = 0, warps: Sequence[float] = ()) -> torch.Tensor:
     """Class probabilities (N, K) for int16 clips (N, T); with ``noise_snr``, every clip gets background noise
-    at that SNR (seeded by ``seed``) first."""
+    at that SNR (seeded by ``seed``) first. With ``warps`` (test-time augmentation), the mean of the
+    probabilities over the clip's spectrogram warped by each VTLP factor (:func:`vtlp_warp`; 1 = none)."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -632,7 +640,11 @@ def predict(model, prep: BatchPreparer, clips: torch.Tensor, batch_size: int = 2
             w = prep.wave(clips[start:start + batch_size])
             if noise_snr is not None:
                 w = mix_noise(w, prep.noise, (noise_snr, noise_snr), 1.0, g)
-            out.append(model(prep.inputs(w)).float().softmax(-1).cpu())
+            if warps:
+                views = [prep.inputs(w, None if a == 1 else torch.full((len(w),), float(a))) for a in warps]
+                out.append(sum(model(v).float().softmax(-1) for v in views).cpu() / len(views))
+            else:
+                out.append(model(prep.inputs(w)).float().softmax(-1).cpu())
     return torch.cat(out)
 
 
@@ -644,8 +656,9 @@ def _accuracy_by(groups: Sequence[str], correct: torch.Tensor) -> dict[str, floa
 
 
 def evaluate_split(model, prep: BatchPreparer, split: SpeechSplit, noisy_snr: float | None = None,
-                   seed: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Accuracy, loss, per-word and per-engine accuracy and confusion matrix on ``split``; the arrays to keep."""
+                   seed: int = 0, tta_warps: Sequence[float] = ()) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Accuracy, loss, per-word and per-engine accuracy and confusion matrix on ``split``; the arrays to keep.
+    With ``tta_warps`` also ``acc_tta`` (and ``per_engine_acc_tta``): probabilities averaged over those warps."""
     y, K = split.labels, len(split.classes)
     t0 = time.perf_counter()
     probs = predict(model, prep, split.clips)
@@ -664,6 +677,12 @@ def evaluate_split(model, prep: BatchPreparer, split: SpeechSplit, noisy_snr: fl
     engines = engines_of(split.root, split.files)
     if engines is not None:
         metrics["per_engine_acc"] = _accuracy_by(engines, correct)
+    if tta_warps:
+        correct_tta = (predict(model, prep, split.clips, warps=tta_warps).argmax(-1) == y).double()
+        metrics["tta_warps"] = list(tta_warps)
+        metrics["acc_tta"] = float(correct_tta.mean())
+        if engines is not None:
+            metrics["per_engine_acc_tta"] = _accuracy_by(engines, correct_tta)
     if noisy_snr is not None and prep.noise:
         noisy = predict(model, prep, split.clips, noise_snr=noisy_snr, seed=seed).argmax(-1)
         metrics["noisy_snr_db"] = noisy_snr
@@ -741,7 +760,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     else:
         root = data_folder(dataclasses.replace(cfg, dataset=data, data_dir=None))
         split, name = load_split(root, "test", classes), data
-    metrics, _ = evaluate_split(model, prep, split, cfg.noisy_test_snr, cfg.seed)
+    metrics, _ = evaluate_split(model, prep, split, cfg.noisy_test_snr, cfg.seed, cfg.tta_warps)
     metrics.update(data=name, source=str(split.root))
     write_json_atomic(run_dir / "eval" / f"{name}.json", metrics)
     return metrics
@@ -802,7 +821,12 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     if not ctx.info.is_main:
         return {}
 
-    metrics, arrays = evaluate_split(model, prep, test, cfg.noisy_test_snr, cfg.seed)
+    metrics, arrays = evaluate_split(model, prep, test, cfg.noisy_test_snr, cfg.seed, cfg.tta_warps)
+    if cfg.tta_warps:  # the validation voices, to judge the test-time augmentation without the test set
+        y_val = val.labels
+        metrics["val_acc"] = float((predict(model, prep, val.clips).argmax(-1) == y_val).double().mean())
+        metrics["val_acc_tta"] = float((predict(model, prep, val.clips, warps=cfg.tta_warps).argmax(-1) == y_val)
+                                       .double().mean())
     metrics["train_time_s"] = sum(row["epoch_time_s"] for row in trainer.history)
     metrics["this_session_time_s"] = session_time
     metrics["parameters"] = n_params
@@ -824,6 +848,10 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     engines = ", ".join(f"{e} {100 * a:.2f}%" for e, a in metrics.get("per_engine_acc", {}).items())
     log(f"test accuracy {100 * metrics['acc']:.2f}%" + (f" ({engines})" if engines else "")
         + f"; trained in {metrics['train_time_s']:.0f}s")
+    if "acc_tta" in metrics:
+        log(f"with the probabilities averaged over VTLP warps {', '.join(f'{a:g}' for a in cfg.tta_warps)}: test "
+            f"{100 * metrics['acc_tta']:.2f}% (validation {100 * metrics['val_acc_tta']:.2f}% vs "
+            f"{100 * metrics['val_acc']:.2f}%)")
     ps = metrics.get("pocketsphinx", {})
     if "acc" in ps:
         log(f"pocketsphinx on {ps['n']} test clips: {100 * ps['acc']:.2f}% (the model on the same clips: "
@@ -931,6 +959,15 @@ def report(run_dir: Path) -> Path:
     result_rows: list[list[Any]] = [["test accuracy (unseen voices)", _pct(metrics["acc"])]]
     for engine, acc in metrics.get("per_engine_acc", {}).items():
         result_rows.append([f"test accuracy, {engine} voices", _pct(acc)])
+    if "acc_tta" in metrics:
+        warps = ", ".join(f"{a:g}" for a in metrics["tta_warps"])
+        result_rows.append([f"test accuracy, probabilities averaged over VTLP warps {warps} (TTA)",
+                            _pct(metrics["acc_tta"])])
+        for engine, acc in metrics.get("per_engine_acc_tta", {}).items():
+            result_rows.append([f"test accuracy with TTA, {engine} voices", _pct(acc)])
+        if "val_acc_tta" in metrics:
+            result_rows.append(["validation accuracy without / with TTA (final weights)",
+                                f"{_pct(metrics['val_acc'])} / {_pct(metrics['val_acc_tta'])}"])
     if "noisy_acc" in metrics:
         result_rows.append([f"test accuracy with background noise at {metrics['noisy_snr_db']:g} dB SNR",
                             _pct(metrics["noisy_acc"])])
