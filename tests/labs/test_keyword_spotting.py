@@ -28,6 +28,7 @@ from deepnotes.labs.keyword_spotting import (
     mix_noise,
     predict,
     run,
+    worst_words_by_engine,
     spec_augment,
     speed_perturb,
     time_shift,
@@ -173,6 +174,18 @@ def test_predict_averages_the_probabilities_over_the_warps():
     assert (both - plain).abs().max() > 1e-3  # the warps change the answer
 
 
+def test_worst_words_by_engine_counts_each_engine_apart():
+    classes = ["yes", "no", "up"]
+    engines = ["a"] * 6 + ["b"] * 3
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    pred = torch.tensor([0, 0, 2, 2, 2, 1, 1, 1, 2])
+    worst = worst_words_by_engine(engines, labels, pred, classes, k=2)
+    assert worst == {"a": [{"word": "no", "acc": 0.0, "n": 2, "confused_with": "up"},
+                           {"word": "up", "acc": 0.5, "n": 2, "confused_with": "no"}],
+                     "b": [{"word": "yes", "acc": 0.0, "n": 1, "confused_with": "no"},
+                           {"word": "no", "acc": 1.0, "n": 1, "confused_with": None}]}
+
+
 def test_per_utterance_normalizations():
     w = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
     utt, band = FeatureExtractor("bcresnet", norm="utterance"), FeatureExtractor("bcresnet", norm="band")
@@ -243,7 +256,7 @@ def test_fast_preset_end_to_end(fast_run, small_build):
     assert cm.sum() == 105 and np.trace(cm) / 105 == pytest.approx(m["acc"])
     assert 0 <= m["noisy_acc"] <= 1
     assert m["tta_warps"] == [0.9, 1.0, 1.1] and 0 <= m["acc_tta"] <= 1 and 0 <= m["val_acc_tta"] <= 1
-    assert set(m["per_engine_acc_tta"]) == {"espeak-ng", "flite", "festival"}
+    assert set(m["per_engine_acc_tta"]) == set(m["per_engine_worst_words"]) == {"espeak-ng", "flite", "festival"}
     assert "with the probabilities averaged over VTLP warps 0.9, 1, 1.1" in stdout
     arrays = load_file(str(run_dir / "predictions.safetensors"))
     assert arrays["example_wave"].shape == (16000,) and arrays["example_input"].shape == (1, 1, 40, 101)
@@ -256,7 +269,8 @@ def test_fast_preset_end_to_end(fast_run, small_build):
     else:
         assert "skipped" in ps
     for text in ("waveforms.png", "features.png", "Accuracy per word", "confusion_matrix.png", "91.00%",
-                 "probabilities averaged over VTLP warps 0.9, 1, 1.1 (TTA)", "validation accuracy without / with TTA"):
+                 "probabilities averaged over VTLP warps 0.9, 1, 1.1 (TTA)", "validation accuracy without / with TTA",
+                 "Hardest words per engine"):
         assert text in report
 
 

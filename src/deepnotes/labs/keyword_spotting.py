@@ -655,6 +655,25 @@ def _accuracy_by(groups: Sequence[str], correct: torch.Tensor) -> dict[str, floa
     return {g: sum(v) / len(v) for g, v in sorted(out.items())}
 
 
+def worst_words_by_engine(engines: Sequence[str], labels: torch.Tensor, pred: torch.Tensor, classes: Sequence[str],
+                          k: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Per engine, the ``k`` words of lowest accuracy (ties: alphabetical), each with its clip count and the
+    word it was most often taken for: ``{engine: [{"word", "acc", "n", "confused_with"}, ...]}``. The voices of
+    an engine say a word alike at every rate and pitch, so a voice tends to miss all clips of a word or none."""
+    groups: dict[str, dict[int, list[int]]] = {}
+    for e, t, p in zip(engines, labels.tolist(), pred.tolist()):
+        groups.setdefault(e, {}).setdefault(t, []).append(p)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e, words in sorted(groups.items()):
+        rows = []
+        for t, preds in words.items():
+            wrong = Counter(p for p in preds if p != t)
+            rows.append({"word": classes[t], "acc": sum(p == t for p in preds) / len(preds), "n": len(preds),
+                         "confused_with": classes[wrong.most_common(1)[0][0]] if wrong else None})
+        out[e] = sorted(rows, key=lambda r: (r["acc"], r["word"]))[:k]
+    return out
+
+
 def evaluate_split(model, prep: BatchPreparer, split: SpeechSplit, noisy_snr: float | None = None,
                    seed: int = 0, tta_warps: Sequence[float] = ()) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Accuracy, loss, per-word and per-engine accuracy and confusion matrix on ``split``; the arrays to keep.
@@ -677,6 +696,7 @@ def evaluate_split(model, prep: BatchPreparer, split: SpeechSplit, noisy_snr: fl
     engines = engines_of(split.root, split.files)
     if engines is not None:
         metrics["per_engine_acc"] = _accuracy_by(engines, correct)
+        metrics["per_engine_worst_words"] = worst_words_by_engine(engines, y, pred, split.classes)
     if tta_warps:
         correct_tta = (predict(model, prep, split.clips, warps=tta_warps).argmax(-1) == y).double()
         metrics["tta_warps"] = list(tta_warps)
@@ -1050,6 +1070,12 @@ def report(run_dir: Path) -> Path:
         markdown_image("augmentation", "augmentation.png"), "",
         "## Accuracy per word", "",
         "Hardest words: " + ", ".join(f"{w} ({_pct(a)})" for a, w in worst) + ".", "",
+        *(["Hardest words per engine (accuracy over that engine's test clips of the word; most frequent wrong "
+           "answer):", "",
+           markdown_table(["engine", "words"], [[e, ", ".join(
+               f"{r['word']} {_pct(r['acc'])}" + (f" (-> {r['confused_with']})" if r["confused_with"] else "")
+               for r in ws)] for e, ws in metrics["per_engine_worst_words"].items()]), ""]
+          if metrics.get("per_engine_worst_words") else []),
         markdown_image("per-word accuracy", "per_word_accuracy.png"), "",
         markdown_table(["word", "test accuracy"], [[w, _pct(a)] for w, a in per_word.items()]), "",
         "## Confusion matrix (test)", "", markdown_image("confusion matrix", "confusion_matrix.png"), "",
