@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import shutil
 import time
 from collections import Counter
@@ -127,7 +126,6 @@ HW5_BASELINES = ("HW5's published baselines (BLEU on its TED2020 EN->zh-TW test 
                  "baseline numbers). They would not be comparable anyway: other corpus, other domain, other script.")
 
 
-
 @dataclass(frozen=True)
 class TranslationConfig:
     """The lab's flags (``deepnotes run translation --help``). Not a TrainConfig: two models are trained,
@@ -178,7 +176,8 @@ class TranslationConfig:
                                         "before tokenizing (the k-th distinct span of a source gets sentinel k, also in "
                                         "its training target) and put them back into the outputs, so that copying "
                                         "%.250s or --block-size=SIZE is copying one token (placeholder handling of "
-                                        "production NMT)")
+                                        "production NMT; BLEU on all test pairs RNN 33.25 vs 33.26, Transformer 30.90 "
+                                        "vs 31.27, benchmarks/RESULTS.md)")
     copy_continuation: tuple[str, ...] = option(
         (), "models whose copy attention gets a learned bonus for the source position after the one the previous "
         "output token was copied from, so multi-piece names are copied in order (location-aware / guided "
@@ -190,7 +189,9 @@ class TranslationConfig:
                                          "placeholders kept 87% vs 79%, benchmarks/RESULTS.md)")
     beam_size: int = option(5, "beams per sentence of beam search")
     no_repeat_ngram_size: int = option(0, "beam search: no output n-gram of this many subword tokens may occur twice "
-                                          "(fairseq's --no-repeat-ngram-size; stops loops such as %s %s %s ...); 0 = off")
+                                          "(fairseq's --no-repeat-ngram-size; stops loops such as %s %s %s ...); 0 = off "
+                                          "(chosen on validation: test beam BLEU RNN 33.9 vs 34.6, Transformer 32.6 vs "
+                                          "32.8, benchmarks/RESULTS.md)")
     length_penalty: float = option(1.0, "alpha of the GNMT length penalty ((5 + |Y|) / 6) ** alpha of beam search, "
                                         "used when --length-penalty-grid is empty or --val-bleu-sentences is 0")
     length_penalty_grid: tuple[float, ...] = option(
