@@ -222,7 +222,7 @@ def block_repeated_ngrams(logits: Tensor, tokens: Tensor, n: int) -> Tensor:
     with every token banned has only ``-inf`` logits, which beam search treats as a dead hypothesis.
     Applied to the logits, the remaining tokens' probabilities are renormalized by the decoder's
     log-softmax (fairseq and Hugging Face set the log-probabilities themselves to ``-inf``: the same greedy
-    output, beam scores slightly lower).
+    output, but their beam scores are lower and may rank hypotheses differently).
 
     Args:
         logits: float tensor (R, V), the next-token logits of R prefixes.
