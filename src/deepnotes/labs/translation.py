@@ -367,20 +367,32 @@ def protect_sources(cfg: TranslationConfig, sources: list[str]) -> list[Protecte
     try:
         return [protect_spans(s) for s in sources]
     except ValueError as e:
-        raise UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans") from e
+        raise _sentinel_error(e) from e
 
 
 def protect_pairs(cfg: TranslationConfig, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``--protect-spans``: the training pairs as the model sees them (sources and targets with sentinels)."""
+    """``--protect-spans``: the training pairs as the model sees them (sources and targets with sentinels).
+
+    Raises:
+        UserError: a source or target already holds a sentinel character.
+    """
     if not cfg.protect_spans:
         return pairs
-    out = []
-    for (_, zh), p in zip(pairs, protect_sources(cfg, [en for en, _ in pairs])):
-        try:
-            out.append((p.text, protect_target(zh, p.spans)))
-        except ValueError as e:
-            raise UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans") from e
-    return out
+    protected = protect_sources(cfg, [en for en, _ in pairs])
+    try:
+        return [(p.text, protect_target(zh, p.spans)) for (_, zh), p in zip(pairs, protected)]
+    except ValueError as e:
+        raise _sentinel_error(e) from e
+
+
+def _sentinel_error(e: ValueError) -> UserError:
+    return UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans")
+
+
+def source_lengths(cfg: TranslationConfig, tok: SubwordTokenizer, sources: list[str]) -> list[int]:
+    """Subword tokens of each source as the model sees it (protected with ``--protect-spans``), EOS not counted:
+    what the length filter (``--max-len``) compares."""
+    return [len(tok.encode(p.text)) for p in protect_sources(cfg, sources)]
 
 
 def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = False) -> TranslationData:
@@ -392,20 +404,21 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
     n_raw = {"train": len(train_raw), "val": len(val_raw), "test": len(test_raw)}
     train_raw = _subset(train_raw, cfg.limit_train, cfg.seed)
     val_raw = _subset(val_raw, cfg.limit_val, cfg.seed)
-    tok = get_tokenizer(run_dir, protect_pairs(cfg, train_raw), cfg, reuse_tokenizer)
+    train_in = protect_pairs(cfg, train_raw)  # what the tokenizer and the model see
+    tok = get_tokenizer(run_dir, train_in, cfg, reuse_tokenizer)
 
-    def encode(pairs):
-        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in protect_pairs(cfg, pairs)]
+    def encode(pairs):  # pairs as the model sees them
+        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in pairs]
 
     def keep(ids):  # both sides within the limit (the source's EOS not counted)
         return len(ids[0]) - 1 <= cfg.max_len and len(ids[1]) <= cfg.max_len
 
-    train = [p for p in encode(train_raw) if keep(p)]
-    val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(val_raw)) if keep(ids)]
+    train = [p for p in encode(train_in) if keep(p)]
+    val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(protect_pairs(cfg, val_raw))) if keep(ids)]
     val = [ids for _, ids in val_kept]
     val_decoded = _subset([raw for raw, _ in val_kept], cfg.val_bleu_sentences, cfg.seed) if cfg.val_bleu_sentences else []
-    test_prot = protect_sources(cfg, [en for en, _ in test_raw])
-    test_kept = [p for p, q in zip(test_raw, test_prot) if len(tok.encode(q.text)) <= cfg.max_len]
+    test_lengths = source_lengths(cfg, tok, [en for en, _ in test_raw])
+    test_kept = [p for p, n in zip(test_raw, test_lengths) if n <= cfg.max_len]
     test = _subset(test_kept, cfg.max_test_sentences, cfg.seed)
     if not train or not val or not test:
         raise UserError(f"after the length filter (--max-len {cfg.max_len}) a split is empty: {len(train)} train, "
@@ -816,8 +829,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     else:
         pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(data + ".en", data + ".zh")]
         full = [(en, zh) for en, zh in pairs if en and zh]
-        kept = [(en, zh) for (en, zh), p in zip(full, protect_sources(cfg, [en for en, _ in full]))
-                if len(tok.encode(p.text)) <= cfg.max_len]
+        kept = [pair for pair, n in zip(full, source_lengths(cfg, tok, [en for en, _ in full])) if n <= cfg.max_len]
         if not kept:
             raise UserError(f"--data {data}: no pair with both sides non-empty and a source of <= {cfg.max_len} tokens")
         name, skipped = Path(data).name, len(pairs) - len(kept)
@@ -863,7 +875,7 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
         return ""
     _, cfg = load_config(run_dir)
     tok = _tokenizer(run_dir)
-    n_tokens = len(tok.encode(protect_sources(cfg, [prompt])[0].text))
+    (n_tokens,) = source_lengths(cfg, tok, [prompt])
     if n_tokens > 4 * cfg.max_len:
         raise UserError(f"--prompt is {n_tokens} subword tokens; this run was trained on <= {cfg.max_len}: "
                         f"translate one sentence at a time")
