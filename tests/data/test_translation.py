@@ -248,6 +248,29 @@ def test_build_downloads_dedupes_in_package_order_and_resumes(fake_apt, tmp_path
 
 
 @needs_dpkg
+def test_a_build_from_another_package_list_is_redone(fake_apt, tmp_path, monkeypatch):
+    from deepnotes.data import translation as T
+    repo, log = fake_apt
+    old = UITranslationsInfo(packages=("pkga",))
+    old.build()
+    assert old.is_current() and old.status().startswith("present")
+    new = UITranslationsInfo(packages=("pkga", "pkgb"))
+    assert not new.is_current() and new.built_packages() == ("pkga",)
+    assert new.status().startswith("outdated") and "deepnotes data build ui-translations" in new.status()
+    # the default loader refuses an outdated build when it may not build, and says how to update it
+    monkeypatch.setattr(T, "UI_TRANSLATIONS", new)
+    with pytest.raises(DataError, match=r"built from 1 packages, not the 2 .*`deepnotes data build ui-translations`"):
+        load_ui_translations(build=False)
+    # building (or loading with build=True) redoes it, reusing pkga's .deb
+    assert {p.package for p in load_ui_translations()} == {"pkga", "pkgb"}
+    assert new.is_current() and log.read_text().split() == ["pkga", "pkgb"]
+    new.build()  # current now: nothing is redone
+    assert log.read_text().split() == ["pkga", "pkgb"]
+    (new.cache_dir() / "manifest.json").write_text("{not json")
+    assert not new.is_current() and "unreadable manifest" in new.stale_message()
+
+
+@needs_dpkg
 def test_build_names_a_package_that_fails_to_download(fake_apt, tmp_path):
     info = UITranslationsInfo(packages=("pkga", "pkgz"))
     with pytest.raises(DataError, match=r"`apt-get download pkgz` failed \(E: Unable to locate package pkgz\)"
@@ -375,8 +398,8 @@ def test_sentencepiece_errors(tmp_path):
 
 # --- the real corpus, when built ---
 
-@pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
-                    reason="ui-translations not built (deepnotes data build ui-translations)")
+@pytest.mark.skipif(not UI_TRANSLATIONS.is_current(),
+                    reason="ui-translations not built or outdated (deepnotes data build ui-translations)")
 def test_real_ui_translations():
     pairs = load_ui_translations(build=False)
     assert len(pairs) > 20000
@@ -386,6 +409,7 @@ def test_real_ui_translations():
     train, val, test = package_split(pairs)
     packages = [{p.package for p in s} for s in (train, val, test)]
     assert not (packages[0] & packages[1] or packages[0] & packages[2] or packages[1] & packages[2])
-    assert 0.07 < len(test) / len(pairs) < 0.13 and 0.03 < len(val) / len(pairs) < 0.07
+    assert 0.04 < len(test) / len(pairs) < 0.06 and 0.015 < len(val) / len(pairs) < 0.03
     manifest = json.loads((UI_TRANSLATIONS.cache_dir() / "manifest.json").read_text())
     assert manifest["total_pairs"] == len(pairs)
+    assert [r["package"] for r in manifest["packages"]] == list(UI_TRANSLATIONS.packages)

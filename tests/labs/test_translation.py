@@ -25,14 +25,14 @@ from deepnotes.labs.translation import (
     translate,
 )
 
-needs_data = pytest.mark.skipif(not UI_TRANSLATIONS.pairs_path().is_file(),
-                                reason="needs the ui-translations pairs: deepnotes data build ui-translations")
+needs_data = pytest.mark.skipif(not UI_TRANSLATIONS.is_current(),
+                                reason="needs the ui-translations pairs, built and current: deepnotes data build ui-translations")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    if not UI_TRANSLATIONS.pairs_path().is_file():
-        pytest.skip("needs the ui-translations pairs: deepnotes data build ui-translations")
+    if not UI_TRANSLATIONS.is_current():
+        pytest.skip("needs the ui-translations pairs, built and current: deepnotes data build ui-translations")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy 2-core machine, two intra-op threads mostly wait for each other
     try:
