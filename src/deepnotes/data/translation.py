@@ -64,9 +64,9 @@ from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomi
 #: holds an English source keeps it). Each was checked to ship ``usr/share/locale/zh_CN/LC_MESSAGES/*.mo``
 #: in Debian 12 (bookworm). Order: the list of ``shared/DATA.md`` and other GNU tools, libraries and
 #: daemons with large catalogs (the first 33, ~37k pairs: the corpus until 2026-11-24), then more
-#: command-line tools and system libraries, then desktop applications (~81k pairs in all). The Transformer
-#: needs the larger corpus to beat the RNN on the test packages (benchmarks/RESULTS.md); the lecture's
-#: "self-attention is more flexible than CNN/RNN, so it needs more data".
+#: command-line tools and system libraries, then desktop applications (~81k pairs in all). Added after the
+#: lecture's "self-attention is more flexible than CNN/RNN, so it needs more data": the larger corpus lifts
+#: both translation models on the test packages, the Transformer a little more (benchmarks/RESULTS.md).
 UI_PACKAGES: tuple[str, ...] = (
     "postgresql-15", "git", "coreutils", "libgtk-3-common", "libglib2.0-data", "gettext", "dpkg", "apt",
     "bash", "tar", "grep", "sed", "findutils", "diffutils", "systemd", "iso-codes", "man-db",
