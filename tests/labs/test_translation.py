@@ -232,7 +232,7 @@ def test_run_folder_results_and_report(run):
         assert 0 < gate["in_source"] < 1 and 0 < gate["not_in_source"] < 1 and gate["n_in_source"] > 0
         assert f"Copy gate of the {m}" in (run / "report.md").read_text()
         v = r["val"]  # validation decoding chose the beam's length penalty
-        assert v["n"] == data["decoded_val_pairs"] == 30 and list(v["beam"]) == ["0.6", "1", "1.4", "2"]
+        assert v["n"] == data["decoded_val_pairs"] == 30 and list(v["beam"]) == ["0.6", "1", "1.4", "1.6", "1.8", "2"]
         assert r["length_penalty"] == v["length_penalty"] == float(max(v["beam"], key=lambda a: v["beam"][a]["bleu"]))
         for decoder in ("greedy", "beam"):
             hyps = (folder / f"test.{decoder}.zh").read_text().split("\n")[:-1]
