@@ -45,7 +45,7 @@ Pipeline:
    Transformer's decoder CopyNet's selective read (where in the source its previous token came from).
 5. Validation: ``--val-bleu-sentences`` (500) seeded validation pairs are decoded greedily and by beam
    search with each GNMT length-penalty alpha of ``--length-penalty-grid`` (score / ``((5 + |Y|) / 6) ** alpha``;
-   0.6, 1.0, 1.4, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
+   0.6, 1.0, 1.4, 1.6, 1.8, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
    (Wu et al. 2016 tuned it on a development set; the test set never chooses anything).
    ``--coverage-penalty`` beta adds GNMT's coverage penalty to every beam search (default 0: none).
 6. Test: for every model, greedy decoding and beam search (``--beam-size`` 5, the chosen alpha),
