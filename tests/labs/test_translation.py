@@ -11,14 +11,27 @@ import pytest
 import torch
 
 from deepnotes.cli import main
-from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, SENTINELS, UI_TRANSLATIONS, SubwordTokenizer, protect_spans
+from deepnotes.data.subword import BPEDropout
+from deepnotes.data.translation import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SENTINELS,
+    UI_TRANSLATIONS,
+    SubwordTokenizer,
+    protect_spans,
+    train_sentencepiece,
+)
 from deepnotes.labs import load_config
 from deepnotes.labs.translation import (
+    DropoutBatchLookup,
     TranslationConfig,
+    batch_groups,
     best_model,
     choose_length_penalty,
     copy_rates,
     make_batches,
+    pad_batch,
     placeholder_accuracy,
     placeholders,
     score,
@@ -39,9 +52,10 @@ def run(tmp_path_factory) -> Path:
         out = tmp_path_factory.mktemp("runs")
         # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, the
         # weight average (the seeded retraining in the resume test must reproduce it), the coverage penalty,
-        # n-gram blocking and protected spans (eval and sample must protect and restore as the run did)
+        # n-gram blocking and protected spans (eval and sample must protect and restore as the run did), and
+        # BPE-dropout (the resume test's retraining must draw the same segmentations)
         assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--ema-decay", "0.9",
-                     "--coverage-penalty", "0.1", "--no-repeat-ngram-size", "3", "--protect-spans",
+                     "--coverage-penalty", "0.1", "--no-repeat-ngram-size", "3", "--protect-spans", "--bpe-dropout", "0.1",
                      "--out", str(out), "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
@@ -89,6 +103,35 @@ def test_make_batches_respects_the_token_budget_and_shifts_targets():
             seen.append((s, t[:-1]))
     assert sorted(seen) == sorted(pairs)  # every pair exactly once
     assert make_batches(pairs, 80, seed=0)[3][0].equal(batches[3][0])  # deterministic
+
+
+def test_dropout_batches_hold_the_same_pairs_segmented_anew(tmp_path):
+    corpus = [f"open the file number {i} for {w}" for i, w in enumerate(("reading", "writing", "renaming") * 20)]
+    zh = [f"打开第 {i} 个文件" for i in range(len(corpus))]
+    tok = SubwordTokenizer.load(train_sentencepiece(corpus + zh, tmp_path / "spm", vocab_size=370))
+    text = list(zip(corpus, zh))
+    pairs = [(tok.encode(en) + [EOS_ID], tok.encode(z)) for en, z in text]
+    groups = batch_groups(pairs, 120, seed=0)
+    batches = [pad_batch([pairs[i] for i in g]) for g in groups]
+    val = make_batches(pairs[:5], 120, seed=0)
+    lookup = DropoutBatchLookup(batches + val, torch.device("cpu"), len(batches), groups, text,
+                                BPEDropout.from_tokenizer(tok), 0.5)
+
+    def draw(b, train=True, seed=0):
+        (src, tin), tout = lookup(torch.tensor([b]), None, train, torch.Generator().manual_seed(seed) if train else None)
+        return src, tin, tout
+
+    def texts(src, tout):
+        return sorted((tok.decode(s.tolist()), tok.decode(t[t != -100].tolist())) for s, t in zip(src, tout))
+
+    for b in range(len(batches)):
+        src, tin, tout = draw(b)
+        assert texts(src, tout) == sorted(text[i] for i in groups[b])  # the same pairs, as text
+        assert (tin[:, 0] == BOS_ID).all() and (src == EOS_ID).sum() == len(groups[b])
+    longer = sum(draw(b)[0].ne(PAD_ID).sum().item() for b in range(len(batches)))
+    assert longer > sum(len(s) for s, _ in pairs)  # dropout gave finer segmentations
+    assert draw(0, seed=1)[0].equal(draw(0, seed=1)[0]) and not draw(0, seed=1)[0].equal(draw(0, seed=2)[0])
+    assert draw(len(batches), train=False)[0].equal(val[0][0])  # evaluation batches are left alone
 
 
 class _CountingTokenizer:
@@ -222,6 +265,7 @@ def test_run_folder_results_and_report(run):
     assert not any(c in (run / "models" / m / f"test.{d}.zh").read_text() for c in SENTINELS
                    for m in res["models"] for d in ("greedy", "beam"))
     for m, r in res["models"].items():
+        assert "BPE-dropout 0.1" in r["label"]
         folder = run / "models" / m
         assert (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
         rows = (folder / "metrics.csv").read_text().splitlines()
@@ -329,6 +373,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     (["--copy", "rnn", "--selective-read"], "--selective-read reads where the Transformer copied from"),
     (["--copy", "rnn", "--coverage-penalty", "0.2"], "--coverage-penalty reads the Transformer's copy attention"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
+    (["--bpe-dropout", "1"], "--bpe-dropout must be in [0, 1)"),
     (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),
     (["--val-bleu-sentences", "-1"], "--val-bleu-sentences must be >= 0"),
     (["--data", "/nonexistent/train_dev.raw"], "/nonexistent/train_dev.raw.en is missing"),

@@ -32,6 +32,10 @@ Pipeline:
 3. Batches of similar lengths (fairseq's ``--max-tokens``): pairs sorted by target then source length
    (random tie-break) and packed so that ``sentences x longest side <= --max-tokens``; the Trainer
    shuffles the order of these batches every epoch (its "examples" are batch indices).
+   ``--bpe-dropout P`` (Provilkov et al. 2020, :mod:`deepnotes.data.subword`): every time a training
+   batch is drawn, its pairs are segmented anew with each BPE merge skipped with probability P (the same
+   pairs, grouped by their plain lengths; a seeded draw per batch, so resuming is exact); validation and
+   test text keep the plain segmentation.
 4. Each model (``--models rnn,transformer``) is trained by :class:`deepnotes.train.Trainer` in its own
    folder ``models/<name>/`` (metrics.csv, checkpoints while training, model.safetensors, result.json),
    so ``--resume`` continues the model that was interrupted and keeps the finished ones. Loss:
@@ -70,7 +74,7 @@ import random
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -98,6 +102,7 @@ from deepnotes.data.translation import (
     restore_spans,
     train_sentencepiece,
 )
+from deepnotes.data.subword import BPEDropout
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
 from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
@@ -148,6 +153,9 @@ class TranslationConfig:
                               "test pairs with a longer source")
     epochs: int = option(12, "passes over the training pairs, for every model (12 vs 8 over the 74k training pairs: "
                              "validation beam BLEU RNN 51.1 vs 48.9, Transformer 52.7 vs 48.7; benchmarks/RESULTS.md)")
+    bpe_dropout: float = option(0.0, "BPE-dropout (Provilkov et al. 2020): probability of skipping each merge when "
+                                     "segmenting the training pairs, drawn anew for every batch; validation and test "
+                                     "text keep the plain segmentation; 0 = off (the paper: 0.1)")
     max_tokens: int = option(1000, "padded tokens per batch: sentences x the longest source or target (fairseq --max-tokens)")
     schedule: Literal["cosine", "noam"] = option("cosine", "learning-rate schedule: linear warm-up then cosine decay to 0, "
                                                             "or the Transformer paper's inverse-square-root (Noam) decay")
@@ -237,6 +245,7 @@ def _validate(cfg: TranslationConfig) -> None:
         (cfg.max_len >= 1, "--max-len must be >= 1"),
         (cfg.epochs >= 1, "--epochs must be >= 1"),
         (cfg.max_tokens >= 1, "--max-tokens must be >= 1"),
+        (0 <= cfg.bpe_dropout < 1, "--bpe-dropout must be in [0, 1) (0 = off)"),
         (0 < cfg.warmup < 1, "--warmup must be in (0, 1)"),
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
@@ -297,6 +306,7 @@ class TranslationData:
     test_src: list[str]
     test_ref: list[str]
     info: dict[str, Any]
+    train_text: list[tuple[str, str]] = field(default_factory=list)  # the training pairs as text, for --bpe-dropout
 
 
 def _subset(items: list, n: int, seed: int) -> list:
@@ -415,7 +425,8 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
     def keep(ids):  # both sides within the limit (the source's EOS not counted)
         return len(ids[0]) - 1 <= cfg.max_len and len(ids[1]) <= cfg.max_len
 
-    train = [p for p in encode(train_in) if keep(p)]
+    train_kept = [(text, ids) for text, ids in zip(train_in, encode(train_in)) if keep(ids)]
+    train = [ids for _, ids in train_kept]
     val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(protect_pairs(cfg, val_raw))) if keep(ids)]
     val = [ids for _, ids in val_kept]
     val_decoded = _subset([raw for raw, _ in val_kept], cfg.val_bleu_sentences, cfg.seed) if cfg.val_bleu_sentences else []
@@ -440,7 +451,39 @@ def load_data(cfg: TranslationConfig, run_dir: Path, reuse_tokenizer: bool = Fal
         "length_filter": f"train/val: <= {cfg.max_len} subword tokens on both sides; test: source <= {cfg.max_len}",
     }
     return TranslationData(tok, train, val, [s for s, _ in val_decoded], [r for _, r in val_decoded],
-                           [s for s, _ in test], [r for _, r in test], info)
+                           [s for s, _ in test], [r for _, r in test], info, [text for text, _ in train_kept])
+
+
+def batch_groups(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int) -> list[list[int]]:
+    """Indices of ``pairs`` packed into batches of similar lengths (see :func:`make_batches`)."""
+    tie = np.random.default_rng(seed).random(len(pairs))
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][1]), len(pairs[i][0]), tie[i]))
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        n = max(len(pairs[i][0]), len(pairs[i][1]) + 1)
+        if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def pad_batch(pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(src (B, S), tgt_in (B, T), tgt_out (B, T))`` of a list of (source ids + EOS, target ids)."""
+    S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs) + 1
+    src = torch.full((len(pairs), S), PAD_ID, dtype=torch.long)
+    tin = torch.full((len(pairs), T), PAD_ID, dtype=torch.long)
+    tout = torch.full((len(pairs), T), IGNORE_INDEX, dtype=torch.long)
+    for r, (s, t) in enumerate(pairs):
+        src[r, :len(s)] = torch.tensor(s)
+        tin[r, :len(t) + 1] = torch.tensor([BOS_ID] + t)
+        tout[r, :len(t) + 1] = torch.tensor(t + [EOS_ID])
+    return src, tin, tout
 
 
 def make_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed: int
@@ -456,33 +499,7 @@ def make_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed
         ``PAD_ID``; ``tgt_in`` = BOS + target (padded with PAD), ``tgt_out`` = target + EOS (padded
         with :data:`IGNORE_INDEX`).
     """
-    tie = np.random.default_rng(seed).random(len(pairs))
-    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][1]), len(pairs[i][0]), tie[i]))
-    groups: list[list[int]] = []
-    cur: list[int] = []
-    longest = 0
-    for i in order:
-        n = max(len(pairs[i][0]), len(pairs[i][1]) + 1)
-        if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
-            groups.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, n)
-    if cur:
-        groups.append(cur)
-    batches = []
-    for g in groups:
-        S, T = max(len(pairs[i][0]) for i in g), max(len(pairs[i][1]) for i in g) + 1
-        src = torch.full((len(g), S), PAD_ID, dtype=torch.long)
-        tin = torch.full((len(g), T), PAD_ID, dtype=torch.long)
-        tout = torch.full((len(g), T), IGNORE_INDEX, dtype=torch.long)
-        for r, i in enumerate(g):
-            s, t = pairs[i]
-            src[r, :len(s)] = torch.tensor(s)
-            tin[r, :len(t) + 1] = torch.tensor([BOS_ID] + t)
-            tout[r, :len(t) + 1] = torch.tensor(t + [EOS_ID])
-        batches.append((src, tin, tout))
-    return batches
+    return [pad_batch([pairs[i] for i in g]) for g in batch_groups(pairs, max_tokens, seed)]
 
 
 class BatchLookup:
@@ -495,6 +512,32 @@ class BatchLookup:
         if x.numel() != 1:
             raise ValueError(f"one batch index per update expected, got {x.numel()}")
         src, tin, tout = self.batches[int(x[0])]
+        return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
+
+
+class DropoutBatchLookup(BatchLookup):
+    """:class:`BatchLookup` whose training batches are segmented anew with BPE-dropout at every draw.
+
+    A training batch holds the same pairs as without dropout (grouped by their plain segmentation); each
+    draw re-encodes their text with merge-dropout probability ``p``, from a ``random.Random`` seeded by the
+    engine's per-epoch augmentation generator, so a resumed run sees the same segmentations.
+    """
+
+    def __init__(self, batches, device, n_train: int, groups: list[list[int]], text: list[tuple[str, str]],
+                 bpe: BPEDropout, p: float):
+        super().__init__(batches, device)
+        self.n_train, self.groups, self.text, self.bpe, self.p = n_train, groups, text, bpe, p
+
+    def __call__(self, x, y, train, generator):
+        if x.numel() != 1:
+            raise ValueError(f"one batch index per update expected, got {x.numel()}")
+        b = int(x[0])
+        if not train or b >= self.n_train:
+            return super().__call__(x, y, train, generator)
+        rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        pairs = [(self.bpe.encode(en, self.p, rng) + [EOS_ID], self.bpe.encode(zh, self.p, rng))
+                 for en, zh in (self.text[i] for i in self.groups[b])]
+        src, tin, tout = pad_batch(pairs)
         return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
 
 
@@ -698,10 +741,15 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = build_model(name, cfg, data.tokenizer.vocab_size).to(ctx.device)
-    train_b = make_batches(data.train, cfg.max_tokens, cfg.seed)
+    groups = batch_groups(data.train, cfg.max_tokens, cfg.seed)
+    train_b = [pad_batch([data.train[i] for i in g]) for g in groups]
     val_b = make_batches(data.val, cfg.max_tokens, cfg.seed)
-    lookup = BatchLookup(train_b + val_b, ctx.device)
     n_tr, n_val = len(train_b), len(val_b)
+    if cfg.bpe_dropout > 0:
+        lookup = DropoutBatchLookup(train_b + val_b, ctx.device, n_tr, groups, data.train_text,
+                                    BPEDropout.from_tokenizer(data.tokenizer), cfg.bpe_dropout)
+    else:
+        lookup = BatchLookup(train_b + val_b, ctx.device)
     train = (torch.arange(n_tr), torch.zeros(n_tr, dtype=torch.long))
     val = (torch.arange(n_tr, n_tr + n_val), torch.zeros(n_val, dtype=torch.long))
     prefix = lambda m: log(f"  [{name}] {m}")  # noqa: E731
@@ -711,7 +759,8 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     n_params = count_parameters(model)
     label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "") + (
         " + copy continuation" if name in cfg.copy_continuation else "") + (
-        " + selective read" if name == "transformer" and cfg.selective_read else "")
+        " + selective read" if name == "transformer" and cfg.selective_read else "") + (
+        f" + BPE-dropout {cfg.bpe_dropout:g}" if cfg.bpe_dropout > 0 else "")
     log(f"[{name}] {label}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
         f"x {cfg.epochs} epochs")
     if resuming:
