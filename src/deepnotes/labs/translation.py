@@ -512,8 +512,12 @@ class BatchLookup:
     def __call__(self, x, y, train, generator):
         if x.numel() != 1:
             raise ValueError(f"one batch index per update expected, got {x.numel()}")
-        src, tin, tout = self.batches[int(x[0])]
+        src, tin, tout = self.batch(int(x[0]), train, generator)
         return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
+
+    def batch(self, b: int, train: bool, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch ``b`` as (src, tgt_in, tgt_out) on the CPU."""
+        return self.batches[b]
 
 
 class DropoutBatchLookup(BatchLookup):
@@ -529,17 +533,12 @@ class DropoutBatchLookup(BatchLookup):
         super().__init__(batches, device)
         self.n_train, self.groups, self.text, self.bpe, self.p = n_train, groups, text, bpe, p
 
-    def __call__(self, x, y, train, generator):
-        if x.numel() != 1:
-            raise ValueError(f"one batch index per update expected, got {x.numel()}")
-        b = int(x[0])
+    def batch(self, b, train, generator):
         if not train or b >= self.n_train:
-            return super().__call__(x, y, train, generator)
+            return self.batches[b]
         rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        pairs = [(self.bpe.encode(en, self.p, rng) + [EOS_ID], self.bpe.encode(zh, self.p, rng))
-                 for en, zh in (self.text[i] for i in self.groups[b])]
-        src, tin, tout = pad_batch(pairs)
-        return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
+        return pad_batch([(self.bpe.encode(en, self.p, rng) + [EOS_ID], self.bpe.encode(zh, self.p, rng))
+                          for en, zh in (self.text[i] for i in self.groups[b])])
 
 
 # ----------------------------------------------------------------------------------- models and training
