@@ -1,10 +1,13 @@
 """Decoding settings of a finished translation run, re-decoded from its saved weights (no retraining).
 
     python benchmarks/translation_decoding.py RUN_DIR MODEL [--alphas 1.0,1.4] [--ngrams 0,3,4] [--betas 0,0.1]
+        [--bp-norm] [--all-val]
 
-For every combination of GNMT length penalty alpha, no-repeat n-gram size and coverage penalty beta it
-decodes the run's own validation sentences (the lab's seeded ``--val-bleu-sentences`` subset) by beam
-search, picks the best combination on validation BLEU, then decodes the scored test sentences with it and
+For every combination of GNMT length penalty alpha, no-repeat n-gram size and coverage penalty beta (and,
+with ``--bp-norm``, of BP-Norm in place of alpha: ``log P / |Y|`` plus the log brevity penalty against the
+training pairs' target/source length ratio times the source length, Yang et al. 2018) it decodes the run's
+own validation sentences (the lab's seeded ``--val-bleu-sentences`` subset; ``--all-val``: every validation
+pair) by beam search, picks the best combination on validation BLEU, then decodes the scored test sentences with it and
 with the run's own settings (the alpha the lab chose, the run's blocking and coverage penalty), so the test
 set chooses nothing. Prints a Markdown table to paste into benchmarks/RESULTS.md with the command that produced it.
 One thread by default (``--threads``); a 500-sentence validation pass takes ~10 s on this machine.
@@ -13,6 +16,7 @@ One thread by default (``--threads``); a 500-sentence validation pass takes ~10 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import shutil
 import sys
@@ -38,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alphas", default="", help="length-penalty alphas, comma-separated (default: the run's choice)")
     ap.add_argument("--ngrams", default="0", help="no-repeat n-gram sizes, comma-separated (0 = off)")
     ap.add_argument("--betas", default="0", help="coverage-penalty betas, comma-separated (0 = off)")
+    ap.add_argument("--bp-norm", action="store_true", help="also try BP-Norm (Yang et al. 2018) in place of each alpha")
+    ap.add_argument("--all-val", action="store_true", help="decode every validation pair, not the lab's subset")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -45,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     _, cfg = load_config(run)
     chosen = float(T.read_run_json(run / "models" / args.model / "result.json")["length_penalty"])
     alphas = _floats(args.alphas) or [chosen]
-    grid = list(itertools.product(alphas, [int(n) for n in args.ngrams.split(",")], _floats(args.betas)))
+    norms = [*alphas, "bp"] if args.bp_norm else alphas  # a number = GNMT alpha, "bp" = BP-Norm (last: ties keep alpha)
+    grid = list(itertools.product(norms, [int(n) for n in args.ngrams.split(",")], _floats(args.betas)))
+    if args.all_val:
+        cfg = dataclasses.replace(cfg, val_bleu_sentences=10 ** 9)
     tmp = Path(tempfile.mkdtemp())
     try:  # the lab's data with the run's own tokenizer (load_data would write into the folder it is given)
         shutil.copy(run / "spm.model", tmp / "spm.model")
@@ -54,17 +63,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     device = torch.device("cpu")
     model = T._load_model(run, args.model, cfg, data.tokenizer, device)
+    ratio = sum(len(t) + 1 for _, t in data.train) / sum(len(s) for s, _ in data.train)  # EOS on both sides
 
     def decode(sources, refs, alpha, n, beta):
         t0 = time.perf_counter()
-        hyps = T.translate(model, data.tokenizer, sources, cfg, cfg.beam_size, device, length_penalty=alpha,
-                           coverage_penalty=beta, no_repeat_ngram_size=n)
+        bp = alpha == "bp"
+        hyps = T.translate(model, data.tokenizer, sources, cfg, cfg.beam_size, device,
+                           length_penalty=1.0 if bp else alpha, penalty="average" if bp else "gnmt",
+                           length_ratio=ratio if bp else 0.0, coverage_penalty=beta, no_repeat_ngram_size=n)
         return T.score(sources, hyps, refs), time.perf_counter() - t0
 
     val = {}
     for alpha, n, beta in grid:
         val[(alpha, n, beta)], secs = decode(data.val_src, data.val_ref, alpha, n, beta)
-        print(f"validation alpha {alpha:g} n {n} beta {beta:g}: BLEU {val[(alpha, n, beta)]['bleu']:.2f} ({secs:.0f} s)",
+        print(f"validation alpha {alpha} n {n} beta {beta:g}: BLEU {val[(alpha, n, beta)]['bleu']:.2f} ({secs:.0f} s)",
               file=sys.stderr, flush=True)
     best = max(val, key=lambda k: val[k]["bleu"])  # max keeps the first of equals
     rows = []
@@ -74,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         v = val.get(key) or decode(data.val_src, data.val_ref, *key)[0]
         ph = "n/a" if test["placeholder_acc"] is None else f"{100 * test['placeholder_acc']:.1f}%"
         rows.append([("the run's own" if key == own else "best on validation"),
-                     f"{key[0]:g}", str(key[1]), f"{key[2]:g}", f"{v['bleu']:.2f}", f"{test['bleu']:.2f}",
+                     str(key[0]) if key[0] == "bp" else f"{key[0]:g}", str(key[1]), f"{key[2]:g}", f"{v['bleu']:.2f}", f"{test['bleu']:.2f}",
                      f"{test['chrf']:.1f}", ph])
     print(f"`python benchmarks/translation_decoding.py {run} {args.model} --alphas {','.join(f'{a:g}' for a in alphas)} "
-          f"--ngrams {args.ngrams} --betas {args.betas}` ({len(data.val_src)} validation, {len(data.test_src)} test "
+          f"--ngrams {args.ngrams} --betas {args.betas}{' --bp-norm' if args.bp_norm else ''}"
+          f"{' --all-val' if args.all_val else ''}` ({len(data.val_src)} validation, {len(data.test_src)} test "
           f"sentences, beam {cfg.beam_size}):\n")
-    print(markdown_table(["setting", "alpha", "no-repeat n", "beta", "val BLEU", "test BLEU", "test chrF",
+    print(f"BP-Norm's target/source length ratio (training pairs): {ratio:.3f}\n" if args.bp_norm else "", end="")
+    print(markdown_table(["setting", "alpha (bp = BP-Norm)", "no-repeat n", "beta", "val BLEU", "test BLEU", "test chrF",
                           "placeholders kept"], rows))
     return 0
 

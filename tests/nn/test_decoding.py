@@ -55,8 +55,9 @@ def strip(row: torch.Tensor, eos: int) -> list[int]:
     return out
 
 
-def brute_force(step_fn, prompt, eos, V, max_len, alpha, penalty, origin=0):
-    """Best (sequence, normalized score) over every sequence ending in EOS or reaching max_len."""
+def brute_force(step_fn, prompt, eos, V, max_len, alpha, penalty, origin=0, target_length=None):
+    """Best (sequence, normalized score) over every sequence ending in EOS or reaching max_len; with
+    ``target_length`` L* the score also gets the log brevity penalty min(1 - L* / |Y|, 0)."""
     best = [float("-inf"), None]
 
     def rec(prefix, logp):
@@ -68,6 +69,8 @@ def brute_force(step_fn, prompt, eos, V, max_len, alpha, penalty, origin=0):
                 continue
             if w == eos or L == max_len:
                 norm = s / length_normalizer(L, alpha, penalty)
+                if target_length is not None:
+                    norm += min(1.0 - target_length / L, 0.0)
                 if norm > best[0]:
                     best[:] = [norm, prefix + [w]]
             else:
@@ -143,6 +146,53 @@ def test_exhaustive_beam_equals_brute_force(seed, alpha, penalty):
     bf_seq, bf_score = brute_force(step, [0], 1, V, max_len, alpha, penalty)
     assert seqs[0].tolist() == bf_seq
     assert scores[0].item() == pytest.approx(bf_score, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("alpha,penalty", [(1.0, "average"), (0.6, "gnmt")])
+def test_exhaustive_beam_with_target_length_equals_brute_force(seed, alpha, penalty):
+    """BP-Norm (Yang et al. 2018): s / lp(|Y|) + min(1 - L* / |Y|, 0), one L* per example, by brute force."""
+    V, max_len, B = 3, 4, 3
+    table = random_table(B, V, seed + 40)
+    table[:, :, 1] += 1.0  # EOS likely: short outputs win without the brevity penalty
+    target = torch.tensor([0.0, 2.5, 4.0], dtype=torch.float64)
+    seqs, scores = beam_search(markov(table), 0, 1, beam_size=24, max_len=max_len, batch_size=B,
+                               length_penalty=alpha, penalty=penalty, target_length=target)
+    for b in range(B):
+        bf_seq, bf_score = brute_force(markov(table), [0], 1, V, max_len, alpha, penalty, origin=b,
+                                       target_length=float(target[b]))
+        assert seqs[b].tolist() == bf_seq
+        assert scores[b].item() == pytest.approx(bf_score, rel=1e-9)
+
+
+def test_target_length_zero_changes_nothing_and_longer_targets_never_shorten_the_answer():
+    B, V, max_len = 8, 4, 6
+    table = random_table(B, V, seed=5)
+    table[:, :, 1] += 1.0
+    plain, plain_scores = beam_search(markov(table), 0, 1, beam_size=5, max_len=max_len, batch_size=B,
+                                      length_penalty=1.0, penalty="average")
+    zero, zero_scores = beam_search(markov(table), 0, 1, beam_size=5, max_len=max_len, batch_size=B,
+                                    length_penalty=1.0, penalty="average", target_length=torch.zeros(B))
+    assert [s.tolist() for s in zero] == [s.tolist() for s in plain] and torch.equal(zero_scores, plain_scores)
+    lengths = []
+    for L in [0.0, 2.0, 4.0, 6.0]:  # exact search: a larger L* penalizes shorter outputs more
+        seqs, _ = beam_search(markov(table), 0, 1, beam_size=V ** max_len, max_len=max_len, batch_size=B,
+                              length_penalty=1.0, penalty="average", target_length=torch.full((B,), L))
+        lengths.append([len(s) for s in seqs])
+    for shorter, longer in zip(lengths, lengths[1:]):
+        assert all(a <= b for a, b in zip(shorter, longer))
+    assert lengths[-1] != lengths[0]  # and it does move some answers
+
+
+def test_target_length_errors():
+    table = random_table(2, 3, 0)
+    with pytest.raises(ValueError, match="target_length must be"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, batch_size=2, target_length=torch.ones(3))
+    with pytest.raises(ValueError, match="target_length must be"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, batch_size=2, target_length=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="target_length must be"):
+        beam_search(markov(table), 0, 1, beam_size=2, max_len=3, batch_size=2,
+                    target_length=torch.tensor([1.0, float("nan")]))
 
 
 def test_block_repeated_ngrams_hand_cases():

@@ -616,7 +616,8 @@ def score(sources: list[str], hyps: list[str], refs: list[str]) -> dict[str, Any
 def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cfg: TranslationConfig,
               beam_size: int, device: torch.device, max_new_tokens: int | None = None,
               length_penalty: float | None = None, coverage_penalty: float | None = None,
-              no_repeat_ngram_size: int | None = None) -> list[str]:
+              no_repeat_ngram_size: int | None = None, length_ratio: float = 0.0,
+              penalty: Literal["gnmt", "average"] = "gnmt") -> list[str]:
     """Translate sentences in batches of similar source lengths (greedy if ``beam_size == 1``); outputs in input order.
 
     ``length_penalty`` (GNMT alpha) defaults to ``cfg.length_penalty``; ``coverage_penalty`` (GNMT beta, beam
@@ -641,7 +642,8 @@ def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cf
             max_len = min(max_len, max_new_tokens)
         hyps = model.generate(src.to(device), BOS_ID, EOS_ID, max(1, max_len), beam_size=beam_size,
                               length_penalty=alpha, coverage_penalty=beta if beam_size > 1 else 0.0,
-                              no_repeat_ngram_size=ngram if beam_size > 1 else 0)
+                              no_repeat_ngram_size=ngram if beam_size > 1 else 0, penalty=penalty,
+                              length_ratio=length_ratio)
         for r, i in enumerate(chunk):
             out[i] = restore_spans(tok.decode(hyps[r]), protected[i].spans)
     return out

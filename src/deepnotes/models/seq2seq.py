@@ -249,7 +249,7 @@ class Seq2SeqModel(nn.Module):
     def generate(self, src: Tensor, bos_id: int, eos_id: int, max_len: int, beam_size: int = 1,
                  length_penalty: float = 1.0, penalty: Literal["gnmt", "average"] = "gnmt",
                  cached: bool = True, min_len: int = 1, coverage_penalty: float = 0.0,
-                 no_repeat_ngram_size: int = 0) -> list[list[int]]:
+                 no_repeat_ngram_size: int = 0, length_ratio: float = 0.0) -> list[list[int]]:
         """Translate a batch: greedy (``beam_size=1``) or beam search; the model is put in eval mode meanwhile.
 
         Args:
@@ -268,9 +268,14 @@ class Seq2SeqModel(nn.Module):
                 ignored by greedy decoding.
             no_repeat_ngram_size: n > 0 forbids any output n-gram from occurring twice (greedy and beam; see
                 :func:`deepnotes.nn.decoding.block_repeated_ngrams`); default 0 (off).
+            length_ratio: r > 0 gives beam search's finished hypotheses BLEU's brevity penalty against the
+                expected length r x (the source's non-padding tokens) (``target_length`` of
+                :func:`deepnotes.nn.decoding.beam_search`; with ``penalty="average"`` and ``length_penalty=1``
+                the BP-Norm of Yang et al. 2018); default 0 (off); ignored by greedy decoding.
 
         Raises:
-            ValueError: ``coverage_penalty > 0`` for a model without an alignment (a Transformer without copy).
+            ValueError: ``coverage_penalty > 0`` for a model without an alignment (a Transformer without copy);
+                ``length_ratio`` < 0.
 
         Returns:
             B token lists, without BOS and EOS.
@@ -278,6 +283,8 @@ class Seq2SeqModel(nn.Module):
         if coverage_penalty > 0 and not self.has_alignment:
             raise ValueError(f"{type(self).__name__}: the coverage penalty reads one attention over the source; "
                              f"this model has none (build the Transformer with copy=True)")
+        if not length_ratio >= 0:
+            raise ValueError(f"length_ratio must be >= 0, got {length_ratio}")
         was_training = self.training
         self.eval()
         try:
@@ -305,7 +312,9 @@ class Seq2SeqModel(nn.Module):
                 seqs, _ = beam_search(step_with_attention if cover else step, bos_id, eos_id, beam_size, max_len,
                                       batch_size=B, length_penalty=length_penalty, penalty=penalty, device=src.device,
                                       coverage_penalty=coverage_penalty,
-                                      source_mask=(src != self.pad_id) if cover else None)
+                                      source_mask=(src != self.pad_id) if cover else None,
+                                      target_length=(length_ratio * (src != self.pad_id).sum(1).double()
+                                                     if length_ratio > 0 else None))
                 rows = [s[1:].tolist() for s in seqs]
         finally:
             self.train(was_training)

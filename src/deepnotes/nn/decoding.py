@@ -332,7 +332,8 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
                 batch_size: int | None = None, length_penalty: float = 1.0,
                 penalty: Literal["gnmt", "average"] = "gnmt",
                 device: torch.device | str | None = None, coverage_penalty: float = 0.0,
-                source_mask: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
+                source_mask: Tensor | None = None, target_length: Tensor | None = None
+                ) -> tuple[list[Tensor], Tensor]:
     r"""Beam search: keep the ``beam_size`` most probable prefixes per example at every step.
 
     At each step every live hypothesis y (log-probability ``s(y)``) is extended by every token w to
@@ -352,6 +353,13 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
     loses score. The step_fn then returns ``(logits, attention (R, S))`` and ``source_mask`` says which
     source positions are real. cp <= 0, so the early stop stays exact.
 
+    **Brevity penalty against an expected length** (the BP-Norm of Yang, Huang and Ma 2018, "Breaking the
+    beam search curse"): with ``target_length`` L* (per example), a finished hypothesis also gets
+    ``log bp = min(1 - L* / |Y|, 0)``, the log of BLEU's brevity penalty (Papineni et al. 2002) of |Y| against
+    L*: no change at or past L*, a growing loss below it. With ``penalty="average"`` and ``length_penalty=1``
+    this is BP-Norm exactly, ``log P / |Y| + log bp``; L* is usually a generation ratio times the source
+    length. log bp <= 0, so the early stop stays exact.
+
     Args:
         step_fn: ``step_fn(tokens (R, T), origin (R,)) -> logits (R, V)``, R <= batch_size * beam_size.
         bos: start token (int) or LongTensor prompt (B, T0).
@@ -364,16 +372,19 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         device: where an int ``bos`` starts. Default CPU.
         coverage_penalty: β >= 0 of the coverage penalty. Default 0.0 (none; step_fn returns logits only).
         source_mask: BoolTensor (B, S), True at real source positions; required when β > 0.
+        target_length: float tensor (B,) of expected lengths L* >= 0 in generated tokens (EOS included), or
+            None (default: no brevity penalty).
 
     Returns:
         ``(sequences, scores)``: a list of B LongTensors (T0 + len,), each the best hypothesis with
         its prompt in front and its EOS (if any) at the end; and a float64 tensor (B,) of their
-        normalized scores ``log P(Y | prompt) / lp(|Y|)`` (``+ cp`` with a coverage penalty).
+        normalized scores ``log P(Y | prompt) / lp(|Y|)`` (``+ cp`` with a coverage penalty, ``+ log bp``
+        with a target length).
 
     Raises:
         ValueError: bad ``beam_size``, ``max_len``, ``penalty``, prompt, ``coverage_penalty`` < 0 or
-            without a ``source_mask`` of shape (B, S); step_fn output not (R, V) (with β > 0: not a pair
-            of (R, V) logits and (R, S) attention).
+            without a ``source_mask`` of shape (B, S); ``target_length`` not (B,) finite and >= 0; step_fn
+            output not (R, V) (with β > 0: not a pair of (R, V) logits and (R, S) attention).
 
     Example::
 
@@ -395,6 +406,14 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         got = None if source_mask is None else tuple(source_mask.shape)
         raise ValueError(f"coverage_penalty > 0 needs source_mask (B, S) = ({B}, S) of the real source positions, got {got}")
 
+    if target_length is not None:
+        L = torch.as_tensor(target_length, dtype=torch.float64, device=dev)
+        if L.shape != (B,) or not bool(torch.isfinite(L).all()) or bool((L < 0).any()):
+            raise ValueError(f"target_length must be a finite tensor (B,) = ({B},) of lengths >= 0, "
+                             f"got shape {tuple(L.shape)}")
+        log_bp = lambda n: (1.0 - L / n).clamp(max=0.0)[:, None]  # noqa: E731  (B, 1), BLEU's brevity penalty
+    else:
+        log_bp = lambda n: 0.0  # noqa: E731
     tokens = prompt.repeat_interleave(K, dim=0)  # (B*K, T) live prefixes, example-major
     origin_all = torch.arange(B, device=dev).repeat_interleave(K)  # (B*K,)
     if beta > 0:
@@ -432,7 +451,7 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
         if eos is not None:
             is_eos = (tok == eos) & torch.isfinite(top_s)  # (B, 2K)
             fin = is_eos[:, :K]  # finalize only EOS ranked within the top K
-            norm = top_s[:, :K] / lp(t)
+            norm = top_s[:, :K] / lp(t) + log_bp(t)
             if beta > 0:
                 norm = norm + cp(coverage, example * K + beam[:, :K])  # parents' coverage, this step included
             norm = torch.where(fin, norm, torch.full_like(norm, float("-inf")))
@@ -456,14 +475,14 @@ def beam_search(step_fn: StepFn, bos: int | Tensor, eos: int | None, beam_size: 
 
         if t == max_len:
             break
-        # early stop: can any live hypothesis still beat the best finished one?
+        # early stop: can any live hypothesis still beat the best finished one? (cp, log bp <= 0)
         bound = scores.max(dim=1).values / max(lp(t + 1), lp(max_len))  # lp is monotone in the length
         done |= bound <= best_score
         if bool(done.all()):
             break
 
     # live hypotheses (of examples not stopped early) finish at the last length reached
-    norm = scores / lp(t)  # (B, K)
+    norm = scores / lp(t) + log_bp(t)  # (B, K)
     if beta > 0:
         norm = norm + cp(coverage, torch.arange(B * K, device=dev)).view(B, K)
     m, j = norm.max(dim=1)
