@@ -289,6 +289,22 @@ def test_copy_continuation_starts_neutral_then_copies_spans_in_order(name):
     assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in model.continuation.parameters())
 
 
+@pytest.mark.parametrize("name", ["rnn", "transformer-copy"])
+def test_generate_with_length_ratio_penalizes_outputs_shorter_than_the_expected_length(name):
+    """length_ratio r: BLEU's brevity penalty against r x (real source tokens) in beam search (BP-Norm)."""
+    model = _model(name)
+    src, _ = _batch()
+    kw = dict(max_len=4, beam_size=3, length_penalty=1.0, penalty="average")
+    plain = model.generate(src, BOS, EOS, **kw)
+    assert model.generate(src, BOS, EOS, length_ratio=0.0, **kw) == plain
+    assert model.generate(src, BOS, EOS, length_ratio=0.5, beam_size=1, max_len=4) == \
+        model.generate(src, BOS, EOS, beam_size=1, max_len=4)  # greedy ignores it
+    # an expected length far past max_len: every answer runs to max_len (log bp -> 1 - L*/4 beats 1 - L*/n, n < 4)
+    assert all(len(row) == kw["max_len"] for row in model.generate(src, BOS, EOS, length_ratio=100.0, **kw))
+    with pytest.raises(ValueError, match="length_ratio must be >= 0"):
+        model.generate(src, BOS, EOS, length_ratio=-1.0, **kw)
+
+
 @pytest.mark.parametrize("name", ["rnn", "transformer-copy", "transformer-continuation"])
 def test_generate_with_coverage_penalty_reads_the_attention_cached_or_not(name):
     """The coverage penalty (GNMT) over the model's own attention: cached and uncached decoding agree,
