@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from deepnotes.labs.translation import (
     best_model,
     choose_length_penalty,
     copy_rates,
+    length_breakdown,
+    looping_outputs,
     make_batches,
     pad_batch,
     placeholder_accuracy,
@@ -81,6 +84,30 @@ def test_score_uses_sacrebleu_zh_tokenization():
     # Chinese is scored per character: a hypothesis without spaces still gets partial credit
     partial = score(["open %s", "x"], ["无法打开 %s", "权限"], refs)
     assert 0 < partial["bleu"] < 100 and 0 < partial["chrf"] < 100 and partial["placeholder_acc"] == 1.0
+
+
+def test_looping_outputs_count_runs_the_reference_lacks():
+    hyps = ["%12) %12) %12) %12) 结束", "正常的输出", "--------", "ab ab ab ab ab", "kill kill kill"]
+    refs = ["%12)", "正常的输出", "--------", "ab", "kill"]
+    # 1: a 5-character unit 4 times; 2: none; 3: the reference holds the same run; 4: "ab " 4 times; 5: only 3 times
+    assert looping_outputs(hyps, refs) == 2
+    assert looping_outputs([], []) == 0
+
+
+def test_length_breakdown_scores_each_part_like_score_on_that_part():
+    sources = ["open file", "a much longer source sentence that has more than ten words in it", "close", "x y"]
+    refs = ["打开文件", "一个更长的源句子，其中包含十个以上的词语", "关闭", "某某"]
+    hyps = ["打开文件", "一个更长的源句子", "关闭", "某"]  # the long one cut short
+    d = length_breakdown(sources, hyps, refs, max_words=10)
+    short = [i for i in range(4) if i != 1]
+    assert d["short"]["n"] == 3 and d["long"]["n"] == 1 and d["loops"] == 0
+    assert d["short"]["bleu"] == pytest.approx(score([sources[i] for i in short], [hyps[i] for i in short],
+                                                     [refs[i] for i in short])["bleu"])
+    assert d["long"]["bleu"] == pytest.approx(score(sources[1:2], hyps[1:2], refs[1:2])["bleu"])
+    assert d["long"]["bp"] < 1 and d["long"]["ratio"] == pytest.approx(8 / 20)  # zh tokens are characters
+    assert length_breakdown(sources, refs, refs)["long"]["bleu"] == pytest.approx(100.0)
+    empty = length_breakdown(sources, hyps, refs, max_words=100)["long"]
+    assert empty == {"n": 0, "bleu": None, "bp": None, "ratio": None}
 
 
 def test_make_batches_respects_the_token_budget_and_shifts_targets():
@@ -151,8 +178,9 @@ class _LengthModel:
         return self
 
     def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0,
-                 no_repeat_ngram_size=0):
-        assert coverage_penalty == 0.0 and no_repeat_ngram_size == 0  # the config's defaults reach the model
+                 no_repeat_ngram_size=0, penalty="gnmt", length_ratio=0.0):
+        # the config's defaults reach the model
+        assert coverage_penalty == 0.0 and no_repeat_ngram_size == 0 and penalty == "gnmt" and length_ratio == 0.0
         n = 1 if beam_size == 1 else int(round(2 + 4 * length_penalty))
         return [list(range(n)) for _ in range(src.shape[0])]
 
@@ -195,7 +223,7 @@ class _EchoModel:
         return self
 
     def generate(self, src, bos_id, eos_id, max_len, beam_size=1, length_penalty=0.0, coverage_penalty=0.0,
-                 no_repeat_ngram_size=0):
+                 no_repeat_ngram_size=0, penalty="gnmt", length_ratio=0.0):
         rows = [[int(i) for i in r if int(i) not in (PAD_ID, EOS_ID)] for r in src]
         self.seen += rows
         return rows
@@ -291,8 +319,12 @@ def test_run_folder_results_and_report(run):
     for text in ("## Test results", "| rnn", "| transformer", "## Validation BLEU and the length penalty",
                  "](length_penalty.png)", "not given in the notes",
                  "](loss_curves.png)", "](bleu.png)", "## 5 sample translations", "coreutils (", "reference translations",
-                 "Protected spans (`--protect-spans`)", "no repeated 3-gram in an output; GNMT coverage penalty beta 0.1"):
+                 "Protected spans (`--protect-spans`)", "no repeated 3-gram in an output; GNMT coverage penalty beta 0.1",
+                 "## Test BLEU by source length"):
         assert text in report, text
+    by_length = report.split("## Test BLEU by source length")[1].split("##")[0]
+    assert all(re.search(rf"\| {m} +\| {d} +\| [\d.]+ \(\d+; BP [\d.]+\)", by_length) for m in res["models"]
+               for d in ("greedy", "beam"))
 
 
 @needs_data

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import shutil
 import time
 from collections import Counter
@@ -613,6 +614,38 @@ def score(sources: list[str], hyps: list[str], refs: list[str]) -> dict[str, Any
             "bleu_detail": str(bleu), "n": len(hyps)}
 
 
+LOOP_RE = re.compile(r"(.{2,12}?)\1{3,}")  # a unit of 2-12 characters written 4 or more times in a row
+
+
+def looping_outputs(hyps: list[str], refs: list[str]) -> int:
+    """How many outputs loop: hold a unit of 2-12 characters repeated 4+ times in a row that their reference lacks.
+
+    The degenerate repetition of an autoregressive decoder (``%12) %12) %12) %12)``); a run that the reference
+    also holds (``----``, ``....``) is not counted."""
+    return sum(1 for h, r in zip(hyps, refs) if (m := LOOP_RE.search(h)) and m.group(0) not in r)
+
+
+def length_breakdown(sources: list[str], hyps: list[str], refs: list[str], max_words: int = 10) -> dict[str, Any]:
+    """Corpus BLEU on the sources of at most / more than ``max_words`` whitespace words, with each part's brevity
+    penalty and length ratio (output / reference length in sacrebleu's zh tokens), and the looping outputs.
+
+    Returns:
+        ``{"max_words", "short": {"n", "bleu", "bp", "ratio"}, "long": {...}, "loops"}``; a part with no
+        sentence has ``n`` 0 and None scores.
+    """
+    import sacrebleu
+
+    def part(keep):
+        idx = [i for i, src in enumerate(sources) if keep(len(src.split()))]
+        if not idx:
+            return {"n": 0, "bleu": None, "bp": None, "ratio": None}
+        b = sacrebleu.corpus_bleu([hyps[i] for i in idx], [[refs[i] for i in idx]], tokenize="zh")
+        return {"n": len(idx), "bleu": float(b.score), "bp": float(b.bp), "ratio": float(b.sys_len / max(b.ref_len, 1))}
+
+    return {"max_words": max_words, "short": part(lambda n: n <= max_words), "long": part(lambda n: n > max_words),
+            "loops": looping_outputs(hyps, refs)}
+
+
 def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cfg: TranslationConfig,
               beam_size: int, device: torch.device, max_new_tokens: int | None = None,
               length_penalty: float | None = None, coverage_penalty: float | None = None,
@@ -622,7 +655,9 @@ def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: list[str], cf
 
     ``length_penalty`` (GNMT alpha) defaults to ``cfg.length_penalty``; ``coverage_penalty`` (GNMT beta, beam
     search only) to ``cfg.coverage_penalty``; ``no_repeat_ngram_size`` (beam search only) to
-    ``cfg.no_repeat_ngram_size``."""
+    ``cfg.no_repeat_ngram_size``. ``penalty`` (``"gnmt"`` or ``"average"``) and ``length_ratio`` (> 0: BLEU's brevity
+    penalty against that ratio x the source length, the BP-Norm of Yang et al. 2018 with ``"average"`` and alpha 1)
+    reach beam search as in :meth:`Seq2SeqModel.generate`."""
     alpha = cfg.length_penalty if length_penalty is None else length_penalty
     beta = cfg.coverage_penalty if coverage_penalty is None else coverage_penalty
     ngram = cfg.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
@@ -1056,6 +1091,24 @@ def report(run_dir: Path) -> Path:
                            val_rows), "",
             markdown_image("validation BLEU against the length penalty", "length_penalty.png"), "",
         ]
+    sources, refs = _read_lines(run_dir / "test.en"), _read_lines(run_dir / "test.zh")
+    split_rows = []
+    for m in names:
+        for decoder in DECODERS:
+            hyps = _read_lines(run_dir / "models" / m / f"test.{decoder}.zh")
+            if sources and len(hyps) == len(sources) == len(refs):
+                d = length_breakdown(sources, hyps, refs)
+                split_rows.append([m, decoder, *[("-" if d[k]["n"] == 0 else
+                                                  f"{d[k]['bleu']:.2f} ({d[k]['n']:,}; BP {d[k]['bp']:.3f})")
+                                                 for k in ("short", "long")], d["loops"]])
+    if split_rows:
+        lines += [
+            "## Test BLEU by source length", "",
+            "The test sentences split by their source's length in words (BLEU on each part, with its number of "
+            "sentences and sacrebleu's brevity penalty: below 1 when the outputs are shorter than the references); "
+            "looping outputs hold a unit of 2-12 characters repeated 4+ times in a row that the reference lacks.", "",
+            markdown_table(["model", "decoding", "<= 10 words", "longer", "looping outputs"], split_rows), "",
+        ]
     lines += [
         "## Training", "",
         markdown_table(["model", "what", "parameters", "updates", "training time (s)", "final train loss",
@@ -1077,7 +1130,6 @@ def report(run_dir: Path) -> Path:
         f"Mean subword tokens per training pair: {info['mean_tokens']['train_en']:.1f} English, "
         f"{info['mean_tokens']['train_zh']:.1f} Chinese.", "",
     ]
-    sources, refs = _read_lines(run_dir / "test.en"), _read_lines(run_dir / "test.zh")
     outs = {m: _read_lines(run_dir / "models" / m / "test.beam.zh") for m in names}
     if sources and cfg.n_samples:
         picks = sorted(random.Random(cfg.seed).sample(range(len(sources)), min(cfg.n_samples, len(sources))))
