@@ -59,7 +59,9 @@ Pipeline:
    ``corpus_bleu(hyps, [refs], tokenize="zh")`` (character-level for Chinese), chrF, placeholder
    accuracy (share of test sentences with a printf placeholder whose multiset of placeholders in the
    output equals the source's; the references' own rate is reported beside it) and decoding time.
-   ``--max-test-sentences N`` scores a fixed seeded subset of N test pairs (0 = all).
+   ``--max-test-sentences N`` scores a fixed seeded subset of N test pairs (0 = all). The report also
+   splits test BLEU by source length (<= 10 words / longer, with each part's brevity penalty) and counts
+   looping outputs (:func:`length_breakdown`, :func:`looping_outputs`).
 
 Files in the run folder: config.json, data.json, spm.model/.vocab, test.en / test.zh (the scored
 sentences), models/<name>/{metrics.csv, model.safetensors, result.json, test.greedy.zh, test.beam.zh},
