@@ -25,7 +25,9 @@ from deepnotes.data.translation import (
 )
 from deepnotes.labs import load_config
 from deepnotes.labs.translation import (
+    BatchLookup,
     DropoutBatchLookup,
+    ScheduledSampler,
     TranslationConfig,
     batch_groups,
     best_model,
@@ -56,10 +58,10 @@ def run(tmp_path_factory) -> Path:
         # the copy-continuation term on one model, so eval / sample / resume rebuild it from config.json, the
         # weight average (the seeded retraining in the resume test must reproduce it), the coverage penalty,
         # n-gram blocking and protected spans (eval and sample must protect and restore as the run did), and
-        # BPE-dropout (the resume test's retraining must draw the same segmentations)
+        # BPE-dropout and scheduled sampling (the resume test's retraining must draw the same segmentations and mixes)
         assert main(["run", "translation", "--preset", "fast", "--copy-continuation", "transformer", "--ema-decay", "0.9",
                      "--coverage-penalty", "0.1", "--no-repeat-ngram-size", "3", "--protect-spans", "--bpe-dropout", "0.1",
-                     "--out", str(out), "--no-progress"]) == 0
+                     "--min-teacher-forcing-ratio", "0.5", "--out", str(out), "--no-progress"]) == 0
         (found,) = list((out / "translation").iterdir())
         yield found
     finally:
@@ -185,6 +187,52 @@ class _LengthModel:
         return [list(range(n)) for _ in range(src.shape[0])]
 
 
+class _Guesser(torch.nn.Module):
+    """Teacher-forced logits (B, T, V) that always guess token 7."""
+
+    def forward(self, inputs):
+        src, tgt_in = inputs
+        logits = torch.zeros(*tgt_in.shape, 12)
+        logits[..., 7] = 1.0
+        return logits
+
+
+def test_scheduled_sampler_mixes_gold_and_guessed_inputs_on_a_linear_schedule():
+    tgt_in = torch.tensor([[BOS_ID, 4, 5, 6, 8, 9], [BOS_ID, 4, 5, PAD_ID, PAD_ID, PAD_ID]])
+    src = torch.tensor([[4, EOS_ID], [5, EOS_ID]])
+    sampler = ScheduledSampler(_Guesser(), min_ratio=0.0, total_steps=100)
+    g = torch.Generator().manual_seed(0)
+    assert sampler.ratio() == 1.0 and torch.equal(sampler(src, tgt_in, g), tgt_in)  # update 0: all gold
+    sampler.step = 100  # the end of the schedule: every input is the model's guess, padding and BOS kept
+    assert sampler.ratio() == 0.0
+    assert sampler(src, tgt_in, g).tolist() == [[BOS_ID, 7, 7, 7, 7, 7], [BOS_ID, 7, 7, PAD_ID, PAD_ID, PAD_ID]]
+    sampler.step = 50
+    assert sampler.ratio() == pytest.approx(0.5)
+    big = torch.full((200, 50), 4)
+    big[:, 0] = BOS_ID
+    share = (sampler(big[:, :2], big, g)[:, 1:] == 7).float().mean().item()
+    assert 0.45 < share < 0.55  # one coin flip per token
+    half = ScheduledSampler(_Guesser(), min_ratio=0.6, total_steps=10)
+    half.step = 10**6
+    assert half.ratio() == pytest.approx(0.6)  # the floor
+    for bad in ({"min_ratio": 1.0, "total_steps": 5}, {"min_ratio": -0.1, "total_steps": 5},
+                {"min_ratio": 0.5, "total_steps": 0}):
+        with pytest.raises(ValueError):
+            ScheduledSampler(_Guesser(), **bad)
+
+
+def test_batch_lookup_samples_training_batches_only():
+    batch = (torch.tensor([[4, EOS_ID]]), torch.tensor([[BOS_ID, 4, 5]]), torch.tensor([[4, 5, EOS_ID]]))
+    lookup = BatchLookup([batch, batch], torch.device("cpu"))
+    lookup.sampler = ScheduledSampler(_Guesser(), min_ratio=0.0, total_steps=1)
+    lookup.sampler.step = 1
+    g = torch.Generator().manual_seed(0)
+    (_, tin), tout = lookup(torch.tensor([0]), None, True, g)
+    assert tin.tolist() == [[BOS_ID, 7, 7]] and torch.equal(tout, batch[2])  # targets stay gold
+    (_, tin), _ = lookup(torch.tensor([1]), None, False, None)
+    assert torch.equal(tin, batch[1])  # evaluation: teacher forcing
+
+
 def test_choose_length_penalty_keeps_the_alpha_of_the_best_validation_bleu():
     tok, model = _CountingTokenizer(), _LengthModel()
     sources = ["open the file", "remove it now", "show help"]
@@ -293,7 +341,7 @@ def test_run_folder_results_and_report(run):
     assert not any(c in (run / "models" / m / f"test.{d}.zh").read_text() for c in SENTINELS
                    for m in res["models"] for d in ("greedy", "beam"))
     for m, r in res["models"].items():
-        assert "BPE-dropout 0.1" in r["label"]
+        assert "BPE-dropout 0.1" in r["label"] and "scheduled sampling (teacher forcing 1 -> 0.5)" in r["label"]
         folder = run / "models" / m
         assert (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
         rows = (folder / "metrics.csv").read_text().splitlines()
@@ -387,6 +435,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     assert "[rnn] already finished, kept" in out and "[transformer] epoch 2/2" in out
     after = json.loads((run / "models" / "transformer" / "result.json").read_text())
     assert after["test"]["beam"]["bleu"] == pytest.approx(before["test"]["beam"]["bleu"])  # seeded: same model
+    assert after["final_val_loss"] == pytest.approx(before["final_val_loss"], rel=1e-9)
     assert (run / "models" / "rnn" / "result.json").read_text() == rnn_result
     assert main(["run", "translation", "--resume", str(run), "--epochs", "3"]) == 2
     assert "drop --epochs" in capsys.readouterr().err
@@ -406,6 +455,7 @@ def test_resume_keeps_finished_models_and_retrains_an_unfinished_one(run, capsys
     (["--copy", "rnn", "--coverage-penalty", "0.2"], "--coverage-penalty reads the Transformer's copy attention"),
     (["--warmup", "1.5"], "--warmup must be in (0, 1)"),
     (["--bpe-dropout", "1"], "--bpe-dropout must be in [0, 1)"),
+    (["--min-teacher-forcing-ratio", "1.5"], "--min-teacher-forcing-ratio must be in [0, 1]"),
     (["--length-penalty-grid", "1,-0.5"], "--length-penalty and --length-penalty-grid must be >= 0"),
     (["--val-bleu-sentences", "-1"], "--val-bleu-sentences must be >= 0"),
     (["--data", "/nonexistent/train_dev.raw"], "/nonexistent/train_dev.raw.en is missing"),

@@ -47,6 +47,9 @@ Pipeline:
    copy attention (:class:`deepnotes.nn.copy.CopyContinuation`): a learned bonus for the source
    position right after the one the previous output token was copied from; ``--selective-read`` gives the
    Transformer's decoder CopyNet's selective read (where in the source its previous token came from).
+   Teacher forcing by default; ``--min-teacher-forcing-ratio E`` < 1 trains with scheduled sampling
+   (:class:`ScheduledSampler`: the decoder reads its own greedy guesses for some gold tokens, a share that
+   grows linearly from 0 to 1 - E over the updates).
 5. Validation: ``--val-bleu-sentences`` (500) seeded validation pairs are decoded greedily and by beam
    search with each GNMT length-penalty alpha of ``--length-penalty-grid`` (score / ``((5 + |Y|) / 6) ** alpha``;
    0.6, 1.0, 1.4, 1.6, 1.8, 2.0); the alpha of the best validation BLEU is the model's beam alpha on the test set
@@ -117,6 +120,7 @@ from deepnotes.models.seq2seq import (
     TransformerSeq2Seq,
     TransformerSeq2SeqConfig,
 )
+from deepnotes.nn.decoding import scheduled_sampling_inputs, shift_right, teacher_forcing_ratio
 from deepnotes.optim import NoamSchedule, WarmupDecay
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
 from deepnotes.train import Trainer
@@ -160,6 +164,11 @@ class TranslationConfig:
     bpe_dropout: float = option(0.0, "BPE-dropout (Provilkov et al. 2020): probability of skipping each merge when "
                                      "segmenting the training pairs, drawn anew for every batch; validation and test "
                                      "text keep the plain segmentation; 0 = off (the paper: 0.1)")
+    min_teacher_forcing_ratio: float = option(
+        1.0, "scheduled sampling (Bengio et al. 2015): the probability of feeding the decoder the gold previous token "
+        "decays linearly from 1 at the first update to this at the last, the model's own greedy guess otherwise "
+        "(from a teacher-forced pass without gradients; Mihaylova and Martins 2019 for the Transformer); 1 = plain "
+        "teacher forcing, off")
     max_tokens: int = option(1000, "padded tokens per batch: sentences x the longest source or target (fairseq --max-tokens)")
     schedule: Literal["cosine", "noam"] = option("cosine", "learning-rate schedule: linear warm-up then cosine decay to 0, "
                                                             "or the Transformer paper's inverse-square-root (Noam) decay")
@@ -250,6 +259,7 @@ def _validate(cfg: TranslationConfig) -> None:
         (cfg.epochs >= 1, "--epochs must be >= 1"),
         (cfg.max_tokens >= 1, "--max-tokens must be >= 1"),
         (0 <= cfg.bpe_dropout < 1, "--bpe-dropout must be in [0, 1) (0 = off)"),
+        (0 <= cfg.min_teacher_forcing_ratio <= 1, "--min-teacher-forcing-ratio must be in [0, 1] (1 = off)"),
         (0 < cfg.warmup < 1, "--warmup must be in (0, 1)"),
         (cfg.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
@@ -506,17 +516,69 @@ def make_batches(pairs: list[tuple[list[int], list[int]]], max_tokens: int, seed
     return [pad_batch([pairs[i] for i in g]) for g in batch_groups(pairs, max_tokens, seed)]
 
 
+class ScheduledSampler:
+    """Scheduled sampling (Bengio et al. 2015) of a teacher-forced seq2seq model, in two passes.
+
+    A first pass without gradients, teacher-forced on the gold decoder input, gives the model's greedy guess
+    of every target token; each gold input token is then kept with probability ε_i (one coin flip per token,
+    :func:`deepnotes.nn.decoding.scheduled_sampling_inputs`) and replaced by the guess otherwise, and the
+    training pass reads this mix. The guesses of all positions come from one parallel pass, as Mihaylova and
+    Martins (2019) do for the Transformer (the RNN would allow feeding its guesses one step at a time; one
+    rule for both models keeps them comparable). ε_i decays linearly from 1 at update 0 to ``min_ratio`` at
+    the last update (:func:`deepnotes.nn.decoding.teacher_forcing_ratio`, ``"linear"``). The first pass
+    runs in the model's current (training) mode, dropout included.
+
+    ``step`` is the index of the coming update; the lab sets it from the learning-rate schedule, which the
+    engine calls before preparing each batch, so a resumed run mixes the same tokens.
+
+    Args:
+        model: the model being trained (``model((src, tgt_in))`` -> logits (B, T, V)).
+        min_ratio: ε at the last update, in [0, 1).
+        total_steps: the number of updates, >= 1.
+
+    Raises:
+        ValueError: ``min_ratio`` outside [0, 1), ``total_steps`` < 1.
+    """
+
+    def __init__(self, model: torch.nn.Module, min_ratio: float, total_steps: int):
+        if not 0 <= min_ratio < 1:
+            raise ValueError(f"min_ratio must be in [0, 1), got {min_ratio}")
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.model, self.min_ratio, self.total_steps = model, min_ratio, total_steps
+        self.step = 0
+
+    def ratio(self) -> float:
+        """ε at update :attr:`step`: the probability of feeding a gold token."""
+        return teacher_forcing_ratio(self.step, "linear", k=1.0, c=(1 - self.min_ratio) / self.total_steps,
+                                     min_ratio=self.min_ratio)
+
+    def __call__(self, src: torch.Tensor, tgt_in: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The decoder input (B, T) of the training pass: gold and guessed tokens mixed, padding kept."""
+        with torch.no_grad():
+            guess = shift_right(self.model((src, tgt_in)).argmax(-1), BOS_ID)  # guess[:, t] stands for tgt_in[:, t]
+        mixed = scheduled_sampling_inputs(tgt_in, guess, self.ratio(), generator)
+        return torch.where(tgt_in == PAD_ID, tgt_in, mixed)
+
+
 class BatchLookup:
-    """The engine's ``prepare_batch``: a batch index -> ((src, tgt_in), tgt_out) on the device."""
+    """The engine's ``prepare_batch``: a batch index -> ((src, tgt_in), tgt_out) on the device.
+
+    With a :class:`ScheduledSampler` as ``sampler``, training batches get its mix of gold and guessed
+    decoder inputs (evaluation batches never)."""
 
     def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], device: torch.device):
         self.batches, self.device = batches, device
+        self.sampler: ScheduledSampler | None = None
 
     def __call__(self, x, y, train, generator):
         if x.numel() != 1:
             raise ValueError(f"one batch index per update expected, got {x.numel()}")
         src, tin, tout = self.batch(int(x[0]), train, generator)
-        return (src.to(self.device), tin.to(self.device)), tout.to(self.device)
+        src, tin = src.to(self.device), tin.to(self.device)
+        if train and self.sampler is not None:
+            tin = self.sampler(src, tin, generator)
+        return (src, tin), tout.to(self.device)
 
     def batch(self, b: int, train: bool, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batch ``b`` as (src, tgt_in, tgt_out) on the CPU."""
@@ -792,14 +854,23 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     train = (torch.arange(n_tr), torch.zeros(n_tr, dtype=torch.long))
     val = (torch.arange(n_tr, n_tr + n_val), torch.zeros(n_val, dtype=torch.long))
     prefix = lambda m: log(f"  [{name}] {m}")  # noqa: E731
+    lr_schedule = make_lr_schedule(name, cfg, n_tr * cfg.epochs)
+    if cfg.min_teacher_forcing_ratio < 1:
+        lookup.sampler = sampler = ScheduledSampler(model, cfg.min_teacher_forcing_ratio, n_tr * cfg.epochs)
+        lr_of = lr_schedule
+
+        def lr_schedule(step: int, total: int) -> float:  # the engine asks before preparing each update's batch
+            sampler.step = step
+            return lr_of(step, total)
     trainer = Trainer(_train_config(name, cfg), model, folder, train, lookup, {"val": val}, ctx.device, ctx.info,
-                      prefix, optimizer=make_optimizer(model, name, cfg),
-                      lr_schedule=make_lr_schedule(name, cfg, n_tr * cfg.epochs), eval_batch_size=1)
+                      prefix, optimizer=make_optimizer(model, name, cfg), lr_schedule=lr_schedule, eval_batch_size=1)
     n_params = count_parameters(model)
     label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "") + (
         " + copy continuation" if name in cfg.copy_continuation else "") + (
         " + selective read" if name == "transformer" and cfg.selective_read else "") + (
-        f" + BPE-dropout {cfg.bpe_dropout:g}" if cfg.bpe_dropout > 0 else "")
+        f" + BPE-dropout {cfg.bpe_dropout:g}" if cfg.bpe_dropout > 0 else "") + (
+        f" + scheduled sampling (teacher forcing 1 -> {cfg.min_teacher_forcing_ratio:g})"
+        if cfg.min_teacher_forcing_ratio < 1 else "")
     log(f"[{name}] {label}: {n_params:,} parameters; {n_tr} batches of <= {cfg.max_tokens} tokens "
         f"x {cfg.epochs} epochs")
     if resuming:
