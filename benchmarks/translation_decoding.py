@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         v = val.get(key) or decode(data.val_src, data.val_ref, *key)[0]
         ph = "n/a" if test["placeholder_acc"] is None else f"{100 * test['placeholder_acc']:.1f}%"
         rows.append([("the run's own" if key == own else "best on validation"),
-                     str(key[0]) if key[0] == "bp" else f"{key[0]:g}", str(key[1]), f"{key[2]:g}", f"{v['bleu']:.2f}", f"{test['bleu']:.2f}",
+                     str(key[0]) if key[0] == "bp" else f"{key[0]:g}", str(key[1]), f"{key[2]:g}",
+                     f"{v['bleu']:.2f}", f"{test['bleu']:.2f}",
                      f"{test['chrf']:.1f}", ph])
     print(f"`python benchmarks/translation_decoding.py {run} {args.model} --alphas {','.join(f'{a:g}' for a in alphas)} "
           f"--ngrams {args.ngrams} --betas {args.betas}{' --bp-norm' if args.bp_norm else ''}"
