@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 from deepnotes.data.speech import SPEECH_COMMANDS_V2_WORDS, wav_bytes
-from deepnotes.data.speech_build import pocketsphinx_recognize, to_clip
+from deepnotes.data.speech_build import _run, pocketsphinx_recognize, to_clip
 from deepnotes.report import markdown_table
 
 _CZECH = dict(aa="a:", ae="e", ah="a", ao="o:", aw="a u", ax="e", ay="a j", eh="e", er="e r", ey="e j", ih="i",
@@ -48,19 +47,10 @@ ENGLISH = ("kal_diphone", "ked_diphone")
 _VOWELS = set("aa ae ah ao aw ax ay eh er ey ih iy ow oy uh uw".split())
 
 
-def _festival(exprs: list[str]) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as f:
-        f.write("\n".join(exprs) + "\n")
-    try:
-        return subprocess.run(["festival", "-b", f.name], capture_output=True, text=True, check=True,
-                              timeout=600).stdout
-    finally:
-        Path(f.name).unlink()
-
-
 def cmu_pronunciations(words: list[str]) -> dict[str, list[tuple[list[str], int]]]:
     """Each word's syllables ``(phones, stress)`` from festival's CMU lexicon (kal_diphone's)."""
-    out = _festival(["(voice_kal_diphone)", *[f'(print (lex.lookup "{w}"))' for w in words]])
+    out = _run(["festival", "-b", "(voice_kal_diphone)", *[f'(print (lex.lookup "{w}"))' for w in words]],
+               "looking up the CMU pronunciations", 600).stdout.decode()
     prons = {}
     for line in out.splitlines():
         m = re.match(r'\("([a-z]+)" \S+ (.*)\)$', line.strip())
@@ -90,8 +80,9 @@ def lexicon_entry(word: str, syllables: list[tuple[list[str], int]], voice: str)
 def say(voice: str, words: list[str], entries: list[str], folder: Path) -> list[Path]:
     """Each word as a 1 s, 16 kHz clip (the builder's ``to_clip``) said by ``voice`` after ``entries``."""
     folder.mkdir(parents=True, exist_ok=True)
-    _festival([f"(voice_{voice})", *entries,
-               *[f'(utt.save.wave (SynthText "{w}") "{folder}/{w}.raw.wav" \'riff)' for w in words]])
+    _run(["festival", "-b", f"(voice_{voice})", *entries,
+          *[f'(utt.save.wave (SynthText "{w}") "{folder}/{w}.raw.wav" \'riff)' for w in words]],
+         f"festival {voice}", 600)
     clips = []
     for w in words:
         x, _ = to_clip(folder / f"{w}.raw.wav")

@@ -854,9 +854,10 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
     train = (torch.arange(n_tr), torch.zeros(n_tr, dtype=torch.long))
     val = (torch.arange(n_tr, n_tr + n_val), torch.zeros(n_val, dtype=torch.long))
     prefix = lambda m: log(f"  [{name}] {m}")  # noqa: E731
-    lr_schedule = make_lr_schedule(name, cfg, n_tr * cfg.epochs)
+    total_steps = n_tr * cfg.epochs
+    lr_schedule = make_lr_schedule(name, cfg, total_steps)
     if cfg.min_teacher_forcing_ratio < 1:
-        lookup.sampler = sampler = ScheduledSampler(model, cfg.min_teacher_forcing_ratio, n_tr * cfg.epochs)
+        lookup.sampler = sampler = ScheduledSampler(model, cfg.min_teacher_forcing_ratio, total_steps)
         lr_of = lr_schedule
 
         def lr_schedule(step: int, total: int) -> float:  # the engine asks before preparing each update's batch
@@ -1165,22 +1166,21 @@ def report(run_dir: Path) -> Path:
             markdown_image("validation BLEU against the length penalty", "length_penalty.png"), "",
         ]
     sources, refs = _read_lines(run_dir / "test.en"), _read_lines(run_dir / "test.zh")
-    split_rows = []
-    for m in names:
-        for decoder in DECODERS:
-            hyps = _read_lines(run_dir / "models" / m / f"test.{decoder}.zh")
-            if sources and len(hyps) == len(sources) == len(refs):
-                d = length_breakdown(sources, hyps, refs)
-                split_rows.append([m, decoder, *[("-" if d[k]["n"] == 0 else
-                                                  f"{d[k]['bleu']:.2f} ({d[k]['n']:,}; BP {d[k]['bp']:.3f})")
-                                                 for k in ("short", "long")], d["loops"]])
-    if split_rows:
+    outputs = {(m, decoder): _read_lines(run_dir / "models" / m / f"test.{decoder}.zh")
+               for m in names for decoder in DECODERS}
+    splits = [(m, decoder, length_breakdown(sources, hyps, refs)) for (m, decoder), hyps in outputs.items()
+              if sources and len(hyps) == len(sources) == len(refs)]
+    if splits:
+        split_rows = [[m, decoder, *[("-" if d[k]["n"] == 0 else
+                                      f"{d[k]['bleu']:.2f} ({d[k]['n']:,}; BP {d[k]['bp']:.3f})")
+                                     for k in ("short", "long")], d["loops"]] for m, decoder, d in splits]
         lines += [
             "## Test BLEU by source length", "",
             "The test sentences split by their source's length in words (BLEU on each part, with its number of "
             "sentences and sacrebleu's brevity penalty: below 1 when the outputs are shorter than the references); "
             "looping outputs hold a unit of 2-12 characters repeated 4+ times in a row that the reference lacks.", "",
-            markdown_table(["model", "decoding", "<= 10 words", "longer", "looping outputs"], split_rows), "",
+            markdown_table(["model", "decoding", f"<= {splits[0][2]['max_words']} words", "longer", "looping outputs"],
+                           split_rows), "",
         ]
     lines += [
         "## Training", "",
@@ -1203,7 +1203,7 @@ def report(run_dir: Path) -> Path:
         f"Mean subword tokens per training pair: {info['mean_tokens']['train_en']:.1f} English, "
         f"{info['mean_tokens']['train_zh']:.1f} Chinese.", "",
     ]
-    outs = {m: _read_lines(run_dir / "models" / m / "test.beam.zh") for m in names}
+    outs = {m: outputs[m, "beam"] for m in names}
     if sources and cfg.n_samples:
         picks = sorted(random.Random(cfg.seed).sample(range(len(sources)), min(cfg.n_samples, len(sources))))
         headers = ["source", "reference"] + [f"{m} (beam)" for m in names]
