@@ -6,75 +6,34 @@ speakers for speech-keywords).
 
 Each voice says every word twice: with its own language's letter-to-sound rules ("own"), and with the word's
 English pronunciation from festival's CMU lexicon (festlex-cmu, the one kal_diphone uses) mapped phone by phone
-onto the voice's phone set and added to its lexicon ("mapped", :data:`PHONE_MAPS`). Each clip goes through the
+onto the voice's phone set and added to its lexicon ("mapped", ``deepnotes.data.speech_build.PHONE_MAPS``, the same
+entries the speech-keywords build gives its Czech voices). Each clip goes through the
 speech-keywords builder's own ``to_clip`` (16 kHz, trimmed, 1 s), then Debian's pocketsphinx picks one of the 35
 words (``pocketsphinx_recognize``). The English diphone voices are scored the same way for scale. Prints a
 Markdown table (share of the 35 words recognized) and the misrecognitions of the mapped clips.
 
-The maps take the nearest phone of each language; English sounds the language lacks get the usual substitutes of
-its speakers (/θ/ -> f, so that "three" does not become "tree"; /h/ dropped in Italian; /w/ -> u in Czech).
 Not every voice takes a lexicon entry: msu_ru_nsh_clunits (Russian) ignores it, hy_fi_mv_diphone (Finnish) fails on
-it, so they are not in :data:`PHONE_MAPS`.
+it, so they are not in ``PHONE_MAPS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 from pathlib import Path
 
 from deepnotes.data.speech import SPEECH_COMMANDS_V2_WORDS, wav_bytes
-from deepnotes.data.speech_build import _run, pocketsphinx_recognize, to_clip
+from deepnotes.data.speech_build import (
+    PHONE_MAPS,
+    _run,
+    cmu_pronunciations,
+    lexicon_entry,
+    pocketsphinx_recognize,
+    to_clip,
+)
 from deepnotes.report import markdown_table
 
-_CZECH = dict(aa="a:", ae="e", ah="a", ao="o:", aw="a u", ax="e", ay="a j", eh="e", er="e r", ey="e j", ih="i",
-              iy="i:", ow="o u", oy="o j", uh="u", uw="u:", b="b", ch="c~", d="d", dh="d", f="f", g="g", hh="h",
-              jh="dz~", k="k", l="l", m="m", n="n", ng="n", p="p", r="r", s="s", sh="s~", t="t", th="f", v="v",
-              w="u", y="j", z="z", zh="z~")
-_ITALIAN = dict(aa="a", ae="E", ah="a", ao="O", aw="a w", ax="a", ay="a j", eh="E", er="e r", ey="e j", ih="i",
-                iy="i", ow="o w", oy="O j", uh="u", uw="u", b="b", ch="tS", d="d", dh="d", f="f", g="g", hh="",
-                jh="dZ", k="k", l="l", m="m", n="n", ng="ng", p="p", r="r", s="s", sh="S", t="t", th="f", v="v",
-                w="w", y="j", z="z", zh="Z")
-#: Italian marks stress on the vowel phone itself (a1 = stressed a).
-_ITALIAN_STRESSED = {"i": "i1", "e": "e1", "E": "E1", "a": "a1", "o": "o1", "O": "O1", "u": "u1"}
-#: festival voice -> (CMU phone -> its phones, stressed-vowel renaming or None).
-PHONE_MAPS: dict[str, tuple[dict[str, str], dict[str, str] | None]] = {
-    "czech_machac": (_CZECH, None), "czech_ph": (_CZECH, None),
-    "pc_diphone": (_ITALIAN, _ITALIAN_STRESSED), "lp_diphone": (_ITALIAN, _ITALIAN_STRESSED),
-}
 ENGLISH = ("kal_diphone", "ked_diphone")
-_VOWELS = set("aa ae ah ao aw ax ay eh er ey ih iy ow oy uh uw".split())
-
-
-def cmu_pronunciations(words: list[str]) -> dict[str, list[tuple[list[str], int]]]:
-    """Each word's syllables ``(phones, stress)`` from festival's CMU lexicon (kal_diphone's)."""
-    out = _run(["festival", "-b", "(voice_kal_diphone)", *[f'(print (lex.lookup "{w}"))' for w in words]],
-               "looking up the CMU pronunciations", 600).stdout.decode()
-    prons = {}
-    for line in out.splitlines():
-        m = re.match(r'\("([a-z]+)" \S+ (.*)\)$', line.strip())
-        if m:
-            prons[m.group(1)] = [(p.split(), int(s)) for p, s in re.findall(r"\(\(([a-z ]+)\) (\d)\)", m.group(2))]
-    missing = [w for w in words if w not in prons]
-    if missing:
-        raise SystemExit(f"festival's CMU lexicon gave no pronunciation for {missing}; is festlex-cmu installed?")
-    return prons
-
-
-def lexicon_entry(word: str, syllables: list[tuple[list[str], int]], voice: str) -> str:
-    """A festival ``lex.add.entry`` giving ``word`` the voice's phones for its English pronunciation."""
-    table, stressed = PHONE_MAPS[voice]
-    parts = []
-    for phones, stress in syllables:
-        out = []
-        for p in phones:
-            mapped = table[p].split()
-            if stress and stressed and p in _VOWELS and mapped:
-                mapped[0] = stressed.get(mapped[0], mapped[0])
-            out += mapped
-        parts.append(f"(({' '.join(out)}) {stress})")
-    return f"(lex.add.entry '(\"{word}\" nil ({' '.join(parts)})))"
 
 
 def say(voice: str, words: list[str], entries: list[str], folder: Path) -> list[Path]:
@@ -101,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--voices: no phone map for {unknown}; known: {', '.join(PHONE_MAPS)}")
     words = list(SPEECH_COMMANDS_V2_WORDS)
-    prons = cmu_pronunciations(words)
+    prons = cmu_pronunciations(tuple(words))
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         jobs = [(v, "own", []) for v in ENGLISH] + [

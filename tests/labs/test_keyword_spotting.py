@@ -360,6 +360,25 @@ def test_bad_config_is_a_user_error(kwargs, match, tmp_path):
         run(KeywordSpottingConfig(**kwargs), ctx)
 
 
+def test_an_outdated_build_is_refused_with_the_command_that_updates_it(tmp_path, monkeypatch):
+    from deepnotes.data.speech_build import SPEECH_KEYWORDS_SMALL, SynthVoice
+
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path))
+    ctx = RunContext(tmp_path / "runs", torch.device("cpu"))
+    with pytest.raises(UserError, match="is not built yet.*deepnotes data build speech-keywords-small"):
+        run(KeywordSpottingConfig(dataset="speech-keywords-small"), ctx)
+    root = tmp_path / "speech-keywords-small"
+    root.mkdir()
+    grid = SPEECH_KEYWORDS_SMALL.grid.to_json()
+    grid["voices"] = grid["voices"][1:] + [SynthVoice("flite", "kal").to_json()]  # another grid
+    (root / "manifest.json").write_text(json.dumps({"grid": grid}))
+    assert SPEECH_KEYWORDS_SMALL.status().startswith("outdated")
+    with pytest.raises(UserError, match="older grid.*deepnotes data build speech-keywords-small.*festvox-czech-ph"):
+        run(KeywordSpottingConfig(dataset="speech-keywords-small"), ctx)
+    (root / "manifest.json").write_text(json.dumps({"grid": SPEECH_KEYWORDS_SMALL.grid.to_json()}))
+    assert SPEECH_KEYWORDS_SMALL.is_current() and SPEECH_KEYWORDS_SMALL.status().startswith("present")
+
+
 def test_bad_model_options_are_user_errors_before_any_data_is_read(tmp_path):
     ctx = RunContext(tmp_path, torch.device("cpu"))
     with pytest.raises(UserError, match="n_mels=64"):

@@ -100,7 +100,7 @@ class KeywordSpottingConfig(TrainConfig):
                                                 "(AdamW learnt much faster here in a 10-epoch budget)")
     lr: float = option(0.003, "peak learning rate")
     weight_decay: float = option(1e-2, "weight decay on weights (not on biases or norm scales)")
-    dataset: str = option("speech-keywords", "speech-keywords (20,790 clips) or speech-keywords-small (350, for tests); "
+    dataset: str = option("speech-keywords", "speech-keywords (22,470 clips) or speech-keywords-small (350, for tests); "
                           "see `deepnotes data list`")
     data_dir: str | None = option(None, "a folder in the Speech Commands layout (word folders, validation_list.txt, "
                                   "testing_list.txt), read instead of --dataset; e.g. speech_commands_v0.02")
@@ -492,11 +492,14 @@ def data_folder(cfg: KeywordSpottingConfig) -> Path:
         get_dataset(cfg.dataset)  # an unknown name -> UserError listing the datasets
         raise UserError(f"--dataset {cfg.dataset} is not a speech dataset; use {' or '.join(SPEECH_DATASETS)}, "
                         "or --data-dir FOLDER for a Speech Commands folder")
+    from deepnotes.data.speech_build import SPEECH_PACKAGES
+
     info = get_dataset(cfg.dataset)
-    if not info.manifest_path().is_file():
-        raise UserError(f"--dataset {cfg.dataset} is not built yet ({info.status()}); build it with "
-                        f"`deepnotes data build {cfg.dataset}` (needs: `sudo apt-get install espeak-ng flite festival "
-                        "festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all`)")
+    if not info.is_current():
+        what = "is not built yet" if not info.manifest_path().is_file() else "was built from an older grid of voices"
+        raise UserError(f"--dataset {cfg.dataset} {what} ({info.status()}); build it with `deepnotes data build "
+                        f"{cfg.dataset}` (needs: `sudo apt-get install {' '.join(SPEECH_PACKAGES)}`), or pass its "
+                        "folder as --data-dir to use it as it is")
     return info.cache_dir()
 
 
