@@ -22,7 +22,7 @@ system-data:
 	else echo "as root: apt-get install $$missing" >&2; exit 1; fi
 
 ## system-speech: the speech synthesizers and sox that build speech-keywords, and pocketsphinx; needs root
-SPEECH_PACKAGES ?= espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-czech-machac festvox-czech-ph sox libsox-fmt-all pocketsphinx pocketsphinx-en-us
+SPEECH_PACKAGES ?= espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all pocketsphinx pocketsphinx-en-us
 system-speech:
 	@$(MAKE) --no-print-directory system-data DEBIAN_DATA="$(SPEECH_PACKAGES)"
 

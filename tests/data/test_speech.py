@@ -34,6 +34,7 @@ from deepnotes.data.speech_build import (
     SynthVoice,
     check_engines,
     cmu_pronunciations,
+    czech_voices,
     default_grid,
     lexicon_entry,
     pocketsphinx_recognize,
@@ -255,10 +256,12 @@ def test_default_grid_size_and_voice_split():
 
 
 def test_czech_voices_train_only_with_their_own_pitch_units():
-    czech = [v for v in default_grid().voices if v.name in ("czech_machac", "czech_ph")]
+    czech = czech_voices()
     assert [v.speaker for v in czech] == ["machac", "ph"] and {v.split for v in czech} == {"train"}
     assert {v.kind for v in czech} == {"festival-mapped"} and all(len(v.settings) == 24 for v in czech)
-    assert {"festvox-czech-machac", "festvox-czech-ph"} <= set(SPEECH_PACKAGES)
+    assert not {v.voice_id for v in czech} & {v.voice_id for v in default_grid().voices}
+    grid = SpeechGrid(default_grid().voices + czech)
+    assert split_counts(grid)["train"]["clips"] == split_counts(default_grid())["train"]["clips"] + 2 * 24 * 35
 
 
 def test_lexicon_entry_maps_cmu_phones_onto_the_voice():

@@ -15,12 +15,15 @@ Three Debian text-to-speech engines say every word over a grid of voices, rates 
 - **festival**: ``kal_diphone``, ``ked_diphone`` (rate ``Duration_Stretch`` x mean F0 ``target_f0_mean``
   in Hz) and ``cmu_us_slt_arctic_hts`` (HTS speed ``-r``, >1 is faster; festival's HTS module takes no
   pitch option). One festival process says all 35 words of a setting, so its start-up is paid once.
-- **festival, Czech voices** ``czech_machac`` and ``czech_ph`` (two more recorded speakers, both in
-  training): each word gets its English pronunciation from festival's CMU lexicon (festlex-cmu) mapped phone
-  by phone onto the voice's Czech phone set (:data:`PHONE_MAPS`, :func:`lexicon_entry`), so they say the
-  English words with a Czech accent; rate ``Duration_Stretch`` x mean F0 ``int_general_params f0_mean`` in
-  Hz. pocketsphinx recognizes 83 % and 74 % of their 35 words (kal_diphone: 86 %, ked_diphone: 74 %;
-  ``benchmarks/foreign_voices.py``).
+
+Not in the default grid, but supported by the builder (:func:`czech_voices`): festival's Czech voices
+``czech_machac`` and ``czech_ph`` (two more recorded speakers, for the training split) saying the English words:
+each word's pronunciation from festival's CMU lexicon (festlex-cmu) mapped phone by phone onto the voice's
+Czech phone set (:data:`PHONE_MAPS`, :func:`lexicon_entry`); rate ``Duration_Stretch`` x mean F0
+``int_general_params f0_mean`` in Hz. pocketsphinx recognizes 83 % and 74 % of their 35 words (kal_diphone:
+86 %, ked_diphone: 74 %; ``benchmarks/foreign_voices.py``), but adding them to the training split did not
+raise keyword-spotting accuracy on the validation or the test voices (benchmarks/RESULTS.md), so the default
+set stays without them.
 
 Each engine's output goes through ``sox -R -D IN -r 16000 -c 1 -b 16 OUT silence 1 0.005 0.3% reverse
 silence 1 0.005 0.3% reverse pad 0.02 0.02`` (trim silence at both ends, 20 ms margins; ``-R`` fixed
@@ -28,23 +31,22 @@ seed and ``-D`` no dither make it byte-identical run to run) and is centre-padde
 16000 samples (1.000 s). A word still longer than 1 s after trimming (slow rates) is shortened with
 ``sox tempo -s`` (time-stretch without a pitch change) to 0.96 s; the manifest lists those files.
 
-**Split by speaker, never by clip.** Only five real English speakers stand behind flite and festival (kal,
-ked, awb, rms, slt: DATA.md), plus the two Czech ones (machac, ph); kal and slt appear in both engines,
-so the split unit is the speaker, and for espeak-ng the voice variant (its formant set: the same variant
-in another accent is the same "voice"):
+**Split by speaker, never by clip.** Only five real speakers stand behind flite and festival (kal, ked,
+awb, rms, slt: DATA.md); kal and slt appear in both engines, so the split unit is the speaker, and for
+espeak-ng the voice variant (its formant set: the same variant in another accent is the same "voice"):
 
 ============  ==========================================================  ======================
 split         flite / festival voices (speaker)                           espeak-ng variants
 ============  ==========================================================  ======================
-train         flite kal, kal16, rms; festival kal_diphone, czech_machac,  m1-m6, m8, f1, f2, f3, f5
-              czech_ph (kal, rms, machac, ph)                             (all 8 accents)
+train         flite kal, kal16, rms; festival kal_diphone (kal, rms)      m1-m6, m8, f1, f2, f3, f5
+                                                                          (all 8 accents)
 validation    flite slt; festival cmu_us_slt_arctic_hts (slt)             f4 (4 accents)
 test          flite awb; festival ked_diphone (awb, ked)                  m7 (4 accents)
 ============  ==========================================================  ======================
 
 so validation and test measure accuracy on voices never heard in training. The held-out espeak-ng
 variants use 4 of the 8 accents (en-us, en-gb, en-gb-scotland, en-029) to keep the split near 80/10/10.
-The default grid gives 22,470 clips (79 % / 10 % / 12 %); :func:`small_grid` (registered as
+The default grid gives 20,790 clips (77 % / 10 % / 13 %); :func:`small_grid` (registered as
 ``speech-keywords-small``) gives 350 clips for tests.
 
 File names follow Speech Commands: ``<word>/<voicehash>_nohash_<k>.wav`` where ``voicehash`` is the
@@ -100,7 +102,7 @@ ENGINES: tuple[str, ...] = ("espeak-ng", "flite", "festival")
 #: Debian packages the build needs (the README's install line).
 SPEECH_PACKAGES: tuple[str, ...] = (
     "espeak-ng", "flite", "festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k",
-    "festvox-us-slt-hts", "festvox-czech-machac", "festvox-czech-ph", "sox", "libsox-fmt-all",
+    "festvox-us-slt-hts", "sox", "libsox-fmt-all",
 )
 #: The packages each program or festival voice comes from.
 PROGRAM_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -113,8 +115,7 @@ FESTIVAL_VOICE_PACKAGES: dict[str, str] = {
     "czech_ph": "festvox-czech-ph",
 }
 _VERSION_PACKAGES = ("espeak-ng", "espeak-ng-data", "flite", "libflite1", "festival", "festlex-cmu",
-                     "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "festvox-czech-machac",
-                     "festvox-czech-ph", "sox", "libsox3")
+                     "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "sox", "libsox3")
 
 CLIP_SAMPLES = SAMPLE_RATE
 #: Words longer than this after trimming are time-compressed (``sox tempo -s``) to it: 0.96 s.
@@ -282,13 +283,12 @@ class SpeechGrid:
 
 
 def default_grid() -> SpeechGrid:
-    """The grid of ``deepnotes data build speech-keywords``: 642 voice settings x 35 words = 22,470 clips.
+    """The grid of ``deepnotes data build speech-keywords``: 594 voice settings x 35 words = 20,790 clips.
 
     espeak-ng: rates 140, 185 x pitches 35, 65 for 11 training variants x 8 accents and 2 held-out
     variants x 4 accents. flite: duration_stretch 0.8 ... 1.5 (7) x f0_shift 0.8 ... 1.25 (5); rms 12
     rates. festival diphones: Duration_Stretch 0.85 ... 1.6 (6) x target_f0_mean 85 ... 145 Hz (4); HTS:
-    10 speeds 0.7 ... 1.3; the Czech voices: the same 6 stretches x f0_mean 80 ... 115 Hz (czech_machac;
-    at 70 Hz it crashes on slow words) or 115 ... 160 Hz (czech_ph) (4).
+    10 speeds 0.7 ... 1.3.
     """
     voices = []
     espeak = tuple(itertools.product((140, 185), (35, 65)))
@@ -306,10 +306,19 @@ def default_grid() -> SpeechGrid:
     voices.append(SynthVoice("festival", "ked_diphone", "", diphone))
     voices.append(SynthVoice("festival", "cmu_us_slt_arctic_hts", "", tuple(
         (r, None) for r in (0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.2, 1.25, 1.3))))
-    stretches = (0.85, 1.0, 1.15, 1.3, 1.45, 1.6)
-    voices.append(SynthVoice("festival", "czech_machac", "", tuple(itertools.product(stretches, (80, 90, 100, 115)))))
-    voices.append(SynthVoice("festival", "czech_ph", "", tuple(itertools.product(stretches, (115, 130, 145, 160)))))
     return SpeechGrid(tuple(voices))
+
+
+def czech_voices() -> tuple[SynthVoice, SynthVoice]:
+    """festival's two Czech voices as the twelfth session measured them in the training split (not in
+    :func:`default_grid`: no gain, benchmarks/RESULTS.md): the diphone voices' 6 ``Duration_Stretch`` values
+    0.85 ... 1.6 x ``f0_mean`` 80 ... 115 Hz (czech_machac; at 70 Hz festival crashes on slow words) or
+    115 ... 160 Hz (czech_ph): 24 settings, 840 clips each. Needs ``apt-get install festvox-czech-machac
+    festvox-czech-ph``. Use: ``SpeechGrid(default_grid().voices + czech_voices())``.
+    """
+    stretches = (0.85, 1.0, 1.15, 1.3, 1.45, 1.6)
+    return (SynthVoice("festival", "czech_machac", "", tuple(itertools.product(stretches, (80, 90, 100, 115)))),
+            SynthVoice("festival", "czech_ph", "", tuple(itertools.product(stretches, (115, 130, 145, 160)))))
 
 
 def small_grid() -> SpeechGrid:
@@ -575,7 +584,7 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
 
     name: str = "speech-keywords"
     description: str = ("the 35 Speech Commands v2 words synthesized by espeak-ng, flite and festival "
-                        "(22,470 clips, split by voice; Speech Commands layout)")
+                        "(20,790 clips, split by voice; Speech Commands layout)")
     grid: SpeechGrid = field(default_factory=default_grid, repr=False)
     source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
     license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
@@ -589,10 +598,14 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
             return None
 
     def is_current(self) -> bool:
-        """A manifest is there and its grid is this version's (an older build may lack voices or settings)."""
+        """A manifest is there and its grid is this version's: the same words, noise length and voices with
+        their settings and splits (an older build may lack voices or settings; the documentation of the
+        setting units it also holds does not count)."""
+        keys = ("words", "noise_seconds", "voices")
         try:
-            return json.loads(self.manifest_path().read_text())["grid"] == self.grid.to_json()
-        except (OSError, ValueError, KeyError):
+            built = json.loads(self.manifest_path().read_text())["grid"]
+            return all(built[k] == v for k, v in self.grid.to_json().items() if k in keys)
+        except (OSError, ValueError, KeyError, TypeError):
             return False
 
     def status(self) -> str:

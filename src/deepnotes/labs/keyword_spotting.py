@@ -100,7 +100,7 @@ class KeywordSpottingConfig(TrainConfig):
                                                 "(AdamW learnt much faster here in a 10-epoch budget)")
     lr: float = option(0.003, "peak learning rate")
     weight_decay: float = option(1e-2, "weight decay on weights (not on biases or norm scales)")
-    dataset: str = option("speech-keywords", "speech-keywords (22,470 clips) or speech-keywords-small (350, for tests); "
+    dataset: str = option("speech-keywords", "speech-keywords (20,790 clips) or speech-keywords-small (350, for tests); "
                           "see `deepnotes data list`")
     data_dir: str | None = option(None, "a folder in the Speech Commands layout (word folders, validation_list.txt, "
                                   "testing_list.txt), read instead of --dataset; e.g. speech_commands_v0.02")
