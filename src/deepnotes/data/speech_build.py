@@ -165,8 +165,9 @@ _ITALIAN = dict(aa="a", ae="E", ah="a", ao="O", aw="a w", ax="a", ay="a j", eh="
 _ITALIAN_STRESSED = {"i": "i1", "e": "e1", "E": "E1", "a": "a1", "o": "o1", "O": "O1", "u": "u1"}
 #: festival voice -> (CMU phone -> the voice's phones, renaming of stressed vowels or None). Each English
 #: phone becomes the nearest phone of the language; sounds the language lacks get its speakers' usual
-#: substitutes (/θ/ -> f so that "three" is not "tree"; /h/ dropped in Italian; /w/ -> u in Czech). Only the
-#: Czech voices are in :func:`default_grid`; the Italian ones (pocketsphinx: 60 %) are for the benchmark.
+#: substitutes (/θ/ -> f so that "three" is not "tree"; /h/ dropped in Italian; /w/ -> u in Czech). The
+#: Czech voices are :func:`czech_voices` (not in :func:`default_grid`); the Italian ones (pocketsphinx: 60 %)
+#: are for the benchmark.
 PHONE_MAPS: dict[str, tuple[dict[str, str], dict[str, str] | None]] = {
     "czech_machac": (_CZECH, None), "czech_ph": (_CZECH, None),
     "pc_diphone": (_ITALIAN, _ITALIAN_STRESSED), "lp_diphone": (_ITALIAN, _ITALIAN_STRESSED),
@@ -589,24 +590,21 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
     source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
     license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
 
-    def built_voices(self) -> dict[str, dict] | None:
-        """voice_hash -> the voice's JSON (settings included) from the manifest; None without a readable one."""
+    def built_grid(self) -> dict | None:
+        """The grid JSON of the manifest (:meth:`SpeechGrid.to_json`); None without a readable one."""
         try:
             grid = json.loads(self.manifest_path().read_text())["grid"]
-            return {v["voice_hash"]: v for v in grid["voices"]}
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        return grid if isinstance(grid, dict) else None
 
     def is_current(self) -> bool:
         """A manifest is there and its grid is this version's: the same words, noise length and voices with
         their settings and splits (an older build may lack voices or settings; the documentation of the
         setting units it also holds does not count)."""
-        keys = ("words", "noise_seconds", "voices")
-        try:
-            built = json.loads(self.manifest_path().read_text())["grid"]
-            return all(built[k] == v for k, v in self.grid.to_json().items() if k in keys)
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+        built = self.built_grid()
+        return built is not None and all(built.get(k) == v for k, v in self.grid.to_json().items()
+                                         if k in ("words", "noise_seconds", "voices"))
 
     def status(self) -> str:
         if self.manifest_path().is_file() and not self.is_current():
@@ -651,13 +649,16 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         grid = self.grid
         check_engines(grid)
         if self.manifest_path().is_file():  # built from another grid: update it
-            old = self.built_voices() or {}
-            redo = [v for v in grid.voices
-                    if v.voice_hash in old and old[v.voice_hash].get("settings") != v.to_json()["settings"]]
-            self.manifest_path().unlink()  # first, so that an interrupted update reads as partly built
-            for v in redo:  # the same file names would now mean other settings
-                for p in root.glob(f"*/{v.voice_hash}_nohash_*.wav"):
-                    p.unlink()
+            voices = (self.built_grid() or {}).get("voices")
+            old = {v.get("voice_hash"): v.get("settings") for v in (voices if isinstance(voices, list) else [])
+                   if isinstance(v, dict)}
+            for v in grid.voices:  # a changed voice: the same file names would now mean other settings
+                if v.voice_hash in old and old[v.voice_hash] != v.to_json()["settings"]:
+                    for p in root.glob(f"*/{v.voice_hash}_nohash_*.wav"):
+                        p.unlink()
+            # after the stale clips are gone, so that an interrupted update reads as partly built and a rerun
+            # finds nothing stale left behind
+            self.manifest_path().unlink()
         clips = grid.clips()
         expected = {rel for rel, _ in clips}
         root.mkdir(parents=True, exist_ok=True)
