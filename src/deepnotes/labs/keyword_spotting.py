@@ -148,7 +148,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A seconds-long run of the whole pipeline on the 350-clip build (the tests run it).
     "fast": {"dataset": "speech-keywords-small", "epochs": 2, "batch_size": 32, "pocketsphinx_max_files": 35},
     # The exercise's network and optimizer (Adam); it trains several times slower than the default on a CPU.
-    # Both keep the training set's one mean/std (--feature-norm global), as when they were measured.
+    # Both keep the training set's one mean/std (--feature-norm global): the per-clip default was chosen with the
+    # default model (BC-ResNet-2) only.
     "exercise": {"model": "cnn", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.5,
                  "batch_size": 64, "epochs": 6, "feature_norm": "global"},
     # M5 as in the tutorial (Adam, lr 0.01, weight decay 1e-4).
