@@ -188,7 +188,7 @@ class TranslationConfig:
     d_model: int = option(128, "Transformer model size")
     n_heads: int = option(4, "Transformer attention heads")
     encoder_layers: int = option(4, "Transformer encoder layers (4 + 4 chosen on validation over seeds 0 and 1: beam BLEU "
-                                    "55.06 / 53.30 vs 53.13 / 51.10 with 3 + 3, about 1.2x the training time; "
+                                    "55.06 / 53.30 vs 53.13 / 51.10 with 3 + 3, 1.1-1.3x the training time; "
                                     "benchmarks/RESULTS.md)")
     decoder_layers: int = option(4, "Transformer decoder layers (see --encoder-layers)")
     dim_feedforward: int = option(512, "Transformer feed-forward hidden size")
