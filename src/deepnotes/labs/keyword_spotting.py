@@ -750,7 +750,15 @@ def pocketsphinx_baseline(split: SpeechSplit, pred: torch.Tensor, max_files: int
     return out
 
 
-def _load_trained(run_dir: Path, device: torch.device):
+def load_trained(run_dir: Path, device: torch.device):
+    """A finished run's config, data.json, trained model (on ``device``) and batch preparer.
+
+    Use: ``cfg, info, model, prep = load_trained(run, device)``, then ``predict(model, prep, clips)`` gives the
+    (N, 35) class probabilities of int16 clips (N, 16000) in the order of ``info["classes"]``.
+
+    Raises:
+        UserError: ``run_dir`` is not a finished run (no config.json, data.json or model.safetensors).
+    """
     from deepnotes.labs import load_config
 
     _, cfg = load_config(run_dir)
@@ -779,7 +787,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         UserError: not a finished run; a folder whose words are not the run's classes; a dataset not built.
     """
     run_dir = Path(run_dir)
-    cfg, data_info, model, prep = _load_trained(run_dir, device)
+    cfg, data_info, model, prep = load_trained(run_dir, device)
     classes = data_info["classes"]
     if data is None:
         split, name = load_split(Path(data_info["root"]), "test", classes), "test"
