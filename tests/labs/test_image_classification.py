@@ -69,3 +69,53 @@ def test_demo_reaches_target_on_mnist_subset(tmp_path):
     metrics = json.loads((_only_run(tmp_path) / "test_metrics.json").read_text())
     print(f"demo: test accuracy {metrics['acc']:.4f} in {time.time() - t0:.0f} s")
     assert metrics["acc"] >= 0.975
+
+
+def test_progressive_resizing_downscales_only_early_training_batches():
+    import torch
+    import torch.nn.functional as F
+
+    from deepnotes.labs.image_classification import BatchPreparer
+
+    prep = BatchPreparer(72.9, 90.0, padding=0, hflip=False, device=torch.device("cpu"), channels_last=True,
+                         low_res=16, low_res_epochs=2)
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    y = torch.arange(4)
+    epoch = 0
+    prep.epoch = lambda: epoch
+    small, yy = prep(x, y, True, torch.Generator().manual_seed(0))
+    assert small.shape == (4, 1, 16, 16) and torch.equal(yy, y)
+    assert small.is_contiguous(memory_format=torch.channels_last)
+    want = F.interpolate(prep.normalize(x), size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(small, want)
+    assert prep(x, y, False, None)[0].shape == (4, 1, 28, 28)  # evaluation always at full size
+    epoch = 2
+    full, _ = prep(x, y, True, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(full, prep.normalize(x))  # padding 0, no flip: the normalized images themselves
+
+
+@pytest.mark.parametrize("flags, named", [(["--low-res", "4", "--low-res-epochs", "1"], "--low-res"),
+                                          (["--low-res", "16", "--low-res-epochs", "9"], "--low-res-epochs"),
+                                          (["--low-res-epochs", "1"], "--low-res PIXELS")])
+def test_bad_progressive_resizing_flags_exit_2(tmp_path, flags, named):
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset", "fast",
+                           "--epochs", "2", *flags, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "image-classification").exists() or not any((tmp_path / "image-classification").iterdir())
+
+
+def test_progressive_resizing_run_trains_and_switches_to_full_size(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--epochs", "3",
+                           "--limit-train", "1500", "--limit-test", "300", "--no-progress", "--seed", "3", "--no-tta",
+                           "--stem-pool", "--low-res", "16", "--low-res-epochs", "2", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = _only_run(tmp_path)
+    assert '"low_res": 16' in (run_dir / "config.json").read_text()
+    val = [float(r.split(",")[6]) for r in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert len(val) == 3
+    # Evaluation is always at 28 x 28: after the two 16 x 16 epochs the batch-norm statistics do not fit yet;
+    # the full-size epoch recovers (digits: chance is 10%).
+    assert val[2] > max(0.5, val[1])
+    assert json.loads((run_dir / "test_metrics.json").read_text())["acc"] > 0.5

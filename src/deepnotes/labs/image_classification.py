@@ -17,10 +17,11 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
@@ -66,6 +67,9 @@ class ImageClassificationConfig(TrainConfig):
     crop_padding: int = option(2, "random-crop augmentation: pad by this many pixels, crop back (0 disables); also the TTA shift")
     random_erasing: float = option(0.0, "augmentation: probability of filling a random rectangle of each training "
                                    "image with noise (Zhong et al. 2017; 0 disables)")
+    low_res: int = option(0, "progressive resizing: train the first --low-res-epochs epochs on images downscaled to "
+                          "this many pixels a side (cheaper updates; 0 disables)")
+    low_res_epochs: int = option(0, "progressive resizing: how many of the first epochs train at --low-res pixels")
     hflip: Literal["auto", "on", "off"] = option("auto", "mirror augmentation and TTA; auto = on for clothes, off for digits")
     tta: bool = option(True, "also report test accuracy with test-time augmentation (AlexNet: crops and mirrors averaged)")
     val_fraction: float = option(0.1, "share of the training images held out for validation (stratified)")
@@ -112,11 +116,20 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 
 
 class BatchPreparer:
-    """uint8 batch -> augmented, normalized float batch on the device (the engine's ``prepare_batch``)."""
+    """uint8 batch -> augmented, normalized float batch on the device (the engine's ``prepare_batch``).
+
+    Progressive resizing (``low_res`` > 0): while ``epoch()`` (the trainer's count of finished epochs) is below
+    ``low_res_epochs``, training batches are downscaled to ``low_res`` x ``low_res`` pixels after augmentation
+    (bilinear with antialiasing), so early updates cost less; later epochs and every evaluation use full size
+    (Howard's progressive resizing for DAWNBench, 2018; Touvron et al., "Fixing the train-test resolution
+    discrepancy", 2019, on why the last epochs should see the test resolution).
+    """
 
     def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool,
-                 cpu_bf16: bool = False, erasing: float = 0.0):
+                 cpu_bf16: bool = False, erasing: float = 0.0, low_res: int = 0, low_res_epochs: int = 0):
         self.mean, self.std, self.padding, self.hflip, self.erasing = mean, std, padding, hflip, erasing
+        self.low_res, self.low_res_epochs = low_res, low_res_epochs
+        self.epoch: Callable[[], int] = lambda: 0  # the lab points it at the trainer's epoch counter
         self.device = device
         self.cpu_bf16 = cpu_bf16  # evaluate under bfloat16 autocast on the CPU, as training did
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -132,6 +145,10 @@ class BatchPreparer:
                 x = random_hflip(x, 0.5, generator)
             if self.erasing > 0:
                 x = random_erasing(x, self.erasing, generator=generator)
+            if self.low_res and self.epoch() < self.low_res_epochs:
+                x = F.interpolate(self.normalize(x), size=(self.low_res, self.low_res), mode="bilinear",
+                                  antialias=True, align_corners=False)  # (B, C, low_res, low_res)
+                return x.contiguous(memory_format=self.memory_format), y.to(self.device, non_blocking=True)
         return self.normalize(x), y.to(self.device, non_blocking=True)
 
 
@@ -157,6 +174,14 @@ def _validate(cfg: ImageClassificationConfig) -> None:
         raise UserError("--val-fraction must be in [0, 0.9)")
     if cfg.crop_padding < 0:
         raise UserError("--crop-padding must be >= 0")
+    if cfg.low_res and not 8 <= cfg.low_res <= 28:
+        raise UserError(f"--low-res must be 0 (off) or 8-28 pixels, got {cfg.low_res}")
+    if not 0 <= cfg.low_res_epochs <= cfg.epochs:
+        raise UserError(f"--low-res-epochs must be in [0, --epochs={cfg.epochs}], got {cfg.low_res_epochs}")
+    if cfg.low_res and cfg.model != "resnet":
+        raise UserError("--low-res needs --model resnet (LeNet-5's classifier expects 28 x 28 inputs)")
+    if cfg.low_res_epochs and not cfg.low_res:
+        raise UserError("--low-res-epochs needs --low-res PIXELS (the size of the early epochs' images)")
     if not 0 <= cfg.random_erasing <= 1:
         raise UserError("--random-erasing must be in [0, 1] (a probability; 0 disables)")
     if cfg.limit_train < 0 or cfg.limit_test < 0:
@@ -277,11 +302,12 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
     log(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters; device {ctx.device}"
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
     prep = BatchPreparer(mean, std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last, use_cpu_bf16(cfg, ctx.device),
-                         cfg.random_erasing)
+                         cfg.random_erasing, cfg.low_res, cfg.low_res_epochs)
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
     if cfg.monitor_test:
         eval_sets["test"] = (test_split.images, test_split.labels)
     trainer = Trainer(cfg, model, ctx.run_dir, (x_tr, y_tr), prep, eval_sets, ctx.device, ctx.info, log)
+    prep.epoch = lambda: trainer.epoch  # progressive resizing follows the trainer (also after --resume)
     if ctx.resume:
         trainer.resume()
     t0 = time.perf_counter()
