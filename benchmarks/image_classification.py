@@ -30,6 +30,7 @@ MODELS = {
     "resnet, stem pool, widths 128,256,512, stem 64, expansion 4": dict(model="resnet", stem_pool=True,
                                                                           widths=(128, 256, 512), blocks=(1, 1, 1),
                                                                           stem_channels=64, expansion=4),
+    "airbench, widths 32,128,128 (the fashion-mnist preset)": dict(model="airbench", widths=(32, 128, 128)),
 }
 
 

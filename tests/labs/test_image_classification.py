@@ -119,3 +119,50 @@ def test_progressive_resizing_run_trains_and_switches_to_full_size(tmp_path):
     # the full-size epoch recovers (digits: chance is 10%).
     assert val[2] > max(0.5, val[1])
     assert json.loads((run_dir / "test_metrics.json").read_text())["acc"] > 0.5
+
+
+def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig, build_model, make_optimizer
+    from deepnotes.train import Trainer
+
+    cfg = dataclasses.replace(ImageClassificationConfig(), **{**PRESETS["fashion-mnist"], "widths": (8, 16, 16),
+                                                             "epochs": 1, "batch_size": 16, "progress": False})
+    model = build_model(cfg, 10)
+    opt = make_optimizer(model, cfg)
+    weights, other, biases = opt.param_groups
+    bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {id(p) for p in biases["params"]} == bn_biases and len(bn_biases) == 6
+    assert biases["lr_scale"] == 64.0 and biases["weight_decay"] * 64.0 == pytest.approx(weights["weight_decay"])
+    assert all(p.ndim > 1 for p in weights["params"]) and other["weight_decay"] == 0.0
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert trainable == {id(p) for g in opt.param_groups for p in g["params"]}  # every trainable parameter, once
+    assert id(model.whiten.weight) not in trainable  # the whitening filters stay frozen
+    assert make_optimizer(model, dataclasses.replace(cfg, norm_bias_lr_scale=1.0)) is None  # the engine's default
+
+    x, y = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,))
+    prep = lambda xb, yb, train, gen: (xb.float().div(255), yb)
+    trainer = Trainer(cfg, model, tmp_path, (x, y), prep, {}, torch.device("cpu"), log=lambda _m: None, optimizer=opt)
+    w0 = model.whiten.weight.clone()
+    trainer.fit()
+    last = trainer.lr_for(trainer.step - 1)  # the engine set every group's rate before the last update
+    assert weights["lr"] == pytest.approx(last) and biases["lr"] == pytest.approx(64 * last)
+    assert torch.equal(model.whiten.weight, w0)
+
+
+def test_airbench_run_trains_and_bad_widths_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--model", "airbench",
+                           "--widths", "16,32,32", "--norm-bias-lr-scale", "64", "--lr", "0.3", "--momentum", "0.85",
+                           "--schedule", "triangular", "--batch-size", "64", "--epochs", "3", "--limit-train", "1500",
+                           "--limit-test", "300", "--no-progress", "--seed", "3", "--out", str(tmp_path / "ok")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((_only_run(tmp_path / "ok") / "test_metrics.json").read_text())
+    assert metrics["acc"] > 0.85  # digits after 3 short epochs (chance is 10%; 94.3% measured)
+    bad = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--model", "airbench",
+                          "--widths", "16,32", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--widths" in bad.stderr and "3 widths" in bad.stderr
+    assert "Traceback" not in bad.stderr

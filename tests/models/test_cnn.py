@@ -46,3 +46,65 @@ def test_resnet_shapes_and_config_errors():
         memory_format=torch.channels_last)), atol=1e-5)
     with pytest.raises(ValueError, match="same length"):
         ResNet(config=ResNetConfig(widths=(16, 32), blocks=(1,)))
+
+
+def test_patch_whitening_decorrelates_patches_against_numpy():
+    import numpy as np
+
+    from deepnotes.models.cnn import patch_whitening_filters
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.nn.functional.avg_pool2d(torch.randn(64, 1, 12, 12, generator=g), 3, 1, 1) + 0.3  # correlated pixels
+    eps = 1e-3
+    w = patch_whitening_filters(images, kernel_size=2, eps=eps)
+    assert w.shape == (8, 1, 2, 2) and torch.equal(w[4:], -w[:4])
+    # the reference: patches by numpy's sliding windows, their second moment, its eigenvalues
+    p = np.lib.stride_tricks.sliding_window_view(images.numpy()[:, 0], (2, 2), axis=(1, 2)).reshape(-1, 4)
+    sigma = p.T.astype(np.float64) @ p / len(p)
+    lam = np.linalg.eigvalsh(sigma)[::-1]
+    f = w[:4].reshape(4, 4).double().numpy()
+    np.testing.assert_allclose(f @ sigma @ f.T, np.diag(lam / (lam + eps)), atol=1e-4)  # uncorrelated, ~unit variance
+    out = torch.nn.functional.conv2d(images, w[:4])  # the same through the convolution
+    cov = out.permute(1, 0, 2, 3).reshape(4, -1)
+    np.testing.assert_allclose((cov @ cov.T / cov.shape[1]).double().numpy(), np.diag(lam / (lam + eps)), atol=1e-4)
+    with pytest.raises(ValueError, match="H, W >= 3"):
+        patch_whitening_filters(torch.zeros(2, 1, 2, 2), kernel_size=3)
+
+
+def test_scale_free_batch_norm_equals_torch_with_unit_scale():
+    from deepnotes.models.cnn import ScaleFreeBatchNorm2d
+
+    torch.manual_seed(0)
+    ours, ref = ScaleFreeBatchNorm2d(5), torch.nn.BatchNorm2d(5, eps=1e-12, momentum=0.4)
+    torch.nn.init.normal_(ours.bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(6, 5, 4, 4)
+    torch.testing.assert_close(ours(x), ref(x))
+    torch.testing.assert_close(ours.running_mean, 0.4 * x.mean((0, 2, 3)))  # momentum 0.4 from a zero start
+    assert not ours.weight.requires_grad and ours.bias.requires_grad
+
+
+def test_dirac_conv_passes_its_input_through():
+    from deepnotes.models.cnn import dirac_conv3x3
+
+    x = torch.randn(2, 6, 7, 7)
+    wide = dirac_conv3x3(6, 10)
+    torch.testing.assert_close(wide(x)[:, :6], x)  # the first C_in filters are the identity
+    assert not torch.allclose(wide(x)[:, 6:], torch.zeros(()))  # the rest are random
+    torch.testing.assert_close(dirac_conv3x3(6, 4)(x), x[:, :4])
+
+
+def test_airbench_net_shapes_parameters_and_frozen_whitening():
+    from deepnotes.models import AirbenchConfig, AirbenchNet
+
+    m = AirbenchNet(1, 10, AirbenchConfig(widths=(8, 16, 16)))
+    assert m(torch.randn(3, 1, 28, 28)).shape == (3, 10)  # 28 -> 27 -> 13 -> 6 -> 3 pixels
+    # whiten 8*4 + 8 bias; groups: conv 9*C_in*C_out twice + BN (scale and shift) per conv; head 16*10
+    groups = sum(9 * a * b + 9 * b * b + 4 * b for a, b in ((8, 8), (8, 16), (16, 16)))
+    assert _count(m) == 8 * 4 + 8 + groups + 160
+    assert not m.whiten.weight.requires_grad
+    images = torch.randn(10, 1, 28, 28)
+    m.init_whitening(images)
+    z = torch.nn.functional.conv2d(images, m.whiten.weight[:4])
+    cov = z.permute(1, 0, 2, 3).reshape(4, -1)
+    assert torch.allclose(cov @ cov.T / cov.shape[1], torch.eye(4), atol=0.02)

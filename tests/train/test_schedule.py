@@ -32,3 +32,14 @@ def test_errors():
         lr_at(0, 10, 0.1, "exp")
     with pytest.raises(ValueError, match="total_steps"):
         lr_at(0, 0, 0.1, "constant")
+
+
+def test_triangular_hand_computed():
+    total, warm = 101, 0.2  # warm-up over updates 0-20.2, decay over the remaining 80.8 to update 100
+    lrs = [lr_at(s, total, 2.0, "triangular", warm) for s in range(total)]
+    assert lrs[0] == pytest.approx(0.4)  # 0.2 lr
+    assert lrs[10] == pytest.approx(0.4 + 1.6 * 10 / 20.2)  # linear rise
+    assert lrs[20] == pytest.approx(0.4 + 1.6 * 20 / 20.2)  # last update before the peak at 20.2
+    assert lrs[21] == pytest.approx(2.0 + (0.14 - 2.0) * (21 - 20.2) / 79.8)  # first after it: linear decay
+    assert lrs[-1] == pytest.approx(0.14)  # 0.07 lr at the last update
+    assert all(a > b for a, b in zip(lrs[21:], lrs[22:]))  # strictly falling after the peak

@@ -28,10 +28,11 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum (0 disables); beta1 for AdamW")
     nesterov: bool = option(True, "use Nesterov momentum with SGD")
     weight_decay: float = option(5e-4, "L2 weight decay on weights (not on biases or norm scales)")
-    schedule: Literal["constant", "step", "cosine", "onecycle"] = option(
+    schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "onecycle", "learning-rate schedule over all updates (see deepnotes.train.schedule)"
     )
-    warmup: float = option(0.2, "share of all updates spent warming up the LR linearly from lr/25 (onecycle, cosine)")
+    warmup: float = option(0.2, "share of all updates spent warming up the LR linearly (from lr/25 for onecycle, 0 for cosine, "
+                          "lr/5 for triangular)")
     grad_clip: float = option(0.0, "clip the global gradient norm to this value (0 disables)")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
     ema_decay: float = option(

@@ -161,7 +161,8 @@ class Trainer:
         optimizer: an optimizer over ``model``'s parameters (e.g. one of :mod:`deepnotes.optim`);
             default None builds SGD or AdamW from ``cfg`` (:func:`make_optimizer`).
         lr_schedule: ``lr_schedule(step, total_steps) -> lr`` set before every update; default None
-            uses ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`.
+            uses ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`. A parameter group with
+            an ``"lr_scale"`` entry gets ``lr * lr_scale`` (e.g. airbench's 64x rate for batch-norm shifts).
         steps_per_epoch: updates per epoch; default None = one pass, ``ceil(N / batch_size)``. A
             smaller number makes an epoch a fixed number of updates on batches drawn without
             replacement from a seeded permutation (a language model's "evaluation interval" over
@@ -389,7 +390,7 @@ class Trainer:
         for idx in self._batches(epoch):
             lr = self.lr_for(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # a group may carry its own multiplier
             x, y = self.prepare_batch(self.train_x[idx], self.train_y[idx], True, aug_gen)
             with self._autocast():
                 logits = self.ddp(x)  # (B, K), or (B, T, V) for sequences

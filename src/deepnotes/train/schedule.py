@@ -5,7 +5,8 @@ step number, and the curve can be drawn before training (the report plots it).
 
 Source: ML2021 lecture 2 ("adaptive learning rate": learning-rate decay and warm-up); Loshchilov &
 Hutter 2017 (cosine annealing); Smith & Topin 2019 (one-cycle: linear warm-up to the peak, then
-cosine annealing to ~0).
+cosine annealing to ~0); Smith 2017, "Cyclical learning rates" (the triangular cycle: linear up, linear
+down), with the end points of Jordan 2024's airbench94.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str, warmup: float =
           ``lr * (1 + cos(pi * t)) / 2`` with t going from 0 to 1.
         - ``onecycle``: linear warm-up from ``lr / 25`` to ``lr`` over ``warmup * total_steps``
           updates, then cosine annealing down to ``lr / 1e4``.
+        - ``triangular``: linear from ``0.2 lr`` to ``lr`` over ``warmup * total_steps`` updates, then
+          linear down to ``0.07 lr`` at the last update (one triangular cycle; airbench94 uses warmup 0.23).
 
     Raises:
         ValueError: unknown ``schedule``, or ``total_steps < 1``.
@@ -46,4 +49,10 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str, warmup: float =
             return start + (lr - start) * step / warm
         t = (step - warm) / max(1.0, total_steps - 1 - warm)
         return end + (lr - end) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    raise ValueError(f"unknown schedule {schedule!r}; choose constant, step, cosine or onecycle")
+    if schedule == "triangular":
+        start, end = 0.2 * lr, 0.07 * lr
+        if step < warm:
+            return start + (lr - start) * step / warm
+        t = (step - warm) / max(1.0, total_steps - 1 - warm)
+        return lr + (end - lr) * min(t, 1.0)
+    raise ValueError(f"unknown schedule {schedule!r}; choose constant, step, cosine, onecycle or triangular")
