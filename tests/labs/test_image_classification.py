@@ -1,4 +1,4 @@
-"""The image-classification lab end to end: kill + resume equals an uninterrupted run; the demo target."""
+"""The image-classification lab end to end: kill + resume equals an uninterrupted run; the accuracy targets."""
 
 from __future__ import annotations
 
@@ -69,6 +69,27 @@ def test_demo_reaches_target_on_mnist_subset(tmp_path):
     metrics = json.loads((_only_run(tmp_path) / "test_metrics.json").read_text())
     print(f"demo: test accuracy {metrics['acc']:.4f} in {time.time() - t0:.0f} s")
     assert metrics["acc"] >= 0.975
+
+
+@pytest.mark.slow
+def test_fashion_mnist_preset_reaches_target(tmp_path):
+    """The issue's Fashion-MNIST target: the preset reaches >= 94.0% test accuracy (single view). About 10 minutes on
+    2 cores (the wall-clock part of the target is measured in benchmarks/RESULTS.md, not here)."""
+    from deepnotes.data import get_image_dataset
+    from deepnotes.errors import UserError
+
+    try:
+        get_image_dataset("fashion-mnist").load("test")
+    except UserError as e:
+        pytest.skip(f"Fashion-MNIST is not installed here: {e}")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset", "fashion-mnist",
+                           "--no-progress", "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((_only_run(tmp_path) / "test_metrics.json").read_text())
+    print(f"fashion-mnist preset: test accuracy {metrics['acc']:.4f} (TTA {metrics['acc_tta']:.4f}) "
+          f"in {time.time() - t0:.0f} s")
+    assert metrics["acc"] >= 0.940
 
 
 def test_progressive_resizing_downscales_only_early_training_batches():

@@ -52,9 +52,10 @@ def _trainer(tmp_path, prep, cfg=CFG):
     return Trainer(cfg, _model(), tmp_path, (x, y), prep, {"val": (xv, yv)}, torch.device("cpu"), log=lambda m: None)
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_after_kill_equals_uninterrupted(tmp_path, ema_decay):
-    cfg = replace(CFG, ema_decay=ema_decay)
+@pytest.mark.parametrize("overrides", [{}, {"ema_decay": 0.9}, {"lookahead_steps": 4, "lookahead_alpha": 0.5}])
+def test_resume_after_kill_equals_uninterrupted(tmp_path, overrides):
+    cfg = replace(CFG, **overrides)  # Lookahead every 4 of 6 updates per epoch: a synchronization inside epoch 3
+    ema_decay = cfg.ema_decay
     full = _trainer(tmp_path / "full", Prep(), cfg)
     hist_full = full.fit()
 
@@ -64,6 +65,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, ema_decay):
         killed.fit()
     assert [p.name for p in list_checkpoints(run)] == ["epoch-0001", "epoch-0002"]
     assert (run / "checkpoints" / "epoch-0002" / "ema.safetensors").is_file() == (ema_decay > 0)
+    assert (run / "checkpoints" / "epoch-0002" / "lookahead.safetensors").is_file() == (cfg.lookahead_steps > 0)
     torch.manual_seed(12345)  # the resumed process starts with another global RNG state
     resumed = _trainer(run, Prep(), cfg)
     resumed.resume()
@@ -126,6 +128,39 @@ def test_ema_follows_the_recurrence_and_is_what_is_evaluated_and_saved(tmp_path)
     with torch.no_grad():
         loss = nn.functional.cross_entropy(plain.eval()(xv), yv).item()
     assert loss == pytest.approx(hist[-1]["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("ramp", [False, True])
+def test_lookahead_follows_the_paper_and_ends_on_the_slow_weights(tmp_path, ramp):
+    """Zhang et al. 2019, Algorithm 1: phi_0 = theta_0; after k inner updates from theta = phi_{t-1} to theta_k,
+    phi_t = phi_{t-1} + alpha (theta_k - phi_{t-1}) and training continues from phi_t. 6 updates per epoch, k = 3:
+    two synchronizations; the fast weights before each are captured, the result read from the next batch's
+    weights and from the saved model."""
+    from safetensors.torch import load_file
+
+    from deepnotes.train.engine import lookahead_alpha_at
+
+    alpha = 0.3
+    prep = Snapshots()
+    trainer = _trainer(tmp_path, prep, replace(CFG, epochs=1, lookahead_steps=3, lookahead_alpha=alpha,
+                                               lookahead_ramp=ramp))
+    prep.model = trainer.model
+    fast_before, alphas = [], []
+    sync = trainer._lookahead_sync
+    trainer._lookahead_sync = lambda a: (fast_before.append([p.detach().clone() for p in trainer.model.parameters()]),
+                                         alphas.append(a), sync(a))
+    trainer.fit()
+    want_alphas = [1 - (1 - alpha) * (s / 6) ** 3 for s in (3, 6)] if ramp else [alpha, alpha]
+    assert alphas == pytest.approx(want_alphas) and alphas == [lookahead_alpha_at(alpha, ramp, s, 6) for s in (3, 6)]
+    phi = prep.seen[0]  # theta_0
+    phi = [p + alphas[0] * (f - p) for p, f in zip(phi, fast_before[0])]
+    for got, want in zip(prep.seen[3], phi):  # update 4 starts from phi_1
+        torch.testing.assert_close(got, want)
+    phi = [p + alphas[1] * (f - p) for p, f in zip(phi, fast_before[1])]
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    for (name, _), want, fast in zip(trainer.model.named_parameters(), phi, fast_before[1]):
+        torch.testing.assert_close(saved[name], want)
+        assert not torch.allclose(want, fast)  # the slow weights are not the last trained ones
 
 
 def test_nonfinite_loss_stops_and_keeps_last_checkpoint(tmp_path):

@@ -39,6 +39,13 @@ class TrainConfig:
         0.0, "keep an exponential moving average of the weights and batch-norm statistics, theta_ema <- d * theta_ema "
         "+ (1 - d) * theta after every update (d warms up as min(d, (1 + n) / (10 + n)) after n updates), and "
         "evaluate and save it instead of the raw weights; d in [0, 1), 0 disables (e.g. 0.999)")
+    lookahead_steps: int = option(
+        0, "Lookahead (Zhang et al. 2019): every k updates move slow weights toward the trained ones, phi <- phi + "
+        "alpha (theta - phi), and continue from them, theta <- phi; the run ends on phi (batch-norm statistics "
+        "included). k, 0 disables (airbench94: 5)")
+    lookahead_alpha: float = option(0.5, "Lookahead's step alpha in (0, 1] (the paper's 0.5; airbench94: 1 - 0.95^5)")
+    lookahead_ramp: bool = option(False, "Lookahead's alpha falls from 1 (no effect) to --lookahead-alpha as "
+                                  "1 - (1 - alpha) (t / T)^3 over the run's T updates (airbench94)")
     amp: bool = option(True, "mixed precision (bfloat16/float16 autocast) when running on CUDA; ignored on CPU")
     cpu_bf16: Literal["auto", "on", "off"] = option(
         "off", "bfloat16 autocast on CPU (1.5-1.7x faster ResNets measured where the CPU has native bf16 instructions, "
@@ -72,6 +79,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (cfg.grad_clip >= 0, "--grad-clip must be >= 0 (0 disables clipping)"),
         (0 <= cfg.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
         (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1) (0 disables the weight average)"),
+        (cfg.lookahead_steps >= 0, "--lookahead-steps must be >= 0 (0 disables Lookahead)"),
+        (0 < cfg.lookahead_alpha <= 1, "--lookahead-alpha must be in (0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

@@ -16,7 +16,9 @@ One update::
 
 What the loop adds around that: a learning rate set from the schedule before every update, an
 optional exponential moving average of the weights (``cfg.ema_decay``; torch's ``AveragedModel``,
-which then stands in for the weights at every evaluation and in the saved model), a progress bar,
+which then stands in for the weights at every evaluation and in the saved model), optional Lookahead
+(``cfg.lookahead_steps``, Zhang et al. 2019: slow weights phi, every k updates phi <- phi + alpha (theta - phi),
+theta <- phi), a progress bar,
 a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
 checkpoint, and data parallelism across processes (launched by torchrun).
 
@@ -28,6 +30,7 @@ augmentation of epoch ``e`` come from generators seeded with ``(seed, e)``, and 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 import time
@@ -115,6 +118,15 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
                 e.copy_(c)
 
     return update
+
+
+def lookahead_alpha_at(alpha: float, ramp: bool, step: int, total_steps: int) -> float:
+    """Lookahead's alpha at update ``step`` of ``total_steps``: ``alpha``, or with ``ramp`` airbench94's
+    ``1 - (1 - alpha) (step / total_steps)^3``, which starts at 1 (the slow weights follow the trained ones) and
+    reaches ``alpha`` at the end (Jordan 2024)."""
+    if not ramp:
+        return alpha
+    return 1.0 - (1.0 - alpha) * (step / max(1, total_steps)) ** 3
 
 
 def cpu_has_native_bf16() -> bool:
@@ -237,6 +249,10 @@ class Trainer:
         if cfg.ema_decay > 0:
             self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
             self.ema.eval()
+        # Lookahead's slow weights phi (and batch-norm statistics), a copy of the model that is never trained
+        self.slow: nn.Module | None = None
+        if cfg.lookahead_steps > 0:
+            self.slow = copy.deepcopy(self.model).requires_grad_(False)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.step = 0
@@ -335,13 +351,26 @@ class Trainer:
         self.log(f"resumed from {checkpoints[-1]} (epoch {self.epoch}/{self.cfg.epochs}, update {self.step})")
 
     def _extra_modules(self) -> dict[str, nn.Module]:
-        return {"ema": self.ema} if self.ema is not None else {}
+        extra: dict[str, nn.Module] = {"ema": self.ema} if self.ema is not None else {}
+        if self.slow is not None:
+            extra["lookahead"] = self.slow
+        return extra
+
+    @torch.no_grad()
+    def _lookahead_sync(self, alpha: float) -> None:
+        """phi <- phi + alpha (theta - phi); theta <- phi, over every float tensor of the state (weights and
+        batch-norm statistics; the optimizer's momentum is kept)."""
+        for slow, fast in zip(self.slow.state_dict().values(), self.model.state_dict().values()):
+            if slow.is_floating_point():
+                slow.lerp_(fast, alpha)
+                fast.copy_(slow)
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``self.epoch`` to ``cfg.epochs``; return the metrics history (one dict per epoch).
 
         With ``cfg.ema_decay > 0`` the moving average is copied into ``self.model`` at the end, so the
-        saved model.safetensors and whatever the lab evaluates afterwards are the averaged weights.
+        saved model.safetensors and whatever the lab evaluates afterwards are the averaged weights; with
+        ``cfg.lookahead_steps > 0`` the slow weights are (updates since the last synchronization are dropped).
         """
         cfg, info = self.cfg, self.info
         self._open_tensorboard()
@@ -353,6 +382,8 @@ class Trainer:
                 self.tb.close()
         if self.ema is not None:
             self.model.load_state_dict(self.ema.module.state_dict())
+        if self.slow is not None:  # Lookahead ends on the slow weights
+            self.model.load_state_dict(self.slow.state_dict())
         if info.is_main:
             from safetensors.torch import save_file
 
@@ -408,6 +439,9 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             self.step += 1
+            if self.slow is not None and self.step % cfg.lookahead_steps == 0:
+                self._lookahead_sync(lookahead_alpha_at(cfg.lookahead_alpha, cfg.lookahead_ramp, self.step,
+                                                        self.total_steps))
             stats.add(loss.detach(), logits.detach(), y)
             if show:
                 elapsed = time.perf_counter() - t0
