@@ -31,8 +31,8 @@ class TrainConfig:
     schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "onecycle", "learning-rate schedule over all updates (see deepnotes.train.schedule)"
     )
-    warmup: float = option(0.2, "share of all updates spent warming up the LR linearly (from lr/25 for onecycle, 0 for cosine, "
-                          "lr/5 for triangular)")
+    warmup: float = option(0.2, "share of all updates spent warming up the LR linearly (from lr/25 for onecycle, "
+                          "0 for cosine, lr/5 for triangular)")
     grad_clip: float = option(0.0, "clip the global gradient norm to this value (0 disables)")
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss, in [0, 1)")
     ema_decay: float = option(
@@ -81,6 +81,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         (0 <= cfg.ema_decay < 1, "--ema-decay must be in [0, 1) (0 disables the weight average)"),
         (cfg.lookahead_steps >= 0, "--lookahead-steps must be >= 0 (0 disables Lookahead)"),
         (0 < cfg.lookahead_alpha <= 1, "--lookahead-alpha must be in (0, 1]"),
+        (not (cfg.ema_decay > 0 and cfg.lookahead_steps > 0),
+         "--ema-decay and --lookahead-steps cannot be combined: each decides the final weights; choose one"),
     ]
     for ok, message in checks:
         if not ok:
