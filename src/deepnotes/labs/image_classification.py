@@ -43,7 +43,7 @@ from deepnotes.report import (
     read_metrics_csv,
 )
 from deepnotes.train import Trainer, validate_train_config
-from deepnotes.train.engine import use_cpu_bf16
+from deepnotes.train.engine import make_optimizer as engine_make_optimizer, use_cpu_bf16
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.schedule import lr_at
 
@@ -216,25 +216,14 @@ def _validate(cfg: ImageClassificationConfig) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: ImageClassificationConfig) -> torch.optim.Optimizer | None:
-    """The engine's SGD/AdamW (weight decay on kernels and matrices only), plus, when ``cfg.norm_bias_lr_scale``
-    is not 1, a third group with the batch-norm shifts at ``lr * norm_bias_lr_scale`` and weight decay
-    ``weight_decay / norm_bias_lr_scale``, so that their decay per update is the weights' (airbench94's "bias scaler"
-    of 64, Jordan 2024). Returns None (the engine's default) when the scale is 1."""
+    """The engine's optimizer with the batch-norm shifts at ``lr * norm_bias_lr_scale`` and weight decay
+    ``weight_decay / norm_bias_lr_scale`` (airbench94's "bias scaler" of 64, Jordan 2024; see
+    :func:`deepnotes.train.engine.make_optimizer`). Returns None (the engine's default) when the scale is 1."""
     if cfg.norm_bias_lr_scale == 1.0:
         return None
-    norm_biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                   and m.bias is not None and m.bias.requires_grad]
-    taken = {id(p) for p in norm_biases}
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
-    s = cfg.norm_bias_lr_scale
-    groups = [
-        {"params": [p for p in rest if p.ndim > 1], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0},
-        {"params": norm_biases, "weight_decay": cfg.weight_decay / s, "lr_scale": s},
-    ]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+    norm_biases = [m.bias for m in model.modules()
+                   if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None]
+    return engine_make_optimizer(model, cfg, scaled=norm_biases, lr_scale=cfg.norm_bias_lr_scale)
 
 
 # ----------------------------------------------------------------------------------- evaluation

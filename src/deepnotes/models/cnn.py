@@ -192,8 +192,7 @@ def patch_whitening_filters(images: torch.Tensor, kernel_size: int = 2, eps: flo
     """
     if images.ndim != 4 or min(images.shape[-2:]) < kernel_size:
         raise ValueError(f"images must be (N, C, H, W) with H, W >= {kernel_size}, got shape {tuple(images.shape)}")
-    n, c = images.shape[:2]
-    k = kernel_size
+    c, k = images.shape[1], kernel_size
     patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # (N, C, H-k+1, W-k+1, k, k)
     patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k * k)  # (P, D), each row one (C, k, k) patch
     sigma = patches.T @ patches / len(patches)  # (D, D) second moment

@@ -81,14 +81,23 @@ class EpochStats:
         return loss_sum / max(count, 1.0), correct / max(count, 1.0)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Parameter] = (),
+                   lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales).
+
+    ``scaled`` parameters, if any, go to a third group trained at ``lr * lr_scale`` (the group's ``"lr_scale"``,
+    applied by :class:`Trainer`) with weight decay ``weight_decay / lr_scale``, so that their decay per update is the
+    weights' (airbench94's 64x rate for batch-norm shifts, Jordan 2024).
+    """
+    scaled = [p for p in scaled if p.requires_grad]
+    taken = {id(p) for p in scaled}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": [p for p in rest if p.ndim > 1], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if p.ndim <= 1], "weight_decay": 0.0},
     ]
+    if scaled:
+        groups.append({"params": scaled, "weight_decay": cfg.weight_decay / lr_scale, "lr_scale": lr_scale})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
