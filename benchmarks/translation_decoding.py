@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from deepnotes.labs import load_config
+from deepnotes.experiment import load_config
 from deepnotes.labs import translation as T
 from deepnotes.report import markdown_table
 

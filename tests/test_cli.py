@@ -101,7 +101,7 @@ def test_every_lab_help_renders_every_flag(capsys):
     """argparse formats help strings with %: a stray percent sign in a help text breaks --help."""
     from dataclasses import fields
 
-    from deepnotes.labs import _registry
+    from deepnotes.experiment.registry import _registry
 
     for name, lab in _registry().items():
         with pytest.raises(SystemExit) as exc:
@@ -127,7 +127,7 @@ def run_main(argv) -> int:
         (["run", "image-classification", "--epochs", "ten"], "argument --epochs: expected an int, got 'ten'"),
         (["run", "image-classification", "--model", "vgg"], "argument --model: invalid choice: 'vgg'"),
         (["run", "image-classification", "--dataset", "cifar"], "unknown image dataset 'cifar'"),
-        (["run", "image-classification", "--lr", "-1"], "--lr must be > 0"),
+        (["run", "image-classification", "--lr", "-1"], "--lr must be in (0, inf), got -1.0"),
         (["run", "image-classification", "--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
         (["run", "image-classification", "--lookahead-alpha", "0"], "--lookahead-alpha must be in (0, 1]"),
         (["run", "image-classification", "--ema-decay", "0.9", "--lookahead-steps", "5"], "cannot be combined"),

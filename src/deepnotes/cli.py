@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import types
 import typing
@@ -37,8 +36,7 @@ class Parser(argparse.ArgumentParser):
 
 
 # ----------------------------------------------------------------------------------- config flags
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+from deepnotes.experiment.config import flag as _flag  # noqa: E402  (--batch-size for batch_size)
 
 
 def _field_parser(tp: Any, flag: str):
@@ -95,7 +93,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
 
 # ----------------------------------------------------------------------------------- commands
 def cmd_list(_args) -> int:
-    from deepnotes.labs import all_labs
+    from deepnotes.experiment import all_labs
 
     labs = all_labs()
     width = max(len(lab.name) for lab in labs)
@@ -118,57 +116,59 @@ def _run_parser(lab) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
-    import torch
+def parse_run_config(lab, argv: Sequence[str]) -> tuple[Any, argparse.Namespace]:
+    """The validated config of ``deepnotes run LAB argv`` and the parsed run flags, before anything is written.
 
-    from deepnotes import labs as labs_mod
-    from deepnotes.train import distributed as distr
+    Raises:
+        UserError: a value outside a field's declared range or choices, a broken cross-field rule, or a
+            ``--resume`` that changes the saved config (one line naming the flag).
+    """
+    from deepnotes.experiment import Run, make_config
 
-    lab = labs_mod.get_lab(lab_name)
     args = _run_parser(lab).parse_args(argv)
     given = {k: v for k, v in vars(args).items() if k not in ("preset", "out", "resume")}
     if args.resume:
-        run_dir = Path(args.resume)
-        saved_lab, cfg = labs_mod.load_config(run_dir)
-        if saved_lab.name != lab.name:
-            raise UserError(f"--resume {run_dir} is a run of {saved_lab.name}, not {lab.name}")
-        changed = sorted(k for k, v in given.items() if k not in ("device", "progress") and v != getattr(cfg, k))
+        run = Run(args.resume)
+        if run.lab.name != lab.name:
+            raise UserError(f"--resume {args.resume} is a run of {run.lab.name}, not {lab.name}")
+        cfg = run.config
+        changed = sorted(k for k, v in given.items() if k not in ("device", "progress", "threads") and v != getattr(cfg, k))
         if changed:
             raise UserError(
                 f"--resume continues a run with its saved config; drop {', '.join(_flag(k) for k in changed)} "
-                "(only --device and --progress may change)"
+                "(only --device, --progress and --threads may change)"
             )
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if k in ("device", "progress")})
-    else:
-        values = {**lab.presets.get(args.preset, {}), **given}
-        try:
-            cfg = lab.config_cls(**values)
-        except TypeError as e:
-            raise UserError(f"bad configuration: {e}") from e
+        return dataclasses.replace(cfg, **{k: v for k, v in given.items() if k in ("device", "progress", "threads")}), args
+    return make_config(lab.config_cls, {**lab.presets.get(args.preset, {}), **given}), args
 
+
+def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
+    import torch
+
+    from deepnotes.experiment import Run, RunContext, get_lab
+    from deepnotes.train import distributed as distr
+
+    lab = get_lab(lab_name)
+    cfg, args = parse_run_config(lab, argv)
     device = distr.resolve_device(cfg.device, distr.local_rank_from_env())
+    if getattr(cfg, "threads", 0):
+        torch.set_num_threads(cfg.threads)
     info = distr.setup(device)
     try:
         if info.is_main:
-            if args.resume:
-                run_dir = Path(args.resume)
-            else:
-                run_dir = labs_mod.new_run_dir(Path(args.out), lab.name)
-                labs_mod.save_config(run_dir, lab, cfg)
-            print(f"run folder: {run_dir}", flush=True)
+            run = Run(args.resume) if args.resume else Run.create(args.out, lab.name, cfg)
+            print(f"run folder: {run.path}", flush=True)
         else:
-            run_dir = None
-        run_dir = distr.broadcast_object(str(run_dir), info)
-        ctx = labs_mod.RunContext(Path(run_dir), device, info, resume=bool(args.resume))
+            run = None
+        run_dir = distr.broadcast_object(str(run.path) if run else None, info)
+        ctx = RunContext(Path(run_dir), device, info, resume=bool(args.resume))
         torch.manual_seed(cfg.seed)
         try:
             lab.run(cfg, ctx)
         except UserError as e:
             # a user's mistake found before anything was produced: leave no empty run folder behind,
             # and say so (the "run folder:" line above named it)
-            fresh = info.is_main and not args.resume
-            if fresh and {p.name for p in Path(run_dir).iterdir()} <= {"config.json"}:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if info.is_main and not args.resume and run.remove_if_empty():
                 raise UserError(f"{e} (nothing was run; the run folder {run_dir} was removed)") from e
             raise
     finally:
@@ -177,44 +177,43 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
 
 
 def cmd_eval(args) -> int:
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import Run
     from deepnotes.train.distributed import resolve_device
 
-    run_dir = Path(args.run_dir)
-    lab, _cfg = load_config(run_dir)
-    metrics = lab.evaluate(run_dir, args.data, resolve_device(args.device))
+    run = Run(args.run_dir)
+    metrics = run.lab.evaluate(run, args.data, resolve_device(args.device))
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
     for key, value in shown.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    print(f"saved in {run_dir / 'eval'}")
+    print(f"saved in {run / 'eval'}")
     return 0
 
 
 def cmd_sample(args) -> int:
-    from deepnotes.labs import all_labs, load_config
+    from deepnotes.experiment import Run, all_labs
     from deepnotes.train.distributed import resolve_device
 
-    run_dir = Path(args.run_dir)
-    lab, _cfg = load_config(run_dir)
+    run = Run(args.run_dir)
+    lab = run.lab
     if lab.sample is None:
         generative = ", ".join(other.name for other in all_labs() if other.sample)
-        raise UserError(f"{run_dir} is a run of {lab.name}, which does not generate text; sample from a run of: {generative}")
+        raise UserError(f"{run.path} is a run of {lab.name}, which does not generate text; sample from a run of: {generative}")
     if args.max_new_tokens < 0:
         raise UserError("--max-new-tokens must be >= 0")
     if args.temperature < 0:
         raise UserError("--temperature must be >= 0 (0 = greedy)")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UserError("--top-p must be in (0, 1]")
-    print(lab.sample(run_dir, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+    print(lab.sample(run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                      resolve_device(args.device)))
     return 0
 
 
 def cmd_report(args) -> int:
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import Run
 
-    lab, _cfg = load_config(Path(args.run_dir))
-    print(lab.report(Path(args.run_dir)))
+    run = Run(args.run_dir)
+    print(run.lab.report(run))
     return 0
 
 
@@ -283,6 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"deepnotes: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `deepnotes eval RUN | head -1`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: point it somewhere that accepts
+        return 0
     except KeyboardInterrupt:
         print("deepnotes: interrupted; resume with --resume RUN_DIR (the last finished epoch is kept)", file=sys.stderr)
         return 130

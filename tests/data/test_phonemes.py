@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from deepnotes.data.paths import data_root
+from deepnotes.data.splits import hw2_train_val_split
 from deepnotes.data.phonemes import (
     FESTIVAL_PHONE_MAP,
     HOP_LENGTH,
@@ -26,7 +27,7 @@ from deepnotes.data.phonemes import (
     default_grid,
     festival_script,
     frame_labels,
-    hw2_train_val_split,
+
     load_hw2_libriphone,
     npz_bytes,
     parse_festival_segments,

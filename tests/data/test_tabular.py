@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from deepnotes.data import tabular
+from deepnotes.data.splits import chronological_split, contiguous_folds
 from deepnotes.errors import DataError, UserError
 
 
@@ -75,17 +76,17 @@ def test_real_seattle_weather_windows():
 
 @pytest.mark.parametrize("n", [10, 101, 1457])
 def test_chronological_split_is_contiguous_without_overlap(n):
-    tr, va, te = tabular.chronological_split(n, (0.7, 0.1, 0.2))
+    tr, va, te = chronological_split(n, (0.7, 0.1, 0.2))
     assert len(set(tr) | set(va) | set(te)) == n == len(tr) + len(va) + len(te)
     assert tr.max() < va.min() and va.max() < te.min()  # date order: train < valid < test
     for part in (tr, va, te):
         np.testing.assert_array_equal(np.diff(part), 1)
     with pytest.raises(UserError, match="sum"):
-        tabular.chronological_split(n, (0.5, 0.1, 0.1))
+        chronological_split(n, (0.5, 0.1, 0.1))
 
 
 def test_contiguous_folds_cover_once_and_keep_a_gap():
-    folds = tabular.contiguous_folds(23, 4, gap=2)
+    folds = contiguous_folds(23, 4, gap=2)
     valid = np.concatenate([v for _, v in folds])
     np.testing.assert_array_equal(valid, np.arange(23))
     for train, va in folds:
@@ -93,7 +94,7 @@ def test_contiguous_folds_cover_once_and_keep_a_gap():
         assert not set(train) & set(va)
         assert all(t < va.min() - 2 or t > va.max() + 2 for t in train)
     with pytest.raises(UserError, match="--folds"):
-        tabular.contiguous_folds(23, 1)
+        contiguous_folds(23, 1)
 
 
 def test_standardizer_and_k_best():

@@ -5,7 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from deepnotes.data.text import KJV, CharVocab, join_verses, load_kjv, parse_bible_output, verse_split
+from deepnotes.data.splits import verse_split
+from deepnotes.data.text import KJV, CharVocab, join_verses, load_kjv, parse_bible_output
 from deepnotes.errors import DataError, UserError
 
 SAMPLE = """

@@ -152,9 +152,9 @@ def test_package_split_is_by_package_and_deterministic():
     assert pk[1] == {"pkg1"} and pk[2] == {"pkg2", "pkg5"} and not pk[0] & (pk[1] | pk[2])
     assert [p for p in pairs if p in set(test)] == test  # input order kept
     assert package_split(list(reversed(pairs)), ["pkg1"], ["pkg2", "pkg5"])[2] == list(reversed(test))
-    with pytest.raises(UserError, match="in both val_packages and test_packages: pkg1"):
+    with pytest.raises(UserError, match="packages in both the validation and the test list: pkg1"):
         package_split(pairs, ["pkg1"], ["pkg1"])
-    with pytest.raises(UserError, match="without any pair: nope; the pairs come from: pkg0"):
+    with pytest.raises(UserError, match="packages without any row: nope; the rows come from: pkg0"):
         package_split(pairs, ["nope"], ["pkg2"])
     assert not set(DEFAULT_VAL_PACKAGES) & set(DEFAULT_TEST_PACKAGES)
 

@@ -148,7 +148,7 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
     import torch
 
     from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig, build_model, make_optimizer
-    from deepnotes.train import Trainer
+    from deepnotes.train import supervised_trainer
 
     cfg = dataclasses.replace(ImageClassificationConfig(), **{**PRESETS["fashion-mnist"], "widths": (8, 16, 16),
                                                              "epochs": 1, "batch_size": 16, "progress": False})
@@ -166,7 +166,7 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
 
     x, y = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,))
     prep = lambda xb, yb, train, gen: (xb.float().div(255), yb)
-    trainer = Trainer(cfg, model, tmp_path, (x, y), prep, {}, torch.device("cpu"), log=lambda _m: None, optimizer=opt)
+    trainer = supervised_trainer(cfg, model, tmp_path, (x, y), prep, {}, torch.device("cpu"), log=lambda _m: None, optimizer=opt)
     w0 = model.whiten.weight.clone()
     trainer.fit()
     last = trainer.lr_for(trainer.step - 1)  # the engine set every group's rate before the last update

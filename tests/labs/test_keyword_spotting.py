@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from deepnotes.data.speech import load_clip, read_wav, resample, wav_bytes
 from deepnotes.errors import DataError, UserError
-from deepnotes.labs import RunContext
+from deepnotes.experiment import RunContext
 from deepnotes.labs.keyword_spotting import (
     BatchPreparer,
     FeatureExtractor,

@@ -98,7 +98,7 @@ def test_every_schedule_peaks_at_the_given_lr(name):
 
 
 def test_update_loss_recorder_sees_the_losses_the_trainer_minimizes(tmp_path):
-    from deepnotes.train import Trainer
+    from deepnotes.train import supervised_trainer
     from deepnotes.train.config import TrainConfig
 
     torch.manual_seed(0)
@@ -106,7 +106,7 @@ def test_update_loss_recorder_sees_the_losses_the_trainer_minimizes(tmp_path):
     x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
     rec = lab.UpdateLossRecorder(model, lambda xb, yb, train, g: (xb, yb))
     cfg = TrainConfig(epochs=2, batch_size=8, schedule="constant", progress=False, seed=0)
-    trainer = Trainer(cfg, model, tmp_path, (x, y), rec, {"val": (x, y)}, torch.device("cpu"), log=lambda m: None,
+    trainer = supervised_trainer(cfg, model, tmp_path, (x, y), rec, {"val": (x, y)}, torch.device("cpu"), log=lambda m: None,
                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     trainer.fit()
     assert len(rec.losses) == 10  # evaluation passes are not recorded

@@ -21,7 +21,7 @@ from deepnotes.cli import main
 from deepnotes.data.paths import data_root
 from deepnotes.data.phonemes import PHONEME_FRAMES_SMALL, FrameCorpus, write_hw2_libriphone
 from deepnotes.errors import DataError, UserError
-from deepnotes.labs import RunContext, load_config
+from deepnotes.experiment import RunContext, load_config
 from deepnotes.labs.phoneme_classification import (
     HW2_BASELINES,
     PRESETS,
@@ -185,7 +185,7 @@ def test_eval_on_the_build_and_on_hw2_files(fast_run, small_data, tmp_path, monk
 
 
 def _hw2_val_ids(ids):
-    from deepnotes.data.phonemes import hw2_train_val_split
+    from deepnotes.data.splits import hw2_train_val_split
 
     return hw2_train_val_split(ids)[1]
 

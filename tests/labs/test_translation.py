@@ -23,7 +23,7 @@ from deepnotes.data.translation import (
     protect_spans,
     train_sentencepiece,
 )
-from deepnotes.labs import load_config
+from deepnotes.experiment import load_config
 from deepnotes.labs.translation import (
     BatchLookup,
     DropoutBatchLookup,

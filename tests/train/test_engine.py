@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from deepnotes.report import read_metrics_csv
-from deepnotes.train import Trainer, TrainConfig, TrainingDiverged
+from deepnotes.train import TrainConfig, TrainingDiverged, supervised_trainer
 from deepnotes.train.checkpoint import list_checkpoints
 
 
@@ -49,7 +49,7 @@ CFG = TrainConfig(epochs=4, batch_size=16, lr=0.05, schedule="onecycle", progres
 def _trainer(tmp_path, prep, cfg=CFG):
     x, y = _data()
     xv, yv = _data(48, seed=1)
-    return Trainer(cfg, _model(), tmp_path, (x, y), prep, {"val": (xv, yv)}, torch.device("cpu"), log=lambda m: None)
+    return supervised_trainer(cfg, _model(), tmp_path, (x, y), prep, {"val": (xv, yv)}, torch.device("cpu"), log=lambda m: None)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"ema_decay": 0.9}, {"lookahead_steps": 4, "lookahead_alpha": 0.5}])
@@ -240,19 +240,19 @@ def test_sequence_logits_and_fixed_steps_per_epoch(tmp_path):
 
     cfg = TrainConfig(epochs=3, batch_size=8, lr=0.05, optimizer="adamw", schedule="constant", progress=False)
     val = (starts[::8], starts[::8])
-    trainer = Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {"val": val}, torch.device("cpu"),
+    trainer = supervised_trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {"val": val}, torch.device("cpu"),
                       log=lambda m: None, steps_per_epoch=7)
     hist = trainer.fit()
     assert [row["step"] for row in hist] == [7, 14, 21]  # 7 updates an epoch, not len(starts) / 8
     assert hist[-1]["val_acc"] > 0.95 and hist[-1]["val_loss"] < hist[0]["val_loss"]
     # each epoch's batches are distinct windows (drawn without replacement), and beyond one pass they chain
-    batches = [b.tolist() for b in trainer._batches(0)]
+    batches = [b.tolist() for b in trainer.train_batches.indices(0)]
     assert len(batches) == 7 and len({i for b in batches for i in b}) == 56
-    trainer.steps_per_epoch = 60  # 480 > 391 windows: a second permutation follows the first
-    flat = [i for b in trainer._batches(0) for i in b.tolist()]
+    trainer.train_batches.steps_per_epoch = 60  # 480 > 391 windows: a second permutation follows the first
+    flat = [i for b in trainer.train_batches.indices(0) for i in b.tolist()]
     assert len(flat) == 480 and sorted(flat[:391]) == starts.tolist()
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        Trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {}, torch.device("cpu"), steps_per_epoch=0)
+        supervised_trainer(cfg, _TinyLM(), tmp_path, (starts, starts), windows, {}, torch.device("cpu"), steps_per_epoch=0)
 
 
 def test_sample_weights_draw_in_proportion_repeatably(tmp_path):
@@ -260,27 +260,26 @@ def test_sample_weights_draw_in_proportion_repeatably(tmp_path):
     w = torch.zeros(96)
     w[:8], w[8:16] = 1.0, 3.0  # 8 examples of weight 1, 8 of weight 3, the rest never drawn
     cfg = TrainConfig(epochs=2, batch_size=16, progress=False)
-    trainer = Trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), log=lambda m: None,
+    trainer = supervised_trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), log=lambda m: None,
                       sample_weights=w, steps_per_epoch=250)
-    drawn = torch.cat(list(trainer._batches(0)))
+    drawn = torch.cat(list(trainer.train_batches.indices(0)))
     assert len(drawn) == 4000 and int(drawn.max()) < 16  # zero weight: never drawn
     share = float((drawn >= 8).double().mean())
     assert 0.72 < share < 0.78  # expected 3/4 (binomial sd 0.007)
-    assert torch.equal(drawn, torch.cat(list(trainer._batches(0))))  # the same epoch draws the same (resume)
-    assert not torch.equal(drawn, torch.cat(list(trainer._batches(1))))
+    assert torch.equal(drawn, torch.cat(list(trainer.train_batches.indices(0))))  # the same epoch draws the same (resume)
+    assert not torch.equal(drawn, torch.cat(list(trainer.train_batches.indices(1))))
     for bad, match in ((torch.ones(5), "5 entries for 96"), (-w, ">= 0"), (torch.zeros(96), "not all 0")):
         with pytest.raises(ValueError, match=match):
-            Trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), sample_weights=bad)
+            supervised_trainer(cfg, _model(), tmp_path, (x, y), Prep(), {}, torch.device("cpu"), sample_weights=bad)
 
 
 def test_padding_targets_count_in_neither_loss_nor_accuracy():
-    from deepnotes.train.engine import IGNORE_INDEX, EpochStats
+    from deepnotes.train.task import IGNORE_INDEX, classification_sums
 
     logits = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]])  # (1, 3, 2): predicts 0, 1, 0
     y = torch.tensor([[0, 0, IGNORE_INDEX]])
-    stats = EpochStats()
     flat_logits, flat_y = logits.reshape(-1, 2), y.reshape(-1)
     loss = torch.nn.functional.cross_entropy(flat_logits, flat_y, ignore_index=IGNORE_INDEX)
-    stats.add(loss, flat_logits, flat_y)
-    assert stats.count == 2 and stats.correct == 1.0  # the padded third position is not counted
-    assert abs(stats.loss_sum / stats.count - float(loss)) < 1e-6
+    out = classification_sums(loss, flat_logits, flat_y)
+    assert out.count == 2 and out.sums["acc"] == 1.0  # the padded third position is not counted
+    assert abs(out.sums["loss"] / out.count - float(loss)) < 1e-6

@@ -819,8 +819,7 @@ def verify_phoneme_frames(root: str | os.PathLike[str]) -> list[str]:
 # HW2's own files
 # ----------------------------------------------------------------------------------------------------------
 
-HW2_TRAIN_RATIO = 0.8
-HW2_SPLIT_SEED = 1337
+from deepnotes.data.splits import HW2_SPLIT_SEED, HW2_TRAIN_RATIO, hw2_train_val_split  # noqa: E402
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -828,27 +827,6 @@ def _read_lines(path: Path) -> list[str]:
         return [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError as e:
         raise DataError(f"{path}: cannot read it ({e.strerror}); pass the course's libriphone/ folder") from e
-
-
-def hw2_train_val_split(ids: Sequence[str], train_ratio: float = HW2_TRAIN_RATIO,
-                        seed: int = HW2_SPLIT_SEED) -> tuple[list[str], list[str]]:
-    """HW2's sample-code split of ``train_split.txt``: ``random.seed(seed); random.shuffle(ids)``, the
-    first ``int(len * train_ratio)`` train, the rest validation (the same ids as the course's notebook).
-
-    Raises:
-        ValueError: ``train_ratio`` outside (0, 1].
-    """
-    if not 0 < train_ratio <= 1:
-        raise ValueError(f"train_ratio must be in (0, 1], got {train_ratio}")
-    ids = list(ids)
-    state = random.getstate()
-    try:
-        random.seed(seed)
-        random.shuffle(ids)
-    finally:
-        random.setstate(state)
-    n = int(len(ids) * train_ratio)
-    return ids[:n], ids[n:]
 
 
 def load_hw2_libriphone(folder: str | os.PathLike[str], split: str, train_ratio: float = HW2_TRAIN_RATIO,

@@ -149,59 +149,6 @@ def make_windows(
 
 
 # ----------------------------------------------------------------------------------- splits
-def chronological_split(n: int, fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> tuple[np.ndarray, ...]:
-    """Index arrays (train, valid, test) of ``n`` rows in time order: three contiguous blocks.
-
-    The first ``round(f0 * n)`` rows train, the next ``round(f1 * n)`` validate, the rest test, so
-    every validation row is later than every training row and every test row later than both.
-
-    Raises:
-        UserError: fractions not positive or not summing to 1, or a block would be empty.
-    """
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise UserError(f"split fractions must be three positive numbers summing to 1 (got {tuple(fractions)})")
-    n_tr = int(round(fractions[0] * n))
-    n_va = int(round(fractions[1] * n))
-    if n_tr < 1 or n_va < 1 or n - n_tr - n_va < 1:
-        raise UserError(f"{n} rows are too few for a train/valid/test split of {tuple(fractions)}")
-    idx = np.arange(n)
-    return idx[:n_tr], idx[n_tr : n_tr + n_va], idx[n_tr + n_va :]
-
-
-def contiguous_folds(n: int, k: int, gap: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """N-fold cross-validation with folds contiguous in time.
-
-    Rows ``0..n-1`` are cut into ``k`` consecutive blocks of near-equal size; fold ``i`` validates
-    on block ``i`` and trains on the other rows except the ``gap`` rows on each side of the block
-    (windows of ``gap + 1`` days that share a day with a validation window; use ``days - 1``).
-
-    Returns:
-        k pairs ``(train_idx, valid_idx)``.
-
-    Raises:
-        UserError: ``k`` < 2 or more folds than rows.
-    """
-    if k < 2:
-        raise UserError(f"--folds must be >= 2 for cross-validation (0 turns it off), got {k}")
-    if k > n:
-        raise UserError(f"--folds {k} is more than the {n} rows to split")
-    bounds = np.linspace(0, n, k + 1).round().astype(int)
-    idx = np.arange(n)
-    folds = []
-    for i in range(k):
-        lo, hi = bounds[i], bounds[i + 1]
-        train = idx[(idx < lo - gap) | (idx >= hi + gap)]
-        folds.append((train, idx[lo:hi]))
-    return folds
-
-
-def random_split(n: int, fractions: Sequence[float], seed: int) -> tuple[np.ndarray, ...]:
-    """Like :func:`chronological_split` but on a seeded permutation (rows with no time order, e.g. HW1)."""
-    tr, va, te = chronological_split(n, fractions)
-    perm = np.random.default_rng(seed).permutation(n)
-    return tuple(np.sort(perm[part]) for part in (tr, va, te))
-
-
 # ----------------------------------------------------------------------------------- preprocessing
 @dataclass(frozen=True)
 class Standardizer:

@@ -180,21 +180,6 @@ def load_kjv(path: str | os.PathLike[str] | None = None, build: bool = True) -> 
     return verses
 
 
-def verse_split(n_verses: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Verse-level train/validation split: sorted index arrays ``(train, val)`` of a seeded permutation.
-
-    Raises:
-        UserError: ``val_fraction`` not in (0, 1) or too small to give one validation verse.
-    """
-    if not 0 < val_fraction < 1:
-        raise UserError(f"--val-fraction must be in (0, 1), got {val_fraction}")
-    n_val = int(round(n_verses * val_fraction))
-    if n_val < 1 or n_val >= n_verses:
-        raise UserError(f"--val-fraction {val_fraction} of {n_verses} verses leaves an empty split")
-    perm = np.random.default_rng(seed).permutation(n_verses)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
 def join_verses(verses: Sequence[Verse], index: Iterable[int] | None = None) -> str:
     """The texts of ``verses[index]`` (all by default), one verse a line (``"\\n"`` after each)."""
     chosen = verses if index is None else [verses[i] for i in index]

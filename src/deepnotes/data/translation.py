@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from deepnotes.data.download import sha256_file
 from deepnotes.data.paths import data_root
+from deepnotes.data.splits import group_split
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -531,18 +532,8 @@ def package_split(
         UserError: a package is in both lists, or a named package has no pair (a typo, or other pairs;
             the message lists the packages present).
     """
-    val, test = set(val_packages), set(test_packages)
-    if val & test:
-        raise UserError(f"packages in both val_packages and test_packages: {', '.join(sorted(val & test))}")
-    present = {p.package for p in pairs}
-    missing = (val | test) - present
-    if missing:
-        raise UserError(f"val/test packages without any pair: {', '.join(sorted(missing))}; "
-                        f"the pairs come from: {', '.join(sorted(present))}")
-    train, val_pairs, test_pairs = [], [], []
-    for p in pairs:
-        (val_pairs if p.package in val else test_pairs if p.package in test else train).append(p)
-    return train, val_pairs, test_pairs
+    train, val, test = group_split([p.package for p in pairs], val_packages, test_packages, what="package")
+    return [pairs[i] for i in train], [pairs[i] for i in val], [pairs[i] for i in test]
 
 
 # ----------------------------------------------------------------------------------------------------------

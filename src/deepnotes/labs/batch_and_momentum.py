@@ -48,10 +48,10 @@ from deepnotes.analysis.sharpness import perturbation_sharpness
 from deepnotes.data import get_image_dataset, load_idx_folder
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.cnn import LeNet5
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
-from deepnotes.train import Trainer, validate_train_config
+from deepnotes.train import supervised_trainer, validate_train_config
 from deepnotes.train.checkpoint import list_checkpoints
 from deepnotes.train.config import TrainConfig, option
 
@@ -165,7 +165,7 @@ def _train_setting(cfg, key, size, with_momentum, data, prep, num_classes, ctx, 
     sdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the same initial weights for every setting
     model = build_model(cfg, num_classes)
-    trainer = Trainer(scfg, model, sdir, (x_tr, y_tr), prep, {"test": (x_te, y_te)}, ctx.device, ctx.info,
+    trainer = supervised_trainer(scfg, model, sdir, (x_tr, y_tr), prep, {"test": (x_te, y_te)}, ctx.device, ctx.info,
                       lambda m: log(f"  [{key}] {m}"))
     if ctx.resume and list_checkpoints(sdir):
         trainer.resume()
@@ -244,7 +244,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: unfinished run, damaged weights, labels that do not fit the run's classes.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -365,7 +365,7 @@ def timing_note(results: dict[str, dict], device: str) -> str:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md``, ``curves.png`` and ``sharpness.png`` from a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -33,14 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deepnotes.data.text import CharVocab, join_verses, load_kjv, verse_split
+from deepnotes.data.splits import verse_split
+from deepnotes.data.text import CharVocab, join_verses, load_kjv
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.language import GPT, GPTConfig, LSTMLanguageModel, LSTMLMConfig, count_parameters
 from deepnotes.nn.decoding import sample as sample_tokens
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
-from deepnotes.train import Trainer
+from deepnotes.train import supervised_trainer
 from deepnotes.train.config import TrainConfig, option, validate_train_config
 from deepnotes.train.schedule import lr_at
 
@@ -226,7 +227,7 @@ def generate(model: torch.nn.Module, vocab: CharVocab, prompt: str, n_chars: int
 
 
 def _load_trained(run_dir: Path, device: torch.device):
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     _, cfg = load_config(run_dir)
     info = read_run_json(run_dir / "data.json")
@@ -287,7 +288,7 @@ def _run(cfg: CharLMConfig, ctx: RunContext, lab_name: str) -> dict[str, Any]:
     batcher = WindowBatcher({"train": data.train_ids, "val": data.val_ids}, cfg.block_size, ctx.device)
     train = (train_offsets, torch.zeros(len(train_offsets), dtype=torch.long))
     val = (val_offsets, torch.ones(len(val_offsets), dtype=torch.long))
-    trainer = Trainer(cfg, model, ctx.run_dir, train, batcher, {"val": val}, ctx.device, ctx.info, log,
+    trainer = supervised_trainer(cfg, model, ctx.run_dir, train, batcher, {"val": val}, ctx.device, ctx.info, log,
                       steps_per_epoch=cfg.steps_per_epoch)
     if ctx.resume:
         trainer.resume()
@@ -336,7 +337,7 @@ def _newest_result(folder: Path) -> tuple[Path, dict] | None:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its figures from a finished run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     lab, cfg = load_config(run_dir)
@@ -441,3 +442,4 @@ LAB_LSTM = Lab(
     presets=LSTM_PRESETS,
     sample=sample,
 )
+LABS = (LAB_GPT, LAB_LSTM)

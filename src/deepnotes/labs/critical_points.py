@@ -60,7 +60,7 @@ from deepnotes.analysis.hessian import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.experiment import Lab, RunContext, read_run_json
 from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.config import option
 
@@ -324,7 +324,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: another ``--data``, or a missing/damaged critical_points.safetensors.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -434,7 +434,7 @@ def plot_spectra(eigenvalues: torch.Tensor, trials: list[dict[str, Any]], path: 
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -46,7 +46,7 @@ from deepnotes.analysis.generalization import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.experiment import Lab, RunContext, read_run_json
 from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.config import option
 
@@ -183,7 +183,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: not a run folder of this lab, or an unknown feature.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -306,7 +306,7 @@ def plot_data(cfg: GeneralizationConfig, results: dict, path: Path) -> None:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md``, ``bad_share.png``, ``erm_gap.png`` and ``data.png``; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -26,23 +26,23 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import ImageSplit, get_image_dataset, load_idx_folder
+from deepnotes.data.splits import stratified_holdout
 from deepnotes.data.augment import random_crop, random_erasing, random_hflip, tta_probabilities
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.cnn import AirbenchConfig, AirbenchNet, LeNet5, ResNet, ResNetConfig
+from deepnotes.metrics import confusion_matrix, mistakes_first_order
 from deepnotes.report import (
-    confusion_matrix,
     markdown_image,
     markdown_table,
-    mistakes_first_order,
     plot_confusion_matrix,
     plot_image_grid,
     plot_learning_curves,
     plot_lr_schedule,
     read_metrics_csv,
 )
-from deepnotes.train import Trainer, validate_train_config
+from deepnotes.train import supervised_trainer, validate_train_config
 from deepnotes.train.engine import make_optimizer as engine_make_optimizer, use_cpu_bf16
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.schedule import lr_at
@@ -116,19 +116,6 @@ def _hflip_enabled(cfg: ImageClassificationConfig) -> bool:
 def _load_split(cfg: ImageClassificationConfig, split: str) -> ImageSplit:
     info = get_image_dataset(cfg.dataset)
     return info.load(split, data_dir=Path(cfg.data_dir) if cfg.data_dir else None)
-
-
-def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val) with ``round(fraction * n_c)`` examples of each class c in val."""
-    g = torch.Generator().manual_seed(seed)
-    train_idx, val_idx = [], []
-    for c in labels.unique().tolist():
-        idx = (labels == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(fraction * len(idx)))
-        val_idx.append(idx[:n_val])
-        train_idx.append(idx[n_val:])
-    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
 
 
 class BatchPreparer:
@@ -272,7 +259,7 @@ def evaluate_split(model, prep: BatchPreparer, split: ImageSplit, tta: bool) -> 
 
 
 def _load_trained(run_dir: Path, device: torch.device):
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     _, cfg = load_config(run_dir)
     data_info = read_run_json(run_dir / "data.json")
@@ -346,7 +333,7 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
     if cfg.monitor_test:
         eval_sets["test"] = (test_split.images, test_split.labels)
-    trainer = Trainer(cfg, model, ctx.run_dir, (x_tr, y_tr), prep, eval_sets, ctx.device, ctx.info, log,
+    trainer = supervised_trainer(cfg, model, ctx.run_dir, (x_tr, y_tr), prep, eval_sets, ctx.device, ctx.info, log,
                       optimizer=make_optimizer(model, cfg))
     prep.epoch = lambda: trainer.epoch  # progressive resizing follows the trainer (also after --resume)
     if ctx.resume:
@@ -383,7 +370,7 @@ BASELINES = {
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

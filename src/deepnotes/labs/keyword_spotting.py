@@ -61,10 +61,10 @@ from deepnotes.data.speech import (
 )
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.kws import M5, BCResNet, BCResNetConfig, SpectrogramCNN
+from deepnotes.metrics import confusion_matrix
 from deepnotes.report import (
-    confusion_matrix,
     markdown_image,
     markdown_table,
     new_figure,
@@ -74,7 +74,7 @@ from deepnotes.report import (
     read_metrics_csv,
     save_figure,
 )
-from deepnotes.train import Trainer, validate_train_config
+from deepnotes.train import supervised_trainer, validate_train_config
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.engine import use_cpu_bf16
 from deepnotes.train.schedule import lr_at
@@ -759,7 +759,7 @@ def load_trained(run_dir: Path, device: torch.device):
     Raises:
         UserError: ``run_dir`` is not a finished run (no config.json, data.json or model.safetensors).
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     _, cfg = load_config(run_dir)
     data_info = read_run_json(run_dir / "data.json")
@@ -846,7 +846,7 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     if cfg.engine_power != 1.0:
         weights, shares = engine_weights(root, train.files, cfg.engine_power)
         log("training draws per engine: " + ", ".join(f"{e} {100 * v:.1f}%" for e, v in shares.items()))
-    trainer = Trainer(cfg, model, ctx.run_dir, (train.clips, train.labels), prep,
+    trainer = supervised_trainer(cfg, model, ctx.run_dir, (train.clips, train.labels), prep,
                       {"val": (val.clips, val.labels)}, ctx.device, ctx.info, log, eval_batch_size=256,
                       sample_weights=weights)
     if ctx.resume:
@@ -969,7 +969,7 @@ def _pct(v: Any) -> str:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -45,11 +45,12 @@ from deepnotes import optim
 from deepnotes.data import get_image_dataset
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
-from deepnotes.labs.image_classification import BatchPreparer, stratified_holdout
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.data.splits import stratified_holdout
+from deepnotes.labs.image_classification import BatchPreparer
 from deepnotes.models.cnn import LeNet5
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
-from deepnotes.train import Trainer, TrainingDiverged
+from deepnotes.train import EvalBatches, supervised_trainer, TrainingDiverged
 from deepnotes.train.checkpoint import CHECKPOINT_DIR
 from deepnotes.train.config import TrainConfig, option
 
@@ -256,7 +257,7 @@ def _train_one(spec: RunSpec, cfg: OptimizersConfig, run_root: Path, data: dict[
     prep = BatchPreparer(data["mean"], data["std"], 0, False, ctx.device, channels_last=False)
     recorder = UpdateLossRecorder(model, prep)
     eval_sets = {"val": (data["x_val"], data["y_val"])} if len(data["y_val"]) else {}
-    trainer = Trainer(train_cfg, model, folder, (data["x_tr"], data["y_tr"]), recorder, eval_sets, ctx.device,
+    trainer = supervised_trainer(train_cfg, model, folder, (data["x_tr"], data["y_tr"]), recorder, eval_sets, ctx.device,
                       ctx.info, lambda m: log(f"  [{spec.name}] {m}"), optimizer=optimizer, lr_schedule=schedule)
     t0 = time.perf_counter()
     diverged = None
@@ -277,7 +278,7 @@ def _train_one(spec: RunSpec, cfg: OptimizersConfig, run_root: Path, data: dict[
         "updates": len(recorder.losses), "wall_time_s": wall, "n_test": len(data["y_test"]), "diverged": diverged,
     }
     if diverged is None:
-        test = trainer.evaluate(data["x_test"], data["y_test"])
+        test = trainer.evaluate(EvalBatches((data["x_test"], data["y_test"])))
         last = trainer.history[-1]
         result.update(test_acc=test["acc"], test_loss=test["loss"], final_train_loss=last["train_loss"],
                       final_train_acc=last["train_acc"], val_acc=last.get("val_acc"))
@@ -350,7 +351,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: not a finished run folder, a damaged weights file, or a dataset whose classes differ.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -417,7 +418,7 @@ def _loss_panel(ax, curves: list[tuple[str, np.ndarray, np.ndarray]], steps_per_
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

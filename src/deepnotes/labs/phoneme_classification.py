@@ -54,10 +54,10 @@ from deepnotes.data.phonemes import (
 )
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.framewise import RUNGS, context_index, is_sequence_model, ladder_model
+from deepnotes.metrics import confusion_matrix
 from deepnotes.report import (
-    confusion_matrix,
     markdown_image,
     markdown_table,
     new_figure,
@@ -66,7 +66,7 @@ from deepnotes.report import (
     read_metrics_csv,
     save_figure,
 )
-from deepnotes.train import Trainer
+from deepnotes.train import supervised_trainer
 from deepnotes.train.checkpoint import list_checkpoints
 from deepnotes.train.config import TrainConfig, option, validate_train_config
 from deepnotes.train.engine import IGNORE_INDEX
@@ -371,7 +371,7 @@ def _train_rung(cfg: PhonemeConfig, rung: str, data: PhonemeData, ctx: RunContex
         unit = f"{len(tr_frames):,} frames, {rcfg.batch_size} a batch"
     eval_sets = {"val": val} if len(val[0]) and data.labelled["validation"] else {}
     log(f"[{rung}] {type(model).__name__}: {n_params:,} parameters; {rcfg.epochs} epochs over {unit}")
-    trainer = Trainer(rcfg, model, rdir, train, prep, eval_sets, ctx.device, ctx.info, log,
+    trainer = supervised_trainer(rcfg, model, rdir, train, prep, eval_sets, ctx.device, ctx.info, log,
                       eval_batch_size=32 if is_sequence_model(model) else 4096)
     if ctx.resume and list_checkpoints(rdir):
         trainer.resume()
@@ -458,7 +458,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: no trained rung, an unknown dataset, or unreadable files.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -517,7 +517,7 @@ def _plot_ladder(results: dict[str, dict], path: Path) -> None:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

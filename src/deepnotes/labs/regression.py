@@ -41,9 +41,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import tabular
+from deepnotes.data.splits import chronological_split, contiguous_folds, random_split
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.experiment import Lab, RunContext, read_run_json
 from deepnotes.models.regression import build_regressor, fit_regressor, predict
 from deepnotes.report import markdown_image, markdown_table, new_figure, save_figure
 from deepnotes.train.checkpoint import cpu_state_dict
@@ -137,13 +138,13 @@ def load_data(cfg: RegressionConfig) -> Data:
         frame = tabular.load_seattle_weather(cfg.data)
         x, y, feat, dates = _weather_windows(frame, cfg)
         source = "vega_datasets seattle-weather" if cfg.data is None else str(cfg.data)
-        return Data("weather", source, x, y, feat, cfg.target, dates, tabular.chronological_split(len(y), cfg.split))
+        return Data("weather", source, x, y, feat, cfg.target, dates, chronological_split(len(y), cfg.split))
     table = tabular.read_covid_csv(cfg.data, has_target=True)
     test_path = Path(cfg.test_data) if cfg.test_data else Path(cfg.data).with_name("covid.test.csv")
     test_table = None
     if cfg.test_data or (test_path.is_file() and test_path.resolve() != Path(cfg.data).resolve()):
         test_table = tabular.read_covid_csv(test_path, has_target=False, feature_names=table.feature_names)
-    splits = tabular.random_split(len(table.y), cfg.split, cfg.seed)
+    splits = random_split(len(table.y), cfg.split, cfg.seed)
     return Data("covid", str(cfg.data), table.x, table.y, table.feature_names, table.target_name or "target",
                 [str(i) for i in table.ids], splits, test_table)
 
@@ -231,7 +232,7 @@ def _cross_validate(cfg: RegressionConfig, data: Data, cols: np.ndarray, device)
     gap = cfg.days - 1 if data.kind == "weather" else 0
     pers = tabular.persistence_column(data.feature_names, data.target_name)
     scores: dict[str, list[float]] = {}
-    for f, (tr_i, va_i) in enumerate(tabular.contiguous_folds(len(pool), cfg.folds, gap)):
+    for f, (tr_i, va_i) in enumerate(contiguous_folds(len(pool), cfg.folds, gap)):
         tr, va = pool[tr_i], pool[va_i]
         x_tr, x_va = data.x[tr][:, cols], data.x[va][:, cols]
         sx, sy = tabular.Standardizer.fit(x_tr), tabular.Standardizer.fit(data.y[tr][:, None])
@@ -419,7 +420,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Returns:
         Flat metrics (``mse_<model>``), also saved as ``eval/<name>.json`` in the run folder.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -571,7 +572,7 @@ def _plot_curves(histories: dict[str, list[dict]], models: list[str], path: Path
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its PNG figures from the files of a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -111,7 +111,7 @@ from deepnotes.data.translation import (
 from deepnotes.data.subword import BPEDropout
 from deepnotes.errors import UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, load_run_weights, read_run_json
+from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
 from deepnotes.models.language import count_parameters
 from deepnotes.models.seq2seq import (
     RNNSeq2Seq,
@@ -123,7 +123,7 @@ from deepnotes.models.seq2seq import (
 from deepnotes.nn.decoding import scheduled_sampling_inputs, shift_right, teacher_forcing_ratio
 from deepnotes.optim import NoamSchedule, WarmupDecay
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
-from deepnotes.train import Trainer
+from deepnotes.train import supervised_trainer
 from deepnotes.train.checkpoint import CHECKPOINT_DIR
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.engine import IGNORE_INDEX
@@ -865,7 +865,7 @@ def _train_one(name: str, cfg: TranslationConfig, data: TranslationData, ctx: Ru
         def lr_schedule(step: int, total: int) -> float:  # the engine asks before preparing each update's batch
             sampler.step = step
             return lr_of(step, total)
-    trainer = Trainer(_train_config(name, cfg), model, folder, train, lookup, {"val": val}, ctx.device, ctx.info,
+    trainer = supervised_trainer(_train_config(name, cfg), model, folder, train, lookup, {"val": val}, ctx.device, ctx.info,
                       prefix, optimizer=make_optimizer(model, name, cfg), lr_schedule=lr_schedule, eval_batch_size=1)
     n_params = count_parameters(model)
     label = MODEL_LABELS[name] + (" + copy (pointer-generator)" if name in cfg.copy else "") + (
@@ -980,7 +980,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: not a run folder of this lab, a missing model or tokenizer, unreadable files.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -1030,7 +1030,7 @@ def sample(run_dir: Path, prompt: str, n_chars: int, temperature: float, top_k: 
     Raises:
         UserError: an empty prompt, a prompt longer than the model's positions, an unfinished run.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     if not prompt.strip():
@@ -1056,7 +1056,7 @@ def _fmt_pct(v: float | None) -> str:
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md`` and its figures from a run folder; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

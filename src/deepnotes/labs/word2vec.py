@@ -61,10 +61,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepnotes.data.text import KJV_N_VERSES, Verse, load_kjv, verse_split
+from deepnotes.data.splits import verse_split
+from deepnotes.data.text import KJV_N_VERSES, Verse, load_kjv
 from deepnotes.errors import UserError
 from deepnotes.io import atomic_path, write_json_atomic, write_text_atomic
-from deepnotes.labs import Lab, RunContext, read_run_json
+from deepnotes.experiment import Lab, RunContext, read_run_json
 from deepnotes.nn.word2vec import (
     CBOW,
     analogy,
@@ -587,7 +588,7 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
     Raises:
         UserError: not a finished run of this lab, or unreadable data.
     """
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)
@@ -673,7 +674,7 @@ def _neighbour_rows(table: dict[str, Any], words: Sequence[str]) -> list[list[st
 
 def report(run_dir: Path) -> Path:
     """Render ``report.md``, ``loss.png`` and ``map.png``; return the report's path."""
-    from deepnotes.labs import load_config
+    from deepnotes.experiment import load_config
 
     run_dir = Path(run_dir)
     _, cfg = load_config(run_dir)

@@ -6,13 +6,11 @@
   :func:`plot_image_grid`, :func:`plot_lr_schedule`; each writes one PNG atomically.
   A lab's own figures use :func:`new_figure` and :func:`save_figure` (atomic PNG).
 * :mod:`~deepnotes.report.markdown`: :func:`markdown_table`, :func:`markdown_image`.
-* :mod:`~deepnotes.report.classification`: :func:`confusion_matrix`, :func:`mistakes_first_order`.
 
 Every file goes through :func:`deepnotes.io.atomic_path`: it is either absent, the previous
 version, or complete.
 """
 
-from deepnotes.report.classification import confusion_matrix, mistakes_first_order
 from deepnotes.report.markdown import format_number, markdown_image, markdown_table
 from deepnotes.report.metrics_csv import append_metrics_row, read_metrics_csv
 from deepnotes.report.plots import (
@@ -26,11 +24,9 @@ from deepnotes.report.plots import (
 
 __all__ = [
     "append_metrics_row",
-    "confusion_matrix",
     "format_number",
     "markdown_image",
     "markdown_table",
-    "mistakes_first_order",
     "new_figure",
     "plot_confusion_matrix",
     "plot_image_grid",

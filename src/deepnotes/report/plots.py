@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from deepnotes.io import atomic_path
-from deepnotes.report.classification import mistakes_first_order, to_numpy
+from deepnotes.metrics.classification import mistakes_first_order, to_numpy
 
 __all__ = [
     "DPI",

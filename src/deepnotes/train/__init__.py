@@ -1,6 +1,11 @@
-"""Training: the loop (:class:`Trainer`), checkpoints, LR schedules, devices and data parallelism."""
+"""Training: the loop (:class:`Trainer`) and its contract (:class:`Task`), batch sources, checkpoints, LR
+schedules, devices and data parallelism."""
 
+from deepnotes.train.batches import EvalBatches, TensorBatches
 from deepnotes.train.config import TrainConfig, option, validate_train_config
-from deepnotes.train.engine import Trainer, TrainingDiverged
+from deepnotes.train.engine import Callback, Trainer, TrainingDiverged, supervised_trainer
+from deepnotes.train.task import ClassificationTask, RegressionTask, Step, StepOutput, Task
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "option", "validate_train_config"]
+__all__ = ["Callback", "ClassificationTask", "EvalBatches", "RegressionTask", "Step", "StepOutput", "Task",
+           "TensorBatches", "TrainConfig", "Trainer", "TrainingDiverged", "option", "supervised_trainer",
+           "validate_train_config"]

@@ -3,7 +3,8 @@
 Layout of one checkpoint (a folder ``checkpoints/epoch-NNNN/`` in the run folder)::
 
     model.safetensors      the model's state_dict
-    optimizer.safetensors  the optimizer's per-parameter tensors (momentum buffers, Adam moments)
+    optimizer.safetensors  the optimizer's per-parameter tensors (momentum buffers, Adam moments); a task with
+                           several named optimizers (a GAN's) has ``optimizer-NAME.safetensors`` for each
     NAME.safetensors       the state_dict of each extra module passed by name (e.g. ``ema``, the
                            moving average of the weights)
     state.json             epoch, step, optimizer hyper-parameters and scalar state, LR-schedule
@@ -23,7 +24,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -96,10 +97,24 @@ def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
+Optimizers = "torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer]"
+
+
+def _named(optimizer: Any) -> dict[str, torch.optim.Optimizer]:
+    """name -> optimizer; a single optimizer (or the name "") is saved as ``optimizer``."""
+    if optimizer is None:
+        return {}
+    return dict(optimizer) if isinstance(optimizer, Mapping) else {"": optimizer}
+
+
+def _file(name: str) -> str:
+    return "optimizer" if name == "" else f"optimizer-{name}"
+
+
 def save_checkpoint(
     run_dir: Path,
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizers,
     state: dict[str, Any],
     keep: int = 2,
     extra_modules: dict[str, torch.nn.Module] | None = None,
@@ -118,14 +133,16 @@ def save_checkpoint(
     final = root / f"epoch-{int(state['epoch']):04d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        opt_tensors, opt_meta = _split_optimizer_state(optimizer)
         save_file(cpu_state_dict(model), str(tmp / "model.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        opt_meta: dict[str, Any] = {}
+        for name, opt in _named(optimizer).items():
+            opt_tensors, opt_meta[_file(name)] = _split_optimizer_state(opt)
+            save_file(opt_tensors, str(tmp / f"{_file(name)}.safetensors"))
         for name, module in (extra_modules or {}).items():
             if name in ("model", "optimizer", "state"):
                 raise ValueError(f"extra module name {name!r} is taken by the checkpoint's own files")
             save_file(cpu_state_dict(module), str(tmp / f"{name}.safetensors"))
-        full_state = {**state, "optimizer": opt_meta, "rng": rng_state()}
+        full_state = {**state, **opt_meta, "rng": rng_state()}
         (tmp / "state.json").write_text(json.dumps(full_state, indent=1) + "\n")
         os.chmod(tmp, 0o755)
         if final.exists():  # re-saving the same epoch (e.g. after a resume): replace it
@@ -148,7 +165,7 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    checkpoint: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, device: torch.device,
+    checkpoint: Path, model: torch.nn.Module, optimizer: Optimizers | None, device: torch.device,
     extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Load weights (and optimizer state) into ``model``/``optimizer``; restore RNGs; return the state.
@@ -163,9 +180,9 @@ def load_checkpoint(
     try:
         state = json.loads((checkpoint / "state.json").read_text())
         model.load_state_dict(load_file(str(checkpoint / "model.safetensors"), device=str(device)))
-        if optimizer is not None:
-            tensors = load_file(str(checkpoint / "optimizer.safetensors"), device=str(device))
-            optimizer.load_state_dict(_join_optimizer_state(tensors, state["optimizer"]))
+        for name, opt in _named(optimizer).items():
+            tensors = load_file(str(checkpoint / f"{_file(name)}.safetensors"), device=str(device))
+            opt.load_state_dict(_join_optimizer_state(tensors, state[_file(name)]))
         for name, module in (extra_modules or {}).items():
             module.load_state_dict(load_file(str(checkpoint / f"{name}.safetensors"), device=str(device)))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:

@@ -7,39 +7,37 @@ dropout and batch normalization, gradient clipping).
 
 One update::
 
-    x, y   = prepare_batch(...)            # augmentation + normalization of a batch
-    logits = model(x)                      # forward (autocast on CUDA when cfg.amp; bf16 on CPU when cfg.cpu_bf16)
-    loss   = cross_entropy(logits, y)      # mean over the batch
-    loss.backward()                        # gradients (averaged over processes by DDP)
-    clip_grad_norm_(params, cfg.grad_clip) # optional
-    optimizer.step()                       # theta <- theta - lr * update(grad)
+    batch  = next(train_batches.epoch(e))       # the lab's batch source: order from (seed, epoch) only
+    out    = task.training_step(model, batch, step)   # the task's loss (autocast inside, via step.autocast)
+    out.loss.backward()                         # gradients (averaged over processes by DDP)
+    clip_grad_norm_(params, cfg.grad_clip)      # optional
+    optimizer.step()                            # theta <- theta - lr * update(grad)
 
-What the loop adds around that: a learning rate set from the schedule before every update, an
-optional exponential moving average of the weights (``cfg.ema_decay``; torch's ``AveragedModel``,
+The Trainer knows nothing of what a batch holds or what is minimized (:mod:`deepnotes.train.task`: the task owns
+its loss and optimizers). What it adds around the update: a learning rate set from the schedule before every
+update, an optional exponential moving average of the weights (``cfg.ema_decay``; torch's ``AveragedModel``,
 which then stands in for the weights at every evaluation and in the saved model), optional Lookahead
 (``cfg.lookahead_steps``, Zhang et al. 2019: slow weights phi, every k updates phi <- phi + alpha (theta - phi),
-theta <- phi), a progress bar,
-a metrics row per epoch (``metrics.csv`` and TensorBoard when installed), an atomic checkpoint per epoch, exact resumption, a stop on a non-finite loss that keeps the last good
-checkpoint, and data parallelism across processes (launched by torchrun).
+theta <- phi), callbacks after every update and epoch, a progress bar, a metrics row per epoch (``metrics.csv``
+and TensorBoard when installed), an atomic checkpoint per epoch, exact resumption, a stop on a non-finite loss
+that keeps the last good checkpoint, and data parallelism across processes (launched by torchrun).
 
-Resumption is exact because nothing random depends on history: the data order and the
-augmentation of epoch ``e`` come from generators seeded with ``(seed, e)``, and the global RNG
-(dropout) is saved in each checkpoint.
+Resumption is exact because nothing random depends on history: the batches of epoch ``e`` come from the source's
+generators seeded with ``(seed, e)``, augmentation from a generator seeded with ``(seed, e, rank)``, and the
+global RNG (dropout) is saved in each checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
@@ -48,37 +46,55 @@ from deepnotes.errors import UserError
 from deepnotes.io import atomic_path
 from deepnotes.report import append_metrics_row
 from deepnotes.train import distributed as distr
+from deepnotes.train.batches import BatchSource, EvalBatches, TensorBatches, seed_for
 from deepnotes.train.checkpoint import cpu_state_dict, list_checkpoints, load_checkpoint, save_checkpoint
 from deepnotes.train.config import TrainConfig
 from deepnotes.train.schedule import lr_at
+from deepnotes.train.task import (
+    IGNORE_INDEX,
+    ClassificationTask,
+    PrepareBatch,
+    Step,
+    StepOutput,
+    Task,
+)
 
-# prepare_batch(x, y, train, generator) -> (inputs on device, targets on device)
-PrepareBatch = Callable[[torch.Tensor, torch.Tensor, bool, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
-
-
-IGNORE_INDEX = -100  # a target equal to this (padding) is ignored, as by F.cross_entropy
+__all__ = ["IGNORE_INDEX", "Callback", "Trainer", "TrainingDiverged", "make_optimizer", "supervised_trainer"]
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the message says which update and where the last good checkpoint is."""
 
 
-@dataclass
-class EpochStats:
-    loss_sum: float = 0.0
-    correct: float = 0.0
-    count: float = 0.0
+class Callback:
+    """Per-step and per-epoch hooks; override what you need (e.g. record a loss curve, log samples)."""
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        counted = y != IGNORE_INDEX  # padding targets take no part in the loss or the accuracy
-        n = int(counted.sum())  # examples, or tokens for sequence targets
-        self.loss_sum += float(loss) * n
-        self.correct += float(((logits.argmax(dim=-1) == y) & counted).sum())
-        self.count += n
+    def on_step_end(self, trainer: "Trainer", step: Step, out: StepOutput) -> None:
+        """After update ``step.step`` (``trainer.step`` already counts it)."""
 
-    def reduced(self, info: distr.DistInfo, device: torch.device) -> tuple[float, float]:
-        loss_sum, correct, count = distr.all_reduce_sum([self.loss_sum, self.correct, self.count], info, device)
-        return loss_sum / max(count, 1.0), correct / max(count, 1.0)
+    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
+        """After the epoch's evaluation, before its checkpoint (``row`` is the metrics row; add keys to it)."""
+
+
+class _Sums:
+    """Running sums of a step's metrics over an epoch, reduced over processes at the end."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0.0
+
+    def add(self, out: StepOutput) -> None:
+        for key, value in out.sums.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value)
+        self.count += float(out.count)
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1.0) for k, v in self.sums.items()}
+
+    def reduced(self, info: distr.DistInfo, device: torch.device) -> dict[str, float]:
+        keys = list(self.sums)  # the same order on every process: the task's keys
+        values = distr.all_reduce_sum([self.sums[k] for k in keys] + [self.count], info, device)
+        return {k: v / max(values[-1], 1.0) for k, v in zip(keys, values[:-1])}
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Parameter] = (),
@@ -157,95 +173,71 @@ def use_cpu_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and (setting == "on" or (setting == "auto" and cpu_has_native_bf16()))
 
 
-def _seed_for(*parts: int) -> int:
-    """A generator seed derived from integers (seed, epoch, rank, ...), stable across runs."""
-    h = 0
-    for p in parts:
-        h = (h * 1_000_003 + int(p) + 0x9E3779B9) % (2**63 - 1)
-    return h
 
 
 class Trainer:
-    """Supervised classification training over tensors held in memory.
+    """The loop over epochs and updates for any :class:`~deepnotes.train.task.Task`.
 
     Args:
-        cfg: the lab's config (a :class:`TrainConfig` subclass).
-        model: the network; logits (B, K) from inputs given by ``prepare_batch``.
+        cfg: the lab's config (a :class:`TrainConfig` subclass): epochs, lr, schedule, clipping, EMA,
+            Lookahead, precision, seed, progress.
+        task: owns the model, its loss (``training_step`` / ``evaluation_step``) and its optimizers.
         run_dir: the run folder (rank 0 writes metrics.csv, checkpoints/, model.safetensors, tb/).
-        train: ``(x, y)`` with x (N, ...) any dtype, y (N,) int64 class indices.
-        prepare_batch: turns a raw batch into model inputs and targets on ``device``; called with
-            ``train=True`` and a seeded generator for augmentation, ``train=False`` and None for eval.
-        eval_sets: name -> ``(x, y)`` evaluated at the end of every epoch (e.g. ``{"val": ...}``).
+        train_batches: a :class:`~deepnotes.train.batches.BatchSource` (``len`` = updates per epoch,
+            ``epoch(e)`` = this process's batches of epoch e, a function of (seed, e) only).
+        eval_sets: name -> an iterable of batches evaluated after every epoch (e.g. ``{"val": EvalBatches(...)}``),
+            giving the row's ``<name>_<metric>`` columns.
         device: from :func:`deepnotes.train.distributed.resolve_device`.
         info: this process's rank and the world size.
         log: where one-line messages go (rank 0 only).
-        optimizer: an optimizer over ``model``'s parameters (e.g. one of :mod:`deepnotes.optim`);
-            default None builds SGD or AdamW from ``cfg`` (:func:`make_optimizer`).
-        lr_schedule: ``lr_schedule(step, total_steps) -> lr`` set before every update; default None
-            uses ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`. A parameter group with
-            an ``"lr_scale"`` entry gets ``lr * lr_scale`` (e.g. airbench's 64x rate for batch-norm shifts).
-        steps_per_epoch: updates per epoch; default None = one pass, ``ceil(N / batch_size)``. A
-            smaller number makes an epoch a fixed number of updates on batches drawn without
-            replacement from a seeded permutation (a language model's "evaluation interval" over
-            millions of possible windows); a larger one chains several permutations.
-        sample_weights: (N,) non-negative weights; default None draws each epoch's batches from a
-            permutation (every example once). Given, each epoch draws ``steps_per_epoch * batch_size``
-            indices with replacement, example i with probability ``w_i / sum(w)`` (seeded by seed
-            and epoch, so a resumed run draws the same): re-balances groups of unequal size.
+        lr_schedule: ``lr_schedule(step, total_steps) -> lr`` set before every update; default None uses
+            ``cfg.schedule`` through :func:`deepnotes.train.schedule.lr_at`. A parameter group with an
+            ``"lr_scale"`` entry gets ``lr * lr_scale`` (e.g. airbench's 64x rate for batch-norm shifts).
+        callbacks: :class:`Callback` objects called after every update and every epoch.
 
-        eval_batch_size: examples per forward pass in :meth:`evaluate` (default 1000).
+    Example::
 
-    Sequence models: logits ``(B, T, V)`` with targets ``(B, T)`` are flattened to ``B*T`` tokens for
-    the loss and the accuracy (mean per token); targets equal to :data:`IGNORE_INDEX` (-100, padding)
-    count in neither. Inputs may be a tuple of tensors (e.g. source and shifted target of a
-    translation model): ``model(inputs)`` receives the tuple as its one argument.
+        task = ClassificationTask(model, prepare_batch, label_smoothing=cfg.label_smoothing)
+        trainer = Trainer(cfg, task, run_dir, TensorBatches((x, y), cfg.batch_size, cfg.seed),
+                          {"val": EvalBatches((x_val, y_val))}, device)
+        history = trainer.fit()   # one dict per epoch: train_loss, train_acc, val_loss, val_acc, lr, ...
     """
 
     def __init__(
         self,
         cfg: TrainConfig,
-        model: nn.Module,
+        task: Task,
         run_dir: Path,
-        train: tuple[torch.Tensor, torch.Tensor],
-        prepare_batch: PrepareBatch,
-        eval_sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        train_batches: BatchSource,
+        eval_sets: Mapping[str, Iterable[Any]],
         device: torch.device,
         info: distr.DistInfo = distr.DistInfo(),
         log: Callable[[str], None] = print,
-        optimizer: torch.optim.Optimizer | None = None,
         lr_schedule: Callable[[int, int], float] | None = None,
-        steps_per_epoch: int | None = None,
-        eval_batch_size: int = 1000,
-        sample_weights: torch.Tensor | None = None,
+        callbacks: Sequence[Callback] = (),
     ):
         self.cfg = cfg
+        self.task = task
         self.run_dir = Path(run_dir)
         self.device = device
         self.info = info
-        self.model = model.to(device)
-        self.train_x, self.train_y = train
-        self.prepare_batch = prepare_batch
-        self.eval_sets = eval_sets
+        self.model = task.model.to(device)
+        self.train_batches = train_batches
+        self.eval_sets = dict(eval_sets)
         self.log = log if info.is_main else (lambda _msg: None)
-        self.optimizer = optimizer if optimizer is not None else make_optimizer(self.model, cfg)
+        self.callbacks = list(callbacks)
+        optimizers = task.configure_optimizers(cfg)
+        self.optimizers: dict[str, torch.optim.Optimizer] = (
+            dict(optimizers) if isinstance(optimizers, Mapping) else {"": optimizers})
         self._lr_schedule = lr_schedule
         self.ddp: nn.Module = self.model
         if info.enabled:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
-        if steps_per_epoch is not None and steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        self.eval_batch_size = eval_batch_size
-        if sample_weights is not None:
-            sample_weights = torch.as_tensor(sample_weights, dtype=torch.float64).flatten()
-            if len(sample_weights) != len(self.train_y):
-                raise ValueError(f"sample_weights has {len(sample_weights)} entries for {len(self.train_y)} examples")
-            if not bool(torch.isfinite(sample_weights).all()) or bool((sample_weights < 0).any()) \
-                    or float(sample_weights.sum()) <= 0:
-                raise ValueError("sample_weights must be finite, >= 0 and not all 0")
-        self.sample_weights = sample_weights
-        self.steps_per_epoch = steps_per_epoch or math.ceil(len(self.train_y) / cfg.batch_size)
+        self.steps_per_epoch = len(train_batches)
+        if self.steps_per_epoch < 1:
+            raise ValueError("the training batch source has no batches (len(train_batches) == 0)")
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.use_amp = cfg.amp and device.type == "cuda"
         self.amp_dtype = (
@@ -267,8 +259,15 @@ class Trainer:
         self.step = 0
         self.tb = None
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The task's optimizer (the first, when it has several)."""
+        return next(iter(self.optimizers.values()))
+
     # ----------------------------------------------------------------------------------- helpers
-    def _autocast(self):
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The mixed-precision context of the forward pass: CUDA autocast with ``cfg.amp``, CPU bfloat16 with
+        ``cfg.cpu_bf16``, else nothing."""
         if self.use_amp:
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         if self.use_cpu_bf16:
@@ -316,6 +315,10 @@ class Trainer:
                 f"training stopped and {kept}. Lower --lr (now {self.cfg.lr:g}) or set --grad-clip (e.g. 1.0)"
             )
 
+    def _step_info(self, train: bool, lr: float = 0.0, generator: torch.Generator | None = None) -> Step:
+        return Step(epoch=self.epoch, step=self.step, total_steps=self.total_steps, lr=lr, train=train,
+                    generator=generator, autocast=self.autocast, optimizers=self.optimizers)
+
     # ----------------------------------------------------------------------------------- public
     @property
     def eval_model(self) -> nn.Module:
@@ -323,36 +326,30 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of :attr:`eval_model` on ``(x, y)`` in eval mode, sharded over processes."""
-        batch_size = batch_size or self.eval_batch_size
+    def evaluate(self, batches: Iterable[Any]) -> dict[str, float]:
+        """The task's evaluation metrics (e.g. ``loss``, ``acc``) of :attr:`eval_model` over ``batches`` in eval
+        mode, averaged over every process's share."""
         model = self.eval_model
         model.eval()
         if self.info.enabled:  # every process evaluates with rank 0's batch-norm running statistics
             for buf in model.buffers():
                 torch.distributed.broadcast(buf, src=0)
-        stats = EpochStats()
-        idx_all = torch.arange(len(y))[self.info.rank :: self.info.world_size]
-        for start in range(0, len(idx_all), batch_size):
-            idx = idx_all[start : start + batch_size]
-            xb, yb = self.prepare_batch(x[idx], y[idx], False, None)
-            with self._autocast():
-                logits = model(xb)
-            logits, yb = _flatten_tokens(logits, yb)
-            stats.add(F.cross_entropy(logits.float(), yb, ignore_index=IGNORE_INDEX), logits, yb)
-        loss, acc = stats.reduced(self.info, self.device)
-        return {"loss": loss, "acc": acc}
+        sums = _Sums()
+        step = self._step_info(train=False)
+        for batch in batches:
+            sums.add(self.task.evaluation_step(model, batch, step))
+        return sums.reduced(self.info, self.device)
 
     def resume(self) -> None:
         """Continue from the newest complete checkpoint in ``run_dir``.
 
         Raises:
-            UserError: the run folder has no checkpoint.
+            UserError: the run folder has no checkpoint, or it cannot be read.
         """
         checkpoints = list_checkpoints(self.run_dir)
         if not checkpoints:
             raise UserError(f"{self.run_dir} has no checkpoint to resume from (no finished epoch); start a new run")
-        state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.device, self._extra_modules())
+        state = load_checkpoint(checkpoints[-1], self.model, self.optimizers, self.device, self._extra_modules())
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         if self.info.is_main:
@@ -401,109 +398,123 @@ class Trainer:
         distr.barrier(info)
         return self.history
 
-    def _batches(self, epoch: int) -> Iterable[torch.Tensor]:
-        """Indices of this process's share of each batch; the order depends only on (seed, epoch)."""
-        B, N = self.cfg.batch_size, len(self.train_y)
-        need = self.steps_per_epoch * B
-        if self.sample_weights is not None:
-            g = torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch))
-            drawn = torch.multinomial(self.sample_weights, need, replacement=True, generator=g)
-            for b in range(self.steps_per_epoch):
-                yield drawn[b * B : (b + 1) * B][self.info.rank :: self.info.world_size]
-            return
-        perms = [torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch)))]
-        while sum(len(p) for p in perms) < need:  # steps_per_epoch beyond one pass: chain more permutations
-            perms.append(torch.randperm(N, generator=torch.Generator().manual_seed(_seed_for(self.cfg.seed, epoch, len(perms)))))
-        perm = torch.cat(perms) if len(perms) > 1 else perms[0]
-        for b in range(self.steps_per_epoch):
-            yield perm[b * B : min((b + 1) * B, need)][self.info.rank :: self.info.world_size]
+    def _update(self, out: StepOutput) -> None:
+        """backward, clipping, optimizer step (automatic optimization)."""
+        cfg = self.cfg
+        self._check_finite(out.loss)
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        if cfg.grad_clip > 0:
+            for opt in self.optimizers.values():
+                self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        for opt in self.optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
 
     def _train_one_epoch(self) -> None:
         cfg, info = self.cfg, self.info
         epoch = self.epoch
-        aug_gen = torch.Generator().manual_seed(_seed_for(cfg.seed, epoch, info.rank, 1))
+        aug_gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, info.rank, 1))
         self.ddp.train()
-        stats = EpochStats()
+        sums = _Sums()
         show = cfg.progress and info.is_main and sys.stderr.isatty()
         bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
         t0 = time.perf_counter()
-        for idx in self._batches(epoch):
+        lr = self.lr_for(self.step)
+        for batch in self.train_batches.epoch(epoch):
             lr = self.lr_for(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)  # a group may carry its own multiplier
-            x, y = self.prepare_batch(self.train_x[idx], self.train_y[idx], True, aug_gen)
-            with self._autocast():
-                logits = self.ddp(x)  # (B, K), or (B, T, V) for sequences
-                logits, y = _flatten_tokens(logits, y)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing,
-                                       ignore_index=IGNORE_INDEX)
-            self._check_finite(loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            for opt in self.optimizers.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)  # a group may carry its own multiplier
+            step = self._step_info(train=True, lr=lr, generator=aug_gen)
+            out = self.task.training_step(self.ddp, batch, step)
+            if self.task.manual_optimization:
+                if out.loss is not None:
+                    self._check_finite(out.loss)
+            else:
+                self._update(out)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             self.step += 1
             if self.slow is not None and self.step % cfg.lookahead_steps == 0:
                 self._lookahead_sync(lookahead_alpha_at(cfg.lookahead_alpha, cfg.lookahead_ramp, self.step,
                                                         self.total_steps))
-            stats.add(loss.detach(), logits.detach(), y)
+            sums.add(out)
+            for cb in self.callbacks:
+                cb.on_step_end(self, step, out)
             if show:
                 elapsed = time.perf_counter() - t0
-                bar.set_postfix(
-                    loss=f"{stats.loss_sum / stats.count:.4f}",
-                    acc=f"{100 * stats.correct / stats.count:.2f}%",
-                    per_s=f"{stats.count * info.world_size / elapsed:.0f}",
-                    lr=f"{lr:.3g}",
-                )
+                bar.set_postfix({**{k: f"{v:.4f}" for k, v in sums.means().items()},
+                                 "per_s": f"{sums.count * info.world_size / elapsed:.0f}", "lr": f"{lr:.3g}"})
             bar.update(1)
         bar.close()
         train_time = time.perf_counter() - t0
-        train_loss, train_acc = stats.reduced(info, self.device)
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": self.step,
-            "lr": lr,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-        }
-        for name, (x, y) in self.eval_sets.items():
-            for key, value in self.evaluate(x, y).items():
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr}
+        row.update({f"train_{k}": v for k, v in sums.reduced(info, self.device).items()})
+        for name, batches in self.eval_sets.items():
+            for key, value in self.evaluate(batches).items():
                 row[f"{name}_{key}"] = value
         row["epoch_time_s"] = time.perf_counter() - t0
-        row["throughput"] = stats.count * info.world_size / train_time  # examples (or tokens)/s, all processes
+        row["throughput"] = sums.count * info.world_size / train_time  # examples (or tokens)/s, all processes
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, row)
         self.epoch += 1
         self.history.append(row)
         if info.is_main:
             self._write_metrics(rewrite=False)
             save_checkpoint(
-                self.run_dir, self.model, self.optimizer, {"epoch": self.epoch, "step": self.step, "history": self.history,
-                                                             "schedule": {"name": cfg.schedule, "step": self.step,
-                                                                          "total_steps": self.total_steps}},
+                self.run_dir, self.model, self.optimizers,
+                {"epoch": self.epoch, "step": self.step, "history": self.history,
+                 "schedule": {"name": getattr(cfg, "schedule", None), "step": self.step, "total_steps": self.total_steps}},
                 extra_modules=self._extra_modules(),
             )
             if self.tb is not None:
                 for key, value in row.items():
-                    if key not in ("epoch", "step"):
+                    if key not in ("epoch", "step") and isinstance(value, (int, float)):
                         self.tb.add_scalar(key, value, self.step)
                 self.tb.flush()
-            evals = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(tuple(self.eval_sets)))
-            self.log(
-                f"epoch {self.epoch}/{cfg.epochs}  train_loss {train_loss:.4f}  train_acc {train_acc:.4f}  {evals}"
-                f"  {row['throughput']:.0f} ex/s  {row['epoch_time_s']:.1f}s"
-            )
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items()
+                              if k.startswith(("train_", *(f"{n}_" for n in self.eval_sets))) and isinstance(v, float))
+            self.log(f"epoch {self.epoch}/{cfg.epochs}  {shown}  {row['throughput']:.0f} ex/s  {row['epoch_time_s']:.1f}s")
         distr.barrier(info)
 
 
-def _flatten_tokens(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(B, T, V), (B, T)`` -> ``(B*T, V), (B*T,)``; classification shapes pass through."""
-    if logits.ndim == 3:
-        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-    return logits, y
+def supervised_trainer(
+    cfg: TrainConfig,
+    model: nn.Module,
+    run_dir: Path,
+    train: tuple[Any, torch.Tensor],
+    prepare_batch: PrepareBatch | None,
+    eval_sets: Mapping[str, tuple[Any, torch.Tensor]],
+    device: torch.device,
+    info: distr.DistInfo = distr.DistInfo(),
+    log: Callable[[str], None] = print,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_schedule: Callable[[int, int], float] | None = None,
+    steps_per_epoch: int | None = None,
+    eval_batch_size: int = 1000,
+    sample_weights: torch.Tensor | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Trainer:
+    """The common case in one call: a :class:`ClassificationTask` over ``(x, y)`` tensors held in memory.
+
+    Args:
+        train: ``(x, y)``: x (N, ...) any dtype, y (N,) class indices or (N, T) token targets.
+        prepare_batch: ``prepare_batch(x, y, train, generator) -> (inputs, targets)`` on the device (augmentation
+            in training with the seeded generator; normalization); None passes batches through.
+        eval_sets: name -> ``(x, y)``, evaluated after every epoch ``eval_batch_size`` rows at a time.
+        optimizer, lr_schedule, callbacks: as for :class:`Trainer` and :class:`ClassificationTask`.
+        steps_per_epoch, sample_weights: as for :class:`~deepnotes.train.batches.TensorBatches`.
+
+    Raises:
+        ValueError: see :class:`~deepnotes.train.batches.TensorBatches`.
+    """
+    task = ClassificationTask(model, prepare_batch, label_smoothing=cfg.label_smoothing, optimizer=optimizer)
+    batches = TensorBatches(train, cfg.batch_size, cfg.seed, info, steps_per_epoch, sample_weights)
+    evals = {name: EvalBatches(t, eval_batch_size, info) for name, t in eval_sets.items()}
+    return Trainer(cfg, task, run_dir, batches, evals, device, info, log, lr_schedule=lr_schedule, callbacks=callbacks)
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:

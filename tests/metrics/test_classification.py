@@ -1,10 +1,10 @@
-"""Tests for deepnotes.report.classification: confusion matrix and mistakes-first order."""
+"""Tests for deepnotes.metrics.classification: confusion matrix and mistakes-first order."""
 
 import numpy as np
 import pytest
 import torch
 
-from deepnotes.report import confusion_matrix, mistakes_first_order
+from deepnotes.metrics import confusion_matrix, mistakes_first_order
 
 
 def test_confusion_matrix_hand_computed():
