@@ -22,8 +22,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from deepnotes.labs.char_lm import CharGPTConfig, build_model
+from deepnotes.models.language import GPTConfig
+from deepnotes.models.registry import create_model
 from deepnotes.report import markdown_table
+
+BATCH_SIZE, LR = 12, 1e-3  # char-gpt's defaults (nanoGPT's CPU character config); the model: the builder's defaults
 
 
 def matmul_flops(n: int, dtype: torch.dtype, repeats: int = 10) -> float:
@@ -38,12 +41,14 @@ def matmul_flops(n: int, dtype: torch.dtype, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def step_time(cfg: CharGPTConfig, vocab: int, steps: int, warmup: int, bf16: bool) -> tuple[float, int]:
-    """Median seconds of one training update (forward, backward, AdamW) and the non-embedding parameter count."""
+def step_time(vocab: int, steps: int, warmup: int, bf16: bool) -> tuple[float, int, GPTConfig]:
+    """Median seconds of one training update (forward, backward, AdamW), the non-embedding parameter count and
+    the model's sizes."""
     torch.manual_seed(0)
-    model = build_model(cfg, vocab).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    x = torch.randint(0, vocab, (cfg.batch_size, cfg.block_size + 1))
+    model = create_model("gpt", vocab_size=vocab).train()
+    cfg = model.cfg
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+    x = torch.randint(0, vocab, (BATCH_SIZE, cfg.block_size + 1))
     times = []
     for i in range(warmup + steps):
         t = time.perf_counter()
@@ -56,7 +61,7 @@ def step_time(cfg: CharGPTConfig, vocab: int, steps: int, warmup: int, bf16: boo
         if i >= warmup:
             times.append(time.perf_counter() - t)
     n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("tok_emb", "pos_emb")))
-    return sorted(times)[len(times) // 2], n_params
+    return sorted(times)[len(times) // 2], n_params, cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,18 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul that gives the ceiling")
     p.add_argument("--vocab", type=int, default=63, help="vocabulary size (the KJV text has 63 characters)")
     args = p.parse_args(argv)
-    cfg = CharGPTConfig()
     rows = []
     for label, dtype, bf16 in (("fp32", torch.float32, False), ("bf16 autocast", torch.bfloat16, True)):
         ceiling = matmul_flops(args.matmul_size, dtype)
-        dt, n_params = step_time(cfg, args.vocab, args.steps, args.warmup, bf16)
-        tokens = cfg.batch_size * cfg.block_size
-        flops_per_token = 6 * n_params + 12 * cfg.n_layers * cfg.d_model * cfg.block_size
+        dt, n_params, cfg = step_time(args.vocab, args.steps, args.warmup, bf16)
+        tokens = BATCH_SIZE * cfg.block_size
+        flops_per_token = 6 * n_params + 12 * cfg.num_layers * cfg.d_model * cfg.block_size
         achieved = flops_per_token * tokens / dt
         rows.append([label, f"{dt * 1000:.1f} ms", f"{tokens / dt:,.0f}", f"{achieved / 1e9:.2f}",
                      f"{ceiling / 1e9:.1f}", f"{100 * achieved / ceiling:.1f}%"])
-    print(f"char-gpt default ({cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.block_size}, "
-          f"batch {cfg.batch_size}; {n_params:,} non-embedding parameters); torch {torch.__version__}, "
+    print(f"char-gpt default ({cfg.num_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.block_size}, "
+          f"batch {BATCH_SIZE}; {n_params:,} non-embedding parameters); torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print(f"command: python benchmarks/char_gpt.py {' '.join(sys.argv[1:])}".rstrip())
     print()

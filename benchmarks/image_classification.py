@@ -19,28 +19,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from deepnotes.labs.image_classification import ImageClassificationConfig, build_model
+from deepnotes.models.registry import create_model
 from deepnotes.report import markdown_table, read_metrics_csv
 
-MODELS = {
-    "lenet5": dict(model="lenet5"),
-    "resnet (default: widths 32,64,128, blocks 2,2,2)": dict(model="resnet"),
-    "resnet, stem pool, widths 64,128,256, blocks 1,1,1": dict(model="resnet", stem_pool=True, widths=(64, 128, 256),
-                                                                 blocks=(1, 1, 1)),
-    "resnet, stem pool, widths 128,256,512, stem 64, expansion 4": dict(model="resnet", stem_pool=True,
-                                                                          widths=(128, 256, 512), blocks=(1, 1, 1),
-                                                                          stem_channels=64, expansion=4),
-    "airbench, widths 32,128,128 (the fashion-mnist preset)": dict(model="airbench", widths=(32, 128, 128)),
+RESNET = dict(widths=(32, 64, 128), blocks=(2, 2, 2), stem_channels=32, expansion=2)  # the lab's defaults
+MODELS = {  # name -> (registered model, its arguments)
+    "lenet5": ("lenet5", {}),
+    "resnet (default: widths 32,64,128, blocks 2,2,2)": ("resnet", RESNET),
+    "resnet, stem pool, widths 64,128,256, blocks 1,1,1": ("resnet", {**RESNET, "stem_pool": True,
+                                                                      "widths": (64, 128, 256), "blocks": (1, 1, 1)}),
+    "resnet, stem pool, widths 128,256,512, stem 64, expansion 4": ("resnet", dict(
+        stem_pool=True, widths=(128, 256, 512), blocks=(1, 1, 1), stem_channels=64, expansion=4)),
+    "airbench, widths 32,128,128 (the fashion-mnist preset)": ("airbench", dict(widths=(32, 128, 128))),
 }
 
 
 def throughput(batch_size: int, steps: int, warmup: int) -> None:
     rows = []
-    for name, overrides in MODELS.items():
+    for name, (model_name, kwargs) in MODELS.items():
         for channels_last, bf16 in ((False, False), (True, False), (True, True)):
-            cfg = ImageClassificationConfig(**overrides, channels_last=channels_last)
             torch.manual_seed(0)
-            model = build_model(cfg, 10)
+            model = create_model(model_name, in_channels=1, num_classes=10, **kwargs)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=fmt)

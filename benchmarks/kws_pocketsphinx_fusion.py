@@ -23,9 +23,13 @@ from pathlib import Path
 
 import torch
 
+from deepnotes.audio.frontend import BatchPreparer, FeatureExtractor, SpeechAugment, predict
+from deepnotes.data.speech import engines_of, load_split
 from deepnotes.data.speech_build import pocketsphinx_recognize
-from deepnotes.labs.keyword_spotting import engines_of, load_split, load_trained, predict
+from deepnotes.experiment import Run
+from deepnotes.models.kws import SPOTTERS, keyword_spotter
 from deepnotes.report import markdown_table
+from deepnotes.train.engine import use_cpu_bf16
 
 WEIGHTS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0)
 
@@ -45,7 +49,13 @@ def main() -> None:
     p.add_argument("run_dir", type=Path, help="a finished `deepnotes run keyword-spotting` folder")
     p.add_argument("--workers", type=int, default=2, help="pocketsphinx processes (default 2)")
     args = p.parse_args()
-    cfg, info, model, prep = load_trained(args.run_dir, torch.device("cpu"))
+    run, device = Run(args.run_dir), torch.device("cpu")
+    cfg, info = run.config, run.read_json("data.json")
+    model = run.load_weights(keyword_spotter(cfg.model, len(info["classes"]), cfg.width, cfg.n_mels, cfg.dropout,
+                                             cfg.channels_last))
+    features = FeatureExtractor(SPOTTERS[cfg.model][1], cfg.n_mels, info["feature_mean"], info["feature_std"],
+                                cfg.feature_norm)
+    prep = BatchPreparer(features, SpeechAugment(), [], device, use_cpu_bf16(cfg, device), cfg.channels_last)
     classes = info["classes"]
     root = Path(info["root"])
     rows = {}

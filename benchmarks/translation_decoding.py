@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
-from deepnotes.experiment import load_config
-from deepnotes.labs import translation as T
+from deepnotes.data.translation import CorpusSpec, load_translation_data
+from deepnotes.experiment import Run
+from deepnotes.metrics.translation import score
+from deepnotes.models.seq2seq import Translator, model_from_flags
 from deepnotes.report import markdown_table
 
 
@@ -47,31 +49,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run = args.run_dir
-    _, cfg = load_config(run)
-    chosen = float(T.read_run_json(run / "models" / args.model / "result.json")["length_penalty"])
+    run = Run(args.run_dir)
+    cfg = run.config
+    chosen = float(run.read_json(f"models/{args.model}/result.json")["length_penalty"])
     alphas = _floats(args.alphas) or [chosen]
     norms = [*alphas, "bp"] if args.bp_norm else alphas  # a number = GNMT alpha, "bp" = BP-Norm (last: ties keep alpha)
     grid = list(itertools.product(norms, [int(n) for n in args.ngrams.split(",")], _floats(args.betas)))
     if args.all_val:
         cfg = dataclasses.replace(cfg, val_bleu_sentences=10 ** 9)
     tmp = Path(tempfile.mkdtemp())
-    try:  # the lab's data with the run's own tokenizer (load_data would write into the folder it is given)
+    try:  # the lab's data with the run's own tokenizer (load_translation_data writes into the folder it is given)
         shutil.copy(run / "spm.model", tmp / "spm.model")
-        data = T.load_data(cfg, tmp, reuse_tokenizer=True)
+        data = load_translation_data(CorpusSpec.of(cfg), tmp, reuse_tokenizer=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     device = torch.device("cpu")
-    model = T._load_model(run, args.model, cfg, data.tokenizer, device)
+    model = run.load_weights(model_from_flags(args.model, cfg, data.tokenizer.vocab_size),
+                             f"models/{args.model}/model.safetensors").eval()
+    translator = Translator.of(model, data.tokenizer, device, cfg)
     ratio = sum(len(t) + 1 for _, t in data.train) / sum(len(s) for s, _ in data.train)  # EOS on both sides
 
     def decode(sources, refs, alpha, n, beta):
         t0 = time.perf_counter()
         bp = alpha == "bp"
-        hyps = T.translate(model, data.tokenizer, sources, cfg, cfg.beam_size, device,
-                           length_penalty=1.0 if bp else alpha, penalty="average" if bp else "gnmt",
-                           length_ratio=ratio if bp else 0.0, coverage_penalty=beta, no_repeat_ngram_size=n)
-        return T.score(sources, hyps, refs), time.perf_counter() - t0
+        hyps = translator.decode(sources, 1.0 if bp else alpha, penalty="average" if bp else "gnmt",
+                                 length_ratio=ratio if bp else 0.0, coverage_penalty=beta, no_repeat_ngram_size=n)
+        return score(sources, hyps, refs), time.perf_counter() - t0
 
     val = {}
     for alpha, n, beta in grid:
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                      str(key[0]) if key[0] == "bp" else f"{key[0]:g}", str(key[1]), f"{key[2]:g}",
                      f"{v['bleu']:.2f}", f"{test['bleu']:.2f}",
                      f"{test['chrf']:.1f}", ph])
-    print(f"`python benchmarks/translation_decoding.py {run} {args.model} --alphas {','.join(f'{a:g}' for a in alphas)} "
+    print(f"`python benchmarks/translation_decoding.py {run.path} {args.model} --alphas {','.join(f'{a:g}' for a in alphas)} "
           f"--ngrams {args.ngrams} --betas {args.betas}{' --bp-norm' if args.bp_norm else ''}"
           f"{' --all-val' if args.all_val else ''}` ({len(data.val_src)} validation, {len(data.test_src)} test "
           f"sentences, beam {cfg.beam_size}):\n")

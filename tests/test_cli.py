@@ -131,7 +131,7 @@ def run_main(argv) -> int:
         (["run", "image-classification", "--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
         (["run", "image-classification", "--lookahead-alpha", "0"], "--lookahead-alpha must be in (0, 1]"),
         (["run", "image-classification", "--ema-decay", "0.9", "--lookahead-steps", "5"], "cannot be combined"),
-        (["run", "image-classification", "--norm-bias-lr-scale", "0"], "--norm-bias-lr-scale must be > 0"),
+        (["run", "image-classification", "--norm-bias-lr-scale", "0"], "--norm-bias-lr-scale must be in (0, inf)"),
         (["run", "image-classification", "--widths", "a,b"], "expected comma-separated int values"),
         (["run"], "run needs a lab name"),
         (["eval", "/nonexistent/run"], "not a run folder"),
@@ -201,3 +201,30 @@ def test_eval_of_a_run_without_or_with_damaged_weights_exits_2(fast_run, tmp_pat
     assert run_main(["eval", str(run)]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors is missing" in err and f"--resume {run}" in err
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert run_main(["run", "image-classification", "--preset", "fast", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "is a file; give a folder" in err and err.count("\n") == 1
+
+
+def test_a_closed_pipe_is_not_an_error():
+    """``deepnotes list | head -1``: the reader leaves before we finish writing; no BrokenPipeError, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "deepnotes", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "BrokenPipe" not in err and "Traceback" not in err, err
+
+
+def test_every_help_text_is_one_short_line():
+    """Experiment logs belong in docs/labs/ and benchmarks/RESULTS.md, not in --help."""
+    from dataclasses import fields
+
+    from deepnotes.experiment import all_labs
+
+    long = [(lab.name, f.name, len(f.metadata.get("help", ""))) for lab in all_labs() for f in fields(lab.config_cls)
+            if len(f.metadata.get("help", "")) > 160 or "\n" in f.metadata.get("help", "")]
+    assert not long, f"help texts over 160 characters: {long}"

@@ -283,17 +283,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepnotes: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `deepnotes eval RUN | head -1`: the reader left; not an error of ours
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: point it somewhere that accepts
+        _quiet_stdout()
         return 0
     except KeyboardInterrupt:
         print("deepnotes: interrupted; resume with --resume RUN_DIR (the last finished epoch is kept)", file=sys.stderr)
         return 130
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: the reader of a pipe left (``deepnotes eval RUN | head -1``); Python's flush at exit
+    must not turn that into an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

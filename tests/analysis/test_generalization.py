@@ -119,3 +119,22 @@ def test_empirical_probability_of_a_bad_training_set_stays_under_the_bound_on_re
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_bad_training_sets_cells_and_classes_on_a_toy_population():
+    from deepnotes.analysis.generalization import above_bound, bad_training_sets
+
+    x = torch.arange(20, dtype=torch.float64)
+    y = (x >= 10).long()  # separable at t = 9.5: the best threshold is perfect
+    out = bad_training_sets(x, y, hypotheses=(2, 20), sizes=(5, 200), trials=300, eps=0.2, seed=0)
+    assert [c["hypotheses"] for c in out["classes"]] == [2, 20]
+    cells = {(c["hypotheses"], c["n"]): c for c in out["cells"]}
+    assert set(cells) == {(2, 5), (20, 5), (2, 200), (20, 200)}
+    assert out["classes"][0]["best_all_loss"] == 0.0  # the one threshold of |H| = 2 lies mid-range: at 9.5
+    assert cells[(20, 200)]["bad_share"] <= cells[(20, 5)]["bad_share"]  # more data: fewer bad sets
+    for c in out["cells"]:
+        assert c["bound"] == pytest.approx(float(hoeffding_union_bound(c["hypotheses"], c["n"], 0.2)))
+        assert c["excess_mean"] >= 0 and not above_bound(c, 300)
+    again = bad_training_sets(x, y, hypotheses=(2, 20), sizes=(5, 200), trials=300, eps=0.2, seed=0)
+    assert again == out  # seeded
+    assert above_bound({"bad_share": 0.5, "bound": 0.01}, 300) and not above_bound({"bad_share": 0.0, "bound": 0.0}, 300)

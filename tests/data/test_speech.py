@@ -15,13 +15,19 @@ import torch
 
 from deepnotes.data.speech import (
     SPEECH_COMMANDS_V2_WORDS,
+    engine_weights,
+    engines_of,
     fit_length,
     load_background_noise,
+    load_eval_folder,
+    load_noise,
     load_speech_commands,
+    load_split,
     parse_wav,
     read_split_list,
     read_wav,
     speech_commands_files,
+    speech_folder,
     wav_bytes,
 )
 from deepnotes.data.speech_build import (
@@ -38,12 +44,13 @@ from deepnotes.data.speech_build import (
     default_grid,
     lexicon_entry,
     pocketsphinx_recognize,
+    run_jobs,
     small_grid,
     split_counts,
     to_clip,
     verify_manifest,
 )
-from deepnotes.errors import DataError
+from deepnotes.errors import DataError, UserError
 
 ENGINES_PRESENT = all(shutil.which(p) for p in ("espeak-ng", "flite", "festival", "sox"))
 needs_engines = pytest.mark.skipif(not ENGINES_PRESENT, reason="needs Debian's espeak-ng flite festival sox "
@@ -228,6 +235,83 @@ def test_missing_folder_and_lists(tmp_path):
     (tmp_path / "validation_list.txt").write_text("yes\n")
     with pytest.raises(DataError, match=r"validation_list\.txt line 1: expected 'word/file\.wav'"):
         read_split_list(tmp_path / "validation_list.txt")
+
+
+def test_splits_in_memory_eval_folders_and_noise(tmp_path):
+    clips = make_folder(tmp_path)
+    train = load_split(tmp_path, "train")
+    assert train.clips.dtype == torch.int16 and train.classes == ["no", "yes"] and train.root == tmp_path
+    ref = np.round(clips["yes/aaaa_nohash_0.wav"].astype(np.float32) / 32768 * 32768).astype(np.int16)
+    np.testing.assert_array_equal(train.clips[1, :8000].numpy(), ref)  # int16 samples come back exactly
+    test = load_split(tmp_path, "test", ["yes", "no"])  # the caller's label order
+    assert test.files == ["no/cccc_nohash_0.wav", "yes/cccc_nohash_0.wav"] and test.labels.tolist() == [1, 0]
+    assert test.subset(1).files == ["no/cccc_nohash_0.wav"] and test.subset(0) is test and test.subset(5) is test
+    # an eval folder: its test split (testing_list.txt), labels in the run's class order
+    ev = load_eval_folder(tmp_path, ["yes", "no", "up"])
+    assert ev.files == test.files and ev.labels.tolist() == [1, 0] and torch.equal(ev.clips, test.clips)
+    (tmp_path / "testing_list.txt").unlink()  # without the list: every WAV of its word folders
+    assert len(load_eval_folder(tmp_path, ["no", "yes"]).files) == 6
+    with pytest.raises(UserError, match="yes are not among"):
+        load_eval_folder(tmp_path, ["no", "up"])
+    logged: list[str] = []
+    assert [len(n) for n in load_noise(tmp_path, logged.append)] == [48000] and not logged
+    shutil.rmtree(tmp_path / "_background_noise_")
+    assert load_noise(tmp_path, logged.append) == [] and "augmentation is off" in logged[0]
+
+
+def test_engines_of_reads_the_manifest_and_engine_weights_give_each_engine_its_share(tmp_path):
+    voices = [SynthVoice("flite", "kal"), SynthVoice("flite", "rms"), SynthVoice("espeak-ng", "en-us", "m1")]
+    files = [voices[i].clip_path("yes", 0) for i in (0, 0, 1, 1, 1, 2)] + ["yes/unknown_nohash_0.wav"]
+    assert engines_of(tmp_path, files) is None  # no manifest.json: a real Speech Commands folder
+    with pytest.raises(UserError, match="manifest.json"):
+        engine_weights(tmp_path, files, 0.5)
+    (tmp_path / "manifest.json").write_text(json.dumps({"grid": SpeechGrid(tuple(voices)).to_json()}))
+    engines = engines_of(tmp_path, files)
+    assert engines == ["flite"] * 5 + ["espeak-ng", "other"]
+    counts = {"flite": 5, "espeak-ng": 1, "other": 1}
+    for power in (0.0, 0.5, 1.0):
+        w, shares = engine_weights(tmp_path, files, power)
+        want = {e: n ** power / sum(m ** power for m in counts.values()) for e, n in counts.items()}
+        for e in counts:
+            got = sum(float(wi) for wi, ei in zip(w, engines) if ei == e) / float(w.sum())
+            assert got == pytest.approx(want[e]) and shares[e] == pytest.approx(want[e])
+
+
+def test_speech_folder_names_the_fix(tmp_path):
+    assert speech_folder("speech-keywords", str(tmp_path)) == tmp_path  # --data-dir wins
+    with pytest.raises(UserError, match="--data-dir .* is not a folder"):
+        speech_folder("speech-keywords", str(tmp_path / "absent"))
+    with pytest.raises(UserError, match="not a speech dataset"):
+        speech_folder("mnist-subset")
+    with pytest.raises(UserError, match="unknown dataset"):
+        speech_folder("no-such-set")
+
+
+def test_run_jobs_counts_results_and_cleans_up_after_a_failure(tmp_path):
+    class Bar:
+        n, closed = 0, False
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    bar, work = Bar(), tmp_path / ".work"
+    work.mkdir()
+    run_jobs([(1,), (2,), (3,)], lambda k: k, 2, bar, work)
+    assert bar.n == 6 and bar.closed and not work.exists()
+
+    def fail(k):
+        if k == 2:
+            raise DataError("job 2 failed")
+        return k
+
+    bar = Bar()
+    work.mkdir()
+    with pytest.raises(DataError, match="job 2"):
+        run_jobs([(1,), (2,)], fail, 1, bar, work)
+    assert bar.closed and not work.exists()
 
 
 # ----------------------------------------------------------------------------------------------------------

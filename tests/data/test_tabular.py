@@ -177,3 +177,54 @@ def test_write_submission_format_and_atomicity(tmp_path):
     assert not list(path.parent.glob("*.tmp"))
     with pytest.raises(ValueError, match="predictions"):
         tabular.write_submission(tmp_path / "x.csv", [0, 1], [1.0])
+
+
+def test_a_bad_date_is_one_line_naming_the_file_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "weather.csv"
+    frame = _frame().astype({"date": str})
+    frame.loc[2, "date"] = "2012-13-45"
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataError) as err:
+        tabular.load_seattle_weather(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: line 4, column date: '2012-13-45' is not a date")
+    assert "YEAR-MONTH-DAY" in message
+
+
+def test_regression_table_of_the_weather_and_of_hw1_files(tmp_path):
+    data = tabular.load_regression_table(None, None, "temp_max", 5, (0.7, 0.1, 0.2), seed=0)
+    assert data.kind == "weather" and data.x.shape == (1457, 44) and [len(s) for s in data.splits] == [1020, 146, 291]
+    assert data.row_labels[data.splits[2][0]] > data.row_labels[data.splits[1][-1]]  # the test days come last
+    cols = tabular.select_features(data.feature_names, (), 12, data.x[data.splits[0]], data.y[data.splits[0]])
+    assert len(cols) == 12 and list(cols) == sorted(cols)
+    assert list(tabular.select_features(data.feature_names, ("wind_d4", "temp_max_d1"), 12, data.x, data.y)) == \
+        sorted([data.feature_names.index("wind_d4"), data.feature_names.index("temp_max_d1")])
+    with pytest.raises(UserError, match="--features: unknown name"):
+        tabular.select_features(data.feature_names, ("humidity_d1",), 0, data.x, data.y)
+    sx, sy = tabular.Standardizer.fit(data.x[:, cols]), tabular.Standardizer.fit(data.y[:, None])
+    info = data.describe(cols, 5, sx, sy)
+    assert info["n_test"] == 291 and info["persistence_feature"] == "temp_max_d4" and len(info["x_mean"]) == 12
+    assert "Split by date: train 2012-01-05.." in tabular.describe_rows(info)
+    z = sy.tensor(data.y)  # a 1-D target stays 1-D
+    assert z.shape == (1457,) and z.dtype.is_floating_point and abs(float(z.mean())) < 1e-5
+    np.testing.assert_allclose(sy.inverse(z.double().numpy()), data.y, atol=1e-5)  # float32 round trip
+    # HW1 files: rows split at random, the test file beside the training file is found
+    train = _write_covid(tmp_path / "covid.train.csv", 20)
+    _write_covid(tmp_path / "covid.test.csv", 4, train=False)
+    hw1 = tabular.load_regression_table(str(train), None, "temp_max", 5, (0.5, 0.25, 0.25), seed=0)
+    assert hw1.kind == "covid" and hw1.test_table is not None and len(hw1.test_table.ids) == 4
+    assert sorted(np.concatenate(hw1.splits)) == list(range(20))
+    x, y, ids = tabular.read_rows_like(str(tmp_path / "covid.test.csv"), "covid", hw1.feature_names, "", 5)
+    assert x.shape == (4, 116) and y is None and list(ids) == [0, 1, 2, 3]
+    with pytest.raises(UserError, match="no such file"):
+        tabular.load_regression_table(str(tmp_path / "nope.csv"), None, "temp_max", 5, (0.7, 0.1, 0.2), 0)
+
+
+def test_predictions_csv_round_trip(tmp_path):
+    preds = {"linear": np.array([1.0, 2.5]), "least squares": np.array([0.5, 1e-7])}
+    tabular.write_predictions(tmp_path / "p.csv", ["2015-01-01", "2015-01-02"], np.array([1.0, 2.0]), preds)
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "row,true,linear,least squares"
+    rows, cols = tabular.read_predictions(tmp_path / "p.csv")
+    assert rows == ["2015-01-01", "2015-01-02"] and list(cols) == ["true", "linear", "least squares"]
+    np.testing.assert_allclose(cols["least squares"], [0.5, 1e-7])

@@ -14,29 +14,40 @@ import struct
 import subprocess
 
 import pytest
+import torch
 
+from deepnotes.data.subword import BPEDropout
 from deepnotes.data.translation import (
+    BOS_ID,
     DEFAULT_TEST_PACKAGES,
     DEFAULT_VAL_PACKAGES,
+    EOS_ID,
     PAD_ID,
     SENTINELS,
     UI_TRANSLATIONS,
     Pair,
+    CorpusSpec,
     SubwordTokenizer,
+    TokenBatches,
     UITranslationsInfo,
+    bpe_dropout_batch,
     catalog_pairs,
     dedupe_pairs,
     format_pairs_tsv,
     has_cjk,
+    load_translation_data,
     load_ui_translations,
     package_split,
     parse_mo,
     protect_spans,
     protect_target,
     read_deb_catalogs,
+    read_eval_pairs,
     read_parallel_text,
+    read_sentences,
     restore_spans,
     train_sentencepiece,
+    write_sentences,
 )
 from deepnotes.errors import DataError, UserError
 
@@ -394,6 +405,116 @@ def test_sentencepiece_errors(tmp_path):
     (tmp_path / "bad.model").write_bytes(b"garbage")
     with pytest.raises(DataError, match="bad.model is not a sentencepiece model"):
         SubwordTokenizer.load(tmp_path / "bad.model")
+
+
+# --- a corpus ready for training, and its batches ---
+
+def _id_pairs(n=57, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(n):
+        s, t = int(torch.randint(1, 20, (1,), generator=g)), int(torch.randint(1, 20, (1,), generator=g))
+        pairs.append((torch.randint(4, 100, (s,), generator=g).tolist() + [EOS_ID],
+                      torch.randint(4, 100, (t,), generator=g).tolist()))
+    return pairs
+
+
+def test_token_batches_respect_the_budget_shift_targets_and_hold_every_pair_once():
+    pairs = _id_pairs()
+    batches = TokenBatches(pairs, max_tokens=80, seed=0)
+    seen = []
+    for src, tin, tout in batches:
+        assert src.shape[0] * max(src.shape[1], tin.shape[1]) <= 80 or src.shape[0] == 1
+        assert tin.shape == tout.shape and (tin[:, 0] == BOS_ID).all()
+        for r in range(src.shape[0]):
+            s = src[r][src[r] != PAD_ID].tolist()
+            t = tout[r][tout[r] != -100].tolist()
+            assert t[-1] == EOS_ID and tin[r, 1:len(t)].tolist() == t[:-1]  # teacher forcing: shifted by one
+            assert (tin[r, len(t):] == PAD_ID).all()
+            seen.append((s, t[:-1]))
+    assert sorted(seen) == sorted(pairs)  # every pair exactly once
+    lengths = [max(len(t) for t in (tout[r][tout[r] != -100] for r in range(len(tout)))) for _, _, tout in batches]
+    assert lengths == sorted(lengths)  # packed by target length
+    assert TokenBatches(pairs, 80, seed=0).batches[3][0].equal(batches.batches[3][0])  # deterministic
+
+
+def test_token_batches_epoch_order_depends_only_on_seed_and_epoch():
+    pairs = _id_pairs()
+    a, b = TokenBatches(pairs, 80, seed=3), TokenBatches(pairs, 80, seed=3)
+    order = {e: [id(x) for x in a.epoch(e)] for e in range(3)}
+    index = {id(x): i for i, x in enumerate(a.batches)}
+    assert all(sorted(index[i] for i in o) == list(range(len(a))) for o in order.values())  # each a permutation
+    assert order[0] != order[1] != order[2]  # shuffled anew every epoch
+    list(a.epoch(5))  # drawing other epochs changes nothing
+    assert [id(x) for x in a.epoch(1)] == order[1]
+    assert [index[id(x)] for x in a.epoch(2)] == [[y is x for y in b.batches].index(True) for x in b.epoch(2)]
+    assert len(a) == len(a.batches) and list(a) == a.batches  # iterated: packing order (evaluation)
+
+
+def test_dropout_batches_hold_the_same_pairs_segmented_anew(tmp_path):
+    corpus = [f"open the file number {i} for {w}" for i, w in enumerate(("reading", "writing", "renaming") * 20)]
+    zh = [f"打开第 {i} 个文件" for i in range(len(corpus))]
+    tok = SubwordTokenizer.load(train_sentencepiece(corpus + zh, tmp_path / "spm", vocab_size=370))
+    text = list(zip(corpus, zh))
+    pairs = [(tok.encode(en) + [EOS_ID], tok.encode(z)) for en, z in text]
+    batches = TokenBatches(pairs, 120, seed=0, text=text)
+    plain = TokenBatches(pairs, 120, seed=0)
+    bpe = BPEDropout.from_tokenizer(tok)
+
+    def draw(b, seed=0, p=0.5):
+        return bpe_dropout_batch(batches.batches[b], torch.Generator().manual_seed(seed), bpe, p)
+
+    def texts(src, tout):
+        return sorted((tok.decode(s.tolist()), tok.decode(t[t != -100].tolist())) for s, t in zip(src, tout))
+
+    for b, group in enumerate(batches.groups):
+        src, tin, tout = draw(b)
+        assert texts(src, tout) == sorted(text[i] for i in group)  # the same pairs, as text
+        assert (tin[:, 0] == BOS_ID).all() and (src == EOS_ID).sum() == len(group)
+        assert all(x.equal(y) for x, y in zip(batches.batches[b][:3], plain.batches[b]))  # text rides along
+        assert all(x.equal(y) for x, y in zip(draw(b, p=0.0), plain.batches[b]))  # p = 0: the plain segmentation
+    longer = sum(draw(b)[0].ne(PAD_ID).sum().item() for b in range(len(batches)))
+    assert longer > sum(len(s) for s, _ in pairs)  # dropout gave finer segmentations
+    assert draw(0, seed=1)[0].equal(draw(0, seed=1)[0]) and not draw(0, seed=1)[0].equal(draw(0, seed=2)[0])
+
+
+def test_sentences_round_trip_and_eval_pairs_are_filtered(tmp_path):
+    write_sentences(tmp_path / "a.txt", ["one", "two\nlines", ""])
+    assert read_sentences(tmp_path / "a.txt") == ["one", "two lines", ""]
+    assert read_sentences(tmp_path / "missing.txt") == []
+    tok = SubwordTokenizer.load(train_sentencepiece(_corpus(), tmp_path / "spm", vocab_size=400))
+    (tmp_path / "d.en").write_text("open the file\n\n" + "word " * 50 + "\n  read the file  \n", encoding="utf-8")
+    (tmp_path / "d.zh").write_text("打开文件\n空\n很长\n读取文件\n", encoding="utf-8")
+    kept, skipped = read_eval_pairs(str(tmp_path / "d"), tok, max_len=20, protect=False)
+    assert kept == [("open the file", "打开文件"), ("read the file", "读取文件")] and skipped == 2
+    with pytest.raises(UserError, match="no pair with both sides non-empty"):
+        read_eval_pairs(str(tmp_path / "d"), tok, max_len=1, protect=False)
+
+
+def test_load_translation_data_from_ted2020_files(tmp_path):
+    rng = random.Random(0)
+    en = [" ".join(rng.choice(WORDS[:17]) for _ in range(rng.randrange(3, 9))) + " %s" for _ in range(300)]
+    (tmp_path / "t.en").write_text("\n".join(en + [""]) + "\n", encoding="utf-8")
+    (tmp_path / "t.zh").write_text("\n".join([e.replace("file", "文件") for e in en] + ["空"]) + "\n", encoding="utf-8")
+    spec = CorpusSpec(data=str(tmp_path / "t"), val_packages=(), test_packages=(), val_fraction=0.1,
+                      test_fraction=0.1, limit_train=0, limit_val=0, max_test_sentences=20, vocab_size=400,
+                      character_coverage=1.0, max_len=64, protect_spans=True, val_bleu_sentences=10, seed=0)
+    run = tmp_path / "run"
+    run.mkdir()
+    data = load_translation_data(spec, run)
+    assert data.info["pairs_read"] == 301 and data.info["empty_dropped"] == 1
+    assert data.info["after_length_filter"] == {"train": 240, "val": 30, "test": 30} and len(data.test_src) == 20
+    assert len(data.val_src) == 10 and (run / "spm.model").is_file()
+    assert all(s[-1] == EOS_ID for s, _ in data.train) and len(data.train_text) == len(data.train)
+    assert SENTINELS[0] in data.train_text[0][0] and "%s" not in data.train_text[0][0]  # protected for the model
+    assert all("%s" in s for s in data.test_src)  # raw text for decoding and scoring
+    assert load_translation_data(spec, run, reuse_tokenizer=True).train == data.train
+    with pytest.raises(UserError, match="a split is empty"):
+        load_translation_data(CorpusSpec.of(type("Cfg", (), {**vars(spec), "max_len": 1})), run)
+    with pytest.raises(UserError, match="too few to split"):
+        (tmp_path / "s.en").write_text("a b c\n", encoding="utf-8")
+        (tmp_path / "s.zh").write_text("甲\n", encoding="utf-8")
+        load_translation_data(CorpusSpec.of(type("Cfg", (), {**vars(spec), "data": str(tmp_path / "s")})), run)
 
 
 # --- the real corpus, when built ---

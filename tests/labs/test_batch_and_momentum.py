@@ -74,3 +74,26 @@ def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
     assert main(["run", "batch-and-momentum", "--preset", "fast", "--out", str(tmp_path), *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--radii", "0.1,0"], "--radii"),
+    (["--radii", ""], "--radii"),
+    (["--directions", "0"], "--directions"),
+    (["--sharpness-examples", "-1"], "--sharpness-examples"),
+    (["--limit-train", "-1"], "--limit-train"),
+    (["--momentum", "1"], "--momentum"),
+    (["--lr", "0"], "--lr"),
+    (["--dataset", "cifar"], "--dataset"),
+])
+def test_bad_values_exit_2_before_any_run_folder(tmp_path, capsys, flags, named):
+    assert main(["run", "batch-and-momentum", "--preset", "fast", *flags, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_eval_of_a_missing_folder_says_so(run_dir, tmp_path, capsys):
+    assert main(["eval", str(run_dir), "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "the folder does not exist" in err and "Traceback" not in err

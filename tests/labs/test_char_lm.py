@@ -84,4 +84,7 @@ def test_bad_flags(tmp_path, capsys):
     assert main(["run", "char-gpt", "--d-model", "30", "--n-heads", "4", "--out", str(tmp_path)]) == 2
     assert "--d-model 30 must be divisible by --n-heads 4" in capsys.readouterr().err
     assert main(["run", "lstm-lm", "--block-size", "0", "--out", str(tmp_path)]) == 2
-    assert "--block-size must be >= 1" in capsys.readouterr().err
+    assert "--block-size must be in [1, 4096], got 0" in capsys.readouterr().err
+    assert main(["run", "char-gpt", "--prompt", "", "--out", str(tmp_path)]) == 2
+    assert "--prompt must not be empty" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no run folder for a bad flag

@@ -9,7 +9,7 @@ import pytest
 
 from deepnotes.analysis.generalization import hoeffding_union_bound
 from deepnotes.cli import main
-from deepnotes.labs.generalization import PRESETS
+from deepnotes.experiment import get_lab
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_run_folder_has_report_and_plots(run_dir):
 
 
 def test_results_have_every_cell_with_its_bound(run_dir):
-    fast = PRESETS["fast"]
+    fast = get_lab("generalization").presets["fast"]
     res = json.loads((run_dir / "results.json").read_text())
     assert res["n_all"] == 1461
     cells = {(c["hypotheses"], c["n"]): c for c in res["cells"]}
@@ -59,10 +59,13 @@ def test_eval_repeats_with_fresh_training_sets(run_dir):
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--hypotheses", "3"], "--hypotheses"), (["--eps", "0"], "--eps"), (["--sizes", "0"], "--sizes"),
-     (["--trials", "0"], "--trials")],
+    [(["--hypotheses", "3"], "--hypotheses must be even numbers"), (["--hypotheses", "0"], "--hypotheses must be in"),
+     (["--eps", "0"], "--eps must be in (0, 1), got 0.0"), (["--sizes", "0"], "each value of --sizes must be in"),
+     (["--sizes", ""], "--sizes needs at least one value"), (["--trials", "0"], "--trials must be in"),
+     (["--delta", "1"], "--delta must be in (0, 1), got 1.0")],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
-    assert main(["run", "generalization", "--preset", "fast", "--out", str(tmp_path), *flags]) == 2
+    assert main(["run", "generalization", "--preset", "fast", "--out", str(tmp_path / "runs"), *flags]) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

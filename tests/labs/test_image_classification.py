@@ -92,29 +92,6 @@ def test_fashion_mnist_preset_reaches_target(tmp_path):
     assert metrics["acc"] >= 0.940
 
 
-def test_progressive_resizing_downscales_only_early_training_batches():
-    import torch
-    import torch.nn.functional as F
-
-    from deepnotes.labs.image_classification import BatchPreparer
-
-    prep = BatchPreparer(72.9, 90.0, padding=0, hflip=False, device=torch.device("cpu"), channels_last=True,
-                         low_res=16, low_res_epochs=2)
-    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
-    y = torch.arange(4)
-    epoch = 0
-    prep.epoch = lambda: epoch
-    small, yy = prep(x, y, True, torch.Generator().manual_seed(0))
-    assert small.shape == (4, 1, 16, 16) and torch.equal(yy, y)
-    assert small.is_contiguous(memory_format=torch.channels_last)
-    want = F.interpolate(prep.normalize(x), size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
-    torch.testing.assert_close(small, want)
-    assert prep(x, y, False, None)[0].shape == (4, 1, 28, 28)  # evaluation always at full size
-    epoch = 2
-    full, _ = prep(x, y, True, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(full, prep.normalize(x))  # padding 0, no flip: the normalized images themselves
-
-
 @pytest.mark.parametrize("flags, named", [(["--low-res", "4", "--low-res-epochs", "1"], "--low-res"),
                                           (["--low-res", "16", "--low-res-epochs", "9"], "--low-res-epochs"),
                                           (["--low-res-epochs", "1"], "--low-res PIXELS")])
@@ -147,13 +124,16 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
 
     import torch
 
-    from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig, build_model, make_optimizer
+    from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig
+    from deepnotes.models.cnn import batch_norm_shifts
+    from deepnotes.models.registry import create_model
     from deepnotes.train import supervised_trainer
+    from deepnotes.train.engine import make_optimizer
 
     cfg = dataclasses.replace(ImageClassificationConfig(), **{**PRESETS["fashion-mnist"], "widths": (8, 16, 16),
                                                              "epochs": 1, "batch_size": 16, "progress": False})
-    model = build_model(cfg, 10)
-    opt = make_optimizer(model, cfg)
+    model = create_model("airbench", in_channels=1, num_classes=10, widths=cfg.widths)
+    opt = make_optimizer(model, cfg, scaled=batch_norm_shifts(model), lr_scale=cfg.norm_bias_lr_scale)
     weights, other, biases = opt.param_groups
     bn_biases = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert {id(p) for p in biases["params"]} == bn_biases and len(bn_biases) == 6
@@ -162,7 +142,6 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for g in opt.param_groups for p in g["params"]}  # every trainable parameter, once
     assert id(model.whiten.weight) not in trainable  # the whitening filters stay frozen
-    assert make_optimizer(model, dataclasses.replace(cfg, norm_bias_lr_scale=1.0)) is None  # the engine's default
 
     x, y = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,))
     prep = lambda xb, yb, train, gen: (xb.float().div(255), yb)
@@ -174,16 +153,82 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
     assert torch.equal(model.whiten.weight, w0)
 
 
-def test_airbench_run_trains_and_bad_widths_exit_2(tmp_path):
+@pytest.fixture(scope="module")
+def airbench_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
     proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--model", "airbench",
                            "--widths", "16,32,32", "--norm-bias-lr-scale", "64", "--lr", "0.3", "--momentum", "0.85",
                            "--schedule", "triangular", "--batch-size", "64", "--epochs", "3", "--limit-train", "1500",
-                           "--limit-test", "300", "--no-progress", "--seed", "3", "--out", str(tmp_path / "ok")],
+                           "--limit-test", "300", "--no-progress", "--seed", "3", "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    metrics = json.loads((_only_run(tmp_path / "ok") / "test_metrics.json").read_text())
+    return _only_run(out)
+
+
+def test_airbench_run_trains_and_bad_widths_exit_2(airbench_run, tmp_path):
+    metrics = json.loads((airbench_run / "test_metrics.json").read_text())
     assert metrics["acc"] > 0.85  # digits after 3 short epochs (chance is 10%; 94.3% measured)
     bad = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--model", "airbench",
                           "--widths", "16,32", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--widths" in bad.stderr and "3 widths" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--widths", "0,0,0"], "--widths"),
+    (["--expansion", "0"], "--expansion"),
+    (["--stem-channels", "0"], "--stem-channels"),
+    (["--model", "lenet5", "--dropout", "1.5"], "--dropout"),
+    (["--dropout", "1.5"], "--dropout"),
+    (["--model", "airbench", "--dropout", "1.5"], "--dropout"),
+    (["--blocks", "0,1,1"], "--blocks"),
+    (["--widths", "8,16", "--blocks", "1,1,1"], "--widths and --blocks"),
+    (["--crop-padding", "-1"], "--crop-padding"),
+    (["--random-erasing", "1.5"], "--random-erasing"),
+    (["--val-fraction", "0.95"], "--val-fraction"),
+    (["--limit-train", "-5"], "--limit-train"),
+    (["--whiten-images", "0"], "--whiten-images"),
+    (["--norm-bias-lr-scale", "0"], "--norm-bias-lr-scale"),
+    (["--dataset", "cifar"], "--dataset"),
+])
+def test_bad_values_exit_2_naming_the_flag_before_any_run_folder(tmp_path, capsys, flags, named):
+    from deepnotes.cli import main
+
+    assert main(["run", "image-classification", "--preset", "fast", *flags, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1 and "Traceback" not in err
+    if named == "--dropout":
+        assert "--blocks" not in err
+    assert not (tmp_path / "runs").exists()  # rejected before the run folder is made
+
+
+def test_eval_names_a_missing_folder_and_an_empty_idx_file(airbench_run, tmp_path, capsys):
+    import numpy as np
+
+    from deepnotes.cli import main
+    from deepnotes.data import write_idx
+
+    assert main(["eval", str(airbench_run), "--data", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "the folder does not exist" in err and "unknown image dataset" not in err and err.count("\n") == 1
+    empty = tmp_path / "empty"
+    write_idx(empty / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))  # a valid header, 0 items
+    write_idx(empty / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8))
+    assert main(["eval", str(airbench_run), "--data", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "t10k-images-idx3-ubyte.gz" in err and "no images" in err and err.count("\n") == 1
+    assert "torch.cat" not in err
+
+
+def test_eval_and_report_use_the_run_folder(airbench_run, capsys):
+    from deepnotes.cli import main
+
+    assert main(["eval", str(airbench_run), "--device", "cpu"]) == 0
+    ev = json.loads((airbench_run / "eval" / "mnist-subset.json").read_text())
+    assert ev["n"] == 1000 and ev["data"] == "mnist-subset" and "acc_tta" in ev
+    assert main(["report", str(airbench_run)]) == 0
+    text = (airbench_run / "report.md").read_text()
+    evals = text.split("## `deepnotes eval` results")[1].split("\n## ")[0]
+    assert "mnist-subset" in evals and "1000" in evals
+    for png in ("lr_schedule.png", "confusion_matrix.png", "test_images.png", "learning_curves.png"):
+        assert f"]({png})" in text and (airbench_run / png).is_file()

@@ -11,7 +11,7 @@ import torch
 
 from deepnotes.cli import main
 from deepnotes.labs import optimizers as lab
-from deepnotes.optim import lr_curve
+from deepnotes.optim import SCHEDULE_NAMES, lr_curve, named_schedule
 
 
 @pytest.fixture(scope="module")
@@ -89,29 +89,54 @@ def test_plan_shares_the_constant_schedule_run_only_at_the_same_lr():
     assert len(runs) == 2 and by_sched["constant"] != "opt-adam"
 
 
-@pytest.mark.parametrize("name", lab.SCHEDULES)
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
 def test_every_schedule_peaks_at_the_given_lr(name):
-    curve = lr_curve(lab.make_schedule(name, 0.004, 200, warmup=0.1), 200)
+    curve = lr_curve(named_schedule(name, 0.004, 200, warmup=0.1), 200)
     assert max(curve) == pytest.approx(0.004)
     if name.startswith("warmup") or name == "noam":
         assert curve.index(max(curve)) == 19  # the 20th update ends the warm-up
+    with pytest.raises(ValueError, match="unknown schedule"):
+        named_schedule("linear-ish", 0.1, 10, 0.1)
 
 
-def test_update_loss_recorder_sees_the_losses_the_trainer_minimizes(tmp_path):
-    from deepnotes.train import supervised_trainer
-    from deepnotes.train.config import TrainConfig
+def test_updates_csv_holds_the_losses_the_trainer_averaged(fast_run):
+    """Each update's recorded loss is the loss the Trainer minimized: their mean is the epoch's train_loss."""
+    import csv
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
-    x, y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
-    rec = lab.UpdateLossRecorder(model, lambda xb, yb, train, g: (xb, yb))
-    cfg = TrainConfig(epochs=2, batch_size=8, schedule="constant", progress=False, seed=0)
-    trainer = supervised_trainer(cfg, model, tmp_path, (x, y), rec, {"val": (x, y)}, torch.device("cpu"), log=lambda m: None,
-                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    trainer.fit()
-    assert len(rec.losses) == 10  # evaluation passes are not recorded
-    for epoch, row in enumerate(trainer.history):
-        assert sum(rec.losses[5 * epoch: 5 * epoch + 5]) / 5 == pytest.approx(row["train_loss"], rel=1e-5)
+    for name in ("opt-sgd", "sched-adam-noam"):
+        folder = fast_run / "configs" / name
+        losses = [float(r["train_loss"]) for r in csv.DictReader((folder / "updates.csv").open())]
+        (row,) = list(csv.DictReader((folder / "metrics.csv").open()))  # one epoch
+        # every batch holds 32 images (the last one is filled up from the next permutation), so the epoch's loss
+        # is the plain mean of the updates' losses
+        assert sum(losses) / len(losses) == pytest.approx(float(row["train_loss"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--optimizers", "sgd,sgd"], "--optimizers"),
+    (["--schedules", "cosine,zigzag"], "--schedules"),
+    (["--optimizers", "", "--schedules", ""], "nothing to train"),
+    (["--schedule-lr", "0"], "--schedule-lr"),
+    (["--lr-scale", "-1"], "--lr-scale"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--val-fraction", "1"], "--val-fraction"),
+    (["--limit-test", "-1"], "--limit-test"),
+    (["--dataset", "cifar"], "--dataset"),
+])
+def test_bad_values_exit_2_before_any_run_folder(tmp_path, capsys, flags, named):
+    assert main(["run", "optimizers", "--preset", "fast", *flags, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert named in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_extends_the_run_config():
+    from deepnotes.experiment import RunConfig
+
+    assert issubclass(lab.OptimizersConfig, RunConfig)
+    assert lab.OptimizersConfig(seed=3, threads=1).threads == 1
 
 
 def test_a_diverging_optimizer_is_reported_not_fatal(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The phoneme-classification lab (HW2): the fast preset end to end on the small festival build, its report
-files, ``deepnotes eval`` on the build and on HW2-format files, exact resume of an interrupted rung, frame
-windows against the utterance tables, bad flags (exit status 2)."""
+files, ``deepnotes eval`` on the build and on HW2-format files, exact resume of an interrupted rung, bad flags
+(exit status 2). Frame tables and batches are tested in tests/data/test_frames.py, the rungs in
+tests/models/test_framewise.py."""
 
 from __future__ import annotations
 
@@ -19,23 +20,14 @@ import torch
 
 from deepnotes.cli import main
 from deepnotes.data.paths import data_root
-from deepnotes.data.phonemes import PHONEME_FRAMES_SMALL, FrameCorpus, write_hw2_libriphone
+from deepnotes.data.phonemes import PHONEME_FRAMES_SMALL, write_hw2_libriphone
 from deepnotes.errors import DataError, UserError
-from deepnotes.experiment import RunContext, load_config
-from deepnotes.labs.phoneme_classification import (
-    HW2_BASELINES,
-    PRESETS,
-    FrameWindows,
-    PhonemeConfig,
-    UtteranceBatches,
-    evaluate,
-    ladder_holds,
-    normalize_utterances,
-    prepare_data,
-    run,
-)
-from deepnotes.models.framewise import concat_frames
-from deepnotes.train.engine import IGNORE_INDEX
+from deepnotes.experiment import Run, RunContext, get_lab, load_config
+
+LAB = get_lab("phoneme-classification")
+PRESETS = LAB.presets
+#: The course's baselines (HW2 hints, ML2022), as the report prints them.
+HW2_BASELINES = {"simple": 0.45797, "medium": 0.69747, "strong": 0.75028, "boss": 0.82324}
 
 
 def _cli(env_data: Path | None, *args, check=True):
@@ -47,57 +39,6 @@ def _cli(env_data: Path | None, *args, check=True):
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
-
-
-# ----------------------------------------------------------------------------------- data plumbing
-def _tiny_corpora():
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for split, lengths in (("train", [5, 3, 7]), ("validation", [4]), ("test", [6, 2])):
-        n = sum(lengths)
-        out[split] = FrameCorpus(torch.randn(n, 39, generator=g) * 3 + 1, torch.randint(0, 41, (n,), generator=g),
-                                 torch.tensor(lengths), tuple(f"{split}{i}" for i in range(len(lengths))))
-    return out
-
-
-def test_cmvn_normalizes_each_utterance():
-    c = _tiny_corpora()["train"]
-    out = normalize_utterances(c)
-    o = c.offsets.tolist()
-    for u in range(len(c)):
-        x = out[o[u]: o[u + 1]].double()
-        torch.testing.assert_close(x.mean(0), torch.zeros(39, dtype=torch.float64), atol=1e-6, rtol=0)
-        torch.testing.assert_close(x.std(0, unbiased=False), torch.ones(39, dtype=torch.float64), atol=1e-5, rtol=0)
-
-
-def test_frame_windows_and_utterance_batches_match_each_utterance():
-    corpora = _tiny_corpora()
-    data = prepare_data(PhonemeConfig(), corpora, "tiny")
-    assert data.utt_split["test"].tolist() == [4, 5]
-    frames = data.frames("train")
-    windows = FrameWindows(data, 5, torch.device("cpu"))
-    x, y = windows(frames, data.labels[frames], True, None)
-    expected = torch.cat([concat_frames(data.features[int(data.offsets[u]): int(data.offsets[u + 1])], 5)
-                          for u in range(3)])
-    torch.testing.assert_close(x, expected, rtol=0, atol=0)  # windows never cross an utterance's edge
-    assert torch.equal(y, corpora["train"].labels)
-    (xb, lengths), yb = UtteranceBatches(data, torch.device("cpu"))(torch.tensor([1, 2]), None, True, None)
-    assert xb.shape == (2, 7, 39) and lengths.tolist() == [3, 7]
-    torch.testing.assert_close(xb[0, :3], data.features[5:8], rtol=0, atol=0)
-    assert (xb[0, 3:] == 0).all() and (yb[0, 3:] == IGNORE_INDEX).all()
-    assert torch.equal(yb[1], corpora["train"].labels[8:15])
-    # global statistics instead of CMVN: the training frames' mean and std, applied to every split
-    glob = prepare_data(PhonemeConfig(cmvn=False), corpora, "tiny")
-    tr = glob.features[glob.frames("train")].double()
-    torch.testing.assert_close(tr.mean(0), torch.zeros(39, dtype=torch.float64), atol=1e-5, rtol=0)
-    assert glob.info["normalization"] == "global train mean/std" and len(glob.info["stats"][0]) == 39
-
-
-def test_ladder_holds():
-    r = lambda *accs: {f"r{i}": {"test": {"acc": a}} for i, a in enumerate(accs)}
-    assert ladder_holds(r(0.4, 0.5, 0.6)) is True
-    assert ladder_holds(r(0.4, 0.6, 0.5)) is False
-    assert ladder_holds(r(0.4)) is None
 
 
 # ----------------------------------------------------------------------------------- end to end
@@ -154,8 +95,13 @@ def test_fast_preset_end_to_end(fast_run):
     assert np.trace(cm) / cm.sum() == pytest.approx(boss["test"]["acc"])
     assert summary["rungs"]["boss"]["test_acc"] == boss["test"]["acc"]
     medium = json.loads((run_dir / "medium" / "results.json").read_text())
-    assert medium["model_config"]["context"] == 5 and medium["parameters"] == (5 * 39 * 32 + 32) + (32 * 32 + 32) + (32 * 41 + 41)
+    assert medium["model_config"]["context"] == 5
+    assert medium["parameters"] == (5 * 39 * 32 + 32) + (32 * 32 + 32) + (32 * 41 + 41)
     report = (run_dir / "report.md").read_text()
+    accs = [json.loads((run_dir / r / "results.json").read_text())["test"]["acc"]
+            for r in ("simple", "medium", "strong", "boss")]
+    holds = all(b > a for a, b in zip(accs, accs[1:]))  # each rung beats the one below it
+    assert summary["ladder_holds"] == holds and f"on the test split: **{'yes' if holds else 'no'}**" in report
     for text in ("ladder.png", "confusion_matrix.png", "curves_boss.png", f"{HW2_BASELINES['boss']:.5f}",
                  f"{100 * boss['test']['acc']:.2f}%", "bi-LSTM 1 x 16"):
         assert text in report, text
@@ -165,7 +111,7 @@ def test_eval_on_the_build_and_on_hw2_files(fast_run, small_data, tmp_path, monk
     run_dir, _ = fast_run
     monkeypatch.setenv("DEEPNOTES_DATA", str(small_data))
     torch.set_num_threads(1)
-    m = evaluate(run_dir, None, torch.device("cpu"))
+    m = LAB.evaluate(Run(run_dir), None, torch.device("cpu"))
     for rung in ("simple", "medium", "strong", "boss"):  # the run's own test split: the same accuracy
         res = json.loads((run_dir / rung / "results.json").read_text())
         assert m[f"{rung}_acc"] == pytest.approx(res["test"]["acc"], abs=1e-12)
@@ -173,13 +119,13 @@ def test_eval_on_the_build_and_on_hw2_files(fast_run, small_data, tmp_path, monk
     # the course's file layout, written from the small build: its validation split is scored
     train, test = PHONEME_FRAMES_SMALL.load("validation"), PHONEME_FRAMES_SMALL.load("test")
     folder = write_hw2_libriphone(tmp_path / "libriphone", train, test)
-    ev = evaluate(run_dir, str(folder), torch.device("cpu"))
+    ev = LAB.evaluate(Run(run_dir), str(folder), torch.device("cpu"))
     assert ev["data"] == "libriphone-validation" and ev["split"] == "validation"
     assert ev["n_frames"] == sum(int(n) for n in train.lengths[[train.utt_ids.index(u) for u in
                                                                _hw2_val_ids(train.utt_ids)]])
     assert all(0 <= ev[f"{r}_acc"] <= 1 for r in ("simple", "boss"))
     with pytest.raises(UserError, match="not a phoneme dataset"):
-        evaluate(run_dir, str(tmp_path / "nowhere"), torch.device("cpu"))
+        LAB.evaluate(Run(run_dir), str(tmp_path / "nowhere"), torch.device("cpu"))
     assert main(["report", str(run_dir)]) == 0
     assert "libriphone-validation" in (run_dir / "report.md").read_text()
 
@@ -205,7 +151,7 @@ def test_resume_finishes_an_interrupted_rung_as_the_uninterrupted_run(fast_run, 
     stamp = (cut / "simple" / "results.json").stat().st_mtime_ns
     logs: list[str] = []
     _, cfg = load_config(cut)
-    run(cfg, RunContext(cut, torch.device("cpu"), resume=True, log=logs.append))
+    LAB.run(cfg, RunContext(cut, torch.device("cpu"), resume=True, log=logs.append))
     assert any("[simple] finished in an earlier session" in m for m in logs)
     assert (cut / "simple" / "results.json").stat().st_mtime_ns == stamp  # not retrained
     a = json.loads((run_dir / "boss" / "results.json").read_text())
@@ -228,12 +174,12 @@ def test_resume_finishes_an_interrupted_rung_as_the_uninterrupted_run(fast_run, 
 ])
 def test_bad_config_is_a_user_error_before_any_data_is_read(kwargs, match, tmp_path):
     with pytest.raises(UserError, match=match):
-        run(PhonemeConfig(**kwargs), RunContext(tmp_path, torch.device("cpu")))
+        LAB.run(LAB.config_cls(**kwargs), RunContext(tmp_path, torch.device("cpu")))
 
 
 def test_missing_hw2_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="not a folder"):
-        run(PhonemeConfig(hw2_dir=str(tmp_path / "nowhere")), RunContext(tmp_path, torch.device("cpu")))
+        LAB.run(LAB.config_cls(hw2_dir=str(tmp_path / "nowhere")), RunContext(tmp_path, torch.device("cpu")))
 
 
 def test_bad_flags_on_the_command_line(tmp_path, capsys):

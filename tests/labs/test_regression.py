@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from deepnotes.cli import main
+from deepnotes.train.checkpoint import list_checkpoints
 
 FAST = ["--preset", "fast", "--no-progress"]
 
@@ -77,11 +78,61 @@ def test_eval_reloads_weights_and_report_rerenders(weather_run, tmp_path, capsys
     assert "recent" in (weather_run / "report.md").read_text()
 
 
-def test_bad_flags_are_one_line_errors(tmp_path, capsys):
-    assert main(["run", "regression", *FAST, "--out", str(tmp_path), "--features", "temp_max_d9"]) == 2
-    assert "--features" in capsys.readouterr().err
-    assert main(["run", "regression", *FAST, "--out", str(tmp_path), "--data", str(tmp_path / "nope.csv")]) == 2
-    assert "nope.csv" in capsys.readouterr().err
+def _without_times(obj):
+    if isinstance(obj, dict):
+        return {k: _without_times(v) for k, v in obj.items() if k not in ("train_time_s", "wall_time_s")}
+    return obj
+
+
+def test_resume_after_kill_equals_uninterrupted(weather_run, tmp_path, monkeypatch):
+    """Ctrl-C inside the second model's 4th epoch (a KeyboardInterrupt from a training step), then --resume: the
+    finished model is reloaded, the interrupted one continues from its checkpoint, and the run ends with the
+    weights, histories and metrics of the uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from deepnotes.models import regression as models
+
+    real_step, calls = models.RegressorTask.training_step, []
+
+    def dying_step(self, model, batch, step):
+        calls.append(1)
+        if len(calls) == 8 * 16 + 3 * 16 + 5:  # linear: 8 epochs of 16 updates; then sigmoids' epoch 4
+            raise KeyboardInterrupt
+        return real_step(self, model, batch, step)
+
+    monkeypatch.setattr(models.RegressorTask, "training_step", dying_step)
+    out = tmp_path / "runs"
+    assert main(["run", "regression", *FAST, "--out", str(out)]) == 130
+    monkeypatch.setattr(models.RegressorTask, "training_step", real_step)
+    run_dir = _only_run(out)
+    assert (run_dir / "models" / "linear" / "fit.json").is_file() and not (run_dir / "test_metrics.json").exists()
+    sigmoids = run_dir / "models" / "sigmoids"
+    assert [p.name for p in list_checkpoints(sigmoids)] == ["epoch-0002", "epoch-0003"]
+    assert not (sigmoids / "fit.json").exists()
+    assert main(["run", "regression", "--resume", str(run_dir), "--no-progress"]) == 0
+    for name in ("test_metrics.json", "history.json", "data.json"):
+        assert _without_times(json.loads((run_dir / name).read_text())) == \
+            _without_times(json.loads((weather_run / name).read_text())), name
+    assert (run_dir / "predictions.csv").read_text() == (weather_run / "predictions.csv").read_text()
+    resumed, full = load_file(str(run_dir / "model.safetensors")), load_file(str(weather_run / "model.safetensors"))
+    assert resumed.keys() == full.keys() and all(np.array_equal(resumed[k], full[k]) for k in full)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--features", "temp_max_d9"], "--features: unknown name(s) temp_max_d9"),
+    (["--split", "0.5,0.1,0.1"], "--split must be three positive fractions summing to 1"),
+    (["--split", "0.7,0,0.3"], "each value of --split must be in (0, 1), got 0.0"),
+    (["--folds", "1"], "--folds must be 0 (off) or >= 2"),
+    (["--lr", "0"], "--lr must be in (0, inf), got 0.0"),
+    (["--batch-size", "-1"], "--batch-size must be in [0, 100000000], got -1"),
+    (["--ladder-widths", "4,0"], "each value of --ladder-widths must be in [1, 100000], got 0"),
+    (["--data", "nope.csv"], "nope.csv: no such file"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
+    assert main(["run", "regression", *FAST, "--out", str(tmp_path / "runs"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # no run folder left behind
 
 
 # ----------------------------------------------------------------------------------- HW1 format
@@ -136,3 +187,17 @@ def test_covid_malformed_row_is_a_user_error(tmp_path, capsys):
     assert main(["run", "regression", *FAST, "--data", str(train), "--out", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert "covid.train.csv: line 8, column 'f12'" in err and "not a number" in err
+
+
+def test_a_bad_date_in_a_weather_csv_is_one_line(tmp_path, capsys):
+    from vega_datasets import local_data
+
+    frame = local_data.seattle_weather().head(60).astype({"date": str})
+    frame.loc[9, "date"] = "2012-13-45"
+    path = tmp_path / "weather.csv"
+    frame.to_csv(path, index=False)
+    assert main(["run", "regression", *FAST, "--data", str(path), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "You might want to try" not in err
+    assert f"{path}: line 11, column date: '2012-13-45' is not a date; write every date as YEAR-MONTH-DAY" in err
+    assert not (tmp_path / "runs").exists()

@@ -4,28 +4,20 @@ the same weights as uninterrupted), and one-line errors for bad flags."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from deepnotes.cli import main
 from deepnotes.data.text import KJV
-from deepnotes.labs.word2vec import (
-    DEFAULT_WORDS,
-    PRESETS,
-    Vocab,
-    Word2VecConfig,
-    content_words,
-    neighbour_table,
-    plot_map,
-    tokenize,
-)
+from deepnotes.experiment import get_lab
+
+PRESETS = get_lab("word2vec").presets
+DEFAULT_WORDS = get_lab("word2vec").config_cls().words
 
 pytestmark = pytest.mark.skipif(
     not KJV.tsv_path().is_file() and shutil.which("bible") is None,
@@ -39,26 +31,6 @@ def run_dir(tmp_path_factory) -> Path:
     assert main(["run", "word2vec", "--preset", "fast", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
     (run,) = list((out / "word2vec").iterdir())
     return run
-
-
-def test_tokenize_lowercases_and_drops_possessives():
-    assert tokenize("And the LORD's anger was kindled; (v. 3) well-watered") == [
-        "and", "the", "lord", "anger", "was", "kindled", "v", "well", "watered"]
-    v = Vocab.build([["b", "a", "b"], ["c", "a", "b"]], min_count=2)
-    assert v.words == ("b", "a") and v.counts == (3, 2)
-
-
-def test_map_words_skip_stop_words_and_tsne_option(tmp_path):
-    words = ("the", "lord", "thee", "unto", "god", "a", "king", "hath", "israel", "said", "people", "house")
-    vocab = Vocab(words, tuple(range(100, 100 - len(words), -1)))
-    ids = content_words(vocab, 4)
-    assert [vocab.words[i] for i in ids] == ["lord", "god", "king", "israel"]
-    E = torch.randn(len(words), 6, generator=torch.Generator().manual_seed(0))
-    cfg = dataclasses.replace(Word2VecConfig(), map_words=6, projection="tsne")
-    caption = plot_map(E, vocab, cfg, tmp_path / "map.png")
-    assert "t-SNE" in caption and (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
-    table = neighbour_table(E, vocab, ("God", "moses"), k=3)
-    assert table["moses"] is None and [w for w, _ in table["God"]][0] != "god" and len(table["God"]) == 3
 
 
 def test_run_folder_has_report_plots_and_checkpoints(run_dir):
@@ -112,6 +84,17 @@ def test_eval_recomputes_the_metrics_and_report_shows_them(run_dir, tmp_path):
     assert "`deepnotes eval` results" in (run_dir / "report.md").read_text()
 
 
+def test_report_draws_a_tsne_map_when_the_config_asks(run_dir, tmp_path):
+    copy = tmp_path / "tsne"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["config"]["projection"] = "tsne"
+    (copy / "config.json").write_text(json.dumps(config))
+    assert main(["report", str(copy)]) == 0
+    assert "t-SNE (cosine, scikit-learn)" in (copy / "report.md").read_text()
+    assert (copy / "map.png").read_bytes() != (run_dir / "map.png").read_bytes()
+
+
 def test_eval_with_unknown_data_is_a_one_line_error(run_dir, capsys):
     assert main(["eval", str(run_dir), "--data", "mnist", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
@@ -141,6 +124,9 @@ def test_interrupted_run_resumes_to_the_same_weights(run_dir, tmp_path, capsys):
     a, b = load_file(str(run_dir / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     for key in ("E.weight", "M.weight"):
         assert (a[key] == b[key]).all(), key
+    full, resumed = (json.loads((d / "results.json").read_text()) for d in (run_dir, cut))
+    assert resumed["curve"] == full["curve"] and resumed["trained_pair_auc"] == full["trained_pair_auc"]
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in full["history"]]
     assert len((cut / "metrics.csv").read_text().strip().splitlines()) == 1 + epochs
 
 

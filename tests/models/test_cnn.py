@@ -108,3 +108,56 @@ def test_airbench_net_shapes_parameters_and_frozen_whitening():
     z = torch.nn.functional.conv2d(images, m.whiten.weight[:4])
     cov = z.permute(1, 0, 2, 3).reshape(4, -1)
     assert torch.allclose(cov @ cov.T / cov.shape[1], torch.eye(4), atol=0.02)
+
+
+def test_registered_names_build_the_same_networks_as_the_classes():
+    from deepnotes.models import AirbenchConfig, AirbenchNet
+    from deepnotes.models.registry import create_model
+
+    cases = [("lenet5", {"dropout": 0.2}, lambda: LeNet5(1, 7, dropout=0.2)),
+             ("resnet", {"widths": (8, 16), "blocks": (1, 1), "stem_channels": 8, "expansion": 2},
+              lambda: ResNet(1, 7, ResNetConfig(widths=(8, 16), blocks=(1, 1), stem_channels=8, expansion=2))),
+             ("airbench", {"widths": (8, 16, 16)}, lambda: AirbenchNet(1, 7, AirbenchConfig(widths=(8, 16, 16))))]
+    for name, kwargs, direct in cases:
+        torch.manual_seed(0)
+        a = create_model(name, in_channels=1, num_classes=7, **kwargs)
+        torch.manual_seed(0)
+        b = direct()
+        assert type(a) is type(b) and a.state_dict().keys() == b.state_dict().keys(), name
+        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict()), name  # same draws
+
+
+def test_registry_turns_bad_shapes_into_user_errors():
+    from deepnotes.errors import UserError
+    from deepnotes.models.registry import create_model
+
+    with pytest.raises(UserError, match="3 widths"):
+        create_model("airbench", widths=(8, 16))
+    with pytest.raises(UserError, match="same length"):
+        create_model("resnet", widths=(8, 16), blocks=(1,))
+
+
+def test_image_mlp_keeps_the_layer_names_and_initial_weights_of_a_plain_sequential():
+    from deepnotes.models.cnn import ImageMLP
+    from deepnotes.models.registry import create_model
+
+    torch.manual_seed(0)
+    m = create_model("image-mlp", in_channels=1, num_classes=10)
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                              torch.nn.ReLU(), torch.nn.Linear(256, 10))  # the batch-and-momentum lab's network
+    assert isinstance(m, ImageMLP) and list(m.state_dict()) == list(ref.state_dict())  # old run folders still load
+    assert all(torch.equal(m.state_dict()[k], ref.state_dict()[k]) for k in ref.state_dict())
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(m(x), ref(x))
+    assert _count(ImageMLP(12, 3, hidden=(5,))) == 12 * 5 + 5 + 5 * 3 + 3
+
+
+def test_batch_norm_shifts_are_every_norm_bias_and_nothing_else():
+    from deepnotes.models.cnn import batch_norm_shifts
+
+    m = ResNet(1, 10, ResNetConfig(widths=(8,), blocks=(1,), stem_channels=4, expansion=2))
+    shifts = batch_norm_shifts(m)
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert len(shifts) == len(bns) == 5 and all(s is b.bias for s, b in zip(shifts, bns))
+    assert batch_norm_shifts(LeNet5()) == []

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from deepnotes.errors import UserError
 from deepnotes.models.framewise import (
     LADDER,
     RUNGS,
@@ -18,9 +19,9 @@ from deepnotes.models.framewise import (
     concat_frames,
     context_index,
     is_sequence_model,
-    ladder_model,
     reverse_within_lengths,
 )
+from deepnotes.models.registry import create_model, list_models
 
 
 def _count(m: nn.Module) -> int:
@@ -91,18 +92,18 @@ def test_concat_frames_rejects_other_ranks():
 def test_mlp_parameter_counts_by_hand():
     C, K = 39, 41
     simple = 39 * 256 + 256 + 256 * K + K
-    assert _count(ladder_model("simple")) == simple
+    assert _count(create_model("hw2-simple")) == simple
     d = 11 * C  # 429 inputs
     medium = (d * 512 + 512) + 2 * (512 * 512 + 512) + (512 * K + K)
-    assert _count(ladder_model("medium")) == medium
+    assert _count(create_model("hw2-medium")) == medium
     bn = 2 * 512  # weight and bias of each BatchNorm1d
     strong = (d * 512 + 512 + bn) + 3 * (512 * 512 + 512 + bn) + (512 * K + K)
-    assert _count(ladder_model("strong")) == strong
+    assert _count(create_model("hw2-strong")) == strong
 
 
 def test_mlp_shapes_layers_and_errors():
     torch.manual_seed(0)
-    m = ladder_model("strong", hidden_dim=16, hidden_layers=2, dropout=0.5)
+    m = create_model("hw2-strong", hidden_dim=16, num_layers=2, dropout=0.5)
     kinds = [type(layer).__name__ for layer in m.blocks]
     assert kinds == ["Linear", "ReLU", "BatchNorm1d", "Dropout"] * 2
     assert m(torch.randn(5, 11 * 39)).shape == (5, 41)
@@ -117,16 +118,24 @@ def test_mlp_shapes_layers_and_errors():
         FramewiseMLPConfig(hidden_layers=0)
 
 
-def test_ladder_model_names_and_overrides():
+def test_rungs_by_name_and_overrides():
     assert RUNGS == tuple(LADDER) == ("simple", "medium", "strong", "boss")
-    assert ladder_model("medium", hidden_dim=8).cfg.hidden_dim == 8
-    assert is_sequence_model(ladder_model("boss", hidden_size=4)) and not is_sequence_model(ladder_model("simple"))
-    with pytest.raises(ValueError, match="rung must be one of"):
-        ladder_model("wizard")
-    with pytest.raises(ValueError, match="medium"):
-        ladder_model("medium", hidden_size=8)  # an RNN option on an MLP rung
-    with pytest.raises(ValueError, match="cell"):
-        ladder_model("boss", cell="rnn")
+    assert {f"hw2-{r}" for r in RUNGS} <= set(list_models())
+    m = create_model("hw2-medium", in_channels=13, num_classes=5, num_layers=2, hidden_dim=8)
+    assert (m.cfg.input_dim, m.cfg.n_classes, m.cfg.hidden_layers, m.cfg.hidden_dim, m.cfg.context) == (13, 5, 2, 8, 11)
+    boss = create_model("hw2-boss", num_layers=3, hidden_size=4)
+    assert is_sequence_model(boss) and boss.cfg.num_layers == 3 and not is_sequence_model(create_model("hw2-simple"))
+    torch.manual_seed(0)  # by name or by config: the same model, the same initial weights
+    a = create_model("hw2-strong", context=5, hidden_dim=8)
+    torch.manual_seed(0)
+    b = FramewiseMLP(FramewiseMLPConfig(context=5, hidden_dim=8, hidden_layers=4, batch_norm=True, dropout=0.25))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(UserError, match="unknown model 'hw2-wizard'"):
+        create_model("hw2-wizard")
+    with pytest.raises(UserError, match="medium"):
+        create_model("hw2-medium", hidden_size=8)  # an RNN option on an MLP rung
+    with pytest.raises(UserError, match="cell"):
+        create_model("hw2-boss", cell="rnn")
 
 
 # ----------------------------------------------------------------------------------- boss rung

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from deepnotes.audio import Spectrogram, to_db
+from deepnotes.errors import UserError
 from deepnotes.models.kws import M5, BCResBlock, BCResNet, BCResNetConfig, SpectrogramCNN, SubSpectralNorm
+from deepnotes.models.registry import create_model
 
 
 def _count(m):
@@ -188,3 +190,20 @@ def test_bcresnet_errors():
         BCResNet(10, BCResNetConfig(width=0.05))
     with pytest.raises(ValueError, match=r"expects \(B, 1, 40, T\)"):
         BCResNet(10)(torch.randn(2, 1, 64, 101))
+
+
+def test_models_by_name_match_their_classes():
+    for name, make in (("spectrogram-cnn", lambda: SpectrogramCNN(12, dropout=0.3)), ("m5", lambda: M5(12)),
+                       ("bcresnet", lambda: BCResNet(12, BCResNetConfig(width=2.0, dropout=0.2)))):
+        torch.manual_seed(0)
+        kw = {"dropout": 0.3} if name == "spectrogram-cnn" else {"width": 2.0, "dropout": 0.2} if name == "bcresnet" else {}
+        a = create_model(name, num_classes=12, **kw)
+        torch.manual_seed(0)
+        b = make()
+        assert type(a) is type(b)
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert create_model("spectrogram-cnn", in_channels=3).in_channels == 3
+    with pytest.raises(UserError, match="n_mels=64"):
+        create_model("bcresnet", n_mels=64)
+    with pytest.raises(UserError, match="in_channels"):
+        create_model("bcresnet", in_channels=2)

@@ -8,16 +8,21 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LinearRegression as SkLinearRegression
 
+from deepnotes.errors import UserError
+from deepnotes.models.registry import create_model
 from deepnotes.models.regression import (
+    EpochShuffle,
+    LeastSquares,
     LinearRegression,
     MLPRegressor,
     SumOfSigmoids,
-    build_regressor,
+    best_so_far,
     fit_regressor,
     hard_sigmoid,
     l2_penalty,
     predict,
 )
+from deepnotes.train import TrainingDiverged
 
 
 @pytest.mark.parametrize("model", [LinearRegression(7), SumOfSigmoids(7, 5), SumOfSigmoids(7, 5, hard=True),
@@ -27,14 +32,18 @@ def test_shapes(model):
     assert model(torch.randn(1, 7)).shape == (1,)
 
 
-def test_build_regressor_names_and_errors():
-    assert isinstance(build_regressor("linear", 3), LinearRegression)
-    assert build_regressor("sigmoids", 3, num_sigmoids=4, hard_sigmoid=True).hard
-    assert len([m for m in build_regressor("mlp", 3, width=8, depth=2).modules() if isinstance(m, torch.nn.Linear)]) == 3
-    with pytest.raises(ValueError, match="unknown model"):
-        build_regressor("svm", 3)
-    with pytest.raises(ValueError, match="num_sigmoids"):
-        SumOfSigmoids(3, 0)
+def test_models_by_name_and_errors():
+    assert isinstance(create_model("regression-linear", in_features=3), LinearRegression)
+    assert create_model("regression-sigmoids", in_features=3, num_sigmoids=4, hard_sigmoid=True).hard
+    mlp = create_model("regression-mlp", in_features=3, width=8, depth=2, activation="tanh")
+    assert len([m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]) == 3
+    assert len([m for m in mlp.modules() if isinstance(m, torch.nn.Tanh)]) == 2
+    with pytest.raises(UserError, match="unknown model"):
+        create_model("regression-svm", in_features=3)
+    with pytest.raises(UserError, match="num_sigmoids"):
+        create_model("regression-sigmoids", in_features=3, num_sigmoids=0)
+    with pytest.raises(ValueError, match="activation"):
+        MLPRegressor(3, activation="gelu")
 
 
 def test_hard_sigmoid_matches_torch_hardsigmoid_rescaled():
@@ -124,5 +133,71 @@ def test_fit_errors():
     m = LinearRegression(2)
     with pytest.raises(ValueError, match="optimizer"):
         fit_regressor(m, torch.zeros(3, 2), torch.zeros(3), optimizer="lbfgs")
-    with pytest.raises(FloatingPointError, match="learning rate"):
+    with pytest.raises(TrainingDiverged, match="Lower --lr"):
         fit_regressor(m, torch.randn(20, 2) * 1e3, torch.randn(20), optimizer="sgd", lr=10.0, epochs=50, batch_size=0)
+
+
+def test_epoch_shuffle_is_one_seeded_pass_per_epoch():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10.0)
+    src = EpochShuffle(x, y, 4, seed=3)
+    assert len(src) == 3
+    batches = list(src.epoch(0))
+    assert [len(b[1]) for b in batches] == [4, 4, 2]
+    order = torch.cat([b[1] for b in batches])
+    assert sorted(order.tolist()) == list(range(10))
+    expected = torch.randperm(10, generator=torch.Generator().manual_seed(3 * 1_000_003 + 1)).float()
+    assert torch.equal(order, expected)  # the order of every run of this lab so far: seed * 1_000_003 + epoch (1-based)
+    assert not torch.equal(torch.cat([b[1] for b in src.epoch(1)]), order)
+
+
+def test_best_so_far_counts_strict_improvements_only():
+    assert best_so_far([3.0, 2.0, 2.0, float("nan"), 1.0, 1.5]) == (5, 1.0, 1)
+    assert best_so_far([2.0, 2.0, 2.0]) == (1, 2.0, 2)
+    assert best_so_far([]) == (0, float("inf"), 0)
+
+
+def test_fit_in_a_folder_resumes_exactly_after_a_kill(tmp_path, monkeypatch):
+    """Killed inside epoch 4 (by a KeyboardInterrupt from a step), resumed: the same weights, history and early
+    stop as an uninterrupted fit; a finished fit resumed again just loads its result."""
+    from deepnotes.models import regression
+
+    torch.manual_seed(0)
+    x, y, xv, yv = torch.randn(40, 3), torch.randn(40), torch.randn(20, 3), torch.randn(20)
+    kw = dict(epochs=30, batch_size=8, lr=1e-2, patience=3, weight_decay=1e-3, seed=5)
+    torch.manual_seed(1)
+    full_model = MLPRegressor(3, 32, 2)
+    full = fit_regressor(full_model, x, y, xv, yv, run_dir=tmp_path / "full", **kw)
+    assert full.stopped_early
+
+    real_step, calls = regression.RegressorTask.training_step, []
+
+    def dying_step(self, model, batch, step):
+        calls.append(1)
+        if len(calls) == 5 * 3 + 2:  # 5 updates per epoch: inside epoch 4
+            raise KeyboardInterrupt
+        return real_step(self, model, batch, step)
+
+    monkeypatch.setattr(regression.RegressorTask, "training_step", dying_step)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        fit_regressor(MLPRegressor(3, 32, 2), x, y, xv, yv, run_dir=tmp_path / "killed", **kw)
+    monkeypatch.setattr(regression.RegressorTask, "training_step", real_step)
+    assert not (tmp_path / "killed" / "fit.json").exists()
+    torch.manual_seed(1)
+    resumed_model = MLPRegressor(3, 32, 2)
+    resumed = fit_regressor(resumed_model, x, y, xv, yv, run_dir=tmp_path / "killed", resume=True, **kw)
+    assert resumed == full
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b)
+    again = MLPRegressor(3, 32, 2)
+    assert fit_regressor(again, x, y, xv, yv, run_dir=tmp_path / "killed", resume=True, **kw) == full
+    assert all(torch.equal(a, b) for a, b in zip(full_model.state_dict().values(), again.state_dict().values()))
+
+
+def test_least_squares_module_matches_sklearn():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+    ls = LeastSquares(3).fit(x, y)
+    ref = SkLinearRegression().fit(x, y)
+    np.testing.assert_array_equal(ls.predict(x), ref.predict(x))
+    assert set(ls.state_dict()) == {"coef", "intercept"}

@@ -12,15 +12,24 @@ from safetensors.torch import load, save
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from deepnotes.data.translation import TokenBatches, protect_spans
+from deepnotes.errors import UserError
+from deepnotes.models.registry import create_model
 from deepnotes.models.seq2seq import (
     IncrementalStepFn,
     RNNSeq2Seq,
     RNNSeq2SeqConfig,
+    Seq2SeqTask,
     TransformerSeq2Seq,
     TransformerSeq2SeqConfig,
-    build_seq2seq,
+    Translator,
+    copy_rates,
+    translate,
 )
+from deepnotes.nn.decoding import ScheduledSampler
 from deepnotes.nn.transformer import copy_weights_from_torch
+from deepnotes.train import Step, Trainer, TrainConfig
+from deepnotes.train.checkpoint import list_checkpoints
 
 V, PAD, BOS, EOS = 23, 0, 2, 3
 
@@ -379,8 +388,19 @@ def test_errors():
     src[0] = PAD
     with pytest.raises(ValueError, match="all padding"):
         model((src, tgt))
-    with pytest.raises(ValueError, match="kind must be"):
-        build_seq2seq("lstm", RNNSeq2SeqConfig(10))
+
+
+def test_registered_builders_follow_the_constructor_convention():
+    torch.manual_seed(0)
+    rnn = create_model("rnn-seq2seq", vocab_size=V, embedding_dim=12, hidden_size=10, num_layers=2, dropout=0.0)
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(rnn.state_dict().values(), _rnn().state_dict().values()))
+    t = create_model("transformer-seq2seq", vocab_size=V, d_model=16, n_heads=2, num_layers=3, num_decoder_layers=1,
+                     copy=True)
+    assert (t.cfg.num_encoder_layers, t.cfg.num_decoder_layers, t.cfg.d_model, t.cfg.n_heads, t.cfg.copy) == (3, 1, 16, 2, True)
+    assert create_model("transformer-seq2seq", vocab_size=V, d_model=16, n_heads=2, num_layers=2).cfg.num_decoder_layers == 2
+    with pytest.raises(UserError, match="model 'transformer-seq2seq': .*divisible"):
+        create_model("transformer-seq2seq", vocab_size=V, d_model=10, n_heads=4)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "transformer", "transformer-copy"])
@@ -504,3 +524,227 @@ def test_generate_with_no_repeat_ngram_size_never_repeats_an_ngram(name):
         out = model.generate(src, BOS, EOS, max_len=20, beam_size=beam, min_len=20, no_repeat_ngram_size=2)
         assert not any(repeats([BOS] + s, 2) for s in out)
         assert all(len(s) == 20 for s in out)  # blocking left enough tokens to reach max_len
+
+
+# ----------------------------------------------------------------------------------- training task
+class _Sevens(nn.Module):
+    """Teacher-forced logits (B, T, 12) that always favour token 7; records the decoder inputs it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, inputs):
+        src, tgt_in = inputs
+        self.seen.append(tgt_in.clone())
+        logits = torch.zeros(*tgt_in.shape, 12)
+        logits[..., 7] = 1.0
+        return logits * self.w
+
+
+def _toy_batch():
+    src = torch.tensor([[4, EOS], [5, EOS]])
+    tin = torch.tensor([[BOS, 4, 5], [BOS, 6, PAD]])
+    tout = torch.tensor([[4, 5, EOS], [6, EOS, -100]])
+    return src, tin, tout
+
+
+def test_seq2seq_task_samples_and_augments_training_batches_only():
+    model, calls = _Sevens(), []
+
+    def augment(batch, generator):
+        calls.append(generator)
+        return batch[:3]
+
+    task = Seq2SeqTask(model, label_smoothing=0.1, sampler=ScheduledSampler(0.0, BOS, PAD), augment=augment)
+    src, tin, tout = _toy_batch()
+    g = torch.Generator().manual_seed(0)
+    out = task.training_step(model, (src, tin, tout, "text"), Step(epoch=0, step=10, total_steps=10, generator=g))
+    # the end of the schedule: the training pass reads the model's guesses (BOS and padding kept), targets stay gold
+    assert model.seen[-1].tolist() == [[BOS, 7, 7], [BOS, 7, PAD]] and calls == [g]
+    logits = torch.zeros(5, 12)
+    logits[:, 7] = 1.0
+    y = tout[tout != -100]
+    assert out.loss.item() == pytest.approx(F.cross_entropy(logits, y, label_smoothing=0.1).item())
+    assert out.count == 5 and out.sums["acc"] == 0 and out.sums["loss"] == pytest.approx(5 * out.loss.item())
+    model.seen.clear()
+    ev = task.evaluation_step(model, (src, tin, tout), Step(epoch=0, step=10, total_steps=10, train=False))
+    assert len(model.seen) == 1 and torch.equal(model.seen[0], tin) and len(calls) == 1  # teacher forcing, as is
+    assert ev.loss.item() == pytest.approx(F.cross_entropy(logits, y).item())  # no label smoothing
+    model.seen.clear()
+    Seq2SeqTask(model).training_step(model, (src, tin, tout), Step(epoch=0, step=10, total_steps=10))
+    assert len(model.seen) == 1 and torch.equal(model.seen[0], tin)  # no sampler: plain teacher forcing
+
+
+def test_seq2seq_task_optimizer_decays_weight_matrices_only():
+    model = _rnn()
+    opt = Seq2SeqTask(model).configure_optimizers(TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.05))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.98)
+    decay, rest = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0 and decay["lr"] == 0.01
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in rest["params"])
+    assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
+
+
+def _toy_pairs(n, seed):
+    """Target = source reversed, +1 mod the symbols (as the overfitting test)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for _ in range(n):
+        s = torch.randint(4, V, (int(torch.randint(2, 7, (1,), generator=g)),), generator=g).tolist()
+        pairs.append((s + [EOS], [4 + (x - 4 + 1) % (V - 4) for x in reversed(s)]))
+    return pairs
+
+
+class _Noise:
+    """Training augmentation from the Trainer's seeded generator (a source token masked now and then, as
+    BPE-dropout re-segments from it); raises KeyboardInterrupt at a chosen call to simulate a kill."""
+
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, batch, generator):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        src = batch[0].clone()
+        mask = (torch.rand(src.shape, generator=generator) < 0.1) & (src != PAD) & (src != EOS)
+        return src.masked_fill(mask, 1), batch[1], batch[2]
+
+
+def _seq2seq_trainer(run_dir, noise, cfg):
+    torch.manual_seed(0)
+    model = create_model("transformer-seq2seq", vocab_size=V, d_model=16, n_heads=2, num_layers=1, dim_feedforward=24,
+                         dropout=0.1, copy=True)
+    train, val = TokenBatches(_toy_pairs(48, 0), 60, seed=0), TokenBatches(_toy_pairs(16, 1), 60, seed=0)
+    task = Seq2SeqTask(model, cfg.label_smoothing, ScheduledSampler(0.5, BOS, PAD), noise)
+    return Trainer(cfg, task, run_dir, train, {"val": val}, torch.device("cpu"), log=lambda m: None)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny models train ~10x faster than with several threads on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_seq2seq_resume_after_kill_equals_uninterrupted(tmp_path, ema_decay, one_thread):
+    """The seq2seq pattern (token-bucketed batches, augmentation and scheduled sampling from the step, dropout):
+    killed inside epoch 3 and resumed, it ends with the same history and the same weights, bit for bit."""
+    cfg = TrainConfig(epochs=4, optimizer="adamw", lr=3e-3, schedule="cosine", warmup=0.1, label_smoothing=0.1,
+                      grad_clip=1.0, ema_decay=ema_decay, progress=False)
+    full = _seq2seq_trainer(tmp_path / "full", _Noise(), cfg)
+    hist_full = full.fit()
+    n = full.steps_per_epoch
+    assert n >= 4
+    run = tmp_path / "killed"
+    killed = _seq2seq_trainer(run, _Noise(fail_at=2 * n + 2), cfg)  # dies inside epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert [p.name for p in list_checkpoints(run)] == ["epoch-0001", "epoch-0002"]
+    torch.manual_seed(12345)  # the resumed process starts with another global RNG state
+    resumed = _seq2seq_trainer(run, _Noise(), cfg)
+    resumed.resume()
+    assert resumed.epoch == 2 and resumed.step == 2 * n
+    hist_resumed = resumed.fit()
+    assert len(hist_full) == len(hist_resumed) == 4
+    for a, b in zip(hist_full, hist_resumed):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "step"):
+            assert a[key] == b[key], key
+    for (k, v1), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert hist_full[-1]["val_loss"] < hist_full[0]["val_loss"]  # it learns
+
+
+# ----------------------------------------------------------------------------------- translating text
+class _CharTokenizer:
+    """One id per character (offset past the special ids)."""
+
+    def encode(self, text):
+        return [ord(c) + 10 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i - 10) for i in ids)
+
+
+class _EchoModel:
+    """A stand-in model that outputs its source (EOS and padding dropped) and records what it was given."""
+
+    def __init__(self):
+        self.seen, self.calls = [], []
+
+    def eval(self):
+        return self
+
+    def generate(self, src, bos_id, eos_id, max_len, **kw):
+        self.calls.append({"max_len": max_len, **kw})
+        rows = [[int(i) for i in r if int(i) not in (PAD, EOS)] for r in src]
+        self.seen += rows
+        return rows
+
+
+def test_translate_protects_sources_restores_outputs_and_keeps_the_order():
+    sources = ["cannot open %.250s: use --block-size=SIZE", "RFC 5322 and -R, --rfc-email", "no spans"]
+    tok = _CharTokenizer()
+    for protect in (False, True):
+        model = _EchoModel()
+        assert translate(model, tok, sources, torch.device("cpu"), protect=protect, max_len_a=2.0) == sources
+        seen = {tok.decode(r) for r in model.seen}
+        if protect:  # the model saw sentinels, not the spans
+            assert seen == {protect_spans(s).text for s in sources}
+            assert all("%.250s" not in t and "5322" not in t for t in seen)
+        else:
+            assert seen == set(sources)
+    model = _EchoModel()
+    translate(model, tok, sources, torch.device("cpu"), batch_size=2, max_len_a=0.5, max_len_b=3, coverage_penalty=0.2,
+              no_repeat_ngram_size=3, max_new_tokens=15)
+    # sorted by length in batches of 2; at most a * |longest source| + b tokens, capped; greedy: no beam settings
+    assert [c["max_len"] for c in model.calls] == [min(15, int(0.5 * 30 + 3)), min(15, int(0.5 * 42 + 3))]
+    assert all(c["beam_size"] == 1 and c["coverage_penalty"] == 0 and c["no_repeat_ngram_size"] == 0
+               for c in model.calls)
+
+
+def test_translator_decodes_greedy_or_beam_and_scores_both():
+    model, tok = _EchoModel(), _CharTokenizer()
+    tr = Translator(model, tok, torch.device("cpu"), beam_size=4, coverage_penalty=0.1, no_repeat_ngram_size=2)
+    assert tr.decode(["abc"]) == ["abc"] and model.calls[-1]["beam_size"] == 1
+    tr.decode(["abc"], 1.4)
+    assert {k: model.calls[-1][k] for k in ("beam_size", "length_penalty", "coverage_penalty", "no_repeat_ngram_size")} \
+        == {"beam_size": 4, "length_penalty": 1.4, "coverage_penalty": 0.1, "no_repeat_ngram_size": 2}
+    metrics, outputs = tr.scores(["无法打开", "权限"], ["无法打开", "权限"], 0.6)
+    assert outputs == {"greedy": ["无法打开", "权限"], "beam": ["无法打开", "权限"]}
+    assert metrics["beam"]["bleu"] == pytest.approx(100.0) and metrics["greedy"]["time_s"] > 0
+    assert model.calls[-1]["length_penalty"] == 0.6
+
+
+class _FixedGateModel:
+    """A stand-in copy model whose forward records fixed copy probabilities."""
+
+    class cfg:
+        copy = True
+
+    def __init__(self, prob):
+        self.prob = prob
+
+    def eval(self):
+        return self
+
+    def __call__(self, inputs):
+        self.last_copy_prob = self.prob[: inputs[1].shape[0]]
+
+
+def test_copy_rates_split_target_tokens_by_whether_their_source_has_them():
+    src = torch.tensor([[7, 8, EOS], [9, EOS, PAD]])
+    tgt_out = torch.tensor([[7, 9, EOS, -100], [9, 9, 4, EOS]])
+    tgt_in = torch.full_like(tgt_out, BOS)
+    prob = torch.tensor([[0.9, 0.2, 0.5, 0.4], [0.6, 0.8, 0.1, 0.3]])
+    rates = copy_rates(_FixedGateModel(prob), [(src, tgt_in, tgt_out)], torch.device("cpu"))
+    # in source: 7 (row 0), 9 and 9 (row 1); not: 9 (row 0, its source has no 9), 4; EOS and padding left out
+    assert rates["n_in_source"] == 3 and rates["n_not_in_source"] == 2
+    assert rates["in_source"] == pytest.approx((0.9 + 0.6 + 0.8) / 3)
+    assert rates["not_in_source"] == pytest.approx((0.2 + 0.1) / 2)
+    assert copy_rates(_rnn(), [(src, tgt_in, tgt_out)], torch.device("cpu")) is None  # no copy mechanism

@@ -11,6 +11,7 @@ import torch
 
 from deepnotes.nn.decoding import (
     LengthPredictor,
+    ScheduledSampler,
     beam_search,
     block_repeated_ngrams,
     filter_logits,
@@ -738,3 +739,36 @@ def test_teacher_forcing_formulas():
         teacher_forcing_ratio(1, "exponential", c=0.1)
     with pytest.raises(ValueError, match="step"):
         teacher_forcing_ratio(-1)
+
+
+def _guesses_seven(tgt_in: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced logits (B, T, V) that always guess token 7."""
+    logits = torch.zeros(*tgt_in.shape, 12)
+    logits[..., 7] = 1.0
+    return logits
+
+
+def test_scheduled_sampler_mixes_gold_and_guessed_inputs_on_a_linear_schedule():
+    BOS, PAD = 2, 0
+    tgt_in = torch.tensor([[BOS, 4, 5, 6, 8, 9], [BOS, 4, 5, PAD, PAD, PAD]])
+    sampler = ScheduledSampler(min_ratio=0.0, bos_id=BOS, pad_id=PAD)
+    g = torch.Generator().manual_seed(0)
+    assert sampler.ratio(0, 100) == 1.0 and torch.equal(sampler(_guesses_seven, tgt_in, 0, 100, g), tgt_in)  # all gold
+    # the end of the schedule: every input is the model's guess, padding and BOS kept
+    assert sampler.ratio(100, 100) == 0.0
+    assert sampler(_guesses_seven, tgt_in, 100, 100, g).tolist() == [[BOS, 7, 7, 7, 7, 7], [BOS, 7, 7, PAD, PAD, PAD]]
+    assert sampler.ratio(50, 100) == pytest.approx(0.5)
+    big = torch.full((200, 50), 4)
+    big[:, 0] = BOS
+    share = (sampler(_guesses_seven, big, 50, 100, g)[:, 1:] == 7).float().mean().item()
+    assert 0.45 < share < 0.55  # one coin flip per token
+    # the ratio is a function of (update, total updates): the same generator state gives the same mix
+    a = sampler(_guesses_seven, big, 30, 100, torch.Generator().manual_seed(5))
+    assert torch.equal(a, sampler(_guesses_seven, big, 30, 100, torch.Generator().manual_seed(5)))
+    assert ScheduledSampler(0.6, BOS, PAD).ratio(10**6, 10) == pytest.approx(0.6)  # the floor
+    assert ScheduledSampler(0.6, BOS, PAD).ratio(5, 10) == pytest.approx(0.8)  # 1 - (1 - 0.6) * 5 / 10
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="min_ratio"):
+            ScheduledSampler(bad, BOS, PAD)
+    with pytest.raises(ValueError, match="total_steps"):
+        sampler.ratio(0, 0)

@@ -102,3 +102,14 @@ def test_bad_inputs():
         cross_entropy(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), label_smoothing=1.5)
     with pytest.raises(ValueError, match="expected logits"):
         mse_one_hot(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), 4)
+
+
+def test_reduce_loss_is_the_one_reduction_of_every_loss():
+    from deepnotes.nn.losses import reduce_loss
+    from deepnotes.nn.word2vec import reduce_loss as used_by_word2vec
+
+    loss = torch.tensor([1.0, 2.0, 6.0])
+    assert reduce_loss(loss, "mean") == 3.0 and reduce_loss(loss, "sum") == 9.0 and reduce_loss(loss, "none") is loss
+    assert used_by_word2vec is reduce_loss
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none', got 'avg'"):
+        reduce_loss(loss, "avg")

@@ -1,16 +1,24 @@
 """CBOW + negative sampling from the equations: loss vs BCE-with-logits, gradcheck, noise and subsampling formulas,
-windows within segments, neighbours/analogies, and a tiny corpus where two interchangeable words end up nearest."""
+windows within segments, neighbours/analogies, a tiny corpus where two interchangeable words end up nearest, the
+training task, and the word2vec training pattern resumed after a kill equal to an uninterrupted run."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from deepnotes.train import TrainConfig, Trainer
+from deepnotes.train.checkpoint import list_checkpoints
+from deepnotes.data.text import CBOWBatches
+from deepnotes.metrics.curves import LossCurve
+from deepnotes.models.registry import create_model
 from deepnotes.nn.word2vec import (
     CBOW,
+    NegativeSamplingTask,
     analogy,
     cbow_windows,
     cosine_neighbours,
@@ -229,3 +237,76 @@ def test_interchangeable_words_become_nearest_neighbours():
     assert loss.item() < 0.7 * first
     nb, _ = cosine_neighbours(model.E.weight.detach(), torch.tensor([0, 1]), k=1)
     assert nb.flatten().tolist() == [1, 0]
+
+
+def test_task_steps_and_mean_loss():
+    g = torch.Generator().manual_seed(5)
+    batch = _batch(g, B=6, Q=3)
+    context, mask, target, negatives = batch
+    model = CBOW(11, 4)
+    with torch.no_grad():
+        model.M.weight.normal_(generator=g)
+    task = NegativeSamplingTask(model)
+    out = task.training_step(model, batch, None)
+    mean = model(context, target, negatives, mask)
+    assert torch.equal(out.loss, mean) and out.count == 6 and out.sums["loss"] == float(mean.detach()) * 6
+    ev = task.evaluation_step(model, batch)
+    assert ev.sums["loss"] == pytest.approx(float(mean.detach()) * 6, rel=1e-6) and ev.count == 6
+    per_example = model(context, target, negatives, mask, reduction="none")
+    two = [tuple(t[:2] for t in batch), tuple(t[2:] for t in batch)]
+    assert task.mean_loss(two) == pytest.approx(float(per_example.detach().mean()), rel=1e-6)
+    assert math.isnan(task.mean_loss([]))
+    assert isinstance(task.configure_optimizers(TrainConfig(lr=0.01)), torch.optim.Adam)
+    sparse = NegativeSamplingTask(CBOW(11, 4, sparse=True)).configure_optimizers(TrainConfig(lr=0.01))
+    assert isinstance(sparse, torch.optim.SparseAdam)
+
+
+class KilledTask(NegativeSamplingTask):
+    kill_at = None
+
+    def training_step(self, model, batch, step):
+        if step.step + 1 == self.kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        return super().training_step(model, batch, step)
+
+
+def _w2v_trainer(run_dir, kill_at=None):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 20, (600,), generator=g)
+    seg = torch.arange(600) // 12
+    counts = torch.bincount(ids, minlength=20)
+    keep, noise = subsample_keep_prob(counts, 0.005), noise_distribution(counts)
+    train = CBOWBatches(ids[:480], seg[:480], keep, noise, 2, 3, batch_size=16, seed=3)
+    val = CBOWBatches(ids[480:], seg[480:], keep, noise, 2, 3, batch_size=50, seed=3, train=False)
+    task = KilledTask(create_model("cbow", vocab_size=20, embedding_dim=6, init_seed=1))
+    task.kill_at = kill_at
+    cfg = TrainConfig(epochs=3, lr=0.05, schedule="cosine", warmup=0.0, amp=False, progress=False)
+    curve = LossCurve(run_dir / "curve.json", 3)
+    return Trainer(cfg, task, run_dir, train, {"val": val}, torch.device("cpu"), log=lambda m: None,
+                   callbacks=[curve]), curve
+
+
+def test_word2vec_resumed_after_a_kill_equals_uninterrupted(tmp_path):
+    """The word2vec pattern: CBOWBatches (a fresh subsampling, order and noise words per epoch, so epochs differ
+    in length), NegativeSamplingTask, and the LossCurve callback, whose points survive the resume."""
+    full, full_curve = _w2v_trainer(tmp_path / "full")
+    hist_full = full.fit()
+    steps = [row["step"] for row in hist_full]
+    assert len(set(b - a for a, b in zip([0] + steps, steps))) > 1  # the epochs' lengths differ
+    killed, _ = _w2v_trainer(tmp_path / "killed", kill_at=steps[1] + 2)  # dies inside epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "killed")] == ["epoch-0001", "epoch-0002"]
+    saved = json.loads((tmp_path / "killed" / "curve.json").read_text())
+    json.dump(saved + [[steps[1] + 1, 99.0]], open(tmp_path / "killed" / "curve.json", "w"))  # a point after the checkpoint
+    resumed, curve = _w2v_trainer(tmp_path / "killed")
+    resumed.resume()
+    assert (resumed.epoch, resumed.step) == (2, steps[1])
+    hist_resumed = resumed.fit()
+    for a, b in zip(hist_full, hist_resumed, strict=True):
+        for key in ("train_loss", "val_loss", "lr", "step", "examples"):
+            assert a[key] == b[key], key
+    for (k, v1), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert curve.points(resumed.step) == full_curve.points(full.step) and len(full_curve.points(full.step)) >= 9
+    assert json.loads((tmp_path / "killed" / "curve.json").read_text()) == full_curve.points(full.step)

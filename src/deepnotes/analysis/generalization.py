@@ -23,20 +23,32 @@ flipped hypotheses have ``L(h_{t,-}, D) = 1 - L(h_{t,+}, D)``, the same deviatio
 change the supremum: the union bound counts them anyway (one of the reasons it is loose).
 
 Everything is vectorized: a (n, |H|) 0-1 loss matrix ``M``, training sets as multiplicity
-counts ``C`` (T, n), and all training losses at once as ``C @ M / N`` (T, |H|).
+counts ``C`` (T, n), and all training losses at once as ``C @ M / N`` (T, |H|). :func:`bad_training_sets` runs
+the whole experiment over several N and |H|; :func:`plot_bad_share`, :func:`plot_erm_gap` and
+:func:`plot_threshold_losses` draw it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
+import numpy as np
 import torch
+
+from deepnotes.report import new_figure, save_figure
 
 __all__ = [
     "SimulationResult",
+    "above_bound",
     "bad_probability_stderr",
+    "bad_training_sets",
     "hoeffding_union_bound",
+    "plot_bad_share",
+    "plot_erm_gap",
+    "plot_threshold_losses",
     "sample_counts",
     "simulate",
     "threshold_grid",
@@ -190,3 +202,161 @@ def simulate(losses: torch.Tensor, counts: torch.Tensor) -> SimulationResult:
 def bad_probability_stderr(p: float, trials: int) -> float:
     """Monte-Carlo standard error ``sqrt(p (1 - p) / trials)`` of an estimated probability."""
     return math.sqrt(max(p * (1 - p), 0.0) / trials)
+
+
+def above_bound(cell: dict[str, Any], trials: int) -> bool:
+    """Whether a measured share of bad training sets lies above its bound by more than Monte-Carlo noise:
+    3 standard errors of the bound and one trial."""
+    return cell["bad_share"] > cell["bound"] + 3 * bad_probability_stderr(cell["bound"], trials) + 1 / trials
+
+
+def bad_training_sets(x: torch.Tensor, y: torch.Tensor, hypotheses: Sequence[int], sizes: Sequence[int], trials: int,
+                      eps: float, seed: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Share of bad training sets and the training-optimal hypothesis' gaps for every (|H|, N).
+
+    Args:
+        x, y: D_all: the feature (n,) and the 0/1 labels (n,).
+        hypotheses: class sizes |H| (even: |H|/2 thresholds x 2 signs).
+        sizes: training-set sizes N; ``trials`` sets of each, the same sets for every |H|.
+        eps: D_train is bad when some h has |L(h, D_train) - L(h, D_all)| > eps.
+        seed: of the sampled training sets.
+
+    Returns:
+        ``{"classes": [...per |H|...], "cells": [...per (|H|, N)...]}``, JSON-ready.
+    """
+    g = torch.Generator().manual_seed(seed)
+    losses, classes = {}, []
+    for h in hypotheses:
+        t = threshold_grid(x, h)
+        M = threshold_losses(x, y, t)  # (n, |H|)
+        losses[h] = M.to(device)
+        l_all = M.double().mean(0)
+        classes.append({
+            "hypotheses": h, "thresholds": len(t),
+            "distinct_behaviours": int(torch.unique(M, dim=1).shape[1]),  # different columns on D_all
+            "best_all_loss": float(l_all.min()),
+            "best_all_threshold": float(t[int(l_all.argmin()) % len(t)]),
+            "best_all_sign": "+" if int(l_all.argmin()) < len(t) else "-",
+        })
+    cells = []
+    for n in sizes:
+        counts = sample_counts(len(y), n, trials, g).to(device)  # the same D_train for every |H|
+        for h in hypotheses:
+            res = simulate(losses[h], counts)
+            p = res.bad_share(eps)
+            gap = (res.erm_all - res.erm_train).cpu().numpy()  # L(h_train, D_all) - L(h_train, D_train)
+            excess = (res.erm_all - res.best_all).cpu().numpy()  # L(h_train, D_all) - L(h_all, D_all)
+            cells.append({
+                "hypotheses": h, "n": n, "bad_share": p, "bad_stderr": bad_probability_stderr(p, trials),
+                "bound": float(hoeffding_union_bound(h, n, eps)),
+                "sup_gap_mean": float(res.sup_gap.mean()),
+                "gap_mean": float(gap.mean()), "gap_p10": float(np.percentile(gap, 10)),
+                "gap_p90": float(np.percentile(gap, 90)),
+                "excess_mean": float(excess.mean()), "excess_p90": float(np.percentile(excess, 90)),
+                "excess_over_2eps": float((excess > 2 * eps).mean()),
+                "erm_train_mean": float(res.erm_train.mean()), "erm_all_mean": float(res.erm_all.mean()),
+            })
+    return {"classes": classes, "cells": cells}
+
+
+# ----------------------------------------------------------------------------------- figures
+def _colors(hs: Sequence[int]) -> dict[int, str]:
+    cmap = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
+    return {h: cmap[i % len(cmap)] for i, h in enumerate(hs)}
+
+
+def plot_bad_share(cells: list[dict], hypotheses: Sequence[int], sizes: Sequence[int], eps: float, trials: int,
+                   path: Path) -> None:
+    """One panel per |H|: the measured P(bad) (dots, +-2 standard errors) and the bound (line), log y; and all
+    classes together. ``cells`` as :func:`bad_training_sets` returns them."""
+    hs = list(hypotheses)
+    cols = min(3, len(hs) + 1)
+    rows = math.ceil((len(hs) + 1) / cols)
+    fig = new_figure(4.6 * cols, 3.6 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    floor = 0.3 / trials
+    n_grid = np.unique(np.geomspace(min(sizes), max(sizes), 200).round())
+    colors = _colors(hs)
+    for ax, h in zip(axes, hs):
+        cs = [c for c in cells if c["hypotheses"] == h]
+        ns = np.array([c["n"] for c in cs])
+        p = np.array([c["bad_share"] for c in cs])
+        se = np.array([c["bad_stderr"] for c in cs])
+        ax.plot(n_grid, hoeffding_union_bound(h, torch.tensor(n_grid), eps).numpy(), color="black",
+                label=r"bound min(1, |H| 2 exp(-2 N $\epsilon^2$))")
+        pos = p > 0
+        ax.errorbar(ns[pos], p[pos], yerr=2 * se[pos], fmt="o", color=colors[h], capsize=3, label="measured P(bad)")
+        if (~pos).any():
+            ax.plot(ns[~pos], np.full((~pos).sum(), floor), "v", color=colors[h], mfc="white",
+                    label=f"no bad set in {trials}")
+        ax.set(xscale="log", yscale="log", ylim=(floor / 2, 2), xlabel="training-set size N",
+               ylabel="P(D_train is bad)", title=f"|H| = {h}")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower left")
+    ax = axes[len(hs)]
+    for h in hs:
+        cs = [c for c in cells if c["hypotheses"] == h]
+        ax.plot([c["n"] for c in cs], [max(c["bad_share"], floor) for c in cs], "o-", color=colors[h], label=f"|H|={h}")
+    ax.set(xscale="log", yscale="log", ylim=(floor / 2, 2), xlabel="training-set size N", ylabel="measured P(bad)",
+           title=f"all classes, eps = {eps:g}")
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    for ax in axes[len(hs) + 1:]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_erm_gap(cells: list[dict], hypotheses: Sequence[int], sizes: Sequence[int], delta: float, path: Path) -> None:
+    """The training-optimal h's gap L(h, D_all) - L(h, D_train) (with the eps(N) the bound guarantees with
+    probability 1 - delta) and its excess loss over h_all, vs N."""
+    colors = _colors(hypotheses)
+    fig = new_figure(11, 4)
+    ax_gap, ax_ex = fig.subplots(1, 2)
+    n_grid = np.geomspace(min(sizes), max(sizes), 100)
+    for h in hypotheses:
+        cs = [c for c in cells if c["hypotheses"] == h]
+        ns = [c["n"] for c in cs]
+        ax_gap.plot(ns, [c["gap_mean"] for c in cs], "o-", color=colors[h], label=f"|H|={h}: mean gap")
+        ax_gap.fill_between(ns, [c["gap_p10"] for c in cs], [c["gap_p90"] for c in cs], color=colors[h], alpha=0.12)
+        ax_gap.plot(n_grid, np.sqrt(np.log(2 * h / delta) / (2 * n_grid)), ":", color=colors[h])
+        ax_ex.plot(ns, [c["excess_mean"] for c in cs], "o-", color=colors[h], label=f"|H|={h}: mean")
+        ax_ex.plot(ns, [c["excess_p90"] for c in cs], "^--", color=colors[h], alpha=0.6)
+    ax_gap.set(xscale="log", xlabel="training-set size N", ylabel="L(h_train, D_all) - L(h_train, D_train)",
+               title="gap of the training-optimal h (band: 10-90%)\n"
+                     rf"dotted: $\epsilon(N)$ that the bound guarantees with prob. {1 - delta:g}")
+    ax_gap.set_ylim(bottom=min(0.0, min(c["gap_p10"] for c in cells)) - 0.01,
+                    top=max(0.6, max(c["gap_p90"] for c in cells) * 1.2))
+    ax_ex.set(xscale="log", xlabel="training-set size N", ylabel="L(h_train, D_all) - L(h_all, D_all)",
+              title="excess loss of h_train over the best h in H\n(solid: mean, dashed: 90th percentile)")
+    for ax in (ax_gap, ax_ex):
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_threshold_losses(x: torch.Tensor, y: torch.Tensor, feature: str, num_hypotheses: int, best_loss: float,
+                          path: Path) -> None:
+    """The feature's histogram per label, and L(h, D_all) of the + and - thresholds of a class of
+    ``num_hypotheses`` (a dotted line at ``best_loss``)."""
+    x, y = x.numpy(), y.numpy()
+    fig = new_figure(11, 3.8)
+    ax_h, ax_l = fig.subplots(1, 2)
+    bins = np.linspace(x.min(), x.max(), 40)
+    ax_h.hist(x[y == 0], bins=bins, alpha=0.6, label=f"dry ({(y == 0).sum()} days)", color="tab:orange")
+    ax_h.hist(x[y == 1], bins=bins, alpha=0.6, label=f"rain ({(y == 1).sum()} days)", color="tab:blue")
+    ax_h.set(xlabel=feature, ylabel="days", title=f"D_all: Seattle 2012-2015, {feature} by label")
+    ax_h.legend(fontsize=8)
+    t = threshold_grid(torch.tensor(x), num_hypotheses)
+    l_all = threshold_losses(torch.tensor(x), torch.tensor(y), t).double().mean(0).numpy()
+    k = len(t)
+    ax_l.plot(t.numpy(), l_all[:k], label="h(x) = 1[x > t]  (rain when warm)")
+    ax_l.plot(t.numpy(), l_all[k:], label="h(x) = 1[x <= t]  (rain when cold)")
+    ax_l.axhline(best_loss, color="gray", ls=":", lw=1)
+    ax_l.set(xlabel="threshold t", ylabel="L(h, D_all) (error rate)", title=f"loss landscape of the class; best {best_loss:.3f}")
+    ax_l.grid(True, alpha=0.3)
+    ax_l.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)

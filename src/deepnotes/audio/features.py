@@ -7,7 +7,7 @@ Sources:
   (``n_fft=400``, hop 200: :class:`Spectrogram`'s defaults).
 * seed 002, ML2022 HW2 (framewise phoneme classification): a frame is 25 ms (400 samples at 16 kHz),
   hopped by 10 ms, described by a 39-dim MFCC = 13 coefficients + deltas + delta-deltas
-  (:class:`MFCCWithDeltas`, :func:`hw2_mfcc39`).
+  (:class:`MFCCWithDeltas`, :func:`mfcc_with_deltas`).
 * Davis & Mermelstein 1980 (MFCC: a cosine transform of log mel-filterbank energies); Slaney's
   Auditory Toolbox (the "slaney" mel scale and area-normalized filters); the HTK book
   (mel = 2595 log10(1 + f/700); the delta regression formula, deltas of deltas for accelerations).
@@ -848,7 +848,7 @@ class MFCCWithDeltas(nn.Module):
         return add_deltas(self.mfcc(waveform), self.delta_width, self.delta_mode)  # (..., 3 n_mfcc, n_frames)
 
 
-def hw2_mfcc39(waveform: Tensor, sample_rate: float = 16000) -> Tensor:
+def mfcc_with_deltas(waveform: Tensor, sample_rate: float = 16000) -> Tensor:
     """HW2's 39-dim frame features with :class:`MFCCWithDeltas`' defaults: (..., T) -> (..., 39, n_frames).
 
     25 ms frames (400 samples at 16 kHz) every 10 ms (160), 13 MFCCs + deltas + delta-deltas. Builds

@@ -33,6 +33,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ import torch
 from deepnotes.data.download import download, sha256_file
 from deepnotes.data.idx import read_idx, write_idx
 from deepnotes.data.paths import data_root
+from deepnotes.data.splits import stratified_holdout
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import atomic_path, write_json_atomic
 
@@ -121,6 +123,10 @@ class ImageSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def head(self, n: int) -> "ImageSplit":
+        """The first ``n`` images (``n = 0``: all of them), for smoke runs (``--limit-train``, ``--limit-test``)."""
+        return ImageSplit(self.images[:n], self.labels[:n], self.classes, self.source) if n else self
+
 
 def _check_split(split: str) -> None:
     if split not in SPLITS:
@@ -158,7 +164,7 @@ def load_idx_folder(
     Raises:
         UserError: ``split`` is not ``"train"``/``"test"``.
         DataError: the folder or a file is missing (the message names the files expected), a
-            file is corrupt (see :func:`read_idx`), images are not ``(N, H, W)`` uint8, the label
+            file is corrupt (see :func:`read_idx`) or holds 0 images, images are not ``(N, H, W)`` uint8, the label
             count differs from the image count, or a label is outside ``classes``.
     """
     _check_split(split)
@@ -175,6 +181,8 @@ def load_idx_folder(
             "gzipped or not)"
         )
     images, labels = read_idx(img_path), read_idx(lbl_path)
+    if len(images) == 0:
+        raise DataError(f"{img_path}: holds no images (its header says shape {images.shape}); give a file with images")
     if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(f"{img_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
@@ -469,13 +477,91 @@ IMAGE_DATASETS: dict[str, ImageDatasetInfo] = {
 }
 
 
-def get_image_dataset(name: str) -> ImageDatasetInfo:
+def get_image_dataset(name: str, flag: str | None = None) -> ImageDatasetInfo:
     """Return the dataset registered as ``name``.
 
     Raises:
-        UserError: unknown name; the message lists the known ones.
+        UserError: unknown name; the message lists the known ones (after ``flag``, e.g. ``"--dataset"``, if given).
     """
     try:
         return IMAGE_DATASETS[name]
     except KeyError:
-        raise UserError(f"unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}") from None
+        where = f"{flag}: " if flag else ""
+        raise UserError(f"{where}unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}") from None
+
+
+def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation of the pixels of uint8 ``images`` (N, C, H, W) scaled to [0, 1]."""
+    pixels = images.float().div(255)
+    return float(pixels.mean()), float(pixels.std())
+
+
+@dataclass(frozen=True)
+class HeldOutImages:
+    """A dataset's training images split into train and validation, its test images, and the pixel mean and
+    standard deviation (in [0, 1]) of the train part, which normalize every split."""
+
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    mean: float
+    std: float
+
+    def info(self, dataset: str) -> dict[str, Any]:
+        """What a run folder's ``data.json`` records: dataset, source, classes, split sizes, mean, std."""
+        return {"dataset": dataset, "source": self.train.source, "classes": list(self.train.classes),
+                "n_train": len(self.train), "n_val": len(self.val), "n_test": len(self.test),
+                "mean": self.mean, "std": self.std}
+
+
+def load_held_out(name: str, data_dir: str | Path | None = None, limit_train: int = 0, limit_test: int = 0,
+                  val_fraction: float = 0.0, seed: int = 0) -> HeldOutImages:
+    """Dataset ``name``'s first ``limit_train`` training and ``limit_test`` test images (0 = all), the training
+    images split by :func:`deepnotes.data.splits.stratified_holdout` (``val_fraction`` of each class, drawn with
+    ``seed``; both parts keep the file order, so 0 leaves the training images as they are).
+
+    Raises:
+        UserError: unknown ``name``; no training image left (a tiny ``limit_train``, a large ``val_fraction``).
+        DataError: see :meth:`ImageDatasetInfo.load`.
+    """
+    info = get_image_dataset(name)
+    folder = Path(data_dir) if data_dir else None
+    train = info.load("train", data_dir=folder).head(limit_train)
+    test = info.load("test", data_dir=folder).head(limit_test)
+    tr_idx, val_idx = stratified_holdout(train.labels, val_fraction, seed)
+    if len(tr_idx) == 0:
+        raise UserError(f"--val-fraction {val_fraction:g} leaves none of the {len(train)} training images to train on; "
+                        "lower it or raise --limit-train")
+    part = lambda idx: ImageSplit(train.images[idx], train.labels[idx], train.classes, train.source)  # noqa: E731
+    return HeldOutImages(part(tr_idx), part(val_idx), test, *pixel_mean_std(train.images[tr_idx]))
+
+
+def load_test_split(data: str | None, dataset: str, classes: tuple[str, ...] | list[str],
+                    data_dir: str | Path | None = None) -> tuple[ImageSplit, str]:
+    """The test split ``deepnotes eval --data DATA`` names, checked against a run's classes; and a name for it.
+
+    Args:
+        data: None (the run's ``dataset``, read from ``data_dir`` when given), a folder holding
+            ``t10k-images-idx3-ubyte[.gz]`` and ``t10k-labels-idx1-ubyte[.gz]``, or a dataset name.
+        dataset: the run's dataset name. classes: the run's class names.
+        data_dir: the run's ``--data-dir`` (default None: the dataset's usual places).
+
+    Returns:
+        ``(split, name)``: name is the dataset's, or the folder's base name.
+
+    Raises:
+        DataError: ``data`` is neither a dataset name nor an existing folder, or its files are missing or corrupt.
+        UserError: its labels do not fit the run's classes.
+    """
+    if data is None:
+        split, name = get_image_dataset(dataset).load("test", Path(data_dir) if data_dir else None), dataset
+    elif Path(data).is_dir():
+        split, name = load_idx_folder(Path(data), "test", tuple(classes)), Path(data).resolve().name
+    elif data in IMAGE_DATASETS:
+        split, name = IMAGE_DATASETS[data].load("test"), data
+    else:
+        raise DataError(f"--data {data}: the folder does not exist (and it is not a dataset name: "
+                        f"{', '.join(IMAGE_DATASETS)})")
+    if len(split.classes) != len(classes) or int(split.labels.max()) >= len(classes):
+        raise UserError(f"--data {data}: its labels do not fit the run's {len(classes)} classes")
+    return split, name

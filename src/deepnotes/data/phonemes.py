@@ -11,7 +11,7 @@ shape from text-to-speech, where the phone boundaries are known exactly: the syn
 utterance festival's own ``Segment`` relation gives each phone's end time (``(item.feat seg "end")``,
 seconds), the waveform is resampled to 16 kHz (``utt.wave.resample``), dithered as Kaldi's front end
 does (Gaussian noise of one int16 step, seeded by the utterance id: synthetic pauses are digital zeros)
-and :func:`deepnotes.audio.hw2_mfcc39` computes (n_frames, 39) features: 25 ms Hamming window, 10 ms hop,
+and :func:`deepnotes.audio.mfcc_with_deltas` computes (n_frames, 39) features: 25 ms Hamming window, 10 ms hop,
 centred frames (frame i is centred at t = i * 10 ms, n_frames = 1 + n_samples // 160). Frame i gets the
 class of the phone whose interval [start, end) holds t (:func:`frame_labels`).
 
@@ -69,7 +69,6 @@ import io
 import itertools
 import json
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -77,7 +76,6 @@ import sys
 import tempfile
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -93,8 +91,10 @@ from deepnotes.data.speech_build import (
     FESTIVAL_VOICE_PACKAGES,
     BuiltDatasetStatus,
     engine_versions,
+    run_jobs,
     verify_manifest,
 )
+from deepnotes.data.splits import HW2_SPLIT_SEED, HW2_TRAIN_RATIO, hw2_train_val_split
 from deepnotes.errors import DataError
 from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -657,15 +657,8 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
     license: str = "generated here; festival's voices and the KJV text are free (see /usr/share/doc/PKG/copyright)"
 
     def how_to_get(self) -> str:
-        return "\n".join([
-            f"{self.name}: {self.description}",
-            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) by festival:",
-            f"  sudo apt-get install {' '.join(PHONEME_PACKAGES)}",
-            f"  deepnotes data build {self.name}",
-            f"{self.grid.n_utterances} utterances; an interrupted build resumes where it stopped.",
-            "Read it with deepnotes.data.phonemes.read_phoneme_frames(folder, split).",
-            f"Source: {self.source}. License: {self.license}.",
-        ])
+        return self.build_instructions("festival", PHONEME_PACKAGES, f"{self.grid.n_utterances} utterances",
+                                       "deepnotes.data.phonemes.read_phoneme_frames")
 
     def load(self, split: str, build: bool = True) -> FrameCorpus:
         """One split, building the set first when it is missing and ``build`` (default True).
@@ -726,22 +719,10 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
             write_bytes_atomic(root / shard.path, npz_bytes(arrays))
             return len(shard.verse_index)
 
-        n_workers = workers or min(2, os.cpu_count() or 1)
         bar = tqdm(total=grid.n_utterances, initial=grid.n_utterances - sum(len(s.verse_index) for s in todo),
                    desc=self.name, unit="utt", file=sys.stderr,
                    disable=(None if progress is None else not progress))
-        pool = ThreadPoolExecutor(max_workers=n_workers)
-        try:
-            futures = [pool.submit(run_job, s) for s in todo]
-            for fut in as_completed(futures):
-                bar.update(fut.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            bar.close()
-            shutil.rmtree(workroot, ignore_errors=True)
+        run_jobs([(s,) for s in todo], run_job, workers, bar, workroot)
 
         counts = shard_counts(root, shards)
         write_text_atomic(root / "README.md", self.readme(counts))
@@ -750,7 +731,7 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
         write_json_atomic(self.manifest_path(), {
             "dataset": self.name,
             "format": "shards/<split>/<voice>_s<k>_<chunk>.npz: zip of .npy arrays (see deepnotes.data.phonemes)",
-            "features": "deepnotes.audio.hw2_mfcc39: 13 MFCC + delta + delta-delta, 25 ms Hamming window, 10 ms hop, "
+            "features": "deepnotes.audio.mfcc_with_deltas: 13 MFCC + delta + delta-delta, 25 ms Hamming window, 10 ms hop, "
                         f"centred frames, 16 kHz; dither {DITHER} int16 steps seeded by zlib.crc32(utt_id)",
             "labels": "class of the festival Segment holding each frame centre t = 10 ms * i",
             "phones": list(PHONES),
@@ -818,8 +799,6 @@ def verify_phoneme_frames(root: str | os.PathLike[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 # HW2's own files
 # ----------------------------------------------------------------------------------------------------------
-
-from deepnotes.data.splits import HW2_SPLIT_SEED, HW2_TRAIN_RATIO, hw2_train_val_split  # noqa: E402
 
 
 def _read_lines(path: Path) -> list[str]:

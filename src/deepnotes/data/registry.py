@@ -2,8 +2,11 @@
 
 A dataset entry has ``name``, ``description``, ``status() -> str`` ("present at ..." or "missing"),
 ``how_to_get() -> str`` (multi-line instructions) and ``build() -> Path`` (make it present; return the
-folder). Image datasets live in :mod:`deepnotes.data.images`, text corpora in :mod:`deepnotes.data.text`
-and :mod:`deepnotes.data.translation`.
+folder or file). Image datasets live in :mod:`deepnotes.data.images`, text corpora in :mod:`deepnotes.data.text`
+and :mod:`deepnotes.data.translation`, speech in :mod:`deepnotes.data.speech_build` and
+:mod:`deepnotes.data.phonemes`, small tables shipped in pip packages in :mod:`deepnotes.data.tabular`.
+Every lab's ``default_dataset`` is one of these names. An ImportError of one of these modules is a bug or a
+missing dependency: it is raised, not hidden.
 """
 
 from __future__ import annotations
@@ -14,32 +17,18 @@ from deepnotes.errors import UserError
 
 
 def all_datasets() -> dict[str, Any]:
-    """Name -> dataset entry, images first, then text."""
+    """Name -> dataset entry: images, text, translation, speech, phonemes, tables."""
     from deepnotes.data.images import IMAGE_DATASETS
+    from deepnotes.data.phonemes import PHONEME_FRAMES, PHONEME_FRAMES_SMALL
+    from deepnotes.data.speech_build import SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL
+    from deepnotes.data.tabular import DIABETES, SEATTLE_WEATHER
     from deepnotes.data.text import KJV
+    from deepnotes.data.translation import UI_TRANSLATIONS
 
     entries: dict[str, Any] = dict(IMAGE_DATASETS)
-    entries[KJV.name] = KJV
-    try:  # the translation pairs (issue 5); optional while it is being written
-        from deepnotes.data.translation import UI_TRANSLATIONS
-    except ImportError:
-        pass
-    else:
-        entries[UI_TRANSLATIONS.name] = UI_TRANSLATIONS
-    try:  # synthesized spoken keywords in the Speech Commands layout (the speech chapter), and its small test grid
-        from deepnotes.data.speech_build import SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL
-    except ImportError:
-        pass
-    else:
-        entries[SPEECH_KEYWORDS.name] = SPEECH_KEYWORDS
-        entries[SPEECH_KEYWORDS_SMALL.name] = SPEECH_KEYWORDS_SMALL
-    try:  # HW2's frame-level phoneme set from festival (issue 10), and its small test grid
-        from deepnotes.data.phonemes import PHONEME_FRAMES, PHONEME_FRAMES_SMALL
-    except ImportError:
-        pass
-    else:
-        entries[PHONEME_FRAMES.name] = PHONEME_FRAMES
-        entries[PHONEME_FRAMES_SMALL.name] = PHONEME_FRAMES_SMALL
+    for entry in (KJV, UI_TRANSLATIONS, SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL, PHONEME_FRAMES, PHONEME_FRAMES_SMALL,
+                  SEATTLE_WEATHER, DIABETES):
+        entries[entry.name] = entry
     return entries
 
 

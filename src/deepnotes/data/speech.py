@@ -23,6 +23,10 @@ samples, a consistent block size, and a ``data`` chunk that fits in the file. Ev
 :class:`DataError` that names the file and what is wrong. Sample rates other than the requested one are
 resampled with ``soxr`` (libsoxr, the resampler of SoX), not a home-made filter.
 
+In memory for training (the keyword-spotting lab): :class:`SpeechSplit` (int16 clips) from :func:`load_split` or
+:func:`load_eval_folder`, :func:`load_noise`, the synthesizer of each clip (:func:`engines_of`) and per-engine
+sampling weights (:func:`engine_weights`), and :func:`speech_folder` (``--data-dir`` or a built set).
+
 Deliberate differences from the original TensorFlow/torchaudio loaders: they also read stereo or 8-bit
 files silently (torchaudio) or assume the header (TF's ``decode_wav`` checks it but only for 16-bit);
 here such files are errors unless ``skip_bad=True``, which logs and skips them.
@@ -30,15 +34,18 @@ here such files are errors unless ``skip_bad=True``, which logs and skips them.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from deepnotes.errors import DataError
+from deepnotes.errors import DataError, UserError
 
 #: The 35 words of Speech Commands v2 (alphabetical, the order of its folders).
 SPEECH_COMMANDS_V2_WORDS: tuple[str, ...] = (
@@ -442,3 +449,143 @@ def load_background_noise(
             continue
         out[p.stem] = torch.from_numpy(resample(x, rate, sample_rate).copy())
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Splits in memory (the keyword-spotting lab's data)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SpeechSplit:
+    """One split in memory: int16 clips (N, 16000), labels (N,) indexing ``classes``, relative file paths
+    ``word/name.wav`` in row order, and the folder they come from."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    files: list[str]
+    root: Path
+
+    def subset(self, n: int) -> "SpeechSplit":
+        """``n`` clips spread evenly over the split (every k-th; all words stay in); 0 or ``n >= N``: all."""
+        if not n or n >= len(self.labels):
+            return self
+        idx = torch.linspace(0, len(self.labels) - 1, n).round().long()
+        return SpeechSplit(self.clips[idx], self.labels[idx], self.classes, [self.files[i] for i in idx], self.root)
+
+
+def to_int16(x: torch.Tensor) -> torch.Tensor:
+    """Float waveforms in [-1, 1) -> int16 samples (rounded, clipped)."""
+    return (x * 32768.0).round_().clamp_(-32768, 32767).to(torch.int16)
+
+
+def load_split(root: str | os.PathLike[str], split: str, classes: Sequence[str] | None = None) -> SpeechSplit:
+    """One split of a Speech Commands folder as int16 clips (:func:`load_speech_commands`, silent).
+
+    Raises:
+        DataError: as :func:`load_speech_commands`.
+    """
+    x, y, cls, files = load_speech_commands(root, split, words=classes, log=lambda _m: None)
+    return SpeechSplit(to_int16(x), y, list(cls), files, Path(root))
+
+
+def load_eval_folder(root: str | os.PathLike[str], classes: Sequence[str]) -> SpeechSplit:
+    """The clips of a folder to score a trained model on: its test split when it has ``testing_list.txt``,
+    else every WAV of its word folders; labels index ``classes``; other sample rates are resampled, shorter
+    clips zero-padded to 1 s.
+
+    Raises:
+        UserError: a word folder that is not one of ``classes`` (names them).
+        DataError: no word folder, or a bad file.
+    """
+    root = Path(root)
+    words = word_folders(root)
+    unknown = [w for w in words if w not in classes]
+    if unknown:
+        raise UserError(f"--data {root}: word folder(s) {', '.join(unknown)} are not among the run's "
+                        f"{len(classes)} classes ({', '.join(classes[:6])}, ...)")
+    if (root / TESTING_LIST).is_file():
+        x, y, _, files = load_speech_commands(root, "test", words=words, log=lambda _m: None)
+        labels = torch.tensor([list(classes).index(words[int(i)]) for i in y], dtype=torch.int64)
+        return SpeechSplit(to_int16(x), labels, list(classes), files, root)
+    files = [f"{w}/{p.name}" for w in words for p in sorted((root / w).glob("*.wav"))]
+    clips = torch.stack([torch.from_numpy(load_clip(root / f)) for f in files])
+    labels = torch.tensor([list(classes).index(f.split("/")[0]) for f in files], dtype=torch.int64)
+    return SpeechSplit(to_int16(clips), labels, list(classes), files, root)
+
+
+def load_noise(root: str | os.PathLike[str], log: Callable[[str], None] = print) -> list[torch.Tensor]:
+    """The folder's background-noise recordings of at least 1 s, for augmentation (an empty list, said in
+    ``log``, when it has none)."""
+    root = Path(root)
+    if not (root / BACKGROUND_NOISE_DIR).is_dir():
+        log(f"{root} has no {BACKGROUND_NOISE_DIR}/: background-noise augmentation is off")
+        return []
+    noise = [n for n in load_background_noise(root, log=log).values() if len(n) >= SAMPLE_RATE]
+    if not noise:
+        log(f"{root / BACKGROUND_NOISE_DIR} has no recording of 1 s or more: background-noise augmentation is off")
+    return noise
+
+
+def engines_of(root: str | os.PathLike[str], files: Sequence[str]) -> list[str] | None:
+    """The synthesizer of each clip, from the folder's ``manifest.json`` (``speech-keywords`` builds: a
+    file's speaker hash names its voice); None for a folder without one (real recordings)."""
+    try:
+        manifest = json.loads((Path(root) / "manifest.json").read_text())
+        by_hash = {v["voice_hash"]: v["engine"] for v in manifest["grid"]["voices"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [by_hash.get(Path(f).name.split("_nohash_")[0], "other") for f in files]
+
+
+def engine_weights(root: str | os.PathLike[str], files: Sequence[str],
+                   power: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-clip sampling weights (N,) that give engine e the share ``n_e ** power / sum_f n_f ** power``,
+    and those shares by engine name.
+
+    Each clip of engine e weighs ``n_e ** (power - 1)``: power 1 gives equal weights (the data's own
+    shares), 0 equal shares per engine (the temperature sampling of multilingual training).
+
+    Raises:
+        DataError: the folder has no speech-keywords ``manifest.json`` saying which engine made each clip.
+    """
+    engines = engines_of(root, files)
+    if engines is None:
+        raise DataError(f"--engine-power needs {Path(root) / 'manifest.json'} (a `deepnotes data build "
+                        "speech-keywords` folder) to know each clip's synthesizer; use --engine-power 1 with other "
+                        "folders")
+    counts = Counter(engines)
+    total = sum(float(n) ** power for n in counts.values())
+    shares = {e: float(n) ** power / total for e, n in sorted(counts.items())}
+    return torch.tensor([float(counts[e]) ** (power - 1.0) for e in engines], dtype=torch.float64), shares
+
+
+def speech_folder(dataset: str, data_dir: str | None = None) -> Path:
+    """The Speech Commands-layout folder to read: ``data_dir``, or the built ``dataset`` (``speech-keywords``
+    or ``speech-keywords-small``).
+
+    Raises:
+        UserError: ``data_dir`` is not a folder; an unknown dataset, one that is not a speech set, or one not
+            built yet or built from an older grid (with the command that builds it).
+    """
+    if data_dir:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise UserError(f"--data-dir {root} is not a folder; pass a Speech Commands folder (word folders, "
+                            "validation_list.txt, testing_list.txt)")
+        return root
+    from deepnotes.data.registry import get_dataset
+    from deepnotes.data.speech_build import SPEECH_DATASETS, SPEECH_PACKAGES
+
+    if dataset not in SPEECH_DATASETS:
+        get_dataset(dataset)  # an unknown name -> UserError listing the datasets
+        raise UserError(f"--dataset {dataset} is not a speech dataset; use {' or '.join(SPEECH_DATASETS)}, "
+                        "or --data-dir FOLDER for a Speech Commands folder")
+    info = get_dataset(dataset)
+    if not info.is_current():
+        what = "is not built yet" if not info.manifest_path().is_file() else "was built from an older grid of voices"
+        raise UserError(f"--dataset {dataset} {what} ({info.status()}); build it with `deepnotes data build "
+                        f"{dataset}` (needs: `sudo apt-get install {' '.join(SPEECH_PACKAGES)}`), or pass its "
+                        "folder as --data-dir to use it as it is")
+    return info.cache_dir()

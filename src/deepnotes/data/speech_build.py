@@ -79,13 +79,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from deepnotes.data.download import sha256_file
 from deepnotes.data.paths import data_root
+from deepnotes.data.splits import group_split
 from deepnotes.data.speech import (
     BACKGROUND_NOISE_DIR,
     SAMPLE_RATE,
@@ -559,6 +560,23 @@ def _write_clip(path: Path, data: bytes) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def run_jobs(jobs: Sequence[tuple], run_job: Callable[..., int], workers: int | None, bar: tqdm, workroot: Path) -> None:
+    """``run_job(*job)`` for every job on ``workers`` threads (default ``min(2, os.cpu_count())``), advancing
+    ``bar`` by each result; then the bar is closed and ``workroot`` removed (also when a job fails or the build is
+    interrupted: the jobs not started are cancelled, those running are waited for)."""
+    pool = ThreadPoolExecutor(max_workers=workers or min(2, os.cpu_count() or 1))
+    try:
+        for fut in as_completed([pool.submit(run_job, *job) for job in jobs]):
+            bar.update(fut.result())
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+        shutil.rmtree(workroot, ignore_errors=True)
+
+
 class BuiltDatasetStatus:
     """``cache_dir``, ``manifest_path`` and ``status`` of a dataset built here into ``data_root()/name``, finished
     when its manifest.json exists (speech-keywords, phoneme-frames). The class using it has a ``name``."""
@@ -577,6 +595,19 @@ class BuiltDatasetStatus:
         if self.cache_dir().is_dir():
             return f"partly built at {self.cache_dir()} (run `deepnotes data build {self.name}` to finish)"
         return "missing"
+
+    def build_instructions(self, by: str, packages: Sequence[str], size: str, reader: str) -> str:
+        """``how_to_get``'s text: what the set is, the packages and command that build it, its ``size``, and the
+        function that reads it. The class using it has ``description``, ``source`` and ``license``."""
+        return "\n".join([
+            f"{self.name}: {self.description}",
+            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) by {by}:",
+            f"  sudo apt-get install {' '.join(packages)}",
+            f"  deepnotes data build {self.name}",
+            f"{size}; an interrupted build resumes where it stopped.",
+            f"Read it with {reader}(folder, split).",
+            f"Source: {self.source}. License: {self.license}.",
+        ])
 
 
 @dataclass(frozen=True)
@@ -613,15 +644,8 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         return super().status()
 
     def how_to_get(self) -> str:
-        return "\n".join([
-            f"{self.name}: {self.description}",
-            f"Built into {self.cache_dir()} (set DEEPNOTES_DATA to move it) by text-to-speech engines:",
-            f"  sudo apt-get install {' '.join(SPEECH_PACKAGES)}",
-            f"  deepnotes data build {self.name}",
-            f"{self.grid.n_clips} clips; an interrupted build resumes where it stopped.",
-            "Read it with deepnotes.data.speech.load_speech_commands(folder, split).",
-            f"Source: {self.source}. License: {self.license}.",
-        ])
+        return self.build_instructions("text-to-speech engines", SPEECH_PACKAGES, f"{self.grid.n_clips} clips",
+                                       "deepnotes.data.speech.load_speech_commands")
 
     def build(self, force: bool = False, workers: int | None = None, progress: bool | None = None) -> Path:
         """Synthesize every missing clip, then write the noise, the split lists, README.md and manifest.json.
@@ -693,21 +717,9 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
                     _write_clip(root / voice.clip_path(w, k), wav_bytes(clip))
             return len(words)
 
-        n_workers = workers or min(2, os.cpu_count() or 1)
         bar = tqdm(total=grid.n_clips, initial=grid.n_clips - sum(len(t[2]) for t in todo), desc=self.name,
                    unit="clip", file=sys.stderr, disable=(None if progress is None else not progress))
-        pool = ThreadPoolExecutor(max_workers=n_workers)
-        try:
-            futures = [pool.submit(run_job, *t) for t in todo]
-            for fut in as_completed(futures):
-                bar.update(fut.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            pool.shutdown(wait=True)
-            bar.close()
-            shutil.rmtree(workroot, ignore_errors=True)
+        run_jobs(todo, run_job, workers, bar, workroot)
 
         noise_dir = root / BACKGROUND_NOISE_DIR
         noise_dir.mkdir(exist_ok=True)
@@ -715,11 +727,12 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
             path = noise_dir / f"{colour}_noise.wav"
             if not path.is_file():
                 _write_clip(path, wav_bytes(noise(colour, grid.noise_seconds)))
-        by_split: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
-        for rel, voice in clips:
-            by_split[voice.split].append(rel)
-        write_text_atomic(root / VALIDATION_LIST, "".join(f"{r}\n" for r in sorted(by_split["validation"])))
-        write_text_atomic(root / TESTING_LIST, "".join(f"{r}\n" for r in sorted(by_split["test"])))
+        speakers = [voice.speaker for _, voice in clips]  # the split unit: every clip of a speaker on one side
+        held = {split: [s for s, side in SPEAKER_SPLITS.items() if side == split and s in speakers]
+                for split in ("validation", "test")}
+        _, val, test = group_split(speakers, held["validation"], held["test"], what="speaker")
+        for name, rows in ((VALIDATION_LIST, val), (TESTING_LIST, test)):
+            write_text_atomic(root / name, "".join(f"{r}\n" for r in sorted(clips[i][0] for i in rows)))
         write_text_atomic(root / "README.md", self.readme())
         logged = set(log_path.read_text().split()) if log_path.is_file() else set()
         compressed = sorted(logged & expected)
@@ -777,6 +790,8 @@ SPEECH_KEYWORDS_SMALL = SpeechKeywordsInfo(
     description="a 350-clip speech-keywords (10 voices, one setting each; for tests and quick checks)",
     grid=small_grid(),
 )
+#: The built keyword sets (``deepnotes data build NAME``).
+SPEECH_DATASETS: tuple[str, ...] = (SPEECH_KEYWORDS.name, SPEECH_KEYWORDS_SMALL.name)
 
 
 def verify_manifest(root: str | os.PathLike[str]) -> list[str]:

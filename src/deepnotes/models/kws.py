@@ -32,6 +32,9 @@ Deliberate differences from the sources (each documented in its class): :class:`
 the one-channel dB spectrogram instead of an RGB image of it, and does not put a ReLU on its logits
 (the exercise's code does, which clips every negative logit to 0); :class:`M5` returns logits (the
 tutorial returns log-softmax) and takes 16 kHz input without resampling to 8 kHz first.
+
+By name (:func:`deepnotes.models.create_model`): ``"spectrogram-cnn"``, ``"m5"``, ``"bcresnet"``; the keyword-spotting
+lab's ``--model`` choices with :func:`keyword_spotter`.
 """
 
 from __future__ import annotations
@@ -42,11 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepnotes.models.registry import create_model, register_model
+
 # ----------------------------------------------------------------------------------------------
 # The exercise's CNN
 # ----------------------------------------------------------------------------------------------
 
 
+@register_model("spectrogram-cnn")
 class SpectrogramCNN(nn.Module):
     r"""The exercise's CNN on a (201, 81) spectrogram: two 5x5 conv/pool layers and a two-layer classifier.
 
@@ -107,6 +113,7 @@ class SpectrogramCNN(nn.Module):
 # ----------------------------------------------------------------------------------------------
 
 
+@register_model("m5")
 class M5(nn.Module):
     r"""M5 (Dai et al. 2017), the raw-waveform CNN of PyTorch's Speech Commands tutorial.
 
@@ -363,3 +370,35 @@ class BCResNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
             raise ValueError(f"BCResNet expects (B, 1, {self.config.n_mels}, T) log-mels, got shape {tuple(x.shape)}")
         return self.classifier(self.blocks(self.head(x))).flatten(1)  # (B, K)
+
+
+@register_model("bcresnet")
+def bcresnet(in_channels: int = 1, num_classes: int = 35, width: float = 1.0, n_mels: int = 40,
+             dropout: float = 0.1) -> BCResNet:
+    """BC-ResNet-``width`` (:class:`BCResNet`) on (B, 1, n_mels, T) log-mels.
+
+    Raises:
+        ValueError: ``in_channels`` other than 1, or as :class:`BCResNet`.
+    """
+    if in_channels != 1:
+        raise ValueError(f"BC-ResNet takes one log-mel channel, got in_channels={in_channels}")
+    return BCResNet(num_classes, BCResNetConfig(width=width, n_mels=n_mels, dropout=dropout))
+
+
+#: The keyword-spotting lab's ``--model`` choices: the registered model and the features it reads
+#: (a :class:`deepnotes.audio.frontend.FeatureExtractor` kind).
+SPOTTERS: dict[str, tuple[str, str]] = {"bcresnet": ("bcresnet", "logmel"), "cnn": ("spectrogram-cnn", "spectrogram"),
+                                        "m5": ("m5", "waveform")}
+
+
+def keyword_spotter(model: str, num_classes: int, width: float = 2.0, n_mels: int = 40, dropout: float = 0.1,
+                    channels_last: bool = True) -> nn.Module:
+    """The network ``model`` of :data:`SPOTTERS` (``width`` and ``n_mels``: BC-ResNet's; ``dropout``: BC-ResNet's
+    and the CNN's), in NHWC memory layout for the 2-D models with ``channels_last``.
+
+    Raises:
+        UserError: an option the model rejects (from :func:`~deepnotes.models.create_model`).
+    """
+    options = {"bcresnet": {"width": width, "n_mels": n_mels, "dropout": dropout}, "cnn": {"dropout": dropout}}
+    net = create_model(SPOTTERS[model][0], num_classes=num_classes, **options.get(model, {}))
+    return net.to(memory_format=torch.channels_last) if channels_last and model != "m5" else net

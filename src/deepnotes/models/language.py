@@ -2,26 +2,33 @@
 
 Sources: ML2021/2022 "Transformer" and "GPT: predict the next token" (a decoder without cross-attention,
 trained on every prefix at once under a causal mask); Radford et al. 2018/2019 (pre-norm GPT-2 blocks,
-learned positions, GELU, N(0, 0.02) init, residual projections scaled by 1/sqrt(2 n_layers)); nanoGPT
+learned positions, GELU, N(0, 0.02) init, residual projections scaled by 1/sqrt(2 num_layers)); nanoGPT
 (Karpathy) for the character-level configuration. EE-559 12-2 for the LSTM language model.
 
 Both are built from this package's layers: :class:`deepnotes.nn.transformer.TransformerEncoderLayer`
-(pre-norm, causal) and :class:`deepnotes.nn.recurrent.LSTM`.
+(pre-norm, causal) and :class:`deepnotes.nn.recurrent.LSTM`. Registered for
+:func:`deepnotes.models.create_model` as ``"gpt"``, ``"lstm-lm"`` and ``"cbow"`` (word2vec,
+:class:`deepnotes.nn.word2vec.CBOW`); :func:`generate` continues a prompt.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepnotes.errors import UserError
+from deepnotes.models.registry import register_model
 from deepnotes.nn.attention import LearnedPositionalEmbedding
+from deepnotes.nn.decoding import sample as sample_tokens
 from deepnotes.nn.normalization import LayerNorm
 from deepnotes.nn.recurrent import LSTM
 from deepnotes.nn.transformer import TransformerEncoderLayer
+from deepnotes.nn.word2vec import CBOW
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class GPTConfig:
 
     vocab_size: int
     block_size: int = 64  # longest context (positions)
-    n_layers: int = 4
+    num_layers: int = 4
     n_heads: int = 4
     d_model: int = 128
     dropout: float = 0.0
@@ -38,7 +45,7 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
-    """Decoder-only Transformer: token + position embeddings, ``n_layers`` pre-norm causal blocks, LayerNorm, head.
+    """Decoder-only Transformer: token + position embeddings, ``num_layers`` pre-norm causal blocks, LayerNorm, head.
 
     The output head is the token embedding matrix (weight tying, as GPT-2): ``logits = LN(x) @ E^T``.
 
@@ -57,7 +64,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerEncoderLayer(cfg.d_model, cfg.n_heads, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout,
                                     activation="gelu", norm_first=True, use_fused=cfg.use_fused)
-            for _ in range(cfg.n_layers)
+            for _ in range(cfg.num_layers)
         )
         self.norm = LayerNorm(cfg.d_model)
         self._init_weights()
@@ -67,7 +74,7 @@ class GPT(nn.Module):
             if p.ndim >= 2:
                 std = 0.02
                 if name.endswith(("out_proj.weight", "linear2.weight")):  # residual projections
-                    std = 0.02 / math.sqrt(2 * self.cfg.n_layers)
+                    std = 0.02 / math.sqrt(2 * self.cfg.num_layers)
                 nn.init.normal_(p, mean=0.0, std=std)
             elif name.endswith("bias") and "norm" not in name:
                 nn.init.zeros_(p)
@@ -133,3 +140,55 @@ def count_parameters(model: nn.Module) -> int:
 def next_token_step_fn(model: nn.Module):
     """A :mod:`deepnotes.nn.decoding` ``step_fn(tokens, origin) -> logits`` over ``model.step_logits``."""
     return lambda tokens, origin: model.step_logits(tokens)
+
+
+@register_model("gpt")
+def gpt(vocab_size: int, block_size: int = 64, num_layers: int = 4, n_heads: int = 4, d_model: int = 128,
+        dropout: float = 0.0, use_fused: bool = True) -> GPT:
+    """:class:`GPT` (defaults: nanoGPT's CPU character config).
+
+    Raises:
+        ValueError: ``d_model`` not divisible by ``n_heads``.
+    """
+    if d_model % n_heads:
+        raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
+    return GPT(GPTConfig(vocab_size, block_size, num_layers, n_heads, d_model, dropout, use_fused))
+
+
+@register_model("lstm-lm")
+def lstm_lm(vocab_size: int, embedding_dim: int = 128, hidden_size: int = 240, num_layers: int = 2,
+            dropout: float = 0.0) -> LSTMLanguageModel:
+    """:class:`LSTMLanguageModel`."""
+    return LSTMLanguageModel(LSTMLMConfig(vocab_size, embedding_dim, hidden_size, num_layers, dropout))
+
+
+@register_model("cbow")
+def cbow(vocab_size: int, embedding_dim: int = 100, sparse: bool = False, init_seed: int | None = None) -> CBOW:
+    """:class:`~deepnotes.nn.word2vec.CBOW`, its initial vectors drawn from a generator seeded ``init_seed``
+    (default None: torch's global generator)."""
+    model = CBOW(vocab_size, embedding_dim, sparse=sparse)
+    if init_seed is not None:
+        model.reset_parameters(torch.Generator().manual_seed(init_seed))
+    return model
+
+
+def generate(model: nn.Module, vocab: Any, prompt: str, n_tokens: int, temperature: float, top_k: int = 0,
+             top_p: float | None = None, seed: int = 0, device: torch.device = torch.device("cpu")) -> str:
+    """``prompt`` followed by ``n_tokens`` sampled tokens (temperature 0 = greedy; ``top_k`` 0 = all tokens).
+
+    Args:
+        model: has ``step_logits(tokens (1, T)) -> (1, V)``; vocab: ``encode(str) -> ids``, ``decode(ids) -> str``.
+
+    Raises:
+        UserError: the prompt is empty, or ``vocab.encode`` rejects it (a character outside the vocabulary).
+    """
+    if not prompt:
+        raise UserError("--prompt must not be empty")
+    model.eval()
+    ids = torch.as_tensor(vocab.encode(prompt))[None].to(device)
+    if n_tokens == 0:
+        return prompt
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = sample_tokens(next_token_step_fn(model), ids, eos=None, max_len=n_tokens, temperature=temperature,
+                        top_k=top_k or None, top_p=top_p, generator=g)
+    return vocab.decode(out[0].tolist())

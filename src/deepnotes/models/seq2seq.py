@@ -50,6 +50,12 @@ Transformer's per-layer self-attention keys and values) and only runs the newest
 equal to ``step_logits`` and to ``forward``. :meth:`Seq2SeqModel.generate` decodes a batch with
 greedy search or beam search (several examples at once: beam rows are routed by ``origin``).
 
+**Registry, training, translating.** ``create_model("rnn-seq2seq" | "transformer-seq2seq", ...)`` builds the two
+models (:func:`model_from_flags` from the translation lab's flags); :class:`Seq2SeqTask` is their training contract
+for :class:`deepnotes.train.Trainer` (token cross-entropy with label smoothing, AdamW with the Transformer paper's
+betas, teacher forcing or scheduled sampling); :func:`translate` and :class:`Translator` turn sentences into
+translations (subword encoding, protected spans, batches of similar lengths, greedy or beam search).
+
 Deliberate differences: the incremental path runs the eval-mode computation (no dropout), so
 decode under ``model.eval()`` (``generate`` does it); the Transformer's incremental step calls the
 projections of our attention modules directly and attends with ``F.scaled_dot_product_attention``.
@@ -58,9 +64,10 @@ projections of our attention modules directly and attends with ``F.scaled_dot_pr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Literal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +75,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, protect_sources, restore_spans
+from deepnotes.metrics.translation import score
+from deepnotes.models.registry import register_model
 from deepnotes.nn.attention import SinusoidalPositionalEncoding
 from deepnotes.nn.copy import (
     CopyContinuation,
@@ -76,9 +86,10 @@ from deepnotes.nn.copy import (
     pointer_generator_log_probs,
     selective_read,
 )
-from deepnotes.nn.decoding import beam_search, block_repeated_ngrams, greedy_decode
+from deepnotes.nn.decoding import ScheduledSampler, beam_search, block_repeated_ngrams, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
+from deepnotes.train.task import IGNORE_INDEX, Step, StepOutput, Task, classification_sums, flatten_tokens
 
 __all__ = [
     "EncoderOutput",
@@ -86,9 +97,15 @@ __all__ = [
     "RNNSeq2Seq",
     "RNNSeq2SeqConfig",
     "Seq2SeqModel",
+    "Seq2SeqTask",
     "TransformerSeq2Seq",
     "TransformerSeq2SeqConfig",
-    "build_seq2seq",
+    "Translator",
+    "copy_rates",
+    "model_from_flags",
+    "rnn_seq2seq",
+    "transformer_seq2seq",
+    "translate",
 ]
 
 State = tuple[Tensor, ...]  # a decoder state: tensors whose first dimension is the row R
@@ -362,7 +379,21 @@ class IncrementalStepFn:
 
 # ----------------------------------------------------------------------------------- RNN seq2seq
 @dataclass(frozen=True)
-class RNNSeq2SeqConfig:
+class _SharedConfig:
+    """The fields both models' configs have (documented with each config)."""
+
+    vocab_size: int
+    tgt_vocab_size: int | None = None
+    dropout: float = 0.1
+    share_embeddings: bool = True
+    tie_output: bool = True
+    pad_id: int = 0
+    copy: bool = False
+    copy_continuation: bool = False
+
+
+@dataclass(frozen=True)
+class RNNSeq2SeqConfig(_SharedConfig):
     """Sizes of :class:`RNNSeq2Seq` (HW5's sample RNN: embeddings 256, encoder hidden 512 per direction).
 
     Attributes:
@@ -386,18 +417,10 @@ class RNNSeq2SeqConfig:
             docstring). Needs ``copy``.
     """
 
-    vocab_size: int
-    tgt_vocab_size: int | None = None
     embedding_dim: int = 256
     hidden_size: int = 256
     num_layers: int = 1
-    dropout: float = 0.1
-    share_embeddings: bool = True
-    tie_output: bool = True
-    pad_id: int = 0
     fused: bool = True
-    copy: bool = False
-    copy_continuation: bool = False
 
 
 class RNNSeq2Seq(Seq2SeqModel):
@@ -502,7 +525,7 @@ class RNNSeq2Seq(Seq2SeqModel):
 
 # ----------------------------------------------------------------------------------- Transformer seq2seq
 @dataclass(frozen=True)
-class TransformerSeq2SeqConfig:
+class TransformerSeq2SeqConfig(_SharedConfig):
     """Sizes of :class:`TransformerSeq2Seq` (HW5's "strong" baseline is the Transformer-base layout:
     d_model 512, 8 heads, 6 + 6 layers, feed-forward 2048; the defaults here are a CPU-sized one).
 
@@ -527,23 +550,15 @@ class TransformerSeq2SeqConfig:
             at the source positions holding y_{t-1}; ``W_ζ`` starts at 0. Needs ``copy``.
     """
 
-    vocab_size: int
-    tgt_vocab_size: int | None = None
     d_model: int = 256
     n_heads: int = 4
     num_encoder_layers: int = 3
     num_decoder_layers: int = 3
     dim_feedforward: int = 1024
-    dropout: float = 0.1
     activation: str = "relu"
     norm_first: bool = True
     max_len: int = 1024
-    share_embeddings: bool = True
-    tie_output: bool = True
-    pad_id: int = 0
     fused_attention: bool = True
-    copy: bool = False
-    copy_continuation: bool = False
     selective_read: bool = False
 
 
@@ -708,17 +723,216 @@ def _cross_attn_step(a: nn.Module, h: Tensor, mk: Tensor, mv: Tensor, allowed: T
     return a.out_proj(out.transpose(1, 2).reshape(h.shape[0], 1, -1))
 
 
-def build_seq2seq(kind: Literal["rnn", "transformer"], cfg: RNNSeq2SeqConfig | TransformerSeq2SeqConfig,
-                  **overrides) -> Seq2SeqModel:
-    """``RNNSeq2Seq`` or ``TransformerSeq2Seq`` from its config (fields in ``overrides`` replaced).
+# ----------------------------------------------------------------------------------- registry, task, translation
+@register_model("rnn-seq2seq")
+def rnn_seq2seq(vocab_size: int, embedding_dim: int = 256, hidden_size: int = 256, num_layers: int = 1,
+                **kwargs) -> RNNSeq2Seq:
+    """:class:`RNNSeq2Seq`; the other keywords are fields of :class:`RNNSeq2SeqConfig`.
 
     Raises:
-        ValueError: unknown ``kind``, or a config of the other model.
+        ValueError: see :class:`RNNSeq2Seq`.
     """
-    cfg = replace(cfg, **overrides) if overrides else cfg
-    if kind == "rnn" and isinstance(cfg, RNNSeq2SeqConfig):
-        return RNNSeq2Seq(cfg)
-    if kind == "transformer" and isinstance(cfg, TransformerSeq2SeqConfig):
-        return TransformerSeq2Seq(cfg)
-    raise ValueError(f"kind must be 'rnn' (with RNNSeq2SeqConfig) or 'transformer' (with TransformerSeq2SeqConfig), "
-                     f"got {kind!r} with {type(cfg).__name__}")
+    return RNNSeq2Seq(RNNSeq2SeqConfig(vocab_size, embedding_dim=embedding_dim, hidden_size=hidden_size,
+                                       num_layers=num_layers, **kwargs))
+
+
+@register_model("transformer-seq2seq")
+def transformer_seq2seq(vocab_size: int, d_model: int = 256, n_heads: int = 4, num_layers: int = 3,
+                        num_decoder_layers: int | None = None, **kwargs) -> TransformerSeq2Seq:
+    """:class:`TransformerSeq2Seq` with ``num_layers`` encoder layers and as many decoder layers (unless
+    ``num_decoder_layers`` is given); the other keywords are fields of :class:`TransformerSeq2SeqConfig`.
+
+    Raises:
+        ValueError: see :class:`TransformerSeq2Seq`.
+    """
+    return TransformerSeq2Seq(TransformerSeq2SeqConfig(
+        vocab_size, d_model=d_model, n_heads=n_heads, num_encoder_layers=num_layers,
+        num_decoder_layers=num_layers if num_decoder_layers is None else num_decoder_layers, **kwargs))
+
+
+def model_from_flags(name: Literal["rnn", "transformer"], flags: Any, vocab_size: int) -> Seq2SeqModel:
+    """The translation lab's ``rnn`` or ``transformer`` (:func:`rnn_seq2seq`, :func:`transformer_seq2seq` through
+    ``create_model``) over one joint vocabulary with tied embeddings and padding id ``PAD_ID``, from ``flags``: the
+    lab's config or any object with its attributes ``dropout``, ``copy``, ``copy_continuation`` (model names),
+    ``rnn_embedding_dim``, ``rnn_hidden_size``, ``rnn_layers``, ``d_model``, ``n_heads``, ``encoder_layers``,
+    ``decoder_layers``, ``dim_feedforward``, ``norm_first``, ``selective_read``, ``max_len`` and ``max_len_b`` (the
+    positions cover ``max(1024, 2 max_len + max_len_b + 2)``).
+
+    Raises:
+        UserError: sizes a model rejects (from ``create_model``).
+    """
+    from deepnotes.models.registry import create_model
+
+    common = dict(vocab_size=vocab_size, dropout=flags.dropout, pad_id=PAD_ID, copy=name in flags.copy,
+                  copy_continuation=name in flags.copy_continuation)
+    if name == "rnn":
+        return create_model("rnn-seq2seq", embedding_dim=flags.rnn_embedding_dim, hidden_size=flags.rnn_hidden_size,
+                            num_layers=flags.rnn_layers, **common)
+    return create_model("transformer-seq2seq", d_model=flags.d_model, n_heads=flags.n_heads,
+                        num_layers=flags.encoder_layers, num_decoder_layers=flags.decoder_layers,
+                        dim_feedforward=flags.dim_feedforward, norm_first=flags.norm_first,
+                        max_len=max(1024, 2 * flags.max_len + flags.max_len_b + 2),
+                        selective_read=flags.selective_read, **common)
+
+
+class Seq2SeqTask(Task):
+    """Token cross-entropy of a seq2seq model, trained with teacher forcing or scheduled sampling.
+
+    A batch is ``(src (B, S), tgt_in (B, T), tgt_out (B, T), ...)`` (:class:`deepnotes.data.translation.TokenBatches`);
+    ``model((src, tgt_in))`` gives logits (B, T, V); targets equal to ``IGNORE_INDEX`` (padding) are ignored.
+    Epoch metrics: ``loss`` (mean per target token) and ``acc`` (token accuracy).
+
+    Args:
+        model: a :class:`Seq2SeqModel`.
+        label_smoothing: of the training loss (evaluation uses none), in [0, 1); default 0.
+        sampler: a :class:`~deepnotes.nn.decoding.ScheduledSampler` (training batches only; its ratio comes from
+            ``step.step`` and ``step.total_steps``); default None = teacher forcing.
+        augment: ``augment(batch, generator) -> (src, tgt_in, tgt_out)`` of a training batch, drawn from the
+            Trainer's seeded generator (e.g. :func:`deepnotes.data.translation.bpe_dropout_batch`); default None.
+        beta2: AdamW's second-moment decay (default 0.98, the Transformer paper's; beta1 is ``cfg.momentum``).
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0, sampler: ScheduledSampler | None = None,
+                 augment: Callable[[tuple, torch.Generator | None], tuple] | None = None, beta2: float = 0.98):
+        super().__init__(model)
+        self.label_smoothing, self.sampler, self.augment, self.beta2 = label_smoothing, sampler, augment, beta2
+
+    def configure_optimizers(self, cfg) -> torch.optim.Optimizer:
+        """AdamW at ``cfg.lr``, betas ``(cfg.momentum, beta2)``, weight decay ``cfg.weight_decay`` on weight
+        matrices only."""
+        params = list(self.model.parameters())
+        return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
+                                 lr=cfg.lr, betas=(cfg.momentum, self.beta2))
+
+    def training_step(self, model: nn.Module, batch: tuple, step: Step) -> StepOutput:
+        if step.train and self.augment is not None:
+            batch = self.augment(batch, step.generator)
+        device = next(self.model.parameters()).device
+        src, tgt_in, tgt_out = (t.to(device) for t in batch[:3])
+        if step.train and self.sampler is not None:
+            tgt_in = self.sampler(lambda t: self.model((src, t)), tgt_in, step.step, step.total_steps, step.generator)
+        with step.autocast():
+            logits, y = flatten_tokens(model((src, tgt_in)), tgt_out)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing if step.train else 0.0,
+                                   ignore_index=IGNORE_INDEX)
+        return classification_sums(loss, logits.detach(), y)
+
+
+def translate(model: Seq2SeqModel, tok: SubwordTokenizer, sources: Sequence[str], device: torch.device,
+              beam_size: int = 1, *, protect: bool = False, batch_size: int = 64, max_len_a: float = 1.2,
+              max_len_b: int = 10, max_new_tokens: int | None = None, length_penalty: float = 1.0,
+              coverage_penalty: float = 0.0, no_repeat_ngram_size: int = 0, length_ratio: float = 0.0,
+              penalty: Literal["gnmt", "average"] = "gnmt") -> list[str]:
+    """Translate sentences (greedy if ``beam_size == 1``, else beam search), outputs in input order.
+
+    Sources are encoded (with ``protect``, placeholders, options and numbers first replaced by sentinels, put
+    back into the outputs: :func:`deepnotes.data.translation.protect_spans`), sorted by length and decoded
+    ``batch_size`` at a time, at most ``max_len_a * |longest source| + max_len_b`` tokens (fairseq's
+    ``max_len_a/b``), capped at ``max_new_tokens``. ``coverage_penalty`` and ``no_repeat_ngram_size`` apply to
+    beam search only; ``length_penalty``, ``penalty`` and ``length_ratio`` as :meth:`Seq2SeqModel.generate`.
+    """
+    protected = protect_sources(protect, sources)
+    ids = [tok.encode(p.text) + [EOS_ID] for p in protected]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out: list[str] = [""] * len(ids)
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        S = max(len(ids[i]) for i in chunk)
+        src = torch.full((len(chunk), S), PAD_ID, dtype=torch.long)
+        for r, i in enumerate(chunk):
+            src[r, :len(ids[i])] = torch.tensor(ids[i])
+        max_len = int(max_len_a * S + max_len_b)
+        if max_new_tokens is not None:
+            max_len = min(max_len, max_new_tokens)
+        hyps = model.generate(src.to(device), BOS_ID, EOS_ID, max(1, max_len), beam_size=beam_size,
+                              length_penalty=length_penalty, coverage_penalty=coverage_penalty if beam_size > 1 else 0.0,
+                              no_repeat_ngram_size=no_repeat_ngram_size if beam_size > 1 else 0, penalty=penalty,
+                              length_ratio=length_ratio)
+        for r, i in enumerate(chunk):
+            out[i] = restore_spans(tok.decode(hyps[r]), protected[i].spans)
+    return out
+
+
+@dataclass
+class Translator:
+    """A trained model with its tokenizer and decoding settings: sentences in, translations out.
+
+    Attributes:
+        model, tokenizer, device: what decodes, and where.
+        beam_size, protect, batch_size, max_len_a, max_len_b, coverage_penalty, no_repeat_ngram_size: as
+            :func:`translate` (defaults: 5, False, 64, 1.2, 10, 0, 0).
+    """
+
+    model: Seq2SeqModel
+    tokenizer: SubwordTokenizer
+    device: torch.device
+    beam_size: int = 5
+    protect: bool = False
+    batch_size: int = 64
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    coverage_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+
+    @classmethod
+    def of(cls, model: Seq2SeqModel, tokenizer: SubwordTokenizer, device: torch.device, flags: Any) -> "Translator":
+        """With the translation lab's decoding flags: ``flags`` has ``beam_size``, ``protect_spans``,
+        ``decode_batch_size``, ``max_len_a``, ``max_len_b``, ``coverage_penalty``, ``no_repeat_ngram_size``."""
+        return cls(model, tokenizer, device, flags.beam_size, flags.protect_spans, flags.decode_batch_size,
+                   flags.max_len_a, flags.max_len_b, flags.coverage_penalty, flags.no_repeat_ngram_size)
+
+    def decode(self, sources: Sequence[str], alpha: float | None = None, **kwargs) -> list[str]:
+        """Greedy decoding (``alpha`` None) or beam search with GNMT length penalty ``alpha``; ``kwargs`` go to
+        :func:`translate` (``max_new_tokens``, ``penalty``, ``length_ratio``, or settings of this call)."""
+        settings = {"protect": self.protect, "batch_size": self.batch_size, "max_len_a": self.max_len_a,
+                    "max_len_b": self.max_len_b, "coverage_penalty": self.coverage_penalty,
+                    "no_repeat_ngram_size": self.no_repeat_ngram_size, "length_penalty": alpha or 0.0}
+        return translate(self.model, self.tokenizer, sources, self.device, 1 if alpha is None else self.beam_size,
+                         **{**settings, **kwargs})
+
+    def scores(self, sources: Sequence[str], refs: Sequence[str], alpha: float) -> tuple[dict, dict]:
+        """``({"greedy": s, "beam": s}, {"greedy": outputs, "beam": outputs})``: each ``s`` is
+        :func:`deepnotes.metrics.translation.score` with the decoding time ``time_s`` and ``sentences_per_s``;
+        beam search with length penalty ``alpha``."""
+        metrics, outputs = {}, {}
+        for decoder, a in (("greedy", None), ("beam", alpha)):
+            t0 = time.perf_counter()
+            outputs[decoder] = hyps = self.decode(sources, a)
+            seconds = time.perf_counter() - t0
+            metrics[decoder] = {**score(sources, hyps, refs), "time_s": seconds, "sentences_per_s": len(hyps) / seconds}
+        return metrics, outputs
+
+
+@torch.no_grad()
+def copy_rates(model: Seq2SeqModel, batches: Iterable[tuple], device: torch.device, eos_id: int = EOS_ID
+               ) -> dict[str, Any] | None:
+    """How much a copy model copies: the mean of ``1 - p_gen`` over teacher-forced target tokens.
+
+    Args:
+        model: a model built with ``copy=True`` (else the result is None).
+        batches: ``(src (B, S), tgt_in (B, T), tgt_out (B, T))`` as :class:`~deepnotes.data.translation.TokenBatches`.
+        device: where the model is.
+        eos_id: the end token, left out with the padding.
+
+    Returns:
+        ``{"in_source", "not_in_source"}``: mean copy probability over target tokens that occur / do not occur in
+        their own source, and ``{"n_in_source", "n_not_in_source"}`` their counts; None without a copy mechanism.
+    """
+    if not model.cfg.copy:
+        return None
+    model.eval()
+    sums, counts = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.long)
+    for src, tgt_in, tgt_out, *_ in batches:
+        src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
+        model((src, tgt_in))
+        p = model.last_copy_prob.double().cpu()
+        keep = ((tgt_out != IGNORE_INDEX) & (tgt_out != eos_id)).cpu()
+        in_src = (tgt_out[:, :, None] == src[:, None, :]).any(-1).cpu()
+        for k, where in enumerate((keep & in_src, keep & ~in_src)):
+            sums[k] += p[where].sum()
+            counts[k] += int(where.sum())
+    mean = [float(sums[k] / counts[k]) if counts[k] else None for k in range(2)]
+    return {"in_source": mean[0], "not_in_source": mean[1], "n_in_source": int(counts[0]),
+            "n_not_in_source": int(counts[1])}

@@ -448,6 +448,13 @@ class MultiHeadAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------------ positional encodings
+def _check_positions_args(d_model: int, max_len: int, dropout: float) -> None:
+    if d_model < 1 or max_len < 1:
+        raise ValueError(f"d_model and max_len must be >= 1, got d_model={d_model}, max_len={max_len}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
 class SinusoidalPositionalEncoding(nn.Module):
     r"""Adds the fixed sinusoidal positional encoding of Vaswani et al. 2017, §3.5, then dropout.
 
@@ -478,10 +485,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0):
         super().__init__()
-        if d_model < 1 or max_len < 1:
-            raise ValueError(f"d_model and max_len must be >= 1, got d_model={d_model}, max_len={max_len}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_positions_args(d_model, max_len, dropout)
         self.d_model, self.max_len = d_model, max_len
         self.dropout = nn.Dropout(dropout)
         pos = torch.arange(max_len, dtype=torch.float64)[:, None]  # (max_len, 1)
@@ -521,10 +525,7 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, d_model: int, dropout: float = 0.0):
         super().__init__()
-        if d_model < 1 or max_len < 1:
-            raise ValueError(f"d_model and max_len must be >= 1, got d_model={d_model}, max_len={max_len}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        _check_positions_args(d_model, max_len, dropout)
         self.d_model, self.max_len = d_model, max_len
         self.weight = nn.Parameter(torch.empty(max_len, d_model))
         self.dropout = nn.Dropout(dropout)

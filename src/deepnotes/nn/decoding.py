@@ -46,6 +46,7 @@ PredictFn = Callable[[Tensor], Tensor]
 
 __all__ = [
     "LengthPredictor",
+    "ScheduledSampler",
     "beam_search",
     "block_repeated_ngrams",
     "filter_logits",
@@ -689,7 +690,8 @@ def scheduled_sampling_inputs(gold: Tensor, predicted: Tensor, teacher_forcing_r
                          f"{tuple(predicted.shape)}")
     if not 0 <= teacher_forcing_ratio <= 1:
         raise ValueError(f"teacher_forcing_ratio must be in [0, 1], got {teacher_forcing_ratio!r}")
-    use_gold = torch.rand(gold.shape, generator=generator, device=gold.device) < teacher_forcing_ratio
+    where = generator.device if generator is not None else gold.device  # a CPU generator draws on the CPU
+    use_gold = torch.rand(gold.shape, generator=generator, device=where).to(gold.device) < teacher_forcing_ratio
     return torch.where(use_gold, gold, predicted)
 
 
@@ -745,3 +747,56 @@ def teacher_forcing_ratio(step: int | float,
     else:
         raise ValueError(f"schedule must be 'linear', 'exponential' or 'inverse_sigmoid', got {schedule!r}")
     return float(min(1.0, max(min_ratio, eps)))
+
+
+class ScheduledSampler:
+    """Scheduled sampling (Bengio et al. 2015) of a teacher-forced decoder, in two passes.
+
+    A first pass without gradients, teacher-forced on the gold decoder input, gives the model's greedy guess
+    of every target token; each gold input token is then kept with probability ε_i (one coin flip per token,
+    :func:`scheduled_sampling_inputs`) and replaced by the guess otherwise, and the training pass reads this
+    mix. The guesses of all positions come from one parallel pass, as Mihaylova and Martins (2019) do for the
+    Transformer. ε_i decays linearly from 1 at update 0 to ``min_ratio`` at the last update
+    (:func:`teacher_forcing_ratio`, ``"linear"``), a function of (update, total updates) only, so a resumed
+    run mixes the same tokens. The first pass runs in the model's current (training) mode, dropout included.
+
+    Args:
+        min_ratio: ε at the last update, in [0, 1).
+        bos_id: the start token (the first decoder input, never replaced).
+        pad_id: padding of the decoder input (kept).
+
+    Raises:
+        ValueError: ``min_ratio`` outside [0, 1).
+
+    Example::
+
+        sampler = ScheduledSampler(0.5, bos_id=2, pad_id=0)
+        tgt_in = sampler(lambda t: model((src, t)), tgt_in, step=100, total_steps=1000, generator=g)
+    """
+
+    def __init__(self, min_ratio: float, bos_id: int, pad_id: int):
+        if not 0 <= min_ratio < 1:
+            raise ValueError(f"min_ratio must be in [0, 1), got {min_ratio}")
+        self.min_ratio, self.bos_id, self.pad_id = min_ratio, bos_id, pad_id
+
+    def ratio(self, step: int, total_steps: int) -> float:
+        """ε at update ``step`` of ``total_steps`` (>= 1): the probability of feeding a gold token.
+
+        Raises:
+            ValueError: ``total_steps`` < 1.
+        """
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        return teacher_forcing_ratio(step, "linear", k=1.0, c=(1 - self.min_ratio) / total_steps,
+                                     min_ratio=self.min_ratio)
+
+    def __call__(self, logits_fn: Callable[[Tensor], Tensor], tgt_in: Tensor, step: int, total_steps: int,
+                 generator: torch.Generator | None) -> Tensor:
+        """The decoder input (B, T) of the training pass: gold and guessed tokens mixed, padding kept.
+
+        ``logits_fn(tgt_in (B, T)) -> logits (B, T, V)`` is the teacher-forced model (source bound).
+        """
+        with torch.no_grad():
+            guess = shift_right(logits_fn(tgt_in).argmax(-1), self.bos_id)  # guess[:, t] stands for tgt_in[:, t]
+        mixed = scheduled_sampling_inputs(tgt_in, guess, self.ratio(step, total_steps), generator)
+        return torch.where(tgt_in == self.pad_id, tgt_in, mixed)

@@ -56,7 +56,12 @@ def log_softmax(logits: Tensor, dim: int = -1) -> Tensor:
     return shifted - logsumexp(shifted, dim=dim, keepdim=True)
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """``loss`` (per example) averaged (``"mean"``), summed (``"sum"``) or as is (``"none"``), as torch's losses.
+
+    Raises:
+        ValueError: another ``reduction``.
+    """
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -101,7 +106,7 @@ def cross_entropy(logits: Tensor, target: Tensor, reduction: Reduction = "mean",
     if label_smoothing > 0:
         smooth = -logp.mean(dim=1)  # (B, ...): cross-entropy with the uniform distribution
         loss = (1 - label_smoothing) * nll + label_smoothing * smooth
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 def mse_one_hot(logits_or_probs: Tensor, target: Tensor, num_classes: int, from_logits: bool = True,
@@ -131,4 +136,4 @@ def mse_one_hot(logits_or_probs: Tensor, target: Tensor, num_classes: int, from_
         raise ValueError(f"target must hold class indices in [0, {num_classes})")
     probs = torch.exp(log_softmax(logits_or_probs, dim=1)) if from_logits else logits_or_probs
     one_hot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)  # (B, K)
-    return _reduce((probs - one_hot).pow(2), reduction)
+    return reduce_loss((probs - one_hot).pow(2), reduction)

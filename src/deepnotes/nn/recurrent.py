@@ -139,7 +139,19 @@ def _check_state(name: str, t, expected: tuple[int, ...]) -> None:
 # Cells
 # ---------------------------------------------------------------------------------------------------
 
-class _CellBase(nn.Module):
+class _UniformInit(nn.Module):
+    """Initialization shared by the cells and the layers."""
+
+    hidden_size: int
+
+    def reset_parameters(self) -> None:
+        """Every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), as torch (same order, so the same seed gives the same values)."""
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -stdv, stdv)
+
+
+class _CellBase(_UniformInit):
     _mode = "RNN_TANH"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
@@ -157,12 +169,6 @@ class _CellBase(nn.Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), as torch (same order, so the same seed gives the same values)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -stdv, stdv)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -305,7 +311,7 @@ class GRUCell(_CellBase):
 # Stacked, optionally bidirectional layers
 # ---------------------------------------------------------------------------------------------------
 
-class _RNNBase(nn.Module):
+class _RNNBase(_UniformInit):
     """Shared code of :class:`RNN`, :class:`LSTM`, :class:`GRU`: parameters, checks, the loop over time."""
 
     _mode = "RNN_TANH"
@@ -338,12 +344,6 @@ class _RNNBase(nn.Module):
                     setattr(self, "bias_ih" + sfx, nn.Parameter(torch.empty(gate_size)))
                     setattr(self, "bias_hh" + sfx, nn.Parameter(torch.empty(gate_size)))
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Every parameter ~ U(-1/sqrt(H), 1/sqrt(H)), as torch."""
-        stdv = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -stdv, stdv)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"

@@ -77,7 +77,26 @@ class _FeedForward(nn.Module):
         return self.linear2(self.dropout(_ACTIVATIONS[self.activation](self.linear1(x))))
 
 
-class TransformerEncoderLayer(nn.Module):
+class _SelfAttentionSublayer(nn.Module):
+    """What both blocks share: the argument checks and the self-attention sub-layer ``dropout1(self_attn(x, x, x))``
+    (built first, so that a block's parameters are drawn in the order of torch's)."""
+
+    dropout1: nn.Dropout
+
+    def __init__(self, d_model: int, n_heads: int, dim_feedforward: int, dropout: float, activation: str,
+                 norm_first: bool, eps: float, use_fused: bool):
+        super().__init__()
+        _check_layer_args(d_model, n_heads, dim_feedforward, dropout, activation, eps)
+        self.d_model, self.n_heads, self.norm_first, self.use_fused = d_model, n_heads, norm_first, use_fused
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+
+    def _sa(self, x: Tensor, mask: Tensor | None, kpm: Tensor | None, is_causal: bool) -> Tensor:
+        out, _ = self.self_attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, is_causal=is_causal,
+                                use_fused=self.use_fused)
+        return self.dropout1(out)
+
+
+class TransformerEncoderLayer(_SelfAttentionSublayer):
     """One encoder block: self-attention then feed-forward, each with residual, dropout and LayerNorm.
 
     Args:
@@ -104,10 +123,7 @@ class TransformerEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False):
-        super().__init__()
-        _check_layer_args(d_model, n_heads, dim_feedforward, dropout, activation, eps)
-        self.d_model, self.n_heads, self.norm_first, self.use_fused = d_model, n_heads, norm_first, use_fused
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused)
         self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1, self.norm2 = LayerNorm(d_model, eps=eps), LayerNorm(d_model, eps=eps)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
@@ -124,13 +140,8 @@ class TransformerEncoderLayer(nn.Module):
             x = self.norm2(x + self.dropout2(self.ff(x)))
         return x
 
-    def _sa(self, x: Tensor, mask: Tensor | None, kpm: Tensor | None, is_causal: bool) -> Tensor:
-        out, _ = self.self_attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, is_causal=is_causal,
-                                use_fused=self.use_fused)
-        return self.dropout1(out)
 
-
-class TransformerDecoderLayer(nn.Module):
+class TransformerDecoderLayer(_SelfAttentionSublayer):
     """One decoder block: masked self-attention, cross-attention over ``memory``, feed-forward.
 
     Args: as :class:`TransformerEncoderLayer`.
@@ -149,10 +160,7 @@ class TransformerDecoderLayer(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False):
-        super().__init__()
-        _check_layer_args(d_model, n_heads, dim_feedforward, dropout, activation, eps)
-        self.d_model, self.n_heads, self.norm_first, self.use_fused = d_model, n_heads, norm_first, use_fused
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused)
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation)
         self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, eps=eps) for _ in range(3))
@@ -173,11 +181,6 @@ class TransformerDecoderLayer(nn.Module):
             x = self.norm2(x + self._ca(x, memory, memory_mask, memory_key_padding_mask))
             x = self.norm3(x + self.dropout3(self.ff(x)))
         return x
-
-    def _sa(self, x: Tensor, mask: Tensor | None, kpm: Tensor | None, is_causal: bool) -> Tensor:
-        out, _ = self.self_attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, is_causal=is_causal,
-                                use_fused=self.use_fused)
-        return self.dropout1(out)
 
     def _ca(self, x: Tensor, memory: Tensor, mask: Tensor | None, kpm: Tensor | None) -> Tensor:
         out, _ = self.cross_attn(x, memory, memory, key_padding_mask=kpm, attn_mask=mask, use_fused=self.use_fused)

@@ -38,14 +38,17 @@ Deliberate differences from the lecture/papers:
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deepnotes.nn.losses import Reduction, reduce_loss
+from deepnotes.train.task import Step, StepOutput, Task
+
 __all__ = [
     "CBOW",
+    "NegativeSamplingTask",
     "analogy",
     "cbow_windows",
     "cosine_neighbours",
@@ -54,19 +57,6 @@ __all__ = [
     "sample_negatives",
     "subsample_keep_prob",
 ]
-
-Reduction = Literal["mean", "sum", "none"]
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-
 
 # ----------------------------------------------------------------------------------- distributions
 def noise_distribution(counts: Tensor, power: float = 0.75) -> Tensor:
@@ -216,7 +206,7 @@ def negative_sampling_loss(h: Tensor, m_pos: Tensor, m_neg: Tensor, reduction: R
     pos = (m_pos * h).sum(-1)  # (B,) score of the true word
     neg = torch.bmm(m_neg, h.unsqueeze(-1)).squeeze(-1)  # (B, Q) scores of the noise words
     loss = -F.logsigmoid(pos) - F.logsigmoid(-neg).sum(-1)  # (B,)
-    return _reduce(loss, reduction)
+    return reduce_loss(loss, reduction)
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -298,6 +288,45 @@ class CBOW(nn.Module):
             raise ValueError(f"negatives must be (B, Q) with B = {context.shape[0]}, got {tuple(negatives.shape)}")
         h = self.context_vector(context, context_mask)  # (B, D)
         return negative_sampling_loss(h, self.M(target), self.M(negatives), reduction)
+
+
+class NegativeSamplingTask(Task):
+    """Training CBOW with :class:`deepnotes.train.Trainer`: the negative-sampling loss of a batch
+    ``(context, mask, target, negatives)`` (:class:`deepnotes.data.text.CBOWBatches`), moved to ``device``.
+
+    Training minimizes the batch mean; the epoch metric ``loss`` is the mean per example (evaluation sums
+    per batch). Optimizer: Adam on the full tables, or SparseAdam when the model has sparse gradients;
+    learning rate ``cfg.lr`` (the Trainer sets it before every update).
+    """
+
+    def __init__(self, model: CBOW, device: torch.device | str = "cpu"):
+        super().__init__(model)
+        self.device = torch.device(device)
+
+    def configure_optimizers(self, cfg) -> torch.optim.Optimizer:
+        if self.model.E.sparse:
+            return torch.optim.SparseAdam(list(self.model.parameters()), lr=cfg.lr)
+        return torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+
+    def _loss(self, model: nn.Module, batch, reduction: Reduction) -> tuple[Tensor, int]:
+        context, mask, target, negatives = (t.to(self.device) for t in batch)
+        return model(context, target, negatives, mask, reduction=reduction), len(target)
+
+    def training_step(self, model: nn.Module, batch, step: Step) -> StepOutput:
+        loss, n = self._loss(model, batch, "mean")
+        return StepOutput(loss, {"loss": float(loss.detach()) * n}, n)
+
+    def evaluation_step(self, model: nn.Module, batch, step: Step | None = None) -> StepOutput:
+        loss, n = self._loss(model, batch, "sum")
+        return StepOutput(loss, {"loss": float(loss.detach())}, n)
+
+    @torch.no_grad()
+    def mean_loss(self, batches) -> float:
+        """Mean loss per example of ``model`` over ``batches``, in eval mode (NaN when there are none)."""
+        self.model.to(self.device).eval()
+        outs = [self.evaluation_step(self.model, b) for b in batches]
+        n = sum(o.count for o in outs)
+        return sum(o.sums["loss"] for o in outs) / n if n else float("nan")
 
 
 # ----------------------------------------------------------------------------------- using the vectors

@@ -207,6 +207,37 @@ class NoamSchedule:
         return self.factor * self.d_model**-0.5 * min(n**-0.5, n * self.warmup**-1.5)
 
 
+SCHEDULE_NAMES = ("constant", "step", "cosine", "warmup-cosine", "warmup-linear", "noam")
+
+
+def named_schedule(name: str, peak: float, total_steps: int, warmup: float) -> Schedule:
+    """The schedule ``name`` (one of :data:`SCHEDULE_NAMES`) peaking at ``peak`` for a run of ``total_steps`` updates.
+
+    * ``constant``: ``peak`` throughout.
+    * ``step``: ``peak``, times 0.3 after each third of the run (:class:`StepDecay`).
+    * ``cosine``: cosine annealing from ``peak`` to 0 (:class:`CosineDecay`).
+    * ``warmup-cosine`` / ``warmup-linear``: linear warm-up over ``warmup * total_steps`` updates (at least 1),
+      then cosine / linear decay to 0 (:class:`WarmupDecay`).
+    * ``noam``: the Transformer's schedule with ``d_model = 512`` and ``warmup * total_steps`` warm-up updates,
+      its factor set so that it peaks at ``peak`` (the paper's factor 1 peaks at ``(512 * warmup)^-0.5``).
+
+    Raises:
+        ValueError: unknown ``name``, or ``peak <= 0``.
+    """
+    w = max(1, int(round(warmup * total_steps)))
+    if name == "constant":
+        return ConstantLR(peak)
+    if name == "step":
+        return StepDecay(peak, step_size=max(1, math.ceil(total_steps / 3)), gamma=0.3)
+    if name == "cosine":
+        return CosineDecay(peak)
+    if name in ("warmup-cosine", "warmup-linear"):
+        return WarmupDecay(peak, warmup_steps=w, decay=name.split("-")[1])
+    if name == "noam":
+        return NoamSchedule(d_model=512, warmup=w, factor=peak * math.sqrt(512 * w))
+    raise ValueError(f"unknown schedule {name!r}; choose from {', '.join(SCHEDULE_NAMES)}")
+
+
 def lr_curve(schedule: Schedule, total_steps: int) -> list[float]:
     """``[schedule(s, total_steps) for s in range(total_steps)]``: the learning rate of every update.
 

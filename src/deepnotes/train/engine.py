@@ -258,6 +258,7 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.tb = None
+        self.should_stop = False  # a callback sets it to end training after this epoch (early stopping)
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -381,7 +382,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         self._open_tensorboard()
         try:
-            while self.epoch < cfg.epochs:
+            while self.epoch < cfg.epochs and not self.should_stop:
                 self._train_one_epoch()
         finally:
             if self.tb is not None:
