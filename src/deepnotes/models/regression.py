@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch import nn
 
 from deepnotes.io import atomic_path, write_json_atomic
 from deepnotes.models.registry import create_model, register_model
-from deepnotes.train.checkpoint import cpu_state_dict, list_checkpoints
+from deepnotes.train.checkpoint import CHECKPOINT_DIR, cpu_state_dict, list_checkpoints
 from deepnotes.train.config import TrainConfig
 from deepnotes.train.engine import Callback, Trainer
 from deepnotes.train.task import RegressionTask, Step, StepOutput
@@ -332,7 +333,8 @@ def fit_regressor(
     each epoch the train and valid MSE are measured; with ``patience > 0`` training stops when the valid MSE has
     not improved for ``patience`` epochs (early stopping), and with ``restore_best`` the weights of the best
     epoch are put back. The :class:`~deepnotes.train.Trainer` writes ``run_dir``: metrics.csv, checkpoints/,
-    best.safetensors, then model.safetensors (the weights kept) and fit.json (the result) when done.
+    best.safetensors, then model.safetensors (the weights kept) and fit.json (the result) when done; the checkpoints
+    and best.safetensors of a finished fit are deleted.
 
     Args:
         model: maps (B, C) -> (B,); trained in place.
@@ -394,6 +396,9 @@ def fit_regressor(
                            len(history) < epochs)
         save_weights(model, folder / "model.safetensors")
         write_json_atomic(folder / "fit.json", asdict(result))
+        # finished: resume reads fit.json and model.safetensors only (a full run folder stays ~1 MB, not ~15 MB)
+        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)
+        best_path.unlink(missing_ok=True)
         return result
 
 
