@@ -21,7 +21,8 @@ def test_fit_candidates_trains_in_folders_and_adds_ensemble_and_baselines(tmp_pa
                                                 persistence=lambda r: y[r] - 1.0, seed=0, epochs=5, batch_size=16, lr=1e-2)
     assert list(preds) == ["linear", "mlp", "ensemble", "least squares", "persistence"]
     assert set(fits) == set(times) == {"linear", "mlp"} and all(len(f.history) == 5 for f in fits.values())
-    assert (tmp_path / "linear" / "fit.json").is_file() and (tmp_path / "mlp" / "checkpoints").is_dir()
+    assert (tmp_path / "linear" / "fit.json").is_file() and (tmp_path / "mlp" / "model.safetensors").is_file()
+    assert not (tmp_path / "mlp" / "checkpoints").exists()  # a finished fit keeps its result, not its checkpoints
     for split, r in rows.items():
         np.testing.assert_allclose(preds["ensemble"][split], (preds["linear"][split] + preds["mlp"][split]) / 2)
         np.testing.assert_array_equal(preds["persistence"][split], y[r] - 1.0)

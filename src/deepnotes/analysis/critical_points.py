@@ -26,18 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from deepnotes.analysis.hessian import (
-    DEGENERATE,
-    LOCAL_MAXIMUM,
-    LOCAL_MINIMUM,
-    SADDLE_POINT,
-    CriticalPoint,
-    LossFn,
-    analyze_critical_point,
-    flat_loss_function,
-    flatten_parameters,
-    load_flat_parameters,
-)
+from deepnotes.analysis.hessian import (DEGENERATE, LOCAL_MAXIMUM, LOCAL_MINIMUM, SADDLE_POINT, CriticalPoint, LossFn,
+                                        analyze_critical_point, flat_loss_function, flatten_parameters,
+                                        load_flat_parameters)
 from deepnotes.report import new_figure, save_figure
 
 NOT_CRITICAL = "not critical"
@@ -98,12 +89,10 @@ def point_summary(cp: CriticalPoint, eig_tol: float, grad_tol: float) -> dict[st
     eigenvalue counts (|λ| <= ``eig_tol`` max|λ| counts as zero) and the ends of the spectrum."""
     lam = cp.eigenvalues
     zero = eig_tol * float(lam.abs().max())
-    return {
-        "loss": cp.loss, "grad_norm": cp.grad_norm,
-        "kind": cp.kind if cp.grad_norm < grad_tol else NOT_CRITICAL, "hessian_kind": cp.kind,
-        "min_ratio": cp.min_ratio, "n_positive": int((lam > zero).sum()), "n_negative": int((lam < -zero).sum()),
-        "n_zero": int((lam.abs() <= zero).sum()), "lambda_min": float(lam[0]), "lambda_max": float(lam[-1]),
-    }
+    return {"loss": cp.loss, "grad_norm": cp.grad_norm,
+            "kind": cp.kind if cp.grad_norm < grad_tol else NOT_CRITICAL, "hessian_kind": cp.kind,
+            "min_ratio": cp.min_ratio, "n_positive": int((lam > zero).sum()), "n_negative": int((lam < -zero).sum()),
+            "n_zero": int((lam.abs() <= zero).sum()), "lambda_min": float(lam[0]), "lambda_max": float(lam[-1])}
 
 
 def zero_weight_saddle(model: nn.Module, y: Tensor) -> Tensor:
@@ -140,14 +129,12 @@ def saddle_escape(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, theta
     step = float(ts[best])
     _, from_saddle = gradient_descent(f, theta, lr, gd_steps)
     _, from_escaped = gradient_descent(f, theta + step * u, lr, gd_steps)
-    return {
-        "label": label, "kind": cp.kind, "loss": cp.loss, "grad_norm": cp.grad_norm, "lambda_min": lam,
-        "n_negative": int((cp.eigenvalues < -eig_tol * float(cp.eigenvalues.abs().max())).sum()),
-        "parameters": theta.numel(), "escape_step": step,
-        "loss_after_step": slice_loss[best], "predicted_change": 0.5 * lam * step**2,
-        "slice_t": ts.tolist(), "slice_loss": slice_loss,
-        "gd_from_saddle": from_saddle, "gd_from_escaped": from_escaped,
-    }
+    return {"label": label, "kind": cp.kind, "loss": cp.loss, "grad_norm": cp.grad_norm, "lambda_min": lam,
+            "n_negative": int((cp.eigenvalues < -eig_tol * float(cp.eigenvalues.abs().max())).sum()),
+            "parameters": theta.numel(), "escape_step": step,
+            "loss_after_step": slice_loss[best], "predicted_change": 0.5 * lam * step**2,
+            "slice_t": ts.tolist(), "slice_loss": slice_loss,
+            "gd_from_saddle": from_saddle, "gd_from_escaped": from_escaped}
 
 
 # ----------------------------------------------------------------------------------- figures

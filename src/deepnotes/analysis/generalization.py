@@ -40,20 +40,9 @@ import torch
 
 from deepnotes.report import new_figure, save_figure
 
-__all__ = [
-    "SimulationResult",
-    "above_bound",
-    "bad_probability_stderr",
-    "bad_training_sets",
-    "hoeffding_union_bound",
-    "plot_bad_share",
-    "plot_erm_gap",
-    "plot_threshold_losses",
-    "sample_counts",
-    "simulate",
-    "threshold_grid",
-    "threshold_losses",
-]
+__all__ = ["SimulationResult", "above_bound", "bad_probability_stderr", "bad_training_sets", "hoeffding_union_bound",
+           "plot_bad_share", "plot_erm_gap", "plot_threshold_losses", "sample_counts", "simulate", "threshold_grid",
+           "threshold_losses"]
 
 
 def threshold_grid(x: torch.Tensor, num_hypotheses: int) -> torch.Tensor:
@@ -190,13 +179,8 @@ def simulate(losses: torch.Tensor, counts: torch.Tensor) -> SimulationResult:
     all_ = losses.double().mean(dim=0)  # (H,) L(h, D_all)
     sup_gap = (train - all_).abs().amax(dim=1)  # (T,)
     erm = train.argmin(dim=1)  # (T,)
-    return SimulationResult(
-        sup_gap=sup_gap,
-        erm_index=erm,
-        erm_train=train.gather(1, erm[:, None])[:, 0],
-        erm_all=all_[erm],
-        best_all=float(all_.min()),
-    )
+    return SimulationResult(sup_gap=sup_gap, erm_index=erm, erm_train=train.gather(1, erm[:, None])[:, 0],
+                            erm_all=all_[erm], best_all=float(all_.min()))
 
 
 def bad_probability_stderr(p: float, trials: int) -> float:

@@ -37,24 +37,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, hessian, jvp
 
-__all__ = [
-    "LOCAL_MINIMUM",
-    "LOCAL_MAXIMUM",
-    "SADDLE_POINT",
-    "DEGENERATE",
-    "CriticalPoint",
-    "analyze_critical_point",
-    "classify_critical_point",
-    "flat_loss_function",
-    "flatten_parameters",
-    "gradient_norm",
-    "hessian_eigen",
-    "hessian_vector_product",
-    "load_flat_parameters",
-    "loss_gradient",
-    "loss_hessian",
-    "minimum_ratio",
-]
+__all__ = ["LOCAL_MINIMUM", "LOCAL_MAXIMUM", "SADDLE_POINT", "DEGENERATE", "CriticalPoint", "analyze_critical_point",
+           "classify_critical_point", "flat_loss_function", "flatten_parameters", "gradient_norm", "hessian_eigen",
+           "hessian_vector_product", "load_flat_parameters", "loss_gradient", "loss_hessian", "minimum_ratio"]
 
 LOCAL_MINIMUM = "local minimum"
 LOCAL_MAXIMUM = "local maximum"
@@ -93,9 +78,8 @@ def load_flat_parameters(model: nn.Module, theta: Tensor) -> None:
             p.copy_(value)
 
 
-def flat_loss_function(
-    model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor
-) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+def flat_loss_function(model: nn.Module, loss_fn: LossFn, inputs: Tensor,
+                       targets: Tensor) -> tuple[Callable[[Tensor], Tensor], Tensor]:
     """``f(θ) = loss_fn(model_θ(inputs), targets)`` as a pure function of the flat parameters.
 
     Args:
@@ -150,9 +134,7 @@ def loss_hessian(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Ten
     return hessian(f)(theta)
 
 
-def hessian_vector_product(
-    model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor, v: Tensor
-) -> Tensor:
+def hessian_vector_product(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor, v: Tensor) -> Tensor:
     """H v without forming H: the directional derivative of the gradient, d/dε ∇L(θ + ε v) at ε = 0.
 
     Forward-over-reverse (Pearlmutter 1994, "Fast exact multiplication by the Hessian"): one
@@ -283,9 +265,8 @@ class CriticalPoint:
         return self.eigenvectors[:, 0] if float(self.eigenvalues[0]) < 0 else None
 
 
-def analyze_critical_point(
-    model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor, tol: float = 1e-6, relative: bool = True
-) -> CriticalPoint:
+def analyze_critical_point(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor, tol: float = 1e-6,
+                           relative: bool = True) -> CriticalPoint:
     """Loss, gradient norm, Hessian spectrum, class and minimum ratio at the model's parameters.
 
     Args:
@@ -295,11 +276,5 @@ def analyze_critical_point(
     loss = float(f(theta))
     g = grad(f)(theta)
     lam, U = hessian_eigen(hessian(f)(theta))
-    return CriticalPoint(
-        loss=loss,
-        grad_norm=float(torch.linalg.vector_norm(g)),
-        eigenvalues=lam,
-        eigenvectors=U,
-        kind=classify_critical_point(lam, tol, relative),
-        min_ratio=minimum_ratio(lam, tol, relative),
-    )
+    return CriticalPoint(loss=loss, grad_norm=float(torch.linalg.vector_norm(g)), eigenvalues=lam, eigenvectors=U,
+                         kind=classify_critical_point(lam, tol, relative), min_ratio=minimum_ratio(lam, tol, relative))

@@ -61,14 +61,9 @@ class SharpnessResult:
 
 
 @torch.no_grad()
-def perturbation_sharpness(
-    loss_fn: Callable[[], torch.Tensor | float],
-    params: Sequence[torch.Tensor],
-    radii: Sequence[float],
-    n_directions: int = 10,
-    relative: bool = True,
-    generator: torch.Generator | None = None,
-) -> SharpnessResult:
+def perturbation_sharpness(loss_fn: Callable[[], torch.Tensor | float], params: Sequence[torch.Tensor],
+                           radii: Sequence[float], n_directions: int = 10, relative: bool = True,
+                           generator: torch.Generator | None = None) -> SharpnessResult:
     """Mean and max rise of ``loss_fn()`` when ``params`` move by random vectors of norm ``rho``.
 
     The parameters are changed in place for each evaluation and restored exactly afterwards (also

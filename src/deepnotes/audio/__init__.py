@@ -14,42 +14,10 @@ Every module takes a ``(..., T)`` waveform (any leading batch dimensions, float3
 device) and returns ``(..., n_freqs_or_mels_or_coefficients, n_frames)``.
 """
 
-from deepnotes.audio.features import (
-    MFCC,
-    AmplitudeToDB,
-    Deltas,
-    LogMelSpectrogram,
-    MelSpectrogram,
-    MFCCWithDeltas,
-    Spectrogram,
-    add_deltas,
-    compute_deltas,
-    dct_matrix,
-    delta_coefficients,
-    hz_to_mel,
-    mel_filterbank,
-    mel_to_hz,
-    mfcc_with_deltas,
-    to_db,
-    window_function,
-)
+from deepnotes.audio.features import (MFCC, AmplitudeToDB, Deltas, LogMelSpectrogram, MelSpectrogram, MFCCWithDeltas,
+                                      Spectrogram, add_deltas, compute_deltas, dct_matrix, delta_coefficients,
+                                      hz_to_mel, mel_filterbank, mel_to_hz, mfcc_with_deltas, to_db, window_function)
 
-__all__ = [
-    "MFCC",
-    "AmplitudeToDB",
-    "Deltas",
-    "LogMelSpectrogram",
-    "MelSpectrogram",
-    "MFCCWithDeltas",
-    "Spectrogram",
-    "add_deltas",
-    "compute_deltas",
-    "dct_matrix",
-    "delta_coefficients",
-    "hz_to_mel",
-    "mel_filterbank",
-    "mel_to_hz",
-    "mfcc_with_deltas",
-    "to_db",
-    "window_function",
-]
+__all__ = ["MFCC", "AmplitudeToDB", "Deltas", "LogMelSpectrogram", "MelSpectrogram", "MFCCWithDeltas", "Spectrogram",
+           "add_deltas", "compute_deltas", "dct_matrix", "delta_coefficients", "hz_to_mel", "mel_filterbank",
+           "mel_to_hz", "mfcc_with_deltas", "to_db", "window_function"]

@@ -180,10 +180,6 @@ class Spectrogram(nn.Module):
         self.window_name = window if isinstance(window, str) else "tensor"
         self.register_buffer("window", w, persistent=False)  # float64, cast to the input's dtype in forward
 
-    @property
-    def n_freqs(self) -> int:
-        return self.n_fft // 2 + 1
-
     def extra_repr(self) -> str:
         return (f"n_fft={self.n_fft}, win_length={self.win_length}, hop_length={self.hop_length}, "
                 f"window={self.window_name!r}, power={self.power}, center={self.center}, "

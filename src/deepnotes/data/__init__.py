@@ -13,24 +13,8 @@ User-fixable problems (missing or corrupt files, failed downloads, unknown names
 
 from deepnotes.data.download import download, sha256_file
 from deepnotes.data.idx import read_idx, write_idx
-from deepnotes.data.images import (
-    IMAGE_DATASETS,
-    ImageDatasetInfo,
-    ImageSplit,
-    get_image_dataset,
-    load_idx_folder,
-)
+from deepnotes.data.images import IMAGE_DATASETS, ImageDatasetInfo, ImageSplit, get_image_dataset, load_idx_folder
 from deepnotes.data.paths import data_root
 
-__all__ = [
-    "IMAGE_DATASETS",
-    "ImageDatasetInfo",
-    "ImageSplit",
-    "data_root",
-    "download",
-    "get_image_dataset",
-    "load_idx_folder",
-    "read_idx",
-    "sha256_file",
-    "write_idx",
-]
+__all__ = ["IMAGE_DATASETS", "ImageDatasetInfo", "ImageSplit", "data_root", "download", "get_image_dataset",
+           "load_idx_folder", "read_idx", "sha256_file", "write_idx"]

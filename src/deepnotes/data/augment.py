@@ -138,13 +138,8 @@ def tta_views(x: torch.Tensor, padding: int, hflip: bool) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def tta_probabilities(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    padding: int,
-    hflip: bool,
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
+def tta_probabilities(model: torch.nn.Module, x: torch.Tensor, padding: int, hflip: bool,
+                      normalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Average of ``softmax(model(normalize(view)))`` over :func:`tta_views` of the raw images ``x``.
 
     The views are cut from the *raw* images (uint8 or [0, 1] pixels), so the border a shift uncovers

@@ -46,14 +46,8 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def download(
-    url: str,
-    dest: str | os.PathLike[str],
-    sha256: str,
-    *,
-    desc: str | None = None,
-    timeout: float = 60.0,
-) -> Path:
+def download(url: str, dest: str | os.PathLike[str], sha256: str, *, desc: str | None = None,
+             timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest``, verifying its SHA-256; the file appears only when correct.
 
     A progress bar (tqdm, on stderr) is shown when stderr is a terminal. An existing ``dest`` is
@@ -97,8 +91,6 @@ def download(
             raise DataError(f"could not download {url}: {_reason(e)}") from e
         actual = h.hexdigest()
         if actual != expected:
-            raise DataError(
-                f"download of {url} is corrupt or not the expected file: SHA-256 {actual}, "
-                f"expected {expected}. Nothing was saved; try again or use another mirror."
-            )
+            raise DataError(f"download of {url} is corrupt or not the expected file: SHA-256 {actual}, "
+                            f"expected {expected}. Nothing was saved; try again or use another mirror.")
     return dest

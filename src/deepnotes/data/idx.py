@@ -27,14 +27,8 @@ from deepnotes.errors import DataError
 from deepnotes.io import write_bytes_atomic
 
 #: IDX dtype code -> numpy dtype (big-endian as stored on disk).
-IDX_DTYPES: dict[int, np.dtype] = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
+IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"),
+                                   0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 _CODE_OF = {dt.newbyteorder("=").str if dt.itemsize > 1 else dt.str: code for code, dt in IDX_DTYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
 _REFETCH = "Delete it and download or build it again."
@@ -82,16 +76,12 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     data = _raw_bytes(path)
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError(
-            f"{path}: not an IDX file (the first two bytes must be 0x00 0x00, got "
-            f"{data[:4].hex(' ') or 'an empty file'}). {_REFETCH}"
-        )
+        raise DataError(f"{path}: not an IDX file (the first two bytes must be 0x00 0x00, got "
+                        f"{data[:4].hex(' ') or 'an empty file'}). {_REFETCH}")
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
-        raise DataError(
-            f"{path}: unknown IDX dtype code 0x{code:02X} (expected one of "
-            f"{', '.join(f'0x{c:02X}' for c in IDX_DTYPES)}). {_REFETCH}"
-        )
+        raise DataError(f"{path}: unknown IDX dtype code 0x{code:02X} (expected one of "
+                        f"{', '.join(f'0x{c:02X}' for c in IDX_DTYPES)}). {_REFETCH}")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, need {header}). {_REFETCH}")
@@ -101,17 +91,13 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     actual = len(data) - header
     if actual != expected:
         what = "truncated" if actual < expected else "too long"
-        raise DataError(
-            f"{path}: IDX file is {what}: its header says shape {dims} of {dtype.name}, i.e. "
-            f"{expected} bytes of data, but it holds {actual}. {_REFETCH}"
-        )
+        raise DataError(f"{path}: IDX file is {what}: its header says shape {dims} of {dtype.name}, i.e. "
+                        f"{expected} bytes of data, but it holds {actual}. {_REFETCH}")
     flat = np.frombuffer(data, dtype=dtype, offset=header)
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(dims)
 
 
-def write_idx(
-    path: str | os.PathLike[str], array: np.ndarray, gzip: bool | None = None
-) -> Path:
+def write_idx(path: str | os.PathLike[str], array: np.ndarray, gzip: bool | None = None) -> Path:
     """Write ``array`` as an IDX file, atomically.
 
     Args:
@@ -131,10 +117,8 @@ def write_idx(
     array = np.asarray(array)
     key = array.dtype.newbyteorder("=").str if array.dtype.itemsize > 1 else array.dtype.str
     if key not in _CODE_OF:
-        raise ValueError(
-            f"write_idx: dtype {array.dtype} has no IDX code; use one of "
-            f"uint8, int8, int16, int32, float32, float64"
-        )
+        raise ValueError(f"write_idx: dtype {array.dtype} has no IDX code; use one of "
+                         f"uint8, int8, int16, int32, float32, float64")
     if not 1 <= array.ndim <= 255 or any(d >= 2**32 for d in array.shape):
         raise ValueError(f"write_idx: shape {array.shape} cannot be stored in IDX")
     code = _CODE_OF[key]

@@ -47,10 +47,8 @@ from deepnotes.io import atomic_path, write_json_atomic
 
 SPLITS = ("train", "test")
 #: split -> (images file, labels file), without the optional ``.gz``.
-IDX_FILES: dict[str, tuple[str, str]] = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
+IDX_FILES: dict[str, tuple[str, str]] = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                                         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 GZ_FILES: tuple[str, ...] = tuple(f"{stem}.gz" for pair in IDX_FILES.values() for stem in pair)
 
 #: Download URL bases, tried in order; file names are appended.
@@ -98,10 +96,8 @@ SUBSET_SEED = 20210302
 SUBSET_TEST_PER_CLASS = 100
 
 DIGITS = tuple(str(d) for d in range(10))
-FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 
 @dataclass(frozen=True)
@@ -146,9 +142,7 @@ def _missing_files(folder: Path) -> list[str]:
     return [f"{stem}.gz" for pair in IDX_FILES.values() for stem in pair if _find_file(folder, stem) is None]
 
 
-def load_idx_folder(
-    path: str | Path, split: str, classes: tuple[str, ...] | None = None
-) -> ImageSplit:
+def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | None = None) -> ImageSplit:
     """Load ``split`` from a folder holding MNIST-layout IDX files.
 
     Args:
@@ -176,27 +170,21 @@ def load_idx_folder(
     img_path, lbl_path = (_find_file(folder, s) for s in stems)
     if img_path is None or lbl_path is None:
         lost = [f"{s}.gz" for s, p in zip(stems, (img_path, lbl_path)) if p is None]
-        raise DataError(
-            f"{folder}: missing {' and '.join(lost)} for the {split} split (expected {expected}, "
-            "gzipped or not)"
-        )
+        raise DataError(f"{folder}: missing {' and '.join(lost)} for the {split} split (expected {expected}, "
+                        "gzipped or not)")
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if len(images) == 0:
         raise DataError(f"{img_path}: holds no images (its header says shape {images.shape}); give a file with images")
     if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(f"{img_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
-        raise DataError(
-            f"{lbl_path}: expected {len(images)} integer labels (one per image in {img_path.name}), "
-            f"got {labels.dtype} {labels.shape}"
-        )
+        raise DataError(f"{lbl_path}: expected {len(images)} integer labels (one per image in {img_path.name}), "
+                        f"got {labels.dtype} {labels.shape}")
     labels = labels.astype(np.int64)
     if classes is None:
         classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise DataError(
-            f"{lbl_path}: labels must lie in 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}"
-        )
+        raise DataError(f"{lbl_path}: labels must lie in 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}")
     return ImageSplit(torch.from_numpy(images[:, None]), torch.from_numpy(labels), tuple(classes), str(folder))
 
 

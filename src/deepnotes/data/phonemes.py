@@ -87,13 +87,8 @@ from tqdm import tqdm
 from deepnotes.audio import MFCCWithDeltas
 from deepnotes.data.download import sha256_file
 from deepnotes.data.speech import read_wav
-from deepnotes.data.speech_build import (
-    FESTIVAL_VOICE_PACKAGES,
-    BuiltDatasetStatus,
-    engine_versions,
-    run_jobs,
-    verify_manifest,
-)
+from deepnotes.data.speech_build import (FESTIVAL_VOICE_PACKAGES, BuiltDatasetStatus, engine_versions, run_jobs,
+                                         verify_manifest)
 from deepnotes.data.splits import HW2_SPLIT_SEED, HW2_TRAIN_RATIO, hw2_train_val_split
 from deepnotes.errors import DataError
 from deepnotes.io import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -110,7 +105,6 @@ PHONES: tuple[str, ...] = (
     "w", "y", "z", "zh",
 )
 N_PHONE_CLASSES = len(PHONES)  # 41, as HW2
-SILENCE = 0
 #: festival's radio phone -> class name (see the module docstring).
 FESTIVAL_PHONE_MAP: dict[str, str] = {
     **{p: p for p in PHONES if p != "sil"},
@@ -119,7 +113,6 @@ FESTIVAL_PHONE_MAP: dict[str, str] = {
 }
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # 10 ms at 16 kHz
-N_FEATURES = 39
 #: Standard deviation of the Gaussian dither added before the MFCCs, in int16 steps (Kaldi's default 1.0).
 DITHER = 1.0
 
@@ -398,14 +391,12 @@ def festival_script(voice: PhonemeVoice, k: int, texts: Sequence[str], wav_dir: 
         lines.append(f"(set! int_lr_params (cons (list 'target_f0_mean {pitch}) int_lr_params))")
     for i, text in enumerate(texts):
         wav = scheme_string(str(Path(wav_dir) / f"{i}.wav"))
-        lines += [
-            f"(set! utt1 (SynthText {scheme_string(text)}))",
-            f'(format t "@@UTT {i}\\n")',
-            "(mapcar (lambda (s) (format t \"@@SEG %s %f\\n\" (item.name s) (item.feat s \"end\"))) "
-            "(utt.relation.items utt1 'Segment))",
-            "(utt.wave.resample utt1 16000)",
-            f"(utt.save.wave utt1 {wav} 'riff)",
-        ]
+        lines += [f"(set! utt1 (SynthText {scheme_string(text)}))",
+                  f'(format t "@@UTT {i}\\n")',
+                  "(mapcar (lambda (s) (format t \"@@SEG %s %f\\n\" (item.name s) (item.feat s \"end\"))) "
+                  "(utt.relation.items utt1 'Segment))",
+                  "(utt.wave.resample utt1 16000)",
+                  f"(utt.save.wave utt1 {wav} 'riff)"]
     return "\n".join(lines) + "\n"
 
 
@@ -480,14 +471,12 @@ def synthesize_shard(shard: Shard, texts: Sequence[str], workdir: Path, mfcc: MF
         phones += names
         ends += seg_ends
         counts.append(len(names))
-    return {
-        "features": np.concatenate(feats), "labels": np.concatenate(labels),
-        "lengths": np.asarray(lengths, dtype=np.int32), "n_samples": np.asarray(n_samples, dtype=np.int32),
-        "utt_ids": np.asarray(ids), "text": np.asarray([" ".join(s.split()) for s in sentences]),
-        "verse_index": np.asarray(shard.verse_index, dtype=np.int32),
-        "phones": np.asarray(phones), "phone_ends": np.asarray(ends, dtype=np.float32),
-        "phone_counts": np.asarray(counts, dtype=np.int32),
-    }
+    return {"features": np.concatenate(feats), "labels": np.concatenate(labels),
+            "lengths": np.asarray(lengths, dtype=np.int32), "n_samples": np.asarray(n_samples, dtype=np.int32),
+            "utt_ids": np.asarray(ids), "text": np.asarray([" ".join(s.split()) for s in sentences]),
+            "verse_index": np.asarray(shard.verse_index, dtype=np.int32),
+            "phones": np.asarray(phones), "phone_ends": np.asarray(ends, dtype=np.float32),
+            "phone_counts": np.asarray(counts, dtype=np.int32)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -599,17 +588,6 @@ class FrameCorpus:
         return FrameCorpus(self.features[frames], None if self.labels is None else self.labels[frames],
                            self.lengths[index] if index else torch.zeros(0, dtype=torch.int64),
                            tuple(self.utt_ids[u] for u in index), self.source)
-
-    @staticmethod
-    def concat(parts: Sequence["FrameCorpus"], source: str = "") -> "FrameCorpus":
-        """The utterances of every part, in order. Labels are kept only if every part has them."""
-        if not parts:
-            raise ValueError("concat needs at least one corpus")
-        labelled = all(p.labels is not None for p in parts)
-        return FrameCorpus(torch.cat([p.features for p in parts]),
-                           torch.cat([p.labels for p in parts]) if labelled else None,
-                           torch.cat([p.lengths for p in parts]), tuple(u for p in parts for u in p.utt_ids),
-                           source or parts[0].source)
 
 
 def read_phoneme_frames(root: str | os.PathLike[str], split: str) -> FrameCorpus:

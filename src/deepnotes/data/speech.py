@@ -53,11 +53,6 @@ SPEECH_COMMANDS_V2_WORDS: tuple[str, ...] = (
     "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
     "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow", "yes", "zero",
 )
-#: The 30 words of Speech Commands v1 (v2 without backward, follow, forward, learn, visual).
-SPEECH_COMMANDS_V1_WORDS: tuple[str, ...] = tuple(
-    w for w in SPEECH_COMMANDS_V2_WORDS if w not in ("backward", "follow", "forward", "learn", "visual"))
-#: The ten command words of the standard 12-class keyword-spotting task (plus "silence" and "unknown").
-COMMAND_WORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 VALIDATION_LIST = "validation_list.txt"
@@ -277,13 +272,8 @@ def read_split_list(path: str | os.PathLike[str]) -> list[str]:
     return out
 
 
-def speech_commands_files(
-    root: str | os.PathLike[str],
-    split: str = "train",
-    words: Sequence[str] | None = None,
-    skip_bad: bool = False,
-    log: Callable[[str], None] = print,
-) -> tuple[list[str], list[str]]:
+def speech_commands_files(root: str | os.PathLike[str], split: str = "train", words: Sequence[str] | None = None,
+                          skip_bad: bool = False, log: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
     """The relative paths of one split and the class names, without reading any audio.
 
     Args:
@@ -357,14 +347,9 @@ def load_clip(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, leng
     return fit_length(x, sample_rate if length is None else length)
 
 
-def load_speech_commands(
-    root: str | os.PathLike[str],
-    split: str = "train",
-    sample_rate: int = SAMPLE_RATE,
-    skip_bad: bool = False,
-    words: Sequence[str] | None = None,
-    log: Callable[[str], None] = print,
-) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+def load_speech_commands(root: str | os.PathLike[str], split: str = "train", sample_rate: int = SAMPLE_RATE,
+                         skip_bad: bool = False, words: Sequence[str] | None = None,
+                         log: Callable[[str], None] = print) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """Load one split of a Speech Commands v1/v2 folder (or of ``deepnotes data build speech-keywords``).
 
     Each WAV header is checked (:func:`parse_wav`); a clip at another rate is resampled to
@@ -421,12 +406,8 @@ def load_speech_commands(
     return waveforms[:len(files)].clone(), torch.tensor(labels, dtype=torch.int64), classes, files
 
 
-def load_background_noise(
-    root: str | os.PathLike[str],
-    sample_rate: int = SAMPLE_RATE,
-    skip_bad: bool = False,
-    log: Callable[[str], None] = print,
-) -> dict[str, torch.Tensor]:
+def load_background_noise(root: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE, skip_bad: bool = False,
+                          log: Callable[[str], None] = print) -> dict[str, torch.Tensor]:
     """The clips of ``ROOT/_background_noise_/`` (not a class): file stem -> float32 ``(T,)`` tensor at
     ``sample_rate`` (resampled with soxr if needed), sorted by name; lengths are kept (about 60 s each).
 

@@ -59,8 +59,9 @@ resumable (each clip is written to ``.NAME.tmp`` and renamed; clips already ther
 temporary files removed; ``manifest.json`` is written last) and runs two jobs at a time (each job is one
 voice setting: 35 words), with a tqdm progress bar on a terminal.
 
-:func:`pocketsphinx_accuracy` runs Debian's CMU pocketsphinx with a grammar of only the 35 words on a
-split: a sanity check of the generated set and a baseline for keyword-spotting models.
+:func:`pocketsphinx_recognize` runs Debian's CMU pocketsphinx with a grammar of only the 35 words: a sanity
+check of the generated set and a baseline for keyword-spotting models
+(:func:`deepnotes.metrics.speech.pocketsphinx_baseline`).
 """
 
 from __future__ import annotations
@@ -87,15 +88,8 @@ from tqdm import tqdm
 from deepnotes.data.download import sha256_file
 from deepnotes.data.paths import data_root
 from deepnotes.data.splits import group_split
-from deepnotes.data.speech import (
-    BACKGROUND_NOISE_DIR,
-    SAMPLE_RATE,
-    SPEECH_COMMANDS_V2_WORDS,
-    TESTING_LIST,
-    VALIDATION_LIST,
-    speech_commands_files,
-    wav_bytes,
-)
+from deepnotes.data.speech import (BACKGROUND_NOISE_DIR, SAMPLE_RATE, SPEECH_COMMANDS_V2_WORDS, TESTING_LIST,
+                                   VALIDATION_LIST, wav_bytes)
 from deepnotes.errors import DataError
 from deepnotes.io import write_json_atomic, write_text_atomic
 
@@ -131,16 +125,12 @@ ESPEAK_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m
 #: Accents of the held-out espeak-ng variants (a subset, to keep validation/test near 10 % each).
 ESPEAK_HELD_OUT_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-029")
 #: The split of each speaker (flite/festival recorded speaker, or ``espeak-ng+VARIANT``); others: train.
-SPEAKER_SPLITS: dict[str, str] = {
-    "slt": "validation", "espeak-ng+f4": "validation",
-    "awb": "test", "ked": "test", "espeak-ng+m7": "test",
-}
+SPEAKER_SPLITS: dict[str, str] = {"slt": "validation", "espeak-ng+f4": "validation",
+                                  "awb": "test", "ked": "test", "espeak-ng+m7": "test"}
 #: flite and festival voice -> the recorded speaker behind it.
-VOICE_SPEAKERS: dict[str, str] = {
-    "kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt",
-    "kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
-    "czech_machac": "machac", "czech_ph": "ph",
-}
+VOICE_SPEAKERS: dict[str, str] = {"kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt",
+                                  "kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
+                                  "czech_machac": "machac", "czech_ph": "ph"}
 #: What ``rate`` and ``pitch`` of a setting mean for each kind of voice.
 SETTING_UNITS: dict[str, dict[str, str]] = {
     "espeak-ng": {"rate": "-s words a minute (default 175)", "pitch": "-p 0-99 (default 50)"},
@@ -820,11 +810,8 @@ def verify_manifest(root: str | os.PathLike[str]) -> list[str]:
 POCKETSPHINX_MODEL = Path("/usr/share/pocketsphinx/model/en-us")
 
 
-def pocketsphinx_recognize(
-    files: Sequence[str | os.PathLike[str]],
-    words: Sequence[str],
-    workers: int | None = None,
-) -> list[str | None]:
+def pocketsphinx_recognize(files: Sequence[str | os.PathLike[str]], words: Sequence[str],
+                           workers: int | None = None) -> list[str | None]:
     """The word pocketsphinx hears in each file, choosing only among ``words`` (None: it heard nothing).
 
     Runs Debian's ``pocketsphinx_batch`` (CMU Sphinx, acoustic model en-us) with a JSGF grammar
@@ -881,25 +868,3 @@ def pocketsphinx_recognize(
                     out[i + n * int(m.group(2))] = hyp[0] if hyp else None
     return out
 
-
-def pocketsphinx_accuracy(
-    root: str | os.PathLike[str],
-    split: str = "test",
-    words: Sequence[str] | None = None,
-    max_files: int | None = None,
-    workers: int | None = None,
-) -> float:
-    """Fraction of a split's clips (of ``words``, default all word folders) whose word pocketsphinx picks
-    among ``words`` (:func:`pocketsphinx_recognize`). ``max_files`` takes every k-th file (sorted order)
-    so that at most that many are decoded.
-
-    Raises:
-        DataError: as :func:`pocketsphinx_recognize` and :func:`deepnotes.data.speech.speech_commands_files`.
-    """
-    root = Path(root)
-    rels, classes = speech_commands_files(root, split, words)
-    if max_files is not None and len(rels) > max_files:
-        step = -(-len(rels) // max_files)
-        rels = rels[::step]
-    hyps = pocketsphinx_recognize([root / r for r in rels], classes, workers)
-    return sum(h == r.split("/")[0] for h, r in zip(hyps, rels)) / len(rels)

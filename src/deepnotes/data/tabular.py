@@ -107,9 +107,8 @@ def day_features(frame) -> tuple[np.ndarray, list[str]]:
     return np.concatenate([numeric, onehot], axis=1), names
 
 
-def make_windows(
-    day_matrix: np.ndarray, names: Sequence[str], target: str, days: int = 5
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def make_windows(day_matrix: np.ndarray, names: Sequence[str], target: str,
+                 days: int = 5) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Windows of ``days`` consecutive days arranged like HW1.
 
     Window ``i`` covers days ``i .. i+days-1``. Its features are every column of days 1..days-1 and

@@ -372,11 +372,9 @@ def word_corpus(verses: Sequence[Verse], val_fraction: float, seed: int, min_cou
     tr_tokens = [tokens[i] for i in tr_idx]
     vocab = WordVocab.build(tr_tokens, min_count) if vocab is None else vocab
     train, val = encode_words(tr_tokens, vocab), encode_words([tokens[i] for i in va_idx], vocab)
-    stats = {
-        "verses": len(verses), "train_verses": len(tr_idx), "val_verses": len(va_idx),
-        "tokens": sum(map(len, tokens)), "distinct_words": len({w for t in tokens for w in t}),
-        "vocab_size": len(vocab), "train_tokens_in_vocab": len(train[0]), "val_tokens_in_vocab": len(val[0]),
-    }
+    stats = {"verses": len(verses), "train_verses": len(tr_idx), "val_verses": len(va_idx),
+             "tokens": sum(map(len, tokens)), "distinct_words": len({w for t in tokens for w in t}),
+             "vocab_size": len(vocab), "train_tokens_in_vocab": len(train[0]), "val_tokens_in_vocab": len(val[0])}
     return WordCorpus(vocab, train, val, stats)
 
 

@@ -529,11 +529,8 @@ def load_ui_translations(path: str | os.PathLike[str] | None = None, build: bool
     return pairs
 
 
-def package_split(
-    pairs: Sequence[Pair],
-    val_packages: Iterable[str] = DEFAULT_VAL_PACKAGES,
-    test_packages: Iterable[str] = DEFAULT_TEST_PACKAGES,
-) -> tuple[list[Pair], list[Pair], list[Pair]]:
+def package_split(pairs: Sequence[Pair], val_packages: Iterable[str] = DEFAULT_VAL_PACKAGES,
+                  test_packages: Iterable[str] = DEFAULT_TEST_PACKAGES) -> tuple[list[Pair], list[Pair], list[Pair]]:
     """Split pairs by source package: ``(train, val, test)``, each in input order.
 
     Every pair of a package in ``val_packages`` goes to validation, of one in ``test_packages`` to
@@ -641,11 +638,9 @@ PLACEHOLDER_RE = re.compile(r"%(?:\d+\$)?[-+#0']*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?:
 #: command-line option (``-R``, ``--rfc-email``, ``--block-size=SIZE``: one or two ASCII dashes, a letter,
 #: not glued to a preceding ASCII letter, digit, ``_`` or ``-``); a number of at least two characters
 #: (``5322``, ``02:34:56``, ``1.5``). The boundaries are ASCII-only so that a span may touch Chinese text.
-PROTECT_RE = re.compile(
-    rf"(?P<printf>{PLACEHOLDER_RE.pattern})"
-    r"|(?P<option>(?<![A-Za-z0-9_-])--?[A-Za-z][A-Za-z0-9_-]*(?:=[A-Za-z0-9_.:/+-]*)?)"
-    r"|(?P<number>(?<![A-Za-z0-9_.])\d+(?:[.:]\d+)*(?![A-Za-z0-9_]))"
-)
+PROTECT_RE = re.compile(rf"(?P<printf>{PLACEHOLDER_RE.pattern})"
+                        r"|(?P<option>(?<![A-Za-z0-9_-])--?[A-Za-z][A-Za-z0-9_-]*(?:=[A-Za-z0-9_.:/+-]*)?)"
+                        r"|(?P<number>(?<![A-Za-z0-9_.])\d+(?:[.:]\d+)*(?![A-Za-z0-9_]))")
 
 #: The sentinels, one per protected span of a sentence, in order of first occurrence: Unicode
 #: private-use characters U+E000.., which no catalog holds; they are user-defined (whole) pieces of the
@@ -740,17 +735,10 @@ def _check_no_sentinel(text: str, what: str) -> None:
         raise ValueError(f"the {what} {text[:60]!r} already holds a sentinel character (U+E000..U+E01F) of protect_spans")
 
 
-def train_sentencepiece(
-    texts: Iterable[str],
-    model_prefix_path: str | os.PathLike[str],
-    vocab_size: int,
-    model_type: str = "bpe",
-    character_coverage: float = 0.9995,
-    user_defined_symbols: Sequence[str] = PLACEHOLDER_SYMBOLS,
-    byte_fallback: bool = True,
-    normalization_rule_name: str = "identity",
-    seed: int = 0,
-) -> Path:
+def train_sentencepiece(texts: Iterable[str], model_prefix_path: str | os.PathLike[str], vocab_size: int,
+                        model_type: str = "bpe", character_coverage: float = 0.9995,
+                        user_defined_symbols: Sequence[str] = PLACEHOLDER_SYMBOLS, byte_fallback: bool = True,
+                        normalization_rule_name: str = "identity", seed: int = 0) -> Path:
     """Train a sentencepiece subword model on ``texts``; write ``PREFIX.model`` and ``PREFIX.vocab`` atomically.
 
     Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, then ``user_defined_symbols`` (always whole

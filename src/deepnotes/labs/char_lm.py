@@ -130,11 +130,9 @@ def load_data(cfg: CharLMConfig) -> tuple[CharVocab, torch.Tensor, torch.Tensor,
     if cfg.limit_chars:
         train_text, val_text = train_text[: cfg.limit_chars], val_text[: max(cfg.limit_chars // 10, 4 * (cfg.block_size + 1))]
     train_ids, val_ids = torch.from_numpy(vocab.encode(train_text)), torch.from_numpy(vocab.encode(val_text))
-    info = {
-        "dataset": "kjv", "n_verses_train": len(tr_idx), "n_verses_val": len(val_idx),
-        "n_chars_train": len(train_ids), "n_chars_val": len(val_ids), "vocab": "".join(vocab.itos),
-        "baselines": count_baselines(train_ids.numpy(), val_ids.numpy(), len(vocab)),
-    }
+    info = {"dataset": "kjv", "n_verses_train": len(tr_idx), "n_verses_val": len(val_idx),
+            "n_chars_train": len(train_ids), "n_chars_val": len(val_ids), "vocab": "".join(vocab.itos),
+            "baselines": count_baselines(train_ids.numpy(), val_ids.numpy(), len(vocab))}
     return vocab, train_ids, val_ids, info
 
 
@@ -204,12 +202,10 @@ def run(cfg: CharLMConfig, ctx: RunContext) -> dict[str, Any]:
     sample_time = time.perf_counter() - t1
     train_time = sum(float(r["epoch_time_s"]) for r in trainer.history)
     tokens = cfg.epochs * cfg.steps_per_epoch * cfg.batch_size * cfg.block_size
-    results = {
-        "lab": lab_name, "val": val_metrics, "parameters": n_params, "train_time_s": train_time,
-        "this_session_time_s": session_time, "updates": trainer.step,
-        "train_tokens_per_s": tokens / max(train_time, 1e-9),
-        "sample_chars_per_s": cfg.sample_chars / max(sample_time, 1e-9), "baselines": info["baselines"],
-    }
+    results = {"lab": lab_name, "val": val_metrics, "parameters": n_params, "train_time_s": train_time,
+               "this_session_time_s": session_time, "updates": trainer.step,
+               "train_tokens_per_s": tokens / max(train_time, 1e-9),
+               "sample_chars_per_s": cfg.sample_chars / max(sample_time, 1e-9), "baselines": info["baselines"]}
     Run(ctx.run_dir).write_json("results.json", results)
     write_text_atomic(ctx.run_dir / "samples.txt", text + "\n")
     path = report(Run(ctx.run_dir))

@@ -60,9 +60,7 @@ class GeneralizationConfig(RunConfig):
             raise UserError(f"--hypotheses must be even numbers (two signs per threshold), e.g. 2,10,50; got {odd[0]}")
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "fast": {"sizes": (10, 100, 500), "hypotheses": (2, 10, 50), "trials": 200},
-}
+PRESETS: dict[str, dict[str, Any]] = {"fast": {"sizes": (10, 100, 500), "hypotheses": (2, 10, 50), "trials": 200}}
 
 
 def load_data(feature: str) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -206,11 +206,9 @@ def _train_one(spec: RunSpec, cfg: OptimizersConfig, run_root: Path, data: HeldO
     shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # model.safetensors is what is kept
     write_text_atomic(folder / "updates.csv", "step,train_loss,lr\n" + "".join(
         f"{i + 1},{loss!r},{trainer.lr_for(i)!r}\n" for i, loss in enumerate(task.losses)))
-    result = {
-        "name": spec.name, "optimizer": spec.optimizer, "schedule": spec.schedule, "peak_lr": spec.lr,
-        "test_acc": None, "test_loss": None, "final_train_loss": None, "final_train_acc": None, "val_acc": None,
-        "updates": len(task.losses), "wall_time_s": wall, "n_test": len(data.test), "diverged": diverged,
-    }
+    result = {"name": spec.name, "optimizer": spec.optimizer, "schedule": spec.schedule, "peak_lr": spec.lr,
+              "test_acc": None, "test_loss": None, "final_train_loss": None, "final_train_acc": None, "val_acc": None,
+              "updates": len(task.losses), "wall_time_s": wall, "n_test": len(data.test), "diverged": diverged}
     if diverged is None:
         test = trainer.evaluate(EvalBatches((data.test.images, data.test.labels)))
         last = trainer.history[-1]

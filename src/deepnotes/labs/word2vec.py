@@ -164,11 +164,9 @@ def run(cfg: Word2VecConfig, ctx: RunContext) -> dict[str, Any]:
     trainer.fit()
     train_time = time.perf_counter() - t_start
     metrics, headline = all_metrics(model, cfg, corpus, ctx.device)
-    results = {
-        "metric": "pair_auc", "pair_auc": metrics["trained"]["pair_auc"], **headline,
-        "corpus": corpus.stats, "untrained_loss_formula": (1 + cfg.negatives) * math.log(2),
-        "history": trainer.history, "curve": curve.points(trainer.step), "time_s": train_time, **metrics,
-    }
+    results = {"metric": "pair_auc", "pair_auc": metrics["trained"]["pair_auc"], **headline,
+               "corpus": corpus.stats, "untrained_loss_formula": (1 + cfg.negatives) * math.log(2),
+               "history": trainer.history, "curve": curve.points(trainer.step), "time_s": train_time, **metrics}
     folder.write_json("results.json", results)
     tr, un = metrics["trained"], metrics["untrained"]
     ctx.log(f"pair AUC {tr['pair_auc']:.3f} (untrained {un['pair_auc']:.3f}); related-pair cosine "

@@ -61,9 +61,7 @@ def confusion_matrix(true: Any, pred: Any, num_classes: int) -> np.ndarray:
         raise ValueError(f"true and pred must have the same length, got {t.shape[0]} and {p.shape[0]}")
     for name, a in (("true", t), ("pred", p)):
         if a.size and (a.min() < 0 or a.max() >= k):
-            raise ValueError(
-                f"{name} holds labels in [{a.min()}, {a.max()}], outside [0, {k}) for num_classes={k}"
-            )
+            raise ValueError(f"{name} holds labels in [{a.min()}, {a.max()}], outside [0, {k}) for num_classes={k}")
     return np.bincount(k * t + p, minlength=k * k).reshape(k, k).astype(np.int64, copy=False)
 
 

@@ -134,18 +134,16 @@ def embedding_metrics(E: torch.Tensor, words: Sequence[str], reference_words: in
             analogy_rows.append({"question": list(q), "top5": [words[i] for i in row],
                                  "top1_ok": row[0] == stoi[q[3]], "top5_ok": stoi[q[3]] in row})
     mean = (lambda xs: float(np.mean(xs)) if xs else float("nan"))
-    return {
-        "related_cos": mean([r["cos"] for r in pair_rows]),
-        "random_cos": float(random_cos.mean()),
-        "random_cos_std": float(random_cos.std()),
-        "cos_gap": mean([r["cos"] for r in pair_rows]) - float(random_cos.mean()),
-        "pair_auc": mean([r["auc"] for r in pair_rows]),
-        "analogy_top1": mean([r["top1_ok"] for r in analogy_rows]),
-        "analogy_top5": mean([r["top5_ok"] for r in analogy_rows]),
-        "pairs": pair_rows, "missing_pairs": [list(p) for p in missing_pairs],
-        "analogies": analogy_rows, "missing_analogies": [list(q) for q in missing_quads],
-        "reference_words": n_ref,
-    }
+    return {"related_cos": mean([r["cos"] for r in pair_rows]),
+            "random_cos": float(random_cos.mean()),
+            "random_cos_std": float(random_cos.std()),
+            "cos_gap": mean([r["cos"] for r in pair_rows]) - float(random_cos.mean()),
+            "pair_auc": mean([r["auc"] for r in pair_rows]),
+            "analogy_top1": mean([r["top1_ok"] for r in analogy_rows]),
+            "analogy_top5": mean([r["top5_ok"] for r in analogy_rows]),
+            "pairs": pair_rows, "missing_pairs": [list(p) for p in missing_pairs],
+            "analogies": analogy_rows, "missing_analogies": [list(q) for q in missing_quads],
+            "reference_words": n_ref}
 
 
 def neighbour_table(E: torch.Tensor, words: Sequence[str], queries: Sequence[str], k: int) -> dict[str, Any]:

@@ -96,10 +96,8 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))  # (B, M, H, W)
@@ -294,9 +292,7 @@ class AirbenchNet(nn.Module):
         w1, w2, w3 = config.widths
         self.whiten = nn.Conv2d(in_channels, 2 * in_channels * k * k, k, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
-        self.groups = nn.Sequential(
-            ConvGroup(self.whiten.out_channels, w1), ConvGroup(w1, w2), ConvGroup(w2, w3)
-        )
+        self.groups = nn.Sequential(ConvGroup(self.whiten.out_channels, w1), ConvGroup(w1, w2), ConvGroup(w2, w3))
         self.head = nn.Linear(w3, num_classes, bias=False)
         self.logit_scale = config.logit_scale
 

@@ -306,26 +306,11 @@ class FitResult:
     stopped_early: bool = False
 
 
-def fit_regressor(
-    model: nn.Module,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_valid: torch.Tensor | None = None,
-    y_valid: torch.Tensor | None = None,
-    *,
-    epochs: int = 300,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    optimizer: Literal["adam", "sgd"] = "adam",
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    patience: int = 0,
-    restore_best: bool = True,
-    seed: int = 0,
-    run_dir: str | Path | None = None,
-    resume: bool = False,
-    progress: bool = False,
-) -> FitResult:
+def fit_regressor(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor | None = None,
+                  y_valid: torch.Tensor | None = None, *, epochs: int = 300, batch_size: int = 64, lr: float = 1e-3,
+                  optimizer: Literal["adam", "sgd"] = "adam", momentum: float = 0.9, weight_decay: float = 0.0,
+                  patience: int = 0, restore_best: bool = True, seed: int = 0, run_dir: str | Path | None = None,
+                  resume: bool = False, progress: bool = False) -> FitResult:
     """Train ``model`` to minimize ``MSE + weight_decay * sum ||W||^2`` (lecture 1's three steps).
 
     One epoch visits the training rows once in a random order (seeded by ``seed`` and the epoch,

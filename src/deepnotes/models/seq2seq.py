@@ -79,34 +79,16 @@ from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer,
 from deepnotes.metrics.translation import score
 from deepnotes.models.registry import register_model
 from deepnotes.nn.attention import SinusoidalPositionalEncoding
-from deepnotes.nn.copy import (
-    CopyContinuation,
-    PointerGenerator,
-    continuation_mask,
-    pointer_generator_log_probs,
-    selective_read,
-)
+from deepnotes.nn.copy import (CopyContinuation, PointerGenerator, continuation_mask, pointer_generator_log_probs,
+                               selective_read)
 from deepnotes.nn.decoding import ScheduledSampler, beam_search, block_repeated_ngrams, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
 from deepnotes.train.task import IGNORE_INDEX, Step, StepOutput, Task, classification_sums, flatten_tokens
 
-__all__ = [
-    "EncoderOutput",
-    "IncrementalStepFn",
-    "RNNSeq2Seq",
-    "RNNSeq2SeqConfig",
-    "Seq2SeqModel",
-    "Seq2SeqTask",
-    "TransformerSeq2Seq",
-    "TransformerSeq2SeqConfig",
-    "Translator",
-    "copy_rates",
-    "model_from_flags",
-    "rnn_seq2seq",
-    "transformer_seq2seq",
-    "translate",
-]
+__all__ = ["EncoderOutput", "IncrementalStepFn", "RNNSeq2Seq", "RNNSeq2SeqConfig", "Seq2SeqModel", "Seq2SeqTask",
+           "TransformerSeq2Seq", "TransformerSeq2SeqConfig", "Translator", "copy_rates", "model_from_flags",
+           "rnn_seq2seq", "transformer_seq2seq", "translate"]
 
 State = tuple[Tensor, ...]  # a decoder state: tensors whose first dimension is the row R
 

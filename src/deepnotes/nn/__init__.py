@@ -12,34 +12,17 @@ Decoding (greedy, beam search, sampling, mask-predict, scheduled sampling) is in
 the copy mechanism in :mod:`deepnotes.nn.copy`, CBOW in :mod:`deepnotes.nn.word2vec`: import them from there.
 """
 
-from deepnotes.nn.attention import (
-    LearnedPositionalEmbedding,
-    MultiHeadAttention,
-    SinusoidalPositionalEncoding,
-    causal_mask,
-    padding_mask,
-    scaled_dot_product_attention,
-    window_mask,
-)
+from deepnotes.nn.attention import (LearnedPositionalEmbedding, MultiHeadAttention, SinusoidalPositionalEncoding,
+                                    causal_mask, padding_mask, scaled_dot_product_attention, window_mask)
 from deepnotes.nn.losses import cross_entropy, log_softmax, logsumexp, mse_one_hot
 from deepnotes.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from deepnotes.nn.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from deepnotes.nn.tcn import TCN, CausalConv1d, TemporalBlock
-from deepnotes.nn.transformer import (
-    Transformer,
-    TransformerDecoder,
-    TransformerDecoderLayer,
-    TransformerEncoder,
-    TransformerEncoderLayer,
-    copy_weights_from_torch,
-)
+from deepnotes.nn.transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                                      TransformerEncoderLayer, copy_weights_from_torch)
 
-__all__ = [
-    "GRU", "LSTM", "RNN", "TCN",
-    "BatchNorm1d", "BatchNorm2d", "CausalConv1d", "GRUCell", "LSTMCell", "LayerNorm",
-    "LearnedPositionalEmbedding", "MultiHeadAttention", "RNNCell", "SinusoidalPositionalEncoding",
-    "TemporalBlock", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
-    "TransformerEncoderLayer",
-    "causal_mask", "copy_weights_from_torch", "cross_entropy", "log_softmax", "logsumexp", "mse_one_hot",
-    "padding_mask", "scaled_dot_product_attention", "window_mask",
-]
+__all__ = ["GRU", "LSTM", "RNN", "TCN", "BatchNorm1d", "BatchNorm2d", "CausalConv1d", "GRUCell", "LSTMCell",
+           "LayerNorm", "LearnedPositionalEmbedding", "MultiHeadAttention", "RNNCell", "SinusoidalPositionalEncoding",
+           "TemporalBlock", "Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+           "TransformerEncoderLayer", "causal_mask", "copy_weights_from_torch", "cross_entropy", "log_softmax",
+           "logsumexp", "mse_one_hot", "padding_mask", "scaled_dot_product_attention", "window_mask"]

@@ -40,15 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "LearnedPositionalEmbedding",
-    "MultiHeadAttention",
-    "SinusoidalPositionalEncoding",
-    "causal_mask",
-    "padding_mask",
-    "scaled_dot_product_attention",
-    "window_mask",
-]
+__all__ = ["LearnedPositionalEmbedding", "MultiHeadAttention", "SinusoidalPositionalEncoding", "causal_mask",
+           "padding_mask", "scaled_dot_product_attention", "window_mask"]
 
 
 # --------------------------------------------------------------------------------------------- masks

@@ -27,17 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "CopyContinuation",
-    "PointerGenerator",
-    "continuation_mask",
-    "selective_read",
-    "ext_ids_to_tokens",
-    "extend_vocab",
-    "pointer_generator_log_probs",
-    "target_to_ext_ids",
-    "to_vocab_ids",
-]
+__all__ = ["CopyContinuation", "PointerGenerator", "continuation_mask", "selective_read", "ext_ids_to_tokens",
+           "extend_vocab", "pointer_generator_log_probs", "target_to_ext_ids", "to_vocab_ids"]
 
 
 def pointer_generator_log_probs(vocab_logits: Tensor, attention: Tensor, src_ext_ids: Tensor, gate_logit: Tensor,

@@ -41,32 +41,17 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from deepnotes.nn.recurrent import _check_positive_int
+
 StepFn = Callable[[Tensor, Tensor], Tensor]
 PredictFn = Callable[[Tensor], Tensor]
 
-__all__ = [
-    "LengthPredictor",
-    "ScheduledSampler",
-    "beam_search",
-    "block_repeated_ngrams",
-    "filter_logits",
-    "greedy_decode",
-    "length_normalizer",
-    "mask_predict",
-    "parallel_decode",
-    "sample",
-    "scheduled_sampling_inputs",
-    "shift_right",
-    "teacher_forcing_ratio",
-]
+__all__ = ["LengthPredictor", "ScheduledSampler", "beam_search", "block_repeated_ngrams", "filter_logits",
+           "greedy_decode", "length_normalizer", "mask_predict", "parallel_decode", "sample",
+           "scheduled_sampling_inputs", "shift_right", "teacher_forcing_ratio"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
 def _prompt(bos: int | Tensor, batch_size: int | None, device: torch.device | str | None) -> Tensor:

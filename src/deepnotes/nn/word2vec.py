@@ -46,17 +46,8 @@ from torch import Tensor, nn
 from deepnotes.nn.losses import Reduction, reduce_loss
 from deepnotes.train.task import Step, StepOutput, Task
 
-__all__ = [
-    "CBOW",
-    "NegativeSamplingTask",
-    "analogy",
-    "cbow_windows",
-    "cosine_neighbours",
-    "negative_sampling_loss",
-    "noise_distribution",
-    "sample_negatives",
-    "subsample_keep_prob",
-]
+__all__ = ["CBOW", "NegativeSamplingTask", "analogy", "cbow_windows", "cosine_neighbours", "negative_sampling_loss",
+           "noise_distribution", "sample_negatives", "subsample_keep_prob"]
 
 # ----------------------------------------------------------------------------------- distributions
 def noise_distribution(counts: Tensor, power: float = 0.75) -> Tensor:

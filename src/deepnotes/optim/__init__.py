@@ -9,12 +9,8 @@
 """
 
 from deepnotes.optim.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
-from deepnotes.optim.schedules import (
-    SCHEDULE_NAMES, ConstantLR, CosineDecay, NoamSchedule, StepDecay, WarmupDecay, lr_curve, named_schedule,
-)
+from deepnotes.optim.schedules import (SCHEDULE_NAMES, ConstantLR, CosineDecay, NoamSchedule, StepDecay, WarmupDecay,
+                                       lr_curve, named_schedule)
 
-__all__ = [
-    "SGD", "Adagrad", "Adam", "AdamW", "RMSprop",
-    "ConstantLR", "CosineDecay", "NoamSchedule", "StepDecay", "WarmupDecay", "lr_curve",
-    "SCHEDULE_NAMES", "named_schedule",
-]
+__all__ = ["SGD", "Adagrad", "Adam", "AdamW", "RMSprop", "ConstantLR", "CosineDecay", "NoamSchedule", "StepDecay",
+           "WarmupDecay", "lr_curve", "SCHEDULE_NAMES", "named_schedule"]

@@ -13,25 +13,9 @@ version, or complete.
 
 from deepnotes.report.markdown import format_number, markdown_image, markdown_table
 from deepnotes.report.metrics_csv import append_metrics_row, read_metrics_csv
-from deepnotes.report.plots import (
-    new_figure,
-    plot_confusion_matrix,
-    plot_image_grid,
-    plot_learning_curves,
-    plot_lr_schedule,
-    save_figure,
-)
+from deepnotes.report.plots import (new_figure, plot_confusion_matrix, plot_image_grid, plot_learning_curves,
+                                    plot_lr_schedule, save_figure)
 
-__all__ = [
-    "append_metrics_row",
-    "format_number",
-    "markdown_image",
-    "markdown_table",
-    "new_figure",
-    "plot_confusion_matrix",
-    "plot_image_grid",
-    "plot_learning_curves",
-    "plot_lr_schedule",
-    "read_metrics_csv",
-    "save_figure",
-]
+__all__ = ["append_metrics_row", "format_number", "markdown_image", "markdown_table", "new_figure",
+           "plot_confusion_matrix", "plot_image_grid", "plot_learning_curves", "plot_lr_schedule", "read_metrics_csv",
+           "save_figure"]

@@ -87,11 +87,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], digits
         if len(row) != len(headers):
             raise ValueError(f"rows[{i}] has {len(row)} cells but headers has {len(headers)} columns")
     cells = [[_escape_cell(format_number(v, digits)) for v in row] for row in rows]
-    numeric = [
-        any(row[j] is not None for row in rows)
-        and all(row[j] is None or _is_numeric(row[j]) for row in rows)
-        for j in range(len(headers))
-    ]
+    numeric = [any(row[j] is not None for row in rows)
+               and all(row[j] is None or _is_numeric(row[j]) for row in rows)
+               for j in range(len(headers))]
     heads = [_escape_cell(h) for h in headers]
     widths = [max([len(heads[j]), 3] + [len(r[j]) for r in cells]) for j in range(len(headers))]
 

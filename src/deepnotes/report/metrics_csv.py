@@ -80,23 +80,29 @@ def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict[str, Cell]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"metrics file not found: {p} (train the run first, or check the run directory)")
+    header, rows = _read_cells(p, header_required=True)
+    return [{k: _parse_cell(c) for k, c in zip(header, cells)} for cells in rows]
+
+
+def _read_cells(p: Path, header_required: bool) -> tuple[list[str], list[list[str]]]:
+    """The header and the non-empty rows of the CSV ``p``, each row padded with "" to the header's length.
+
+    Raises:
+        DataError: no header (when ``header_required``), or a row has more cells than the header.
+    """
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
+        header = next(reader, None) or []
+        if not header and header_required:
             raise DataError(f"metrics file {p} is empty or has no header line")
-        rows: list[dict[str, Cell]] = []
+        rows = []
         for line_no, cells in enumerate(reader, start=2):
-            if not cells:
-                continue
             if len(cells) > len(header):
-                raise DataError(
-                    f"metrics file {p}, line {line_no}: {len(cells)} cells but the header has "
-                    f"{len(header)} columns (the file is corrupt; delete the line or the file)"
-                )
-            cells = cells + [""] * (len(header) - len(cells))
-            rows.append({k: _parse_cell(c) for k, c in zip(header, cells)})
-    return rows
+                raise DataError(f"metrics file {p}, line {line_no}: {len(cells)} cells but the header has "
+                                f"{len(header)} columns (the file is corrupt; delete the line or the file)")
+            if cells:
+                rows.append(cells + [""] * (len(header) - len(cells)))
+    return header, rows
 
 
 def _csv_text(header: list[str], rows: list[list[str]]) -> str:
@@ -130,23 +136,8 @@ def append_metrics_row(path: str | os.PathLike[str], row: Mapping[str, Any]) -> 
         if not isinstance(key, str) or not key:
             raise ValueError(f"row has key {key!r}; column names must be non-empty strings")
     p = Path(path)
-    header: list[str] = []
-    old_rows: list[list[str]] = []
-    if p.is_file() and p.stat().st_size > 0:
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None) or []
-            for line_no, cells in enumerate(reader, start=2):
-                if not cells:
-                    continue
-                if len(cells) > len(header):
-                    raise DataError(
-                        f"metrics file {p}, line {line_no}: {len(cells)} cells but the header has "
-                        f"{len(header)} columns (the file is corrupt; delete the line or the file)"
-                    )
-                old_rows.append(cells)
-    new_keys = [k for k in row if k not in header]
-    header = header + new_keys
+    header, old_rows = _read_cells(p, header_required=False) if p.is_file() and p.stat().st_size > 0 else ([], [])
+    header = header + [k for k in row if k not in header]
     old_rows = [cells + [""] * (len(header) - len(cells)) for cells in old_rows]
     new_cells = [_format_cell(row.get(k)) for k in header]
     text = _csv_text(header, old_rows + [new_cells])

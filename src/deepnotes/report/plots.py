@@ -21,13 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from deepnotes.io import atomic_path
 from deepnotes.metrics.classification import mistakes_first_order, to_numpy
 
-__all__ = [
-    "DPI",
-    "plot_learning_curves",
-    "plot_confusion_matrix",
-    "plot_image_grid",
-    "plot_lr_schedule",
-]
+__all__ = ["DPI", "plot_learning_curves", "plot_confusion_matrix", "plot_image_grid", "plot_lr_schedule"]
 
 DPI = 110
 """Resolution of every PNG written here."""
@@ -98,11 +92,8 @@ def _last_row_per_epoch(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, 
     return [by_epoch[e] for e in sorted(by_epoch)] + rest
 
 
-def plot_learning_curves(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
-    title: str | None = None,
-) -> Path:
+def plot_learning_curves(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
+                         title: str | None = None) -> Path:
     """Plot a run's learning curves as one PNG with up to three panels side by side.
 
     * **loss**: every column ending in ``_loss`` (``train_loss``, ``val_loss``, ...) against epoch.
@@ -183,15 +174,8 @@ def plot_learning_curves(
                 if k.startswith(("val", "test")):
                     i = int(np.argmax(pct))
                     ax.plot([px[i]], [pct[i]], marker="*", ms=12, color=color, mec="black", mew=0.6, zorder=5)
-                    ax.annotate(
-                        f"best {pct[i]:.2f}%",
-                        (px[i], pct[i]),
-                        textcoords="offset points",
-                        xytext=(0, -14),
-                        ha="right" if px[i] > (min(xs) + max(xs)) / 2 else "left",
-                        fontsize=8,
-                        color=color,
-                    )
+                    ax.annotate(f"best {pct[i]:.2f}%", (px[i], pct[i]), textcoords="offset points", xytext=(0, -14),
+                                ha="right" if px[i] > (min(xs) + max(xs)) / 2 else "left", fontsize=8, color=color)
             ax.set_title("accuracy")
             ax.set_ylabel("accuracy (%)")
         else:
@@ -212,12 +196,8 @@ def plot_learning_curves(
     return save_figure(fig, path)
 
 
-def plot_confusion_matrix(
-    cm: Any,
-    classes: Sequence[str],
-    path: str | os.PathLike[str],
-    title: str | None = None,
-) -> Path:
+def plot_confusion_matrix(cm: Any, classes: Sequence[str], path: str | os.PathLike[str],
+                          title: str | None = None) -> Path:
     """Plot a confusion matrix as a heat map: rows true class, columns predicted class.
 
     Each cell's colour is its row-normalized rate ``cm[i, j] / cm[i].sum()`` (so the diagonal
@@ -272,15 +252,8 @@ def plot_confusion_matrix(
             for j in range(k):
                 if m[i, j] == 0:
                     continue
-                ax.text(
-                    j,
-                    i,
-                    f"{int(m[i, j])}" if float(m[i, j]).is_integer() else f"{m[i, j]:.3g}",
-                    ha="center",
-                    va="center",
-                    fontsize=count_size,
-                    color="white" if rate[i, j] > 0.5 else "black",
-                )
+                ax.text(j, i, f"{int(m[i, j])}" if float(m[i, j]).is_integer() else f"{m[i, j]:.3g}", ha="center",
+                        va="center", fontsize=count_size, color="white" if rate[i, j] > 0.5 else "black")
     total = float(m.sum())
     acc = float(np.trace(m)) / total if total > 0 else float("nan")
     head = title or "confusion matrix"
@@ -314,16 +287,8 @@ def _short(name: str, limit: int = 12) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
-def plot_image_grid(
-    images: Any,
-    true: Any,
-    pred: Any,
-    classes: Sequence[str] | None,
-    path: str | os.PathLike[str],
-    ncols: int = 8,
-    max_images: int = 48,
-    title: str | None = None,
-) -> Path:
+def plot_image_grid(images: Any, true: Any, pred: Any, classes: Sequence[str] | None, path: str | os.PathLike[str],
+                    ncols: int = 8, max_images: int = 48, title: str | None = None) -> Path:
     """Plot a grid of sample images with their predictions, mistakes first.
 
     Samples are ordered by :func:`mistakes_first_order` (misclassified ones first, then correct
@@ -391,28 +356,18 @@ def plot_image_grid(
         else:
             ax.imshow(img, interpolation="nearest")
         wrong = t[idx] != p[idx]
-        ax.set_title(
-            f"{name(p[idx])} / {name(t[idx])}",
-            fontsize=8,
-            color=_MISTAKE_COLOR if wrong else _CORRECT_COLOR,
-            fontweight="bold" if wrong else "normal",
-        )
+        ax.set_title(f"{name(p[idx])} / {name(t[idx])}", fontsize=8, color=_MISTAKE_COLOR if wrong else _CORRECT_COLOR,
+                     fontweight="bold" if wrong else "normal")
     n_wrong = int(np.sum(t != p))
     head = f"{title}\n" if title else ""
-    fig.suptitle(
-        f"{head}pred / true — {shown} of {n} shown, {n_wrong} mistakes first (red)",
-        fontsize=10,
-    )
+    fig.suptitle(f"{head}pred / true — {shown} of {n} shown, {n_wrong} mistakes first (red)",
+                 fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def plot_lr_schedule(
-    lrs: Sequence[float],
-    path: str | os.PathLike[str],
-    title: str | None = None,
-    log_y: bool = False,
-) -> Path:
+def plot_lr_schedule(lrs: Sequence[float], path: str | os.PathLike[str], title: str | None = None,
+                     log_y: bool = False) -> Path:
     """Plot a learning-rate schedule: ``lrs[i]`` is the LR used at optimizer step ``i``.
 
     Args:

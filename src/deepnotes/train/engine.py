@@ -73,7 +73,8 @@ class Callback:
         """After update ``step.step`` (``trainer.step`` already counts it)."""
 
     def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
-        """After the epoch's evaluation, before its checkpoint (``row`` is the metrics row; add keys to it)."""
+        """After the epoch's evaluation, before its checkpoint (``row`` is the metrics row; add keys to it). Set
+        ``trainer.should_stop = True`` to end training after this epoch (early stopping)."""
 
 
 class _Sums:
