@@ -22,7 +22,7 @@ from deepnotes.cli import main
 from deepnotes.data.paths import data_root
 from deepnotes.data.phonemes import PHONEME_FRAMES_SMALL, write_hw2_libriphone
 from deepnotes.errors import DataError, UserError
-from deepnotes.experiment import Run, RunContext, get_lab, load_config
+from deepnotes.experiment import Run, RunContext, get_lab
 
 LAB = get_lab("phoneme-classification")
 PRESETS = LAB.presets
@@ -83,7 +83,7 @@ def test_fast_preset_end_to_end(fast_run):
     for name in ("report.md", "config.json", "data.json", "results.json", "ladder.png", "confusion_matrix.png",
                  "curves_simple.png", "curves_boss.png"):
         assert (run_dir / name).is_file(), name
-    _, cfg = load_config(run_dir)
+    cfg = Run(run_dir).config
     assert cfg.dataset == "phoneme-frames-small" and cfg.context == PRESETS["fast"]["context"]
     data = json.loads((run_dir / "data.json").read_text())
     assert (data["n_train_utterances"], data["n_validation_utterances"], data["n_test_utterances"]) == (20, 6, 10)
@@ -150,7 +150,7 @@ def test_resume_finishes_an_interrupted_rung_as_the_uninterrupted_run(fast_run, 
     (cut / "boss" / "metrics.csv").write_text("\n".join(lines[:2]) + "\n")
     stamp = (cut / "simple" / "results.json").stat().st_mtime_ns
     logs: list[str] = []
-    _, cfg = load_config(cut)
+    cfg = Run(cut).config
     LAB.run(cfg, RunContext(cut, torch.device("cpu"), resume=True, log=logs.append))
     assert any("[simple] finished in an earlier session" in m for m in logs)
     assert (cut / "simple" / "results.json").stat().st_mtime_ns == stamp  # not retrained

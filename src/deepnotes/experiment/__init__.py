@@ -13,7 +13,7 @@ The training loop and its contract (a task owns its loss and optimizers; the Tra
 from deepnotes.experiment.config import RunConfig, flag, make_config, option
 from deepnotes.experiment.registry import Lab, RunContext, all_labs, get_lab
 from deepnotes.experiment.report import Report
-from deepnotes.experiment.run import Run, load_config, load_run_weights, read_run_json
+from deepnotes.experiment.run import Run
 
-__all__ = ["Lab", "Report", "Run", "RunConfig", "RunContext", "all_labs", "flag", "get_lab", "load_config",
-           "load_run_weights", "make_config", "option", "read_run_json"]
+__all__ = ["Lab", "Report", "Run", "RunConfig", "RunContext", "all_labs", "flag", "get_lab", "make_config",
+           "option"]

@@ -182,11 +182,6 @@ def _declared(cls: type, name: str, key: str) -> Any:
     return None
 
 
-def config_fields(cls: type) -> list[dataclasses.Field]:
-    """The dataclass fields of a config class, in declaration order (base class first)."""
-    return list(dataclasses.fields(cls))
-
-
 def make_config(cls: type, values: dict[str, Any]) -> Any:
     """``cls(**values)`` with a one-line error for unknown field names.
 

@@ -137,7 +137,13 @@ class Run:
         Raises:
             UserError: missing or unreadable file, or not valid JSON (the message names it and the fix).
         """
-        return read_run_json(self.path / name)
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except OSError as e:
+            raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
+        except ValueError as e:
+            raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as JSON to ``name`` in the run folder, atomically; returns the path."""
@@ -152,7 +158,14 @@ class Run:
             UserError: the file is missing (the run did not finish: resume it), or it cannot be read or does not
                 fit ``model`` (damaged, or from another model or config).
         """
-        return load_run_weights(model, self.path / name, self.path)
+        path = self.path / name
+        if not path.is_file():
+            raise UserError(f"{path} is missing: the run did not finish; resume it with --resume {self.path}")
+        try:
+            model.load_state_dict(load_file(str(path)))
+        except (OSError, RuntimeError, SafetensorError) as e:
+            raise UserError(f"cannot load {path}: {e}; the file is damaged or from another model") from e
+        return model
 
     def eval_results(self) -> list[dict[str, Any]]:
         """Every ``eval/*.json`` written by ``deepnotes eval``, sorted by file name (unreadable ones skipped)."""
@@ -170,44 +183,3 @@ class Run:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "eval"
         return self.write_json(f"eval/{safe}.json", metrics)
 
-
-def read_run_json(path: str | os.PathLike[str]) -> Any:
-    """The JSON content of a file of a run folder.
-
-    Raises:
-        UserError: missing or unreadable file, or not valid JSON (the message names it and the fix).
-    """
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}; is this a finished run folder?") from e
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-run or restore that file") from e
-
-
-def load_config(run_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """``(lab, config)`` of a run folder (see :attr:`Run.config`).
-
-    Raises:
-        UserError: not a run folder, or its config.json is unreadable or rejected.
-    """
-    run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
-    return run.lab, run.config
-
-
-def load_run_weights(model: torch.nn.Module, path: Path, run_dir: Path) -> torch.nn.Module:
-    """Load the safetensors file ``path`` of run folder ``run_dir`` into ``model`` (returned, same device).
-
-    Raises:
-        UserError: the file is missing (the run did not finish: the message says to resume it), or it
-            cannot be read or does not fit ``model`` (damaged, or from another model or config).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} is missing: the run did not finish; resume it with --resume {run_dir}")
-    try:
-        model.load_state_dict(load_file(str(path)))
-    except (OSError, RuntimeError, SafetensorError) as e:
-        raise UserError(f"cannot load {path}: {e}; the file is damaged or from another model") from e
-    return model

@@ -2,10 +2,9 @@
 schedules, devices and data parallelism."""
 
 from deepnotes.train.batches import EvalBatches, TensorBatches
-from deepnotes.train.config import TrainConfig, option, validate_train_config
+from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.engine import Callback, Trainer, TrainingDiverged, supervised_trainer
 from deepnotes.train.task import ClassificationTask, RegressionTask, Step, StepOutput, Task
 
 __all__ = ["Callback", "ClassificationTask", "EvalBatches", "RegressionTask", "Step", "StepOutput", "Task",
-           "TensorBatches", "TrainConfig", "Trainer", "TrainingDiverged", "option", "supervised_trainer",
-           "validate_train_config"]
+           "TensorBatches", "TrainConfig", "Trainer", "TrainingDiverged", "option", "supervised_trainer"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from deepnotes.errors import UserError
-from deepnotes.experiment.config import RunConfig, config_fields, option
+from deepnotes.experiment.config import RunConfig, option
 
-__all__ = ["TrainConfig", "config_fields", "option", "validate_train_config"]
+__all__ = ["TrainConfig", "option"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,3 @@ class TrainConfig(RunConfig):
             raise UserError("--ema-decay and --lookahead-steps cannot be combined: each decides the final weights; "
                             "choose one")
 
-
-def validate_train_config(cfg: TrainConfig) -> None:
-    """Check every field again (construction already did; kept for configs changed with ``object.__setattr__``).
-
-    Raises:
-        UserError: naming the flag and the allowed range.
-    """
-    cfg.validate()

@@ -33,7 +33,6 @@ import contextlib
 import copy
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -518,7 +517,3 @@ def supervised_trainer(
     evals = {name: EvalBatches(t, eval_batch_size, info) for name, t in eval_sets.items()}
     return Trainer(cfg, task, run_dir, batches, evals, device, info, log, lr_schedule=lr_schedule, callbacks=callbacks)
 
-
-def config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as a JSON-serializable dict (tuples become lists)."""
-    return asdict(cfg)
