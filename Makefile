@@ -6,9 +6,10 @@ PYTEST := $(PY) -m pytest
 
 .PHONY: install system-data system-speech data demo test test-slow bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-nodeps.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,tensorboard]"
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
