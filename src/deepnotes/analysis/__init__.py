@@ -10,4 +10,7 @@ this package exports nothing itself, so adding a module never changes what the o
 * :mod:`~deepnotes.analysis.generalization`: the share of "bad" training sets of a finite
   hypothesis class against the Hoeffding + union bound (ML2022, why more parameters overfit).
 * :mod:`~deepnotes.analysis.model_selection`: candidates and baselines, cross-validation, the capacity ladder.
+* :mod:`~deepnotes.analysis.receptive_field`: the receptive field of every layer by the recursion (seed 004), and
+  measured from the input gradient of one unit.
+* :mod:`~deepnotes.analysis.probing`: linear probes on each layer's activations (ML2021, Explainable ML).
 """

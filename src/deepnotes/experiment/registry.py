@@ -37,6 +37,7 @@ LAB_MODULES = (
     "deepnotes.labs.translation",  # ML2021/2022 HW5: machine translation
     "deepnotes.labs.phoneme_classification",  # ML2021/2022 HW2: framewise phoneme classification
     "deepnotes.labs.adversarial_attack",  # ML2021/2022 HW10: adversarial attacks and defenses
+    "deepnotes.labs.explain",  # ML2021/2022 HW9: explainable ML
 )
 
 
