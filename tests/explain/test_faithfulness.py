@@ -165,3 +165,12 @@ def test_randomization_of_chosen_layers_and_the_layer_weights_really_change():
         model_randomization(model, x, 2, saliency, layers=["1"])  # a ReLU has nothing to randomize
     with pytest.raises(ValueError, match="layers"):
         model_randomization(model, x, 2, saliency, layers=["nope"])
+
+
+def test_rank_correlation_of_a_constant_map_is_zero_not_nan():
+    from deepnotes.explain.faithfulness import _rank_correlation
+
+    ref = torch.arange(12.0).reshape(1, 1, 3, 4)
+    assert _rank_correlation(ref, torch.zeros_like(ref)) == 0.0
+    assert _rank_correlation(torch.zeros_like(ref), torch.zeros_like(ref)) == 1.0
+    assert _rank_correlation(ref, 2 * ref) == pytest.approx(1.0)

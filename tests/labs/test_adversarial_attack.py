@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(get_image_dataset("fashion-mnist").locate() is N
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    assert main(["run", "adversarial-attack", "--preset", "fast", "--out", str(out), "--no-progress",
+    assert main(["run", "adversarial-attack", "--preset", "fast", "--photos", "--out", str(out), "--no-progress",
                  "--device", "cpu"]) == 0
     (run,) = list((out / "adversarial-attack").iterdir())
     return run
@@ -27,7 +27,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_files_and_report(run_dir):
     for name in ("config.json", "data.json", "attacks.json", "examples.safetensors", "report.md", "white_box.png",
-                 "ladder.png", "boss_examples.png"):
+                 "ladder.png", "boss_examples.png", "photos_pgd.png", "universal.png"):
         assert (run_dir / name).is_file(), name
     for key in ("lenet5", "mlp", "target", "standard", "pgd-at"):
         assert (run_dir / "models" / key / "model.safetensors").is_file(), key
@@ -52,6 +52,11 @@ def test_study_numbers_are_consistent(run_dir):
     none = res["defenses"][0]
     assert none["transfer_acc"] == pytest.approx(boss["test_acc"])  # the same images on the same undefended model
     assert set(res["adversarial_training"]["rows"]) == {"PGD-AT", "standard"}
+    photos = res["photos"]
+    assert photos["clean"][photos["photos"].index("chelsea")][0][0] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert all(p["fooled"] for p in photos["attacks"]["8/255"])  # white-box PGD at 8/255 fools MobileNetV2 on each
+    assert set(res["one_pixel"]["acc"]) == {"1"} and 0 <= res["one_pixel"]["acc"]["1"] <= res["one_pixel"]["clean_acc"]
+    assert set(res["universal"]["fooling_rate"]) == {"lenet5", "mlp", "target"}
 
 
 def test_eval_report_and_resume(run_dir, tmp_path):

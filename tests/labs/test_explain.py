@@ -20,14 +20,16 @@ METHODS = {"saliency", "SmoothGrad", "integrated gradients", "occlusion", "guide
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs")
-    assert main(["run", "explain", "--preset", "fast", "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert main(["run", "explain", "--preset", "fast", "--photos", "--out", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0
     (run,) = list((out / "explain").iterdir())
     return run
 
 
 def test_files_and_report(run_dir):
     for name in ("config.json", "data.json", "explain.json", "figures.safetensors", "model.safetensors", "report.md",
-                 "maps.png", "sanity.png", "class_maximization.png", "filters.png", "embedding.png"):
+                 "maps.png", "sanity.png", "class_maximization.png", "filters.png", "embedding.png",
+                 "photos_maps.png"):
         assert (run_dir / name).is_file(), name
     report = (run_dir / "report.md").read_text()
     for section in ("## Results", "## Maps", "## Sanity check", "## Receptive fields", "](maps.png)"):
@@ -48,6 +50,10 @@ def test_numbers_are_consistent(run_dir):
         assert row["measured"] == row["rf"], row  # the recursion equals the measured field at every layer
     assert res["receptive_field"][-1]["rf"] == [16, 16]  # LeNet-5: conv5, pool2, conv5, pool2
     assert len(res["global"]["class_logit"]["with_prior"]) == 10
+    photos = res["photos"]
+    assert photos["top1"][photos["photos"].index("chelsea")] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert photos["top1"][photos["photos"].index("coffee")] == "espresso"
+    assert set(photos["auc"]) == METHODS - {"guided backprop"}  # MobileNetV2's ReLU6 has no guided rule here
     if "skipped" not in res["probing"]:
         assert set(res["probing"]["accuracy"]) == {"phoneme", "speaker"}
         assert res["probing"]["layers"][0] == "<input>" and res["probing"]["layers"][-1] == "head"

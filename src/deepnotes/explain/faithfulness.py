@@ -220,14 +220,19 @@ def _reinitialize(layer: nn.Module, generator: torch.Generator | None) -> None:
 
 
 def _rank_correlation(reference: torch.Tensor, other: torch.Tensor) -> float:
-    """Spearman's rho between the absolute maps, per image, averaged over the batch."""
+    """Spearman's rho between the absolute maps, per image, averaged over the batch; a constant map (e.g. Grad-CAM
+    all zero once the weights are random) shares no ranking with the other: rho 0 (1 if both are constant)."""
     from scipy.stats import spearmanr
+
+    def rho(u: np.ndarray, v: np.ndarray) -> float:
+        flat_u, flat_v = bool(np.ptp(u) == 0), bool(np.ptp(v) == 0)
+        return float(flat_u and flat_v) if flat_u or flat_v else float(spearmanr(u, v).statistic)
 
     a = reference.detach().abs().flatten(1).cpu().double().numpy()
     b = other.detach().abs().flatten(1).cpu().double().numpy()
     if a.shape != b.shape:
         raise ValueError(f"method returned maps of shape {tuple(other.shape)}, expected {tuple(reference.shape)}")
-    return float(np.mean([spearmanr(u, v).statistic for u, v in zip(a, b)]))
+    return float(np.mean([rho(u, v) for u, v in zip(a, b)]))
 
 
 def model_randomization(model: nn.Module, x: torch.Tensor, target: int | torch.Tensor,

@@ -37,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from deepnotes.attacks import Defended, Ensemble, fgsm, gaussian_blur, ifgsm, jpeg_compress, median_filter, mifgsm, pgd
-from deepnotes.attacks import random_resize_pad
+from deepnotes.attacks import fooling_rate, one_pixel, random_resize_pad, universal_perturbation
 from deepnotes.attacks.training import AdversarialTrainingTask
 from deepnotes.data.images import HeldOutImages, load_held_out
 from deepnotes.errors import UserError
@@ -82,6 +82,12 @@ class AdversarialConfig(TrainConfig):
     at_steps: int = option(7, "PGD-AT: PGD steps per training batch (step 2.5 eps / steps)", range="[1, 100]")
     at_epochs: int = option(10, "PGD-AT: passes over the training set", range="[1, 1000]")
     photos: bool = option(True, "attack MobileNetV2 (ImageNet weights) on scikit-image's photos")
+    one_pixel_images: int = option(50, "one-pixel attack: test images of the held-out model (0: skip)",
+                                   range="[0, 10000]")
+    one_pixel_counts: tuple[int, ...] = option((1, 3, 5), "one-pixel attack: pixels changed", range="[1, 784]",
+                                               nonempty=True)
+    uap_eps: float = option(0.15, "universal perturbation: L-inf radius (0: skip)", range="[0, 1]")
+    uap_images: int = option(500, "universal perturbation: validation images it is computed on", range="[1, 100000]")
 
     def check(self) -> None:
         super().check()
@@ -94,7 +100,8 @@ class AdversarialConfig(TrainConfig):
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 1, "limit_train": 1500, "sources": ("lenet5", "mlp"), "target": "lenet5", "attack_images": 48,
              "steps": 3, "boss_steps": 4, "white_box_eps": (4 / 255, 0.1), "pgd_steps": 3, "at_model": "lenet5",
-             "at_steps": 2, "at_epochs": 1, "photos": False},
+             "at_steps": 2, "at_epochs": 1, "photos": False,
+             "one_pixel_images": 3, "one_pixel_counts": (1,), "uap_images": 20},
 }
 
 
@@ -231,6 +238,30 @@ def run_adversarial_training(cfg: AdversarialConfig, robust: nn.Module, standard
             and rows["standard"][pgd_key] < 0.10}
 
 
+def run_one_pixel(cfg: AdversarialConfig, target: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Su et al. 2019 on the held-out model: accuracy when ``k`` pixels may change (differential evolution)."""
+    n = cfg.one_pixel_images
+    out = {"images": n, "clean_acc": accuracy(target, x[:n], y[:n]), "acc": {}}
+    for k in cfg.one_pixel_counts:
+        adv = one_pixel(target, x[:n], y[:n], pixels=k, seed=cfg.seed)
+        out["acc"][str(k)] = accuracy(target, adv, y[:n])
+    return out
+
+
+def run_universal(cfg: AdversarialConfig, models: dict[str, nn.Module], val: tuple, test: tuple,
+                  run_folder: Run) -> dict[str, Any]:
+    """Moosavi-Dezfooli et al. 2017: one perturbation from the held-out model's validation images, then the
+    fooling rate (share of test images whose label changes) on that model and on the others (transfer)."""
+    g = torch.Generator().manual_seed(cfg.seed + 5)
+    v = universal_perturbation(models["target"], val[0][:cfg.uap_images], eps=cfg.uap_eps, generator=g)
+    with atomic_path(run_folder / "universal.safetensors") as tmp:
+        save_file({"v": v.contiguous()}, str(tmp))
+    x, y = test
+    return {"eps": cfg.uap_eps, "images": min(cfg.uap_images, len(val[0])),
+            "fooling_rate": {k: fooling_rate(m, x, v) for k, m in models.items()},
+            "acc": {k: accuracy(m, (x + v).clamp(0, 1), y) for k, m in models.items()}}
+
+
 def attack_sets(cfg: AdversarialConfig, data: HeldOutImages) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """``--attack-images`` validation and test images, drawn with the seed: pixels (N, 1, 28, 28) and labels."""
     g = torch.Generator().manual_seed(cfg.seed)
@@ -272,6 +303,13 @@ def run(cfg: AdversarialConfig, ctx: RunContext) -> dict[str, Any]:
     if robust is not None:
         log(f"adversarial training: PGD-AT {cfg.at_model} against the same network trained normally")
         results["adversarial_training"] = run_adversarial_training(cfg, robust, standard, test_all, x, y)
+    if cfg.one_pixel_images:
+        log(f"one-pixel attack on {cfg.one_pixel_images} images")
+        results["one_pixel"] = run_one_pixel(cfg, target, x, y)
+    if cfg.uap_eps:
+        log("universal adversarial perturbation")
+        results["universal"] = run_universal(cfg, {**sources, "target": target}, sets["validation"], (x, y),
+                                             run_folder)
     if cfg.photos:
         log("MobileNetV2 on scikit-image's photos: white-box PGD")
         results["photos"] = run_photos(cfg, run_folder)
@@ -343,11 +381,16 @@ def pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
+def eps_text(eps: float) -> str:
+    """8/255 for a whole number of grey levels, else the number (0.1)."""
+    return f"{round(255 * eps)}/255" if abs(255 * eps - round(255 * eps)) < 1e-6 else f"{eps:g}"
+
+
 def report(run: Run) -> Path:
     """``deepnotes report RUN``: re-render report.md and its PNGs from attacks.json and examples.safetensors."""
     cfg, res = run.config, run.read_json("attacks.json")
     lad, wb = res["ladder"], res["white_box"]
-    eps_txt = f"{255 * cfg.eps:.0f}/255"
+    eps_txt = eps_text(cfg.eps)
     plot_accuracy_vs_eps({k: {a: v[a] for a in v if a != "clean_acc"} for k, v in wb["models"].items()}, wb["eps"],
                          run / "white_box.png", title="white-box accuracy against the L-inf budget")
     plot_bars([r["rung"].split(":")[0] for r in lad["ladder"]], [r["test_acc"] for r in lad["ladder"]],
@@ -372,7 +415,7 @@ def report(run: Run) -> Path:
                              [classes[int(i)] for i in predict(load_model(run, "target", cfg.target), ex["adversarial"])],
                              run / "boss_examples.png", title=f"the boss's transfer images at {eps_txt}")
     report_.figure("Transfer examples (true class above, held-out model's prediction below)", "boss_examples.png")
-    report_.table("White box", ["model", "clean"] + [f"{a} @ {255 * e:.0f}/255" for a in ("FGSM", f"PGD-{cfg.pgd_steps}")
+    report_.table("White box", ["model", "clean"] + [f"{a} @ {eps_text(e)}" for a in ("FGSM", f"PGD-{cfg.pgd_steps}")
                                                       for e in wb["eps"]],
                   [[k, pct(v["clean_acc"])] + [pct(a) for a in v["FGSM"] + v[f"PGD-{cfg.pgd_steps}"]]
                    for k, v in wb["models"].items()])
@@ -389,13 +432,27 @@ def report(run: Run) -> Path:
                       [[k] + [pct(v) for v in row.values()] for k, row in at["rows"].items()],
                       note=f"Target (>= 70% under PGD, clean >= 85%, undefended < 10%): "
                            f"**{'met' if at['target_met'] else 'not met'}**.")
+    if "one_pixel" in res:
+        op = res["one_pixel"]
+        report_.table(f"One-pixel attack (Su et al. 2019) on the held-out model, {op['images']} test images",
+                      ["pixels changed", "accuracy"], [["0 (clean)", pct(op["clean_acc"])]]
+                      + [[k, pct(a)] for k, a in op["acc"].items()])
+    if "universal" in res:
+        un = res["universal"]
+        v = load_file(str(run / "universal.safetensors"))["v"]
+        plot_adversarial_triples(ex["clean"][:4], (ex["clean"][:4] + v).clamp(0, 1), ["clean"] * 4, ["+ v"] * 4,
+                                 run / "universal.png", title=f"one universal perturbation, eps {un['eps']:g}")
+        report_.table(f"Universal perturbation (Moosavi-Dezfooli et al. 2017), eps {un['eps']:g}, from "
+                      f"{un['images']} validation images of the held-out model", ["model", "fooling rate", "accuracy"],
+                      [[k, pct(un["fooling_rate"][k]), pct(un["acc"][k])] for k in un["acc"]])
+        report_.figure("The universal perturbation", "universal.png")
     if "photos" in res:
         ph = res["photos"]
-        rows = [[p, ", ".join(f"{n} {100 * q:.0f}%" for n, q in ph["clean"][k][:3])]
+        rows = [[p, ", ".join(f"{n} {100 * q:.0f}%" for n, q in ph["clean"][k])]
                 + [f"{a[k]['top1']} {100 * a[k]['p']:.0f}%" for a in ph["attacks"].values()]
                 for k, p in enumerate(ph["photos"])]
         report_.table("MobileNetV2 on scikit-image's photos (white-box PGD-10 away from its own top-1)",
-                      ["photo", "clean top-3"] + [f"top-1 after PGD {e}" for e in ph["attacks"]], rows)
+                      ["photo", "clean top-5"] + [f"top-1 after PGD {e}" for e in ph["attacks"]], rows)
         report_.figure("MobileNetV2, 8/255", "photos_pgd.png")
     return report_.write()
 

@@ -103,7 +103,7 @@ def methods(cfg: ExplainConfig, cam_layer: Callable[[nn.Module], nn.Module], win
 
     def lime_maps(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return torch.stack([lime(model, xi, int(ti), n_segments=segments, n_samples=cfg.lime_samples,
-                                 generator=g).map.reshape(1, *xi.shape[1:]) for xi, ti in zip(x, t)])
+                                 generator=g).map for xi, ti in zip(x, t)])
 
     out: dict[str, Method] = {
         "saliency": saliency,
