@@ -123,7 +123,8 @@ def train_zoo_model(cfg: AdversarialConfig, key: str, name: str, data: HeldOutIm
     folder = ctx.run_dir / "models" / key
     mcfg = dataclasses.replace(cfg, seed=seed, epochs=cfg.at_epochs if adversarial else cfg.epochs)
     torch.manual_seed(seed)
-    model = build_pixel_model(name, len(data.train.classes), data.mean, data.std, data.train.images[:5000]).to(ctx.device)
+    model = build_pixel_model(name, len(data.train.classes), data.mean, data.std, data.train.images[:5000])
+    model = model.to(ctx.device)
     if ctx.resume and (folder / "result.json").is_file():
         ctx.main_log(f"[{key}] finished in an earlier session; kept")
         return Run(folder).load_weights(model).eval()

@@ -54,6 +54,7 @@ from deepnotes.train import supervised_trainer
 from deepnotes.train.config import TrainConfig, option
 
 NAME = "explain"
+METHODS = ("saliency", "SmoothGrad", "integrated gradients", "occlusion", "guided backprop", "Grad-CAM", "LIME")
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -138,8 +139,9 @@ def faithfulness(cfg: ExplainConfig, model: nn.Module, x: torch.Tensor, t: torch
 
 
 def lenet_cam_layer(model: nn.Module) -> nn.Module:
-    """The last convolution of a pixel LeNet-5 (10 x 10 maps): Grad-CAM's layer."""
-    return model[1].features[3]
+    """Grad-CAM's layer in a pixel LeNet-5: the rectified maps of its last convolution (the ReLU after it, 10 x 10),
+    as Selvaraju et al. use the last convolutional layer's rectified output."""
+    return model[1].features[4]
 
 
 def global_explanations(cfg: ExplainConfig, model: nn.Module, test_x: torch.Tensor, test_y: torch.Tensor,
@@ -211,6 +213,9 @@ def explain_photos(cfg: ExplainConfig, arrays: dict[str, torch.Tensor]) -> dict[
                                                         steps=cfg.curve_steps).auc.mean()),
                   "insertion_auc": float(insertion_curve(model, x, t, arrays[f"photos_{name}"],
                                                          steps=cfg.curve_steps).auc.mean())} for name in how}
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    auc["random"] = {f"{c}_auc": float(random_order_auc(model, x, t, curve=c, generator=g, steps=cfg.curve_steps,
+                                                        batch_size=16).mean()) for c in ("deletion", "insertion")}
     return {"photos": list(photos), "top1": [names[int(i)] for i in t], "auc": auc}
 
 
@@ -328,7 +333,7 @@ def report(run: Run) -> Path:
     """``deepnotes report RUN``: re-render report.md and its PNGs from explain.json and figures.safetensors."""
     cfg, res, a = run.config, run.read_json("explain.json"), load_file(str(run / "figures.safetensors"))
     classes = run.read_json("data.json")["classes"]
-    maps = {k[4:]: v for k, v in a.items() if k.startswith("map_")}
+    maps = {m: a[f"map_{m}"] for m in METHODS if f"map_{m}" in a}
     plot_attribution_maps(a["images"], maps, run / "maps.png",
                           [f"{classes[int(p)]}" for p in a["predicted"]], title="maps of the predicted class")
     f = res["faithfulness"]
@@ -336,9 +341,9 @@ def report(run: Run) -> Path:
     rep = Report(run, f"{NAME}: what a {cfg.model} looks at on {cfg.dataset}, and whether the maps are faithful",
                  intro=f"ML2021/2022 'Explainable ML', HW9; EE-559 9-3. Test accuracy of the explained model: "
                        f"{100 * res['test_acc']:.2f}%.")
-    rep.results([[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}", f"{1000 * v['seconds_per_image']:.1f}"]
-                 for k, v in f.items() if k != "random"] + [["random order", f"{rnd['deletion_auc']:.3f}",
-                                                              f"{rnd['insertion_auc']:.3f}", ""]],
+    rows = [[k, f"{f[k]['deletion_auc']:.3f}", f"{f[k]['insertion_auc']:.3f}",
+             f"{1000 * f[k]['seconds_per_image']:.1f}"] for k in METHODS if k in f]
+    rep.results(rows + [["random order", f"{rnd['deletion_auc']:.3f}", f"{rnd['insertion_auc']:.3f}", ""]],
                 headers=("method", "deletion AUC (lower: faithful)", "insertion AUC (higher: faithful)",
                          "ms per image"),
                 note=f"{cfg.faithfulness_images} test images, the predicted class, {cfg.curve_steps} steps; deleted "
@@ -347,7 +352,8 @@ def report(run: Run) -> Path:
     rep.figure("Maps", "maps.png", note="Row 0: test images titled with the predicted class; then |map| of each "
                "method (99th percentile = white).")
     layers = [layer for layer, _ in next(iter(res["sanity"].values()))]
-    plot_lines({k: (layers, [r for _, r in v]) for k, v in res["sanity"].items()}, run / "sanity.png",
+    plot_lines({k: (layers, [r for _, r in res["sanity"][k]]) for k in METHODS if k in res["sanity"]},
+               run / "sanity.png",
                "layers re-initialized, cumulatively from the top", "Spearman rank correlation",
                title="model-randomization sanity check (Adebayo et al. 2018)", ylim=(-0.2, 1.05))
     rep.figure("Sanity check: maps of a randomized model", "sanity.png", note="A map that still correlates with the "
@@ -373,12 +379,13 @@ def report(run: Run) -> Path:
                for r in res["receptive_field"]])
     if "photos" in res:
         ph = res["photos"]
-        pmaps = {k[7:]: v for k, v in a.items() if k.startswith("photos_")}
+        pmaps = {m: a[f"photos_{m}"] for m in METHODS if f"photos_{m}" in a}
         plot_attribution_maps(a["photos"], pmaps, run / "photos_maps.png", ph["top1"],
                               title="MobileNetV2: maps of its top-1 class")
         rep.section("MobileNetV2 on scikit-image's photos", markdown_table(
             ["method", "deletion AUC", "insertion AUC"],
-            [[k, f"{v['deletion_auc']:.3f}", f"{v['insertion_auc']:.3f}"] for k, v in ph["auc"].items()]))
+            [[k, f"{ph['auc'][k]['deletion_auc']:.3f}", f"{ph['auc'][k]['insertion_auc']:.3f}"]
+             for k in (*METHODS, "random") if k in ph["auc"]]))
         rep.figure("Photo maps", "photos_maps.png")
     pr = res.get("probing")
     if pr and "skipped" in pr:
