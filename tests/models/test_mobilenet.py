@@ -215,3 +215,12 @@ def test_bad_checkpoint_hash_or_cache_is_a_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(mobilenet, "_WEIGHTS_SHA256_PREFIX", "00000000")
     with pytest.raises(DataError, match="SHA-256 b0353104"):
         load_pretrained_mobilenet_v2(tmp_path / "fresh")
+
+
+def test_imagenet_photo_batch_is_the_preprocessed_photos():
+    from deepnotes.data.photos import load_photo
+    from deepnotes.models.mobilenet import imagenet_photo_batch
+
+    names, x = imagenet_photo_batch(["coffee", "camera"])
+    assert names == ["coffee", "camera"] and x.shape == (2, 3, 224, 224)
+    torch.testing.assert_close(x[1], preprocess_imagenet(load_photo("camera")))

@@ -327,14 +327,12 @@ def run(cfg: AdversarialConfig, ctx: RunContext) -> dict[str, Any]:
 def run_photos(cfg: AdversarialConfig, run_folder: Run) -> dict[str, Any]:
     """MobileNetV2 (ImageNet) on scikit-image's photos: its top-5, then white-box PGD away from its own top-1 at
     4/255 and 8/255; the figure of the 8/255 images."""
-    from deepnotes.data.photos import load_photos
-    from deepnotes.models.mobilenet import (imagenet_class_names, imagenet_classifier, load_pretrained_mobilenet_v2,
-                                            preprocess_imagenet)
+    from deepnotes.models.mobilenet import (imagenet_class_names, imagenet_classifier, imagenet_photo_batch,
+                                            load_pretrained_mobilenet_v2)
 
     names = imagenet_class_names()
     model = imagenet_classifier(load_pretrained_mobilenet_v2()).eval()
-    photos = load_photos()
-    x = torch.stack([preprocess_imagenet(img) for img in photos.values()])  # (N, 3, 224, 224) in [0, 1]
+    photos, x = imagenet_photo_batch()  # (N, 3, 224, 224) in [0, 1]
     with torch.no_grad():
         prob = model(x).softmax(-1)
     top1 = prob.argmax(-1)

@@ -195,14 +195,12 @@ def sanity_check(cfg: ExplainConfig, model: nn.Module, x: torch.Tensor, t: torch
 
 def explain_photos(cfg: ExplainConfig, arrays: dict[str, torch.Tensor]) -> dict[str, Any]:
     """MobileNetV2 on scikit-image's photos: each method's map of its top-1 class, and the maps' AUCs."""
-    from deepnotes.data.photos import load_photos
-    from deepnotes.models.mobilenet import (imagenet_class_names, imagenet_classifier, load_pretrained_mobilenet_v2,
-                                            preprocess_imagenet)
+    from deepnotes.models.mobilenet import (imagenet_class_names, imagenet_classifier, imagenet_photo_batch,
+                                            load_pretrained_mobilenet_v2)
 
     names = imagenet_class_names()
     model = imagenet_classifier(load_pretrained_mobilenet_v2()).eval()
-    photos = load_photos()
-    x = torch.stack([preprocess_imagenet(img) for img in photos.values()])
+    photos, x = imagenet_photo_batch()
     t = predict(model, x)
     how = methods(cfg, lambda m: m[1].features[18], window=32, segments=4 * cfg.lime_segments, guided=False)
     how["SmoothGrad"] = functools.partial(how["SmoothGrad"], batch_size=16)

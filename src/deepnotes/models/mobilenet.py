@@ -34,6 +34,7 @@ import importlib.util
 import json
 from importlib.resources import files
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -323,3 +324,16 @@ def preprocess_imagenet(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = x.round().clamp(0, 255)  # (3, H', W') integer-valued, as torchvision's uint8 resize
     top, left = int(round((size[0] - 224) / 2)), int(round((size[1] - 224) / 2))
     return x[:, top:top + 224, left:left + 224] / 255.0
+
+
+def imagenet_photo_batch(names: Sequence[str] | None = None) -> tuple[list[str], torch.Tensor]:
+    """scikit-image's photos (:data:`deepnotes.data.photos.PHOTOS`, or ``names``) through
+    :func:`preprocess_imagenet`: their names and a (N, 3, 224, 224) batch of pixels in [0, 1].
+
+    Raises:
+        ValueError: an unknown photo name.
+    """
+    from deepnotes.data.photos import load_photos
+
+    photos = load_photos(names)
+    return list(photos), torch.stack([preprocess_imagenet(img) for img in photos.values()])
