@@ -54,6 +54,9 @@ def test_numbers_are_consistent(run_dir):
     assert photos["top1"][photos["photos"].index("chelsea")] in {"tabby", "tiger cat", "Egyptian cat"}
     assert photos["top1"][photos["photos"].index("coffee")] == "espresso"
     assert set(photos["auc"]) == METHODS - {"guided backprop"} | {"random"}  # MobileNetV2: ReLU6, no guided rule
+    if "skipped" not in res["keywords"]:
+        assert set(res["keywords"]["auc"]) == METHODS - {"guided backprop", "LIME"} | {"random"}
+        assert (run_dir / "keywords_maps.png").is_file() and 0 <= res["keywords"]["test_acc"] <= 1
     if "skipped" not in res["probing"]:
         assert set(res["probing"]["accuracy"]) == {"phoneme", "speaker"}
         assert res["probing"]["layers"][0] == "<input>" and res["probing"]["layers"][-1] == "head"

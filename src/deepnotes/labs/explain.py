@@ -82,6 +82,10 @@ class ExplainConfig(TrainConfig):
     tsne_images: int = option(1000, "test images in the t-SNE / PCA maps of the penultimate features",
                               range="[10, 10000]")
     photos: bool = option(True, "explain MobileNetV2 (ImageNet weights) on scikit-image's photos")
+    keywords: bool = option(True, "explain a keyword classifier's log-mel spectrograms (when the data is built)")
+    keywords_dataset: Literal["speech-keywords", "speech-keywords-small"] = option("speech-keywords",
+                                                                                   "keywords: the speech data")
+    keywords_epochs: int = option(4, "keywords: epochs of the spectrogram CNN", range="[1, 1000]")
     probe: bool = option(True, "probe a phoneme classifier's layers for the phoneme and the speaker")
     probe_dataset: Literal["phoneme-frames-small", "phoneme-frames"] = option("phoneme-frames-small",
                                                                               "probing: the phoneme data")
@@ -93,7 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 1, "limit_train": 1500, "model": "lenet5", "images": 3, "faithfulness_images": 8,
              "curve_steps": 7, "smoothgrad_samples": 4, "ig_steps": 8, "lime_samples": 20, "lime_segments": 6,
              "randomization_images": 2, "maximize_steps": 5, "tsne_images": 60, "photos": False,
-             "probe_epochs": 1, "probe_frames": 200},
+             "probe_epochs": 1, "probe_frames": 200, "keywords_dataset": "speech-keywords-small",
+             "keywords_epochs": 1},
 }
 
 
@@ -217,6 +222,54 @@ def explain_photos(cfg: ExplainConfig, arrays: dict[str, torch.Tensor]) -> dict[
     return {"photos": list(photos), "top1": [names[int(i)] for i in t], "auc": auc}
 
 
+def keyword_maps(cfg: ExplainConfig, ctx: RunContext, arrays: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The exercise's spectrogram CNN on 40-band log-mel spectrograms (per-clip normalized) of the keyword set,
+    trained in ``keywords/``; maps of the predicted word for ``--images`` test clips of different words, and the
+    methods' deletion/insertion AUCs on up to ``--faithfulness-images`` test clips."""
+    from deepnotes.audio.frontend import FeatureExtractor
+    from deepnotes.data.speech import load_split, speech_folder
+    from deepnotes.errors import UserError
+    from deepnotes.models.registry import create_model
+
+    try:
+        root = speech_folder(cfg.keywords_dataset)
+    except UserError as e:
+        return {"skipped": str(e)}
+    splits = {s: load_split(root, s) for s in ("train", "validation", "test")}
+    logmel = FeatureExtractor("logmel", n_mels=40, norm="utterance")
+    feats = {s: torch.cat([logmel(sp.clips[i:i + 512].float() / 32768) for i in range(0, len(sp.labels), 512)])
+             for s, sp in splits.items()}  # (N, 1, 40, 101)
+    classes = splits["train"].classes
+    torch.manual_seed(cfg.seed)
+    model = create_model("spectrogram-cnn", num_classes=len(classes), input_size=tuple(feats["train"].shape[-2:]),
+                         dropout=0.2)
+    kcfg = dataclasses.replace(cfg, epochs=cfg.keywords_epochs, batch_size=64, lr=1e-3)
+    trainer = supervised_trainer(kcfg, model, ctx.run_dir / "keywords", (feats["train"], splits["train"].labels),
+                                 None, {"val": (feats["validation"], splits["validation"].labels)}, ctx.device,
+                                 ctx.info, ctx.main_log)
+    if ctx.resume and (ctx.run_dir / "keywords" / "checkpoints").is_dir():
+        trainer.resume()
+    trainer.fit()
+    model = model.cpu().eval()
+    x, y = feats["test"], splits["test"].labels
+    pred = predict(model, x)
+    first = {}  # one correctly classified clip per word, the first words in class order
+    for i in range(len(y)):
+        if pred[i] == y[i] and int(y[i]) not in first:
+            first[int(y[i])] = i
+    idx = torch.tensor([first[k] for k in sorted(first)][:cfg.images], dtype=torch.int64)
+    how = {k: v for k, v in methods(cfg, lambda m: m.conv2, window=4, segments=cfg.lime_segments,
+                                    guided=False).items() if k != "LIME"}  # no superpixels on a spectrogram
+    lo, hi = x[idx].amin(dim=(1, 2, 3), keepdim=True), x[idx].amax(dim=(1, 2, 3), keepdim=True)
+    arrays["keywords"] = (x[idx] - lo) / (hi - lo)  # for display only
+    for name, method in how.items():
+        arrays[f"keywords_{name}"] = method(model, x[idx], pred[idx]).float()
+    n = min(cfg.faithfulness_images, len(y))
+    f = faithfulness(cfg, model, x[:n], pred[:n], how)
+    return {"dataset": cfg.keywords_dataset, "test_acc": float((pred == y).float().mean()), "n_test": len(y),
+            "words": [classes[int(pred[i])] for i in idx], "auc": f}
+
+
 def probing(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
     """ML2021's probing: train HW2's medium MLP (11 frames, 3 x 256, global normalization, not per-utterance CMVN,
     which hides the speaker from a linear probe at the input) in ``probe/``, then a linear probe per layer for the
@@ -298,6 +351,9 @@ def run(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
     if cfg.photos:
         log("MobileNetV2 on scikit-image's photos")
         res["photos"] = explain_photos(cfg, arrays)
+    if cfg.keywords:
+        log(f"keyword spectrograms ({cfg.keywords_dataset})")
+        res["keywords"] = keyword_maps(cfg, ctx, arrays)
     if cfg.probe:
         log(f"probing a phoneme classifier on {cfg.probe_dataset}")
         res["probing"] = probing(cfg, ctx)
@@ -385,6 +441,20 @@ def report(run: Run) -> Path:
             [[k, f"{ph['auc'][k]['deletion_auc']:.3f}", f"{ph['auc'][k]['insertion_auc']:.3f}"]
              for k in (*METHODS, "random") if k in ph["auc"]]))
         rep.figure("Photo maps", "photos_maps.png")
+    kw = res.get("keywords")
+    if kw and "skipped" in kw:
+        rep.section("Keyword spectrograms", f"Skipped: {kw['skipped']}")
+    elif kw:
+        kmaps = {m: a[f"keywords_{m}"] for m in METHODS if f"keywords_{m}" in a}
+        plot_attribution_maps(a["keywords"], kmaps, run / "keywords_maps.png", kw["words"],
+                              title="log-mel spectrograms (40 bands x 1 s): maps of the predicted word")
+        kf = kw["auc"]
+        rep.section(f"Keyword spectrograms ({kw['dataset']}; the spectrogram CNN, test accuracy "
+                    f"{100 * kw['test_acc']:.1f}% on {kw['n_test']} clips of unseen voices)", markdown_table(
+                        ["method", "deletion AUC", "insertion AUC"],
+                        [[k, f"{kf[k]['deletion_auc']:.3f}", f"{kf[k]['insertion_auc']:.3f}"]
+                         for k in (*METHODS, "random") if k in kf]))
+        rep.figure("Keyword maps", "keywords_maps.png")
     pr = res.get("probing")
     if pr and "skipped" in pr:
         rep.section("Probing", f"Skipped: {pr['skipped']}")
