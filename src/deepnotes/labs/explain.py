@@ -44,7 +44,8 @@ from deepnotes.data.images import load_held_out
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.explain import (deletion_curve, grad_cam, guided_backprop, insertion_curve, integrated_gradients, lime,
                                model_randomization, occlusion, random_order_auc, saliency, smoothgrad)
-from deepnotes.explain.maximize import class_objective, filter_objective, first_layer_filters, maximize_activation
+from deepnotes.explain.maximize import (class_objective, filter_objective, first_layer_filters, maximize_activation,
+                                        multiscale_edge_energy)
 from deepnotes.io import atomic_path
 from deepnotes.metrics.robustness import accuracy, predict
 from deepnotes.models.pixels import build_pixel_model
@@ -78,7 +79,7 @@ class ExplainConfig(TrainConfig):
     lime_segments: int = option(25, "LIME: SLIC superpixels per 28x28 image (photos: 4x as many)", range="[2, 1000]")
     randomization_images: int = option(16, "test images of the model-randomization check", range="[1, 1000]")
     maximize_steps: int = option(200, "activation maximization: gradient-ascent steps", range="[1, 100000]")
-    prior_weight: float = option(0.1, "activation maximization: weight of the multi-scale prior h(x)", range="[0, inf)")
+    prior_weight: float = option(1.0, "activation maximization: weight of the multi-scale prior h(x)", range="[0, inf)")
     tsne_images: int = option(1000, "test images in the t-SNE / PCA maps of the penultimate features",
                               range="[10, 10000]")
     photos: bool = option(True, "explain MobileNetV2 (ImageNet weights) on scikit-image's photos")
@@ -163,6 +164,7 @@ def global_explanations(cfg: ExplainConfig, model: nn.Module, test_x: torch.Tens
         with torch.no_grad():
             logits = model(arrays[f"class_{key}"])
         out["class_logit"][key] = [float(logits[c, c]) for c in range(k)]
+        out.setdefault("edge_energy", {})[key] = float(multiscale_edge_energy(arrays[f"class_{key}"]).mean())
         out["class_predicted"] = out.get("class_predicted", {}) | {key: logits.argmax(-1).tolist()}
     conv2 = "1.features.3"
     channels = min(8, model.get_submodule(conv2).out_channels)
@@ -423,7 +425,10 @@ def report(run: Run) -> Path:
                    title="penultimate features of test images")
     rep.table("Global explanation: activation maximization", ["", *classes],
               [["logit, with prior"] + [f"{v:.1f}" for v in glob["class_logit"]["with_prior"]],
-               ["logit, no prior"] + [f"{v:.1f}" for v in glob["class_logit"]["no_prior"]]])
+               ["logit, no prior"] + [f"{v:.1f}" for v in glob["class_logit"]["no_prior"]]],
+              note=f"Gradient ascent on the class logit minus {cfg.prior_weight:g} h(x) (EE-559 9-3), or without h. "
+                   f"Mean h(x) of the results: {glob['edge_energy']['with_prior']:.1f} with the prior, "
+                   f"{glob['edge_energy']['no_prior']:.1f} without (the high-frequency energy the prior removes).")
     rep.figure("Class maximization", "class_maximization.png")
     rep.figure("Filters", "filters.png")
     rep.figure("Penultimate features", "embedding.png")
