@@ -420,15 +420,22 @@ def report(run: Run) -> Path:
                    for k, v in wb["models"].items()])
     report_.figure("Accuracy against eps", "white_box.png")
     if res["defenses"]:
+        d = res["defenses"]
         report_.table(f"Passive defenses in front of the held-out model (eps {eps_txt})",
-                      ["defense", "clean", "transfer (boss)", "adaptive white box", "adaptive attack"],
+                      ["defense", "clean", "transfer (boss)", "adaptive white box", "adaptive attack",
+                       "falls to the adaptive attacker"],
                       [[r["defense"], pct(r["clean_acc"]), pct(r["transfer_acc"]), pct(r["adaptive_acc"]),
-                        r["adaptive"]] for r in res["defenses"]])
+                        r["adaptive"], "" if r["defense"] == "none" else
+                        "yes" if r["adaptive_acc"] < r["transfer_acc"] - 0.10 else "no"] for r in d],
+                      note="A defense falls when the attacker who knows it (white box through the filter, BPDA for "
+                           "JPEG, EOT for the random one) takes its accuracy more than 10 points below what the "
+                           "transfer attack left.")
     if "adversarial_training" in res:
         at = res["adversarial_training"]
         report_.table(f"Adversarial training (PGD-AT, {at['model']}, eps {at['eps']:g})",
-                      ["model"] + list(next(iter(at["rows"].values()))),
-                      [[k] + [pct(v) for v in row.values()] for k, row in at["rows"].items()],
+                      ["model", "clean (all test images)", f"FGSM @ {at['eps']:g}", f"PGD-{cfg.pgd_steps} @ {at['eps']:g}"],
+                      [[k, pct(row["clean_acc"]), pct(row["FGSM_acc"]), pct(row[f"PGD-{cfg.pgd_steps}_acc"])]
+                       for k, row in at["rows"].items()],
                       note=f"Target (>= 70% under PGD, clean >= 85%, undefended < 10%): "
                            f"**{'met' if at['target_met'] else 'not met'}**.")
     if "one_pixel" in res:
