@@ -14,7 +14,8 @@ touches; then measures, on ``--attack-images`` test images (choices made on as m
 * MobileNetV2 (ImageNet weights) on scikit-image's photos: white-box PGD at 4/255 and 8/255, top-1 before and after.
 
 The attacks are :mod:`deepnotes.attacks`, adversarial training :class:`deepnotes.attacks.training.AdversarialTrainingTask`,
-scoring :mod:`deepnotes.metrics.robustness`. Over 300 lines because it trains several models and runs four studies.
+scoring :mod:`deepnotes.metrics.robustness`. Over 400 lines: it trains six models and runs seven studies (white box,
+the ladder, passive defenses, PGD-AT, one pixel, universal, photos), each a short function and a report section.
 
 Files it leaves in the run folder (beside config.json):
     models/<key>/          one Trainer folder per model (metrics.csv, checkpoints/, model.safetensors, result.json)

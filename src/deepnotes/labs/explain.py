@@ -12,11 +12,16 @@ Trains a Fashion-MNIST CNN that reads pixels in [0, 1] (``--model``), then:
   penultimate features;
 * the receptive field of every layer by seed 004's recursion, checked against the measured one
   (:mod:`deepnotes.analysis.receptive_field`);
-* MobileNetV2 (ImageNet weights) on scikit-image's photos: the same maps for its top-1 class and their AUCs.
+* MobileNetV2 (ImageNet weights) on scikit-image's photos: the same maps for its top-1 class and their AUCs;
+* a keyword classifier's log-mel spectrograms (the exercise's CNN on ``--keywords-dataset``): the same maps;
 * probing (ML2021): linear probes on each layer of a phoneme classifier for the phoneme and for the speaker
   (:mod:`deepnotes.analysis.probing`), when the phoneme-frames data is built.
 
+Over 400 lines: the homework's seven methods run on three models (the CNN, MobileNetV2, a keyword classifier), and
+each study (faithfulness, sanity, global, receptive field, probing) is a short function and a report section.
+
 Files it leaves in the run folder (beside config.json, metrics.csv, checkpoints/, model.safetensors):
+    keywords/, probe/          the keyword and phoneme classifiers' Trainer folders
     data.json, explain.json    data; every measured number
     figures.safetensors        the arrays the figures are drawn from (images, maps, optimized inputs, embeddings)
     report.md + *.png          the report
