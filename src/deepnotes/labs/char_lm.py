@@ -38,7 +38,7 @@ from deepnotes.io import write_text_atomic
 from deepnotes.metrics.language import LN2, count_baselines, text_loss
 from deepnotes.models.language import count_parameters, generate
 from deepnotes.models.registry import create_model
-from deepnotes.report import markdown_table, new_figure, plot_lr_schedule, read_metrics_csv, save_figure
+from deepnotes.report import new_figure, plot_lr_schedule, read_metrics_csv, save_figure
 from deepnotes.train import ClassificationTask, TrainConfig, Trainer, option
 from deepnotes.train.schedule import lr_at
 
