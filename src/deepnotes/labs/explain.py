@@ -264,7 +264,8 @@ def keyword_maps(cfg: ExplainConfig, ctx: RunContext, arrays: dict[str, torch.Te
     for i in range(len(y)):
         if pred[i] == y[i] and int(y[i]) not in first:
             first[int(y[i])] = i
-    idx = torch.tensor([first[k] for k in sorted(first)][:cfg.images], dtype=torch.int64)
+    idx = torch.tensor([first[k] for k in sorted(first)][:cfg.images] or list(range(min(cfg.images, len(y)))),
+                       dtype=torch.int64)  # no clip right (an untrained model): the first clips
     how = {k: v for k, v in methods(cfg, lambda m: m.conv2, window=4, segments=cfg.lime_segments,
                                     guided=False).items() if k != "LIME"}  # no superpixels on a spectrogram
     lo, hi = x[idx].amin(dim=(1, 2, 3), keepdim=True), x[idx].amax(dim=(1, 2, 3), keepdim=True)
@@ -278,9 +279,9 @@ def keyword_maps(cfg: ExplainConfig, ctx: RunContext, arrays: dict[str, torch.Te
 
 
 def probing(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
-    """ML2021's probing: train HW2's medium MLP (11 frames, 3 x 256, global normalization, not per-utterance CMVN,
-    which hides the speaker from a linear probe at the input) in ``probe/``, then a linear probe per layer for the
-    phoneme and for the speaker (the voice) of validation frames; chance is the majority share."""
+    """ML2021's probing: train HW2's medium MLP (11 frames, 3 x 256, the training frames' global normalization, not
+    per-utterance CMVN, which subtracts each utterance's mean before any layer) in ``probe/``, then a linear probe
+    per layer for the phoneme and for the speaker (the voice) of validation frames; chance is the majority share."""
     from deepnotes.analysis.probing import INPUT, probe_layers
     from deepnotes.data.frames import IndexBatches, frame_table
     from deepnotes.data.phonemes import PHONEME_DATASETS
