@@ -2,8 +2,7 @@
 
     python benchmarks/pgd_at_stronger_attacks.py runs/adversarial-attack/<run>
 
-On the run's own 1,000 attacked test images (drawn as the lab draws them: validation first, then test, from the
-seed): PGD-100 with step 0.01 from 3 random starts (an image counts as robust only if every start fails) and
+On the run's own 1,000 attacked test images (``HeldOutImages.sample`` with the run's seed, as the lab draws them): PGD-100 with step 0.01 from 3 random starts (an image counts as robust only if every start fails) and
 MI-FGSM with 50 steps, both at the run's ``--at-eps``. A model that only masks its gradients loses much more here
 than under the lab's PGD-20; a robust one stays close.
 """
@@ -32,10 +31,7 @@ def main() -> None:
     model = run.load_weights(build_pixel_model(cfg.at_model, len(d["classes"]), d["mean"], d["std"]),
                              "models/pgd-at/model.safetensors").eval()
     data = load_held_out(cfg.dataset, cfg.data_dir, cfg.limit_train, 0, cfg.val_fraction, cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    torch.randperm(len(data.val), generator=g)  # the lab draws the validation images first
-    idx = torch.randperm(len(data.test), generator=g)[:cfg.attack_images]
-    x, y = data.test.images[idx].float() / 255, data.test.labels[idx]
+    x, y = data.sample(cfg.attack_images, cfg.seed)["test"]  # the images the lab attacked
     eps, t0 = cfg.at_eps, time.perf_counter()
     robust = torch.ones(len(y), dtype=torch.bool)
     for r in range(3):

@@ -48,3 +48,12 @@ def test_progressive_resizing_downscales_only_early_training_batches():
     epoch = 2
     full, _ = prep(x, y, True, torch.Generator().manual_seed(0))
     torch.testing.assert_close(full, prep.normalize(x))  # padding 0, no flip: the normalized images themselves
+
+
+def test_pixel_preparer_scales_to_unit_range_without_normalizing():
+    from deepnotes.data.image_batches import pixel_preparer
+
+    x = torch.tensor([[[[0, 51], [255, 128]]]], dtype=torch.uint8)
+    px, y = pixel_preparer(torch.device("cpu"))(x, torch.tensor([3]), True, None)
+    torch.testing.assert_close(px, torch.tensor([[[[0.0, 0.2], [1.0, 128 / 255]]]]))
+    assert px.dtype == torch.float32 and y.tolist() == [3]

@@ -324,3 +324,21 @@ def test_load_held_out_splits_the_first_training_images_by_class(tmp_path):
     assert len(whole.val) == 0 and np.array_equal(whole.train.images[:, 0].numpy(), arrays["train"][0])
     with pytest.raises(UserError, match="--val-fraction 0.8 leaves none of the 5 training images"):
         load_held_out("mnist", tmp_path, limit_train=5, val_fraction=0.8)  # one image per class, each held out
+
+
+def test_held_out_sample_draws_validation_then_test_reproducibly():
+    g = torch.Generator().manual_seed(0)
+    split = lambda n, off: images_mod.ImageSplit(  # noqa: E731
+        torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=g), torch.arange(off, off + n), ("a",), "t")
+    held = images_mod.HeldOutImages(split(20, 0), split(10, 100), split(30, 200), 0.5, 0.2)
+    a, b = held.sample(4, seed=3), held.sample(4, seed=3)
+    for name, part in (("validation", held.val), ("test", held.test)):
+        x, y = a[name]
+        assert torch.equal(x, b[name][0]) and torch.equal(y, b[name][1])
+        assert len(set(y.tolist())) == 4 and set(y.tolist()) <= set(part.labels.tolist())  # no repeats, right split
+        rows = [int((part.labels == v).nonzero()) for v in y]
+        torch.testing.assert_close(x, part.images[rows].float() / 255)
+    perm = torch.Generator().manual_seed(3)  # validation drawn first from the seeded generator, then test
+    assert a["validation"][1].tolist() == (100 + torch.randperm(10, generator=perm)[:4]).tolist()
+    assert a["test"][1].tolist() == (200 + torch.randperm(30, generator=perm)[:4]).tolist()
+    assert len(held.sample(50, seed=0)["validation"][1]) == 10  # all of them when fewer

@@ -21,6 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from deepnotes.data.augment import random_crop, random_erasing, random_hflip
+from deepnotes.data.images import to_pixels
+
+
+def pixel_preparer(device: torch.device) -> Callable[[torch.Tensor, torch.Tensor, bool, torch.Generator | None],
+                                                       tuple[torch.Tensor, torch.Tensor]]:
+    """``prepare_batch(x, y, train, generator)``: uint8 images -> pixels in [0, 1] (:func:`to_pixels`) and labels,
+    on ``device``; no augmentation, no normalization (for models that normalize inside,
+    :mod:`deepnotes.models.pixels`)."""
+    return lambda x, y, train, generator: (to_pixels(x).to(device), y.to(device))
 
 
 class ImageBatchPreparer:

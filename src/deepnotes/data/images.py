@@ -478,9 +478,15 @@ def get_image_dataset(name: str, flag: str | None = None) -> ImageDatasetInfo:
         raise UserError(f"{where}unknown image dataset {name!r}; known: {', '.join(IMAGE_DATASETS)}") from None
 
 
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``images`` (N, C, H, W), 0-255 -> float32 pixels in [0, 1] (what a model with its normalization inside,
+    :mod:`deepnotes.models.pixels`, reads)."""
+    return images.float().div(255)
+
+
 def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
     """Mean and standard deviation of the pixels of uint8 ``images`` (N, C, H, W) scaled to [0, 1]."""
-    pixels = images.float().div(255)
+    pixels = to_pixels(images)
     return float(pixels.mean()), float(pixels.std())
 
 
@@ -494,6 +500,17 @@ class HeldOutImages:
     test: ImageSplit
     mean: float
     std: float
+
+    def sample(self, n: int, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` validation and ``n`` test images (all when fewer), drawn without replacement in that order by one
+        generator seeded with ``seed``: ``{"validation": (x, y), "test": (x, y)}``, x (n, C, H, W) pixels in [0, 1]
+        (:func:`to_pixels`), y (n,) labels. The same seed gives the same images (e.g. the ones a lab attacked)."""
+        g = torch.Generator().manual_seed(seed)
+        out = {}
+        for split, part in (("validation", self.val), ("test", self.test)):
+            idx = torch.randperm(len(part), generator=g)[:n]
+            out[split] = (to_pixels(part.images[idx]), part.labels[idx])
+        return out
 
     def info(self, dataset: str) -> dict[str, Any]:
         """What a run folder's ``data.json`` records: dataset, source, classes, split sizes, mean, std."""

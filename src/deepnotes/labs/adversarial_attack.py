@@ -40,7 +40,8 @@ from torch import nn
 from deepnotes.attacks import Defended, Ensemble, fgsm, gaussian_blur, ifgsm, jpeg_compress, median_filter, mifgsm, pgd
 from deepnotes.attacks import fooling_rate, one_pixel, random_resize_pad, universal_perturbation
 from deepnotes.attacks.training import AdversarialTrainingTask
-from deepnotes.data.images import HeldOutImages, load_held_out
+from deepnotes.data.image_batches import pixel_preparer
+from deepnotes.data.images import HeldOutImages, load_held_out, to_pixels
 from deepnotes.errors import UserError
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.io import atomic_path
@@ -113,11 +114,6 @@ def load_model(run: Run, key: str, name: str) -> nn.Module:
     return run.load_weights(model, f"models/{key}/model.safetensors").eval()
 
 
-def pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 1, H, W) -> float pixels in [0, 1]."""
-    return images.float() / 255
-
-
 def train_zoo_model(cfg: AdversarialConfig, key: str, name: str, data: HeldOutImages, ctx: RunContext,
                     seed: int, adversarial: bool = False) -> nn.Module:
     """Train zoo model ``name`` into ``models/<key>/`` (or load it when a resumed run finished it)."""
@@ -129,7 +125,7 @@ def train_zoo_model(cfg: AdversarialConfig, key: str, name: str, data: HeldOutIm
     if ctx.resume and (folder / "result.json").is_file():
         ctx.main_log(f"[{key}] finished in an earlier session; kept")
         return Run(folder).load_weights(model).eval()
-    to_device = lambda x, y, train, generator: (pixels(x).to(ctx.device), y.to(ctx.device))  # noqa: E731
+    to_device = pixel_preparer(ctx.device)
     train, val = (data.train.images, data.train.labels), (data.val.images, data.val.labels)
     if adversarial:
         task = AdversarialTrainingTask(model, cfg.at_eps, 2.5 * cfg.at_eps / cfg.at_steps, cfg.at_steps, to_device)
@@ -163,10 +159,13 @@ def ladder_attacks(cfg: AdversarialConfig) -> dict[str, tuple[str, Callable]]:
 
 
 def run_ladder(cfg: AdversarialConfig, proxy: nn.Module, ensemble: nn.Module, target: nn.Module,
-               sets: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Target accuracy under each rung on each set; the boss is the candidate lowest on validation."""
+               sets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+               boss: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Target accuracy under each rung on each set; the boss is the candidate lowest on validation, or ``boss`` (the
+    rung a run chose), the only candidate then attacked (no validation set needed)."""
+    attacks = {k: v for k, v in ladder_attacks(cfg).items() if boss is None or not k.startswith("boss") or k == boss}
     rows, adv_test = [], {}
-    for name, (surrogate, attack) in ladder_attacks(cfg).items():
+    for name, (surrogate, attack) in attacks.items():
         row: dict[str, Any] = {"rung": name, "surrogate": surrogate}
         for split, (x, y) in sets.items():
             t0 = time.perf_counter()
@@ -177,11 +176,12 @@ def run_ladder(cfg: AdversarialConfig, proxy: nn.Module, ensemble: nn.Module, ta
             if split == "test":
                 adv_test[name] = adv
         rows.append(row)
-    boss = min((r for r in rows if r["rung"].startswith("boss")), key=lambda r: r["validation_acc"])
-    ladder = rows[:3] + [dict(boss, chosen_from=[r["rung"] for r in rows[3:]])]
+    candidates = rows[3:]
+    chosen = candidates[0] if boss is not None else min(candidates, key=lambda r: r["validation_acc"])
+    ladder = rows[:3] + [dict(chosen, chosen_from=[r["rung"] for r in candidates])]
     accs = [r["test_acc"] for r in ladder]
     return {"eps": cfg.eps, "rows": rows, "ladder": ladder, "holds": all(a > b for a, b in zip(accs, accs[1:]))}, \
-        {"boss": adv_test[boss["rung"]]}
+        {"boss": adv_test[chosen["rung"]]}
 
 
 def run_defenses(cfg: AdversarialConfig, target: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -264,16 +264,6 @@ def run_universal(cfg: AdversarialConfig, models: dict[str, nn.Module], val: tup
             "acc": {k: accuracy(m, (x + v).clamp(0, 1), y) for k, m in models.items()}}
 
 
-def attack_sets(cfg: AdversarialConfig, data: HeldOutImages) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``--attack-images`` validation and test images, drawn with the seed: pixels (N, 1, 28, 28) and labels."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    out = {}
-    for split, part in (("validation", data.val), ("test", data.test)):
-        idx = torch.randperm(len(part), generator=g)[:cfg.attack_images]
-        out[split] = (pixels(part.images[idx]), part.labels[idx])
-    return out
-
-
 def run(cfg: AdversarialConfig, ctx: RunContext) -> dict[str, Any]:
     """Train the zoo, run the four studies, write attacks.json and the report."""
     log, t0 = ctx.main_log, time.perf_counter()
@@ -290,9 +280,9 @@ def run(cfg: AdversarialConfig, ctx: RunContext) -> dict[str, Any]:
         robust = train_zoo_model(cfg, "pgd-at", cfg.at_model, data, ctx, cfg.seed + 200, adversarial=True)
     if not ctx.info.is_main:
         return {}
-    sets = attack_sets(cfg, data)
+    sets = data.sample(cfg.attack_images, cfg.seed)
     x, y = sets["test"]
-    test_all = (pixels(data.test.images), data.test.labels)
+    test_all = (to_pixels(data.test.images), data.test.labels)
     results: dict[str, Any] = {"clean_test_acc": {k: accuracy(m, *test_all) for k, m in
                                                   {**sources, "target": target}.items()}}
     log("white box: FGSM and PGD against every model")
@@ -364,9 +354,10 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
     target = load("target", cfg.target)
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(split), generator=g)[:cfg.attack_images]
-    x, y = pixels(split.images[idx]), split.labels[idx]
+    x, y = to_pixels(split.images[idx]), split.labels[idx]
+    boss = run.read_json("attacks.json")["ladder"]["ladder"][3]["rung"]  # chosen on validation by the run
     ladder, _ = run_ladder(cfg, sources[cfg.sources[0]], Ensemble(list(sources.values())).eval(), target,
-                           {"validation": (x, y), "test": (x, y)})
+                           {"test": (x, y)}, boss=boss)
     metrics: dict[str, Any] = {"data": name, "images": len(y), "target_clean_acc": accuracy(target, x, y)}
     metrics |= {r["rung"].split(":")[0]: r["test_acc"] for r in ladder["ladder"]}
     if "pgd-at" in cfg.defense and (run / "models" / "pgd-at" / "model.safetensors").is_file():

@@ -45,7 +45,8 @@ from torch import nn
 
 from deepnotes.analysis.probing import layer_features
 from deepnotes.analysis.receptive_field import empirical_receptive_field, receptive_fields
-from deepnotes.data.images import load_held_out
+from deepnotes.data.image_batches import pixel_preparer
+from deepnotes.data.images import load_held_out, to_pixels
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.explain import (deletion_curve, grad_cam, guided_backprop, insertion_curve, integrated_gradients, lime,
                                model_randomization, occlusion, random_order_auc, saliency, smoothgrad)
@@ -326,7 +327,7 @@ def run(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
     data = load_held_out(cfg.dataset, cfg.data_dir, cfg.limit_train, 0, cfg.val_fraction, cfg.seed)
     run_folder = Run(ctx.run_dir)
     model = build_pixel_model(cfg.model, len(data.train.classes), data.mean, data.std).to(ctx.device)
-    to_device = lambda x, y, train, generator: (x.float().div(255).to(ctx.device), y.to(ctx.device))  # noqa: E731
+    to_device = pixel_preparer(ctx.device)
     trainer = supervised_trainer(cfg, model, ctx.run_dir, (data.train.images, data.train.labels), to_device,
                                  {"val": (data.val.images, data.val.labels)}, ctx.device, ctx.info, ctx.main_log)
     if ctx.resume:
@@ -338,9 +339,9 @@ def run(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
     run_folder.write_json("data.json", data.info(cfg.dataset))
     g = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(data.test), generator=g)
-    x, y = data.test.images[order].float() / 255, data.test.labels[order]
+    x, y = to_pixels(data.test.images[order]), data.test.labels[order]
     t = predict(model, x[:cfg.faithfulness_images])  # explain what the model predicts
-    res: dict[str, Any] = {"test_acc": accuracy(model, data.test.images.float() / 255, data.test.labels)}
+    res: dict[str, Any] = {"test_acc": accuracy(model, to_pixels(data.test.images), data.test.labels)}
     how = methods(cfg, lenet_cam_layer, window=4, segments=cfg.lime_segments)
     log = ctx.main_log
     log(f"test accuracy {100 * res['test_acc']:.2f}%; maps of {cfg.images} images by {len(how)} methods")
@@ -382,9 +383,9 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
     split, name = load_test_split(data, cfg.dataset, d["classes"], cfg.data_dir)
     model = run.load_weights(build_pixel_model(cfg.model, len(d["classes"]), d["mean"], d["std"])).eval()
     order = torch.randperm(len(split), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.faithfulness_images]
-    x = split.images[order].float() / 255
+    x = to_pixels(split.images[order])
     f = faithfulness(cfg, model, x, predict(model, x), methods(cfg, lenet_cam_layer, 4, cfg.lime_segments))
-    metrics = {"data": name, "test_acc": accuracy(model, split.images.float() / 255, split.labels),
+    metrics = {"data": name, "test_acc": accuracy(model, to_pixels(split.images), split.labels),
                **{f"{k} deletion": v["deletion_auc"] for k, v in f.items()},
                **{f"{k} insertion": v["insertion_auc"] for k, v in f.items()}}
     run.write_eval(name, metrics)
