@@ -570,3 +570,10 @@ def load_test_split(data: str | None, dataset: str, classes: tuple[str, ...] | l
     if len(split.classes) != len(classes) or int(split.labels.max()) >= len(classes):
         raise UserError(f"--data {data}: its labels do not fit the run's {len(classes)} classes")
     return split, name
+
+
+# The distribution-shift sets (MNIST-M, 8x8 digits, Fashion-M) are built from the ones above, in their own module.
+from deepnotes.data.shift import HELD_OUT_SHIFT_DATASETS, SHIFT_DATASETS  # noqa: E402
+
+IMAGE_DATASETS.update(SHIFT_DATASETS)
+IMAGE_DATASETS.update(HELD_OUT_SHIFT_DATASETS)

@@ -7,6 +7,9 @@
 * :mod:`~deepnotes.nn.tcn`: causal dilated convolutions, temporal blocks, :func:`receptive_field`.
 * :mod:`~deepnotes.nn.attention`: scaled dot-product and multi-head attention, masks, positional encodings.
 * :mod:`~deepnotes.nn.transformer`: encoder and decoder layers and the encoder-decoder Transformer.
+* :mod:`~deepnotes.nn.spatial`: the spatial transformer (affine and projective grids, bilinear sampling).
+* :mod:`~deepnotes.nn.domain`: gradient reversal, DANN and Ganin's schedules.
+* :mod:`~deepnotes.nn.stable`: random Fourier features and StableNet's sample reweighting.
 
 Decoding (greedy, beam search, sampling, mask-predict, scheduled sampling) is in :mod:`deepnotes.nn.decoding`,
 the copy mechanism in :mod:`deepnotes.nn.copy`, CBOW in :mod:`deepnotes.nn.word2vec`: import them from there.
