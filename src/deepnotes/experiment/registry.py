@@ -38,6 +38,7 @@ LAB_MODULES = (
     "deepnotes.labs.phoneme_classification",  # ML2021/2022 HW2: framewise phoneme classification
     "deepnotes.labs.adversarial_attack",  # ML2021/2022 HW10: adversarial attacks and defenses
     "deepnotes.labs.explain",  # ML2021/2022 HW9: explainable ML
+    "deepnotes.labs.domain_adaptation",  # ML2021 HW11: domain adaptation
 )
 
 

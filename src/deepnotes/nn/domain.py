@@ -32,12 +32,14 @@ how separable the two domains' features are.
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deepnotes.nn.recurrent import _check_positive_int
+from deepnotes.train.task import Step, StepOutput, Task
 
 
 def _check_lambd(lambd) -> float:
@@ -277,7 +279,8 @@ def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tenso
         lambd: reversal strength λ >= 0 for this call (e.g. ``grl_lambda(step / total)``).
 
     Returns:
-        dict with scalar tensors ``label``, ``domain``, ``total`` and ``domain_accuracy``.
+        dict with scalar tensors ``label``, ``domain``, ``total``, ``domain_accuracy`` and ``source_accuracy``
+        (the label predictor's accuracy on the source batch, no gradient).
 
     Raises:
         ValueError: empty batches, ``y_source`` not (B_s,), mismatched trailing shapes, ``lambd`` negative.
@@ -298,5 +301,60 @@ def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tenso
     domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain_labels)
     with torch.no_grad():
         domain_accuracy = ((domain_logits > 0).to(domain_labels) == domain_labels).float().mean()
+        source_accuracy = (logits[:n_source].argmax(dim=-1) == y_source).float().mean()
     return {"label": label_loss, "domain": domain_loss, "total": label_loss + domain_loss,
-            "domain_accuracy": domain_accuracy}
+            "domain_accuracy": domain_accuracy, "source_accuracy": source_accuracy}
+
+
+class DANNTask(Task):
+    """DANN as a :class:`deepnotes.train.Task`: a labelled source batch from the Trainer, an unlabelled target batch
+    drawn here, and :func:`dann_losses` with λ following :func:`grl_lambda` over the run (Ganin & Lempitsky 2015).
+
+    The target batch (as many images as the source batch) is drawn with replacement from ``target_images`` with the
+    generator the Trainer hands to each step, so a resumed run draws the same batches. ``adapt=False`` trains the
+    same network source-only (λ = 0; the domain classifier still learns and measures how far apart the domains'
+    features are); given the target's labelled images as the source, it is the "trained on the target" upper bound.
+    Epoch metrics: ``loss`` and ``acc`` (source labels; in evaluation, of the set evaluated), ``domain_loss`` and
+    ``domain_acc`` (training only), ``lambda``.
+
+    Args:
+        model: a :class:`DANN`.
+        target_images: (N_t, C, H, W) unlabelled target images, in the form ``prepare`` takes (e.g. uint8).
+        prepare: images as stored -> model inputs on the device (e.g. uint8 -> pixels in [0, 1]).
+        adapt: True for DANN, False for source-only (λ = 0). Default True.
+        gamma: of :func:`grl_lambda`. Default 10.
+
+    Raises:
+        ValueError: ``target_images`` empty.
+    """
+
+    def __init__(self, model: DANN, target_images: Tensor, prepare: Callable[[Tensor], Tensor], adapt: bool = True,
+                 gamma: float = 10.0):
+        super().__init__(model)
+        if len(target_images) == 0:
+            raise ValueError("target_images must hold at least one image")
+        self.target_images, self.prepare, self.adapt, self.gamma = target_images, prepare, adapt, gamma
+
+    def training_step(self, model: nn.Module, batch: Any, step: Step) -> StepOutput:
+        x, y = batch
+        n = len(y)
+        lambd = grl_lambda(step.step / max(1, step.total_steps - 1), self.gamma) if self.adapt else 0.0
+        idx = torch.randint(len(self.target_images), (n,), generator=step.generator)
+        x_source, x_target = self.prepare(x), self.prepare(self.target_images[idx])
+        y = y.to(x_source.device)
+        with step.autocast():
+            losses = dann_losses(model, x_source, y, x_target, lambd)
+        return StepOutput(losses["total"], {"loss": float(losses["label"].detach()) * n,
+                                            "acc": float(losses["source_accuracy"]) * n,
+                                            "domain_loss": float(losses["domain"].detach()) * n,
+                                            "domain_acc": float(losses["domain_accuracy"]) * n, "lambda": lambd * n}, n)
+
+    def evaluation_step(self, model: nn.Module, batch: Any, step: Step) -> StepOutput:
+        x, y = batch
+        x = self.prepare(x)
+        y = y.to(x.device)
+        with step.autocast():
+            logits = model(x)[0].float()
+        loss = F.cross_entropy(logits, y)
+        return StepOutput(loss, {"loss": float(loss) * len(y), "acc": float((logits.argmax(dim=-1) == y).sum())},
+                          len(y))
