@@ -138,6 +138,23 @@ def test_dann_losses_match_torch_and_reverse_only_the_feature_gradient():
         torch.testing.assert_close(got[name], expected, msg=name)
 
 
+def test_target_entropy_term_matches_hand_computation():
+    torch.manual_seed(0)
+    model = DANN.for_digits(in_channels=1, num_classes=4, hidden=8)
+    g = torch.Generator().manual_seed(2)
+    xs, xt = torch.rand(5, 1, 28, 28, generator=g), torch.rand(3, 1, 28, 28, generator=g)
+    ys = torch.randint(0, 4, (5,), generator=g)
+    plain = dann_losses(model, xs, ys, xt, lambd=1.0)
+    out = dann_losses(model, xs, ys, xt, lambd=1.0, entropy_weight=0.3)
+    p = F.softmax(model.label_predictor(model.feature_extractor(xt)), dim=-1)
+    entropy = -(p * p.log()).sum(dim=-1).mean()
+    torch.testing.assert_close(out["entropy"], entropy)
+    torch.testing.assert_close(out["total"], plain["total"] + 0.3 * entropy)
+    assert 0 < float(entropy) <= math.log(4) + 1e-6
+    with pytest.raises(ValueError, match="entropy_weight"):
+        dann_losses(model, xs, ys, xt, 1.0, entropy_weight=-1.0)
+
+
 def test_dann_losses_errors():
     model = DANN.for_digits(in_channels=1, num_classes=3, hidden=4)
     xs, ys = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])

@@ -14,7 +14,7 @@ source only), from the means over seeds. Then the lecture's other cases: DANN wi
 target images, and domain generalization (``--dg-domains``: train on all but one domain, test on the one left out).
 t-SNE of the source and target features before and after adaptation is the lecture's figure.
 
-Images are read as pixels in [0, 1], grey ones repeated to three channels, so every domain fits one network.
+Images are read as pixels in [-1, 1], grey ones repeated to three channels, so every domain fits one network.
 Nothing is chosen on the target's test images: the hyperparameters are Ganin's and the last epoch is kept.
 
 Files it leaves in the run folder (beside config.json):
@@ -55,8 +55,8 @@ HW11_BASELINES = [("simple", "0.446"), ("medium", "0.646"), ("strong", "0.758"),
 
 @dataclass(frozen=True)
 class DomainAdaptationConfig(TrainConfig):
-    epochs: int = option(12, "passes of --steps-per-epoch updates for each model")
-    batch_size: int = option(128, "source images per update (as many target images are drawn beside)")
+    epochs: int = option(10, "passes of --steps-per-epoch updates for each model")
+    batch_size: int = option(64, "source images per update (as many target images are drawn beside)")
     optimizer: Literal["sgd", "adamw"] = option("sgd", "optimizer: SGD with (Nesterov) momentum, or AdamW")
     lr: float = option(0.01, "mu_0 of Ganin's schedule mu_0 / (1 + 10 p)^0.75 (p: training progress)")
     weight_decay: float = option(0.0, "weight decay on weights (not on biases)")
@@ -72,6 +72,8 @@ class DomainAdaptationConfig(TrainConfig):
                               range="[0, 1000000000]")
     val_fraction: float = option(0.1, "share of each class of the training images held out for validation",
                                  range="(0, 0.5]")
+    entropy_weight: float = option(0.0, "DANN: weight of the target predictions' entropy (0: Ganin's DANN)",
+                                   range="[0, 100]")
     few_target: int = option(100, "DANN again with only this many unlabelled target images (0: skip)",
                              range="[0, 100000]")
     dg_domains: tuple[str, ...] = option(("mnist-subset", "mnist-m", "digits-8x8"), "domain generalization: train "
@@ -114,16 +116,22 @@ def load_domain(name: str, cfg: DomainAdaptationConfig) -> dict[str, tuple[torch
     return {k: (rgb(s.images), s.labels) for k, s in (("train", data.train), ("val", data.val), ("test", data.test))}
 
 
+def inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 images -> the network's inputs on ``device``: pixels mapped from [0, 1] to [-1, 1] (centred, as Ganin
+    subtracts the mean pixel)."""
+    return (2 * to_pixels(images) - 1).to(device)
+
+
 def prepare_for(device: torch.device):
-    """uint8 images -> pixels in [0, 1] on ``device``."""
-    return lambda x: to_pixels(x).to(device)
+    """:func:`inputs` on ``device`` as a one-argument function (for :class:`DANNTask`)."""
+    return lambda x: inputs(x, device)
 
 
 @torch.no_grad()
 def accuracy(model: DANN, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> float:
     """Share of ``images`` (uint8) whose predicted class is the label, 1,000 at a time."""
     model.eval()
-    correct = sum(int((model(to_pixels(images[i:i + 1000]).to(device))[0].argmax(-1).cpu() == labels[i:i + 1000])
+    correct = sum(int((model(inputs(images[i:i + 1000], device))[0].argmax(-1).cpu() == labels[i:i + 1000])
                       .sum()) for i in range(0, len(labels), 1000))
     return correct / len(labels)
 
@@ -136,7 +144,8 @@ def train_model(cfg: DomainAdaptationConfig, folder: Path, seed: int, train: tup
     model = DANN.for_digits(in_channels=3, num_classes=10).to(ctx.device)
     if ctx.resume and (folder / "model.safetensors").is_file():
         return Run(folder).load_weights(model).eval()
-    task = DANNTask(model, target_pool, prepare_for(ctx.device), adapt=adapt, gamma=cfg.gamma)
+    task = DANNTask(model, target_pool, prepare_for(ctx.device), adapt=adapt, gamma=cfg.gamma,
+                    entropy_weight=cfg.entropy_weight)
     total = cfg.epochs * cfg.steps_per_epoch
     trainer = Trainer(dataclasses.replace(cfg, seed=seed), task, folder,
                       TensorBatches(train, cfg.batch_size, seed, ctx.info, steps_per_epoch=cfg.steps_per_epoch),
@@ -151,7 +160,7 @@ def train_model(cfg: DomainAdaptationConfig, folder: Path, seed: int, train: tup
 def features(model: DANN, images: torch.Tensor, device: torch.device) -> np.ndarray:
     """G_f's (N, 768) features of uint8 images."""
     with torch.no_grad():
-        return model.feature_extractor(to_pixels(images).to(device)).cpu().numpy()
+        return model.feature_extractor(inputs(images, device)).cpu().numpy()
 
 
 def run_shift(cfg: DomainAdaptationConfig, shift: str, ctx: RunContext, tsne: dict[str, torch.Tensor]

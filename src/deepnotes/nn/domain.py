@@ -261,7 +261,8 @@ class DANN(nn.Module):
         return self.label_predictor(features), domain
 
 
-def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tensor, lambd: float) -> dict[str, Tensor]:
+def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tensor, lambd: float,
+                entropy_weight: float = 0.0) -> dict[str, Tensor]:
     """DANN's losses on one source batch (labelled) and one target batch (unlabelled).
 
     Source and target go through the model as one batch. ``label`` is the cross-entropy of the source
@@ -277,14 +278,21 @@ def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tenso
         x_source: source inputs (B_s, *); y_source: their classes (B_s,) int64.
         x_target: target inputs (B_t, *), the same trailing shape as ``x_source``.
         lambd: reversal strength λ >= 0 for this call (e.g. ``grl_lambda(step / total)``).
+        entropy_weight: w >= 0 of the target's conditional entropy ``H = -mean_t sum_k p_k log p_k`` added to
+            ``total`` (the lecture's fix for aligned but mixed classes: the boundary should avoid the target's dense
+            regions; Shu et al. 2018, VADA). Default 0: plain DANN.
 
     Returns:
-        dict with scalar tensors ``label``, ``domain``, ``total``, ``domain_accuracy`` and ``source_accuracy``
+        dict with scalar tensors ``label``, ``domain``, ``entropy`` (of the target's class predictions), ``total``,
+        ``domain_accuracy`` and ``source_accuracy``
         (the label predictor's accuracy on the source batch, no gradient).
 
     Raises:
-        ValueError: empty batches, ``y_source`` not (B_s,), mismatched trailing shapes, ``lambd`` negative.
+        ValueError: empty batches, ``y_source`` not (B_s,), mismatched trailing shapes, ``lambd`` or
+            ``entropy_weight`` negative.
     """
+    if not (entropy_weight >= 0 and math.isfinite(entropy_weight)):
+        raise ValueError(f"entropy_weight must be a finite number >= 0, got {entropy_weight}")
     if x_source.shape[0] == 0 or x_target.shape[0] == 0:
         raise ValueError(f"x_source and x_target must be non-empty batches, got {tuple(x_source.shape)} and "
                          f"{tuple(x_target.shape)}")
@@ -298,11 +306,14 @@ def dann_losses(model: DANN, x_source: Tensor, y_source: Tensor, x_target: Tenso
     logits, domain_logits = model(torch.cat([x_source, x_target]), lambd=lambd)  # (B_s + B_t, K), (B_s + B_t,)
     domain_labels = torch.cat([torch.zeros(n_source), torch.ones(x_target.shape[0])]).to(domain_logits)
     label_loss = F.cross_entropy(logits[:n_source], y_source)
+    log_p = F.log_softmax(logits[n_source:].float(), dim=-1)  # (B_t, K)
+    entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
     domain_loss = F.binary_cross_entropy_with_logits(domain_logits, domain_labels)
     with torch.no_grad():
         domain_accuracy = ((domain_logits > 0).to(domain_labels) == domain_labels).float().mean()
         source_accuracy = (logits[:n_source].argmax(dim=-1) == y_source).float().mean()
-    return {"label": label_loss, "domain": domain_loss, "total": label_loss + domain_loss,
+    return {"label": label_loss, "domain": domain_loss, "entropy": entropy,
+            "total": label_loss + domain_loss + entropy_weight * entropy,
             "domain_accuracy": domain_accuracy, "source_accuracy": source_accuracy}
 
 
@@ -323,17 +334,20 @@ class DANNTask(Task):
         prepare: images as stored -> model inputs on the device (e.g. uint8 -> pixels in [0, 1]).
         adapt: True for DANN, False for source-only (λ = 0). Default True.
         gamma: of :func:`grl_lambda`. Default 10.
+        entropy_weight: of the target's prediction entropy (:func:`dann_losses`), used only when ``adapt``.
+            Default 0.
 
     Raises:
         ValueError: ``target_images`` empty.
     """
 
     def __init__(self, model: DANN, target_images: Tensor, prepare: Callable[[Tensor], Tensor], adapt: bool = True,
-                 gamma: float = 10.0):
+                 gamma: float = 10.0, entropy_weight: float = 0.0):
         super().__init__(model)
         if len(target_images) == 0:
             raise ValueError("target_images must hold at least one image")
         self.target_images, self.prepare, self.adapt, self.gamma = target_images, prepare, adapt, gamma
+        self.entropy_weight = entropy_weight
 
     def training_step(self, model: nn.Module, batch: Any, step: Step) -> StepOutput:
         x, y = batch
@@ -343,11 +357,13 @@ class DANNTask(Task):
         x_source, x_target = self.prepare(x), self.prepare(self.target_images[idx])
         y = y.to(x_source.device)
         with step.autocast():
-            losses = dann_losses(model, x_source, y, x_target, lambd)
+            losses = dann_losses(model, x_source, y, x_target, lambd, self.entropy_weight if self.adapt else 0.0)
         return StepOutput(losses["total"], {"loss": float(losses["label"].detach()) * n,
                                             "acc": float(losses["source_accuracy"]) * n,
                                             "domain_loss": float(losses["domain"].detach()) * n,
-                                            "domain_acc": float(losses["domain_accuracy"]) * n, "lambda": lambd * n}, n)
+                                            "domain_acc": float(losses["domain_accuracy"]) * n,
+                                            "target_entropy": float(losses["entropy"].detach()) * n,
+                                            "lambda": lambd * n}, n)
 
     def evaluation_step(self, model: nn.Module, batch: Any, step: Step) -> StepOutput:
         x, y = batch
