@@ -39,6 +39,7 @@ LAB_MODULES = (
     "deepnotes.labs.adversarial_attack",  # ML2021/2022 HW10: adversarial attacks and defenses
     "deepnotes.labs.explain",  # ML2021/2022 HW9: explainable ML
     "deepnotes.labs.domain_adaptation",  # ML2021 HW11: domain adaptation
+    "deepnotes.labs.spatial_transformer",  # ML2021 Spatial Transformer Layer; Jaderberg et al. 2015
 )
 
 
