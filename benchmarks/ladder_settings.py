@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from deepnotes.attacks import Ensemble, ifgsm, mifgsm
+from deepnotes.attacks import Ensemble, fgsm, ifgsm, mifgsm
 from deepnotes.data.images import load_held_out, to_pixels
 from deepnotes.experiment import Run
 from deepnotes.labs.adversarial_attack import load_model
@@ -58,6 +58,12 @@ def groups(eps: float, n: int) -> dict[str, dict]:
                   "MI a2 p0": mi(alpha=2 * eps / n),
                   **{f"MI a2 p{p} seed{s}": mi(alpha=2 * eps / n, **di(p, .9, seed=s)) for p in (.3, .5)
                      for s in (0, 1, 2)}},
+        "hw10": {"medium: I-FGSM, 20 x eps/10": functools.partial(ifgsm, eps=eps, alpha=eps / 10, steps=20),
+                 "simple: FGSM on the first source": "fgsm",
+                 "strong: MI-DI, 20 x eps/10": functools.partial(mifgsm, eps=eps, alpha=eps / 10, steps=20,
+                                                                  **di(.5, .9)),
+                 "boss A: MI-DI, 50 x eps/10": functools.partial(mifgsm, eps=eps, alpha=eps / 10, steps=50,
+                                                                  **di(.5, .9))},
         "eps": {"medium": medium,
                 "strong p.5 rr.9 (the lab's)": mi(alpha=eps / n, **di(.5, .9)),
                 "MI a1 p0": mi(alpha=eps / n),
@@ -71,7 +77,7 @@ def groups(eps: float, n: int) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a finished adversarial-attack run folder")
-    ap.add_argument("--group", choices=("di", "alpha", "steps20", "seeds", "eps"), default="di")
+    ap.add_argument("--group", choices=("di", "alpha", "steps20", "seeds", "eps", "hw10"), default="di")
     ap.add_argument("--draws", type=int, default=4, help="disjoint draws of 1,000 validation images")
     ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the run's --eps)")
     ap.add_argument("--threads", type=int, default=2)
@@ -79,7 +85,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run = Run(args.run)
     cfg = run.config
-    ensemble = Ensemble([load_model(run, s, s) for s in cfg.sources]).eval()
+    sources = [load_model(run, s, s) for s in cfg.sources]
+    ensemble = Ensemble(sources).eval()
     target = load_model(run, "target", cfg.target)
     data = load_held_out(cfg.dataset, cfg.data_dir, cfg.limit_train, 0, cfg.val_fraction, cfg.seed)
     perm = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(1234))
@@ -87,7 +94,9 @@ def main() -> None:
     res: dict[str, list[float]] = {}
     for name, attack in groups(args.eps or cfg.eps, cfg.steps)[args.group].items():
         t0 = time.perf_counter()
-        accs = [accuracy(target, attack_images(attack, ensemble, to_pixels(data.val.images[i]), data.val.labels[i]),
+        surrogate = sources[0] if attack == "fgsm" else ensemble
+        attack = functools.partial(fgsm, eps=args.eps or cfg.eps) if attack == "fgsm" else attack
+        accs = [accuracy(target, attack_images(attack, surrogate, to_pixels(data.val.images[i]), data.val.labels[i]),
                          data.val.labels[i]) for i in draws]
         res[name] = accs
         gaps = [a - m for a, m in zip(accs, next(iter(res.values())))]

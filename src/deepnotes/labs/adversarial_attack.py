@@ -5,11 +5,11 @@ models (``--sources``, attacked as an ensemble, HW10's proxy models) and a held-
 touches; then measures, on ``--attack-images`` test images (choices made on as many validation images):
 
 * white box: FGSM and PGD-20 against every model at each ``--white-box-eps`` (accuracy against eps);
-* HW10's ladder on the held-out model at ``--eps`` (0.1, Fashion-MNIST's usual budget, not HW10's 8/255 for CIFAR-10:
-  at 8/255 the transfer rungs lie within 2 points of each other, so their order changes with the images drawn): FGSM
-  on one proxy (simple) > I-FGSM on the ensemble (medium) > MI-FGSM with input diversity on the ensemble (strong) >
-  the boss (the best of several stronger transfer attacks, chosen on validation); each rung must leave the held-out
-  model less accurate than the one below;
+* HW10's ladder on the held-out model at ``--eps``: FGSM on one proxy (simple) > I-FGSM on the ensemble (medium) >
+  MI-FGSM with input diversity on the ensemble (strong) > the boss (the best of several stronger transfer attacks,
+  chosen on validation); each rung must leave the held-out model less accurate than the one below (at 8/255 the
+  transfer rungs lie within 2 points of each other; at 0.1 FGSM on one proxy beats I-FGSM on the ensemble: see
+  benchmarks/RESULTS.md);
 * passive defenses in front of the held-out model (Gaussian and median smoothing, JPEG, random resize-and-pad), against
   the boss's transfer images and against an adaptive white-box attacker (PGD through the defense; BPDA for JPEG, EOT
   for the random one), and the proactive one: adversarial training (PGD-AT) of ``--at-model`` at ``--at-eps``;
@@ -73,9 +73,7 @@ class AdversarialConfig(TrainConfig):
                                       f"from: {', '.join(ZOO)}", nonempty=True)
     target: ZooName = option("airbench", "the held-out model the transfer attacks are scored on")
     attack_images: int = option(1000, "test (and validation) images attacked", range="[1, 100000]")
-    eps: float = option(0.1, "L-inf budget of the ladder and the passive defenses, pixel units (0.1: Fashion-MNIST's "
-                        "usual budget; at HW10's 8/255 transfer barely works on 28x28 grey images and the rungs lie "
-                        "within 2 points)", range="(0, 1]")
+    eps: float = option(8 / 255, "L-inf budget of the ladder and the passive defenses, pixel units", range="(0, 1]")
     steps: int = option(10, "iterations of I-FGSM and MI-FGSM (step eps / steps, HW10's setting)", range="[1, 1000]")
     boss_steps: int = option(50, "iterations of the boss candidates", range="[1, 5000]")
     white_box_eps: tuple[float, ...] = option((2 / 255, 4 / 255, 8 / 255, 0.05, 0.1, 0.2), "white-box budgets",
