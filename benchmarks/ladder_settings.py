@@ -31,6 +31,13 @@ def di(p: float, rr: float, seed: int = 0, **kw) -> dict:
     return dict(diversity_prob=p, resize_rate=rr, generator=torch.Generator().manual_seed(seed), **kw)
 
 
+class LogSoftmaxEnsemble(Ensemble):
+    """The members' mean log-probabilities instead of their mean logits (each member's scale no longer counts)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).log_softmax(dim=-1) for m in self.models]).mean(dim=0)
+
+
 def groups(eps: float, n: int) -> dict[str, dict]:
     mi = functools.partial(functools.partial, mifgsm, eps=eps, steps=n)
     medium = functools.partial(ifgsm, eps=eps, alpha=eps / n, steps=n)
@@ -64,6 +71,10 @@ def groups(eps: float, n: int) -> dict[str, dict]:
                                                                   **di(.5, .9)),
                  "boss A: MI-DI, 50 x eps/10": functools.partial(mifgsm, eps=eps, alpha=eps / 10, steps=50,
                                                                   **di(.5, .9))},
+        "ensemble": {"medium: I-FGSM on mean logits": medium,
+                     "simple: FGSM on the first source": "fgsm",
+                     "I-FGSM on mean log-softmax": ("log-softmax", medium),
+                     "I-FGSM on the CNN sources only": ("cnns", medium)},
         "eps": {"medium": medium,
                 "strong p.5 rr.9 (the lab's)": mi(alpha=eps / n, **di(.5, .9)),
                 "MI a1 p0": mi(alpha=eps / n),
@@ -77,7 +88,7 @@ def groups(eps: float, n: int) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a finished adversarial-attack run folder")
-    ap.add_argument("--group", choices=("di", "alpha", "steps20", "seeds", "eps", "hw10"), default="di")
+    ap.add_argument("--group", choices=("di", "alpha", "steps20", "seeds", "eps", "hw10", "ensemble"), default="di")
     ap.add_argument("--draws", type=int, default=4, help="disjoint draws of 1,000 validation images")
     ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the run's --eps)")
     ap.add_argument("--threads", type=int, default=2)
@@ -95,6 +106,10 @@ def main() -> None:
     for name, attack in groups(args.eps or cfg.eps, cfg.steps)[args.group].items():
         t0 = time.perf_counter()
         surrogate = sources[0] if attack == "fgsm" else ensemble
+        if isinstance(attack, tuple):  # (which surrogate, attack)
+            kind, attack = attack
+            surrogate = (LogSoftmaxEnsemble(sources) if kind == "log-softmax" else
+                         Ensemble([m for m, s in zip(sources, cfg.sources) if s != "mlp"]).eval())
         attack = functools.partial(fgsm, eps=args.eps or cfg.eps) if attack == "fgsm" else attack
         accs = [accuracy(target, attack_images(attack, surrogate, to_pixels(data.val.images[i]), data.val.labels[i]),
                          data.val.labels[i]) for i in draws]
