@@ -10,6 +10,8 @@ settings are chosen, never on test.
     python benchmarks/ladder_settings.py RUN --group steps20   # HW10's 20 iterations
     python benchmarks/ladder_settings.py RUN --group seeds --draws 6   # diversity seeds at step 2 eps / steps
     python benchmarks/ladder_settings.py RUN --group eps --eps 0.1     # the ladder at another budget
+    python benchmarks/ladder_settings.py RUN --group hw10 --eps 0.1    # all four rungs, HW10's 20 x eps/10
+    python benchmarks/ladder_settings.py RUN --group ensemble --eps 0.1   # other ensembles for I-FGSM
 """
 
 from __future__ import annotations
