@@ -39,6 +39,7 @@ restrictions), moon, page (scikit-image test images).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 from dataclasses import dataclass
@@ -598,15 +599,12 @@ SHIFT_DATASETS: dict[str, ImageDatasetInfo] = {
 
 #: The blended sets again with :data:`HELD_OUT_PHOTOS` and other seeds: shifts no default builder makes.
 HELD_OUT_SHIFT_DATASETS: dict[str, ImageDatasetInfo] = {
-    f"{name}-held-out": _BlendedInfo(
-        name=f"{name}-held-out",
+    f"{name}-held-out": dataclasses.replace(
+        SHIFT_DATASETS[name], name=f"{name}-held-out",
         description=SHIFT_DATASETS[name].description.replace("scikit-image colour photos",
                                                              "held-out scikit-image photos"),
         source=SHIFT_DATASETS[name].source.replace(", ".join(DEFAULT_PHOTOS), ", ".join(HELD_OUT_PHOTOS)),
-        license=SHIFT_DATASETS[name].license, classes=SHIFT_DATASETS[name].classes,
-        n_train=SHIFT_DATASETS[name].n_train, n_test=SHIFT_DATASETS[name].n_test,
-        hflip_ok=SHIFT_DATASETS[name].hflip_ok, seed=SHIFT_DATASETS[name].seed + 1000, base=base,
-        photos=HELD_OUT_PHOTOS,
+        seed=SHIFT_DATASETS[name].seed + 1000, photos=HELD_OUT_PHOTOS,
     )
-    for name, base in (("mnist-m", "mnist-subset"), ("fashion-m", "fashion-mnist"))
+    for name in ("mnist-m", "fashion-m")
 }
