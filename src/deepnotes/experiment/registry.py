@@ -40,6 +40,7 @@ LAB_MODULES = (
     "deepnotes.labs.explain",  # ML2021/2022 HW9: explainable ML
     "deepnotes.labs.domain_adaptation",  # ML2021 HW11: domain adaptation
     "deepnotes.labs.spatial_transformer",  # ML2021 Spatial Transformer Layer; Jaderberg et al. 2015
+    "deepnotes.labs.stable_learning",  # seed 000: StableNet (Zhang et al. CVPR 2021)
 )
 
 
