@@ -115,6 +115,18 @@ def test_load_idx_folder_inconsistent(tmp_path):
         load_idx_folder(tmp_path, "test", classes=("a", "b", "c"))
 
 
+def test_load_idx_folder_colour_files_only_with_channels(tmp_path):
+    make_idx_folder(tmp_path)
+    colour = np.random.default_rng(0).integers(0, 256, (10, 3, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", colour)
+    with pytest.raises(DataError, match=r"expected uint8 images of shape \(N, H, W\), got uint8 \(10, 3, 28, 28\)"):
+        load_idx_folder(tmp_path, "test")
+    s = load_idx_folder(tmp_path, "test", channels=True)
+    assert s.images.shape == (10, 3, 28, 28) and torch.equal(s.images, torch.from_numpy(colour))
+    grey = load_idx_folder(tmp_path, "train", channels=True)  # a 3-D file still gets its channel axis
+    assert grey.images.shape[1] == 1
+
+
 def test_bad_split_and_unknown_name():
     with pytest.raises(UserError, match="unknown split 'valid'; use one of: train, test"):
         get_image_dataset("mnist-subset").load("valid")

@@ -18,7 +18,7 @@ from deepnotes.data.images import get_image_dataset, load_idx_folder
 from deepnotes.data.shift import (BACKGROUND_SHORT_SIDE, DEFAULT_BACKGROUNDS, DEFAULT_PHOTOS, HELD_OUT_PHOTOS,
                                   HELD_OUT_SHIFT_DATASETS, PHOTO_SHORT_SIDE, SHIFT_DATASETS, SHIFT_PHOTOS,
                                   SPLIT_SEED_OFFSET,
-                                  blend_with_photos, digits8_split_indices, digits_8x8, load_image_folder,
+                                  blend_with_photos, digits8_split_indices, digits_8x8,
                                   random_photo_crops, scaled_photo, shift_photo, spurious_backgrounds)
 from deepnotes.errors import DataError
 
@@ -256,6 +256,6 @@ def test_held_out_variant_is_a_dataset_like_the_others():
     assert not torch.equal(part.images, SHIFT_DATASETS["mnist-m"].load("test").images)
 
 
-def test_load_image_folder_errors(tmp_path):
-    with pytest.raises(DataError, match="missing t10k-images-idx3-ubyte.gz"):
-        load_image_folder(tmp_path / "nowhere", "test", ("0", "1"))
+def test_load_from_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(DataError, match="nowhere: no such folder .*t10k-images-idx3-ubyte.gz"):
+        SHIFT_DATASETS["mnist-m"].load("test", tmp_path / "nowhere")

@@ -142,7 +142,8 @@ def _missing_files(folder: Path) -> list[str]:
     return [f"{stem}.gz" for pair in IDX_FILES.values() for stem in pair if _find_file(folder, stem) is None]
 
 
-def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | None = None) -> ImageSplit:
+def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | None = None,
+                    channels: bool = False) -> ImageSplit:
     """Load ``split`` from a folder holding MNIST-layout IDX files.
 
     Args:
@@ -151,14 +152,18 @@ def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | Non
             (split ``"test"``).
         split: ``"train"`` or ``"test"``.
         classes: class names; default ``("0", "1", ..., str(max label))``.
+        channels: also accept channels-first colour files ``(N, C, H, W)`` (what the blended sets of
+            :mod:`deepnotes.data.shift` write). Default False: grey ``(N, H, W)`` only.
 
     Returns:
-        :class:`ImageSplit` with images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` int64.
+        :class:`ImageSplit` with images ``(N, 1, H, W)`` (``(N, C, H, W)`` for a 4-D file) uint8 and labels ``(N,)``
+        int64.
 
     Raises:
         UserError: ``split`` is not ``"train"``/``"test"``.
         DataError: the folder or a file is missing (the message names the files expected), a
-            file is corrupt (see :func:`read_idx`) or holds 0 images, images are not ``(N, H, W)`` uint8, the label
+            file is corrupt (see :func:`read_idx`) or holds 0 images, images are not ``(N, H, W)`` uint8 (or
+            ``(N, C, H, W)`` with ``channels``), the label
             count differs from the image count, or a label is outside ``classes``.
     """
     _check_split(split)
@@ -175,8 +180,9 @@ def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | Non
     images, labels = read_idx(img_path), read_idx(lbl_path)
     if len(images) == 0:
         raise DataError(f"{img_path}: holds no images (its header says shape {images.shape}); give a file with images")
-    if images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(f"{img_path}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim not in ((3, 4) if channels else (3,)):
+        shapes = "(N, H, W) or (N, C, H, W)" if channels else "(N, H, W)"
+        raise DataError(f"{img_path}: expected uint8 images of shape {shapes}, got {images.dtype} {images.shape}")
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
         raise DataError(f"{lbl_path}: expected {len(images)} integer labels (one per image in {img_path.name}), "
                         f"got {labels.dtype} {labels.shape}")
@@ -185,7 +191,9 @@ def load_idx_folder(path: str | Path, split: str, classes: tuple[str, ...] | Non
         classes = tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise DataError(f"{lbl_path}: labels must lie in 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}")
-    return ImageSplit(torch.from_numpy(images[:, None]), torch.from_numpy(labels), tuple(classes), str(folder))
+    images = images[:, None] if images.ndim == 3 else images  # (N, H, W) -> (N, 1, H, W)
+    return ImageSplit(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), tuple(classes),
+                      str(folder))
 
 
 @dataclass(frozen=True)

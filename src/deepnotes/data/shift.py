@@ -23,7 +23,8 @@ The datasets :data:`SHIFT_DATASETS` (``mnist-m``, ``digits-8x8``, ``fashion-m``)
 ``load(split, data_dir=folder)`` reads such a folder back. The blended sets have **3 channels**: their
 :class:`~deepnotes.data.images.ImageSplit` holds images ``(N, 3, 28, 28)`` uint8, and their IDX image files hold
 a 4-D array ``(N, 3, 28, 28)``, channels first (IDX allows any number of dimensions; MNIST's own files are
-``(N, 28, 28)``, as are digits-8x8's). :func:`load_image_folder` reads both layouts.
+``(N, 28, 28)``, as are digits-8x8's). :func:`deepnotes.data.images.load_idx_folder` (``channels=True``) reads
+both layouts.
 
 :data:`HELD_OUT_PHOTOS` are photos no default builder uses, for re-building a shift the models were not tuned
 on: ``dataclasses.replace(SHIFT_DATASETS["mnist-m"], name="mnist-m-held-out", photos=HELD_OUT_PHOTOS, seed=...)``
@@ -51,12 +52,11 @@ import skimage.data
 import torch
 
 from deepnotes.data.download import sha256_file
-from deepnotes.data.idx import read_idx, write_idx
+from deepnotes.data.idx import write_idx
 from deepnotes.data.images import (DIGITS, FASHION_CLASSES, GZ_FILES, IDX_FILES, ImageDatasetInfo, ImageSplit,
-                                   _check_split, _find_file, _missing_files, get_image_dataset)
+                                   _check_split, _missing_files, get_image_dataset, load_idx_folder)
 from deepnotes.data.photos import PHOTOS as _PHOTO_MODULE_NAMES
 from deepnotes.data.photos import load_photo
-from deepnotes.errors import DataError
 from deepnotes.io import write_json_atomic
 
 SIZE = 28  #: side of every image here, MNIST's
@@ -378,47 +378,13 @@ def digits8_split_indices(labels: np.ndarray, test_fraction: float = DIGITS8_TES
     return {"train": rng.permutation(np.concatenate(train)), "test": rng.permutation(np.concatenate(test))}
 
 
-def load_image_folder(path: str | Path, split: str, classes: tuple[str, ...]) -> ImageSplit:
-    """Load ``split`` from a folder of MNIST-layout IDX files whose images are ``(N, H, W)`` or ``(N, C, H, W)``.
-
-    Like :func:`deepnotes.data.images.load_idx_folder`, which reads only ``(N, H, W)``; here a 4-D image file
-    (channels first, what :meth:`ImageDatasetInfo.build` of a blended set writes) is read as it is.
-
-    Returns:
-        :class:`ImageSplit` with images ``(N, C, H, W)`` uint8 (``C = 1`` for a 3-D file) and labels int64.
-
-    Raises:
-        UserError: bad ``split``.
-        DataError: missing folder or files, a corrupt file (:func:`read_idx`), images not uint8 3-D or 4-D or
-            none of them, labels not one integer per image or outside ``classes``.
-    """
-    _check_split(split)
-    folder = Path(path)
-    stems = IDX_FILES[split]
-    img_path, lbl_path = (_find_file(folder, s) for s in stems) if folder.is_dir() else (None, None)
-    if img_path is None or lbl_path is None:
-        raise DataError(f"{folder}: missing {' or '.join(f'{s}.gz' for s in stems)} for the {split} split "
-                        "(build it with `deepnotes data build NAME`, or give the folder that holds them)")
-    images, labels = read_idx(img_path), read_idx(lbl_path)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) == 0:
-        raise DataError(f"{img_path}: expected uint8 images (N, H, W) or (N, C, H, W) with N > 0, "
-                        f"got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
-        raise DataError(f"{lbl_path}: expected {len(images)} integer labels, got {labels.dtype} {labels.shape}")
-    if labels.min() < 0 or labels.max() >= len(classes):
-        raise DataError(f"{lbl_path}: labels must lie in 0..{len(classes) - 1}, found {labels.min()}..{labels.max()}")
-    if images.ndim == 3:
-        images = images[:, None]  # (N, H, W) -> (N, 1, H, W)
-    return ImageSplit(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64)),
-                      tuple(classes), str(folder))
-
-
 @dataclass(frozen=True)
 class _ComputedImageInfo(ImageDatasetInfo):
     """A dataset computed in memory from other offline data; ``build()`` writes it as IDX files + manifest.
 
     ``load(split)`` always computes (deterministic); ``load(split, data_dir)`` reads a built folder
-    (:func:`load_image_folder`). :meth:`locate` finds a built copy (``data_dir`` or :meth:`cache_dir`).
+    (:func:`~deepnotes.data.images.load_idx_folder` with ``channels=True``). :meth:`locate` finds a built copy
+    (``data_dir`` or :meth:`cache_dir`).
     Subclasses give :meth:`_compute`, :meth:`_inputs` and :meth:`_manifest_extra`.
     """
 
@@ -466,7 +432,7 @@ class _ComputedImageInfo(ImageDatasetInfo):
         """
         _check_split(split)
         if data_dir is not None:
-            return load_image_folder(data_dir, split, self.classes)
+            return load_idx_folder(data_dir, split, self.classes, channels=True)
         return self._compute(split, download)
 
     def build(self) -> Path:
