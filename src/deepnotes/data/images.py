@@ -105,7 +105,8 @@ class ImageSplit:
     """One split of an image-classification dataset, in memory.
 
     Attributes:
-        images: ``(N, 1, H, W)`` uint8, 0-255 (``H = W = 28`` for the datasets here).
+        images: ``(N, C, H, W)`` uint8, 0-255: ``C = 1`` grey, 3 for the colour sets of :mod:`deepnotes.data.shift`
+            (``H = W = 28`` for the datasets here).
         labels: ``(N,)`` int64, class indices in ``0 .. len(classes) - 1``.
         classes: class names, index = label.
         source: where it was read from (a folder or a description), for reports.
