@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deepnotes.cli import main
+from deepnotes.labs import domain_adaptation as da
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,18 @@ def test_numbers_are_consistent(run_dir):
     for method in ("source-only", "dann", "target", "dann-few"):
         assert len(shift["target_acc"][method]) == 1 and 0 <= shift["target_acc"][method][0] <= 1
     m = shift["mean_target_acc"]
-    gap = (m["dann"] - m["source-only"]) / max(1e-9, m["target"] - m["source-only"])
-    assert shift["gap_closed"] == pytest.approx(gap)
+    if m["target"] > m["source-only"]:
+        assert shift["gap_closed"] == pytest.approx((m["dann"] - m["source-only"]) / (m["target"] - m["source-only"]))
+    else:
+        assert shift["gap_closed"] is None
     assert [g["held_out"] for g in res["generalization"]] == ["mnist-subset", "digits-8x8"]
-    assert res["all_closed_half"] == (shift["gap_closed"] >= 0.5)
+    assert res["all_closed_half"] == (shift["gap_closed"] is not None and shift["gap_closed"] >= 0.5)
+
+
+def test_gap_closed():
+    assert da.gap_closed(0.4, 0.6, 0.9) == pytest.approx(0.4)
+    assert da.gap_closed(0.4, 0.3, 0.9) == pytest.approx(-0.2)  # DANN below source only: negative
+    assert da.gap_closed(0.4, 0.6, 0.4) is None and da.gap_closed(0.4, 0.6, 0.2) is None  # no gap to close
 
 
 def test_eval_on_other_data_report_and_resume(run_dir):
@@ -49,6 +58,7 @@ def test_eval_on_other_data_report_and_resume(run_dir):
     (ev,) = list((run_dir / "eval").glob("*.json"))
     metrics = json.loads(ev.read_text())
     assert {"mnist-subset:digits-8x8 dann", "mnist-subset:digits-8x8 gap closed"} <= set(metrics)
+    assert main(["eval", str(run_dir), "--data", "fashion-m"]) == 2  # clothes: no shift of the run has them
     (run_dir / "report.md").unlink()
     assert main(["report", str(run_dir)]) == 0 and (run_dir / "report.md").is_file()
     weights = run_dir / "models" / "mnist-subset-to-digits-8x8" / "dann-seed0" / "model.safetensors"

@@ -100,6 +100,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def gap_closed(source_only: float, dann: float, target: float) -> float | None:
+    """The share of the source-only -> target-trained gap DANN closes, ``(dann - source_only) / (target -
+    source_only)``; None when the target-trained model is not better than source only (no gap to close)."""
+    return (dann - source_only) / (target - source_only) if target > source_only else None
+
+
 def key_of(shift: str) -> str:
     """``mnist-subset:mnist-m`` -> ``mnist-subset-to-mnist-m`` (a folder name)."""
     return shift.replace(":", "-to-")
@@ -194,7 +200,7 @@ def run_shift(cfg: DomainAdaptationConfig, shift: str, ctx: RunContext, tsne: di
                                                              torch.ones(min(n, len(tgt["test"][1])), dtype=torch.long)])
     mean = {m: float(np.mean(v)) for m, v in out["target_acc"].items()}
     out["mean_target_acc"] = mean
-    out["gap_closed"] = (mean["dann"] - mean["source-only"]) / max(1e-9, mean["target"] - mean["source-only"])
+    out["gap_closed"] = gap_closed(mean["source-only"], mean["dann"], mean["target"])
     return out
 
 
@@ -230,7 +236,8 @@ def run(cfg: DomainAdaptationConfig, ctx: RunContext) -> dict[str, Any]:
     if tsne:
         with atomic_path(run_folder / "tsne.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in tsne.items()}, str(tmp))
-    results["all_closed_half"] = all(s["gap_closed"] >= 0.5 for s in results["shifts"].values())
+    results["all_closed_half"] = all(s["gap_closed"] is not None and s["gap_closed"] >= 0.5
+                                     for s in results["shifts"].values())
     run_folder.write_json("adaptation.json", results)
     report(run_folder)
     return {f"{s} gap closed": r["gap_closed"] for s, r in results["shifts"].items()}
@@ -238,10 +245,22 @@ def run(cfg: DomainAdaptationConfig, ctx: RunContext) -> dict[str, Any]:
 
 def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval RUN [--data DATASET]``: every shift's saved models on DATASET's test images (default: each
-    shift's own target), e.g. MNIST-M rebuilt from photos the builders do not use (``mnist-m-held-out``)."""
+    shift's own target), e.g. MNIST-M rebuilt from photos the builders do not use (``mnist-m-held-out``). With
+    ``--data``, only the shifts whose target has DATASET's classes (digits or clothes) are scored.
+
+    Raises:
+        UserError: ``--data`` names an unknown dataset, or one whose classes no shift's target has.
+    """
     cfg = run.config
     metrics: dict[str, Any] = {"data": data or "each shift's target"}
-    for shift in cfg.shifts:
+    shifts = cfg.shifts
+    if data:
+        classes = get_image_dataset(data, "--data").classes
+        shifts = tuple(s for s in cfg.shifts if get_image_dataset(s.split(":")[1]).classes == classes)
+        if not shifts:
+            raise UserError(f"--data {data}: no shift of this run has a target with its classes "
+                            f"({', '.join(cfg.shifts)}); give a dataset of digits or of clothes as its targets are")
+    for shift in shifts:
         name = data or shift.split(":")[1]
         x, y = load_domain(name, cfg)["test"]
         for method in METHODS:
@@ -251,8 +270,8 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
                 Run(run / "models" / key_of(shift) / f"{method}-seed{seed}").load_weights(model)
                 accs.append(accuracy(model, x, y, device))
             metrics[f"{shift} {method}"] = float(np.mean(accs))
-        gap = metrics[f"{shift} target"] - metrics[f"{shift} source-only"]
-        metrics[f"{shift} gap closed"] = (metrics[f"{shift} dann"] - metrics[f"{shift} source-only"]) / max(1e-9, gap)
+        metrics[f"{shift} gap closed"] = gap_closed(metrics[f"{shift} source-only"], metrics[f"{shift} dann"],
+                                                    metrics[f"{shift} target"])
     run.write_eval(data or "targets", metrics)
     return metrics
 
@@ -271,7 +290,7 @@ def report(run: Run) -> Path:
         f"{cfg.epochs * cfg.steps_per_epoch} updates of {cfg.batch_size} source (+ {cfg.batch_size} target) images "
         "per model; accuracy on the target's test images, mean ± std over seeds."))
     rows = [[s, pm(r["target_acc"]["source-only"]), pm(r["target_acc"]["dann"]), pm(r["target_acc"]["target"]),
-             f"{100 * r['gap_closed']:.0f}%"] for s, r in shifts.items()]
+             "n/a" if r["gap_closed"] is None else f"{100 * r['gap_closed']:.0f}%"] for s, r in shifts.items()]
     rep.results(rows, headers=("shift", "source only", "DANN", "trained on target", "gap closed"),
                 note=f"DANN closes at least half the gap on every shift: "
                      f"**{'yes' if res['all_closed_half'] else 'no'}**.")
