@@ -12,6 +12,8 @@ settings are chosen, never on test.
     python benchmarks/ladder_settings.py RUN --group eps --eps 0.1     # the ladder at another budget
     python benchmarks/ladder_settings.py RUN --group hw10 --eps 0.1    # all four rungs, HW10's 20 x eps/10
     python benchmarks/ladder_settings.py RUN --group ensemble --eps 0.1   # other ensembles for I-FGSM
+    python benchmarks/ladder_settings.py RUN --group medium --eps 0.1     # larger and fewer I-FGSM steps vs FGSM
+    python benchmarks/ladder_settings.py RUN --group boss --eps 0.1       # boss candidates above 5 x eps/2
 """
 
 from __future__ import annotations
@@ -77,6 +79,26 @@ def groups(eps: float, n: int) -> dict[str, dict]:
                      "simple: FGSM on the first source": "fgsm",
                      "I-FGSM on mean log-softmax": ("log-softmax", medium),
                      "I-FGSM on the CNN sources only": ("cnns", medium)},
+        "medium": {"medium: I-FGSM, n x eps/n": medium,
+                   "simple: FGSM on the first source": "fgsm",
+                   "FGSM on the ensemble": ("ensemble-fgsm", None),
+                   "I-FGSM, n x 2 eps/n": functools.partial(ifgsm, eps=eps, alpha=2 * eps / n, steps=n),
+                   "I-FGSM, n x 3 eps/n": functools.partial(ifgsm, eps=eps, alpha=3 * eps / n, steps=n),
+                   "I-FGSM, 5 x eps/2": functools.partial(ifgsm, eps=eps, alpha=eps / 2, steps=5),
+                   "I-FGSM, 3 x eps/2": functools.partial(ifgsm, eps=eps, alpha=eps / 2, steps=3),
+                   "MI-DI, n x 2 eps/n, p .3": mi(alpha=2 * eps / n, **di(.3, .9)),
+                   "MI-DI, 5 x eps/2, p .3": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5,
+                                                                **di(.3, .9))},
+        "boss": {"medium: I-FGSM, 5 x eps/2": functools.partial(ifgsm, eps=eps, alpha=eps / 2, steps=5),
+                 "strong: MI-DI, 5 x eps/2, p .3": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5,
+                                                                      **di(.3, .9)),
+                 "MI-DI, 5 x eps/2, p .5": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5, **di(.5, .9)),
+                 "MI-DI, 5 x eps/2, p .3, EOT 4": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5,
+                                                                     eot_samples=4, **di(.3, .9)),
+                 "MI-DI, 10 x eps/4, p .3": functools.partial(mifgsm, eps=eps, alpha=eps / 4, steps=10, **di(.3, .9)),
+                 "MI-DI, 20 x eps/4, p .3": functools.partial(mifgsm, eps=eps, alpha=eps / 4, steps=20, **di(.3, .9)),
+                 "MI-DI, 50 x eps/10, p .5 (boss A)": functools.partial(mifgsm, eps=eps, alpha=eps / 10, steps=50,
+                                                                         **di(.5, .9))},
         "eps": {"medium": medium,
                 "strong p.5 rr.9 (the lab's)": mi(alpha=eps / n, **di(.5, .9)),
                 "MI a1 p0": mi(alpha=eps / n),
@@ -90,7 +112,8 @@ def groups(eps: float, n: int) -> dict[str, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a finished adversarial-attack run folder")
-    ap.add_argument("--group", choices=("di", "alpha", "steps20", "seeds", "eps", "hw10", "ensemble"), default="di")
+    ap.add_argument("--group", default="di",
+                    choices=("di", "alpha", "steps20", "seeds", "eps", "hw10", "ensemble", "medium", "boss"))
     ap.add_argument("--draws", type=int, default=4, help="disjoint draws of 1,000 validation images")
     ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the run's --eps)")
     ap.add_argument("--threads", type=int, default=2)
@@ -108,7 +131,9 @@ def main() -> None:
     for name, attack in groups(args.eps or cfg.eps, cfg.steps)[args.group].items():
         t0 = time.perf_counter()
         surrogate = sources[0] if attack == "fgsm" else ensemble
-        if isinstance(attack, tuple):  # (which surrogate, attack)
+        if isinstance(attack, tuple) and attack[0] == "ensemble-fgsm":
+            attack = functools.partial(fgsm, eps=args.eps or cfg.eps)
+        elif isinstance(attack, tuple):  # (which surrogate, attack)
             kind, attack = attack
             surrogate = (LogSoftmaxEnsemble(sources) if kind == "log-softmax" else
                          Ensemble([m for m, s in zip(sources, cfg.sources) if s != "mlp"]).eval())
