@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml requirements-nodeps.txt
 
 install: $(STAMP)
 
-## system-data: the Debian packages that hold real datasets (Fashion-MNIST, the KJV text); needs root
-DEBIAN_DATA ?= dataset-fashion-mnist bible-kjv bible-kjv-text
+## system-data: the Debian packages that hold real datasets (Fashion-MNIST, the KJV text, fortunes); needs root
+DEBIAN_DATA ?= dataset-fashion-mnist bible-kjv bible-kjv-text fortunes fortunes-min
 system-data:
 	@missing=$$(for p in $(DEBIAN_DATA); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then echo "system data packages present"; \

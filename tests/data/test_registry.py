@@ -50,3 +50,25 @@ def test_a_packaged_table_whose_package_or_file_is_missing():
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(UserError, match="seattle-weather"):
         get_dataset("nope")
+
+
+def test_fortunes_entry_names_the_packages_when_missing(tmp_path):
+    from deepnotes.data.bert_tasks import TOPICS, FortunesDataset
+
+    entry = FortunesDataset(root=tmp_path)
+    assert entry.status().startswith("missing") and "fortunes-min" in entry.status()
+    with pytest.raises(DataError, match="missing computers, science.*apt-get install fortunes fortunes-min"):
+        entry.build()
+    for name in TOPICS:
+        (tmp_path / name).write_text("a fortune\n%\n")
+    assert entry.build() == tmp_path and entry.status() == f"present at {tmp_path}"
+
+
+def test_toy_mixture_entries_build_their_constants(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path))
+    ring = get_dataset("ring")
+    path = ring.build()
+    saved = json.loads(path.read_text())
+    assert path.parent.parent == tmp_path and len(saved["means"]) == 8 and saved["std"] == ring.std

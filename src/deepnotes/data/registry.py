@@ -17,17 +17,19 @@ from deepnotes.errors import UserError
 
 
 def all_datasets() -> dict[str, Any]:
-    """Name -> dataset entry: images, text, translation, speech, phonemes, tables."""
+    """Name -> dataset entry: images, text, translation, speech, phonemes, tables, fortunes, 2-D mixtures."""
+    from deepnotes.data.bert_tasks import FORTUNES
     from deepnotes.data.images import IMAGE_DATASETS
     from deepnotes.data.phonemes import PHONEME_FRAMES, PHONEME_FRAMES_SMALL
     from deepnotes.data.speech_build import SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL
     from deepnotes.data.tabular import DIABETES, SEATTLE_WEATHER
     from deepnotes.data.text import KJV
+    from deepnotes.data.toy2d import MIXTURES
     from deepnotes.data.translation import UI_TRANSLATIONS
 
     entries: dict[str, Any] = dict(IMAGE_DATASETS)
     for entry in (KJV, UI_TRANSLATIONS, SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL, PHONEME_FRAMES, PHONEME_FRAMES_SMALL,
-                  SEATTLE_WEATHER, DIABETES):
+                  SEATTLE_WEATHER, DIABETES, FORTUNES, *MIXTURES.values()):
         entries[entry.name] = entry
     return entries
 

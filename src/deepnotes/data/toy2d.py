@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +62,28 @@ class Mixture2D:
     @property
     def n_modes(self) -> int:
         return len(self.means)
+
+    @property
+    def description(self) -> str:
+        return f"synthetic 2-D mixture of {self.n_modes} Gaussians (std {self.std}; {self.source}), sampled on the fly"
+
+    def status(self) -> str:
+        """Always present: sampled when used (``deepnotes data list``)."""
+        return "present (synthetic: sampled on the fly)"
+
+    def how_to_get(self) -> str:
+        return f"{self.name}: {self.description}\nNothing to get: `deepnotes run gan-toy` samples it."
+
+    def build(self) -> Path:
+        """Write the mixture's means and std as JSON under the data root (there is nothing else to build)."""
+        from deepnotes.data.paths import data_root
+        from deepnotes.io import write_json_atomic
+
+        path = data_root() / "toy2d" / f"{self.name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"name": self.name, "means": self.means.tolist(), "std": self.std,
+                                 "source": self.source})
+        return path
 
 
 MIXTURES: dict[str, Mixture2D] = {

@@ -42,6 +42,7 @@ LAB_MODULES = (
     "deepnotes.labs.spatial_transformer",  # ML2021 Spatial Transformer Layer; Jaderberg et al. 2015
     "deepnotes.labs.stable_learning",  # seed 000: StableNet (Zhang et al. CVPR 2021)
     "deepnotes.labs.gan_toy",  # EE-559 GAN (Fleuret's toy); ML2021 GAN lectures
+    "deepnotes.labs.bert",  # ML2021/2022 self-supervised learning: BERT, HW7
 )
 
 
