@@ -14,6 +14,7 @@ settings are chosen, never on test.
     python benchmarks/ladder_settings.py RUN --group ensemble --eps 0.1   # other ensembles for I-FGSM
     python benchmarks/ladder_settings.py RUN --group medium --eps 0.1     # larger and fewer I-FGSM steps vs FGSM
     python benchmarks/ladder_settings.py RUN --group boss --eps 0.1       # boss candidates above 5 x eps/2
+    python benchmarks/ladder_settings.py RUN --group boss2 --eps 0.1      # TI, VMI, SI-NI transfer attacks as boss
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class LogSoftmaxEnsemble(Ensemble):
 def groups(eps: float, n: int) -> dict[str, dict]:
     mi = functools.partial(functools.partial, mifgsm, eps=eps, steps=n)
     medium = functools.partial(ifgsm, eps=eps, alpha=eps / n, steps=n)
+
+    def strong5(**kw) -> functools.partial:  # the strong rung (5 x eps/2, p .3) with transfer options
+        return functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5, **di(.3, .9), **kw)
+
     return {
         "di": {"medium": medium,
                "strong p.5 rr.9 (the lab's)": mi(alpha=eps / n, **di(.5, .9)),
@@ -99,6 +104,24 @@ def groups(eps: float, n: int) -> dict[str, dict]:
                  "MI-DI, 20 x eps/4, p .3": functools.partial(mifgsm, eps=eps, alpha=eps / 4, steps=20, **di(.3, .9)),
                  "MI-DI, 50 x eps/10, p .5 (boss A)": functools.partial(mifgsm, eps=eps, alpha=eps / 10, steps=50,
                                                                          **di(.5, .9))},
+        "boss2": {"medium: I-FGSM, 5 x eps/2": functools.partial(ifgsm, eps=eps, alpha=eps / 2, steps=5),
+                  "strong: MI-DI, 5 x eps/2, p .3": strong5(),
+                  "TI5-MI-DI (sigma .67)": strong5(ti_kernel=5),
+                  "TI7-MI-DI (sigma 1)": strong5(ti_kernel=7),
+                  "VMI-DI, N 5": strong5(variance_samples=5),
+                  "SI-NI-DI, m 5": strong5(nesterov=True, scales=5),
+                  "VMI-TI5-DI, N 5": strong5(variance_samples=5, ti_kernel=5),
+                  "VNI-DI, N 5": strong5(variance_samples=5, nesterov=True),
+                  "SI-MI-DI, m 3": strong5(scales=3),
+                  "VMI-DI, N 5, beta .75": strong5(variance_samples=5, variance_bound=.75),
+                  "VMI-DI, N 5, beta 3": strong5(variance_samples=5, variance_bound=3.),
+                  "VMI-MI (no DI), N 5": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5,
+                                                           variance_samples=5),
+                  "VMI-DI, N 10": strong5(variance_samples=10),
+                  "VMI-MI (no DI), N 20 (the paper's)": functools.partial(mifgsm, eps=eps, alpha=eps / 2, steps=5,
+                                                                          variance_samples=20),
+                  "VMI-DI, N 5, 10 x eps/4": functools.partial(mifgsm, eps=eps, alpha=eps / 4, steps=10,
+                                                               variance_samples=5, **di(.3, .9))},
         "eps": {"medium": medium,
                 "strong p.5 rr.9 (the lab's)": mi(alpha=eps / n, **di(.5, .9)),
                 "MI a1 p0": mi(alpha=eps / n),
@@ -113,7 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="a finished adversarial-attack run folder")
     ap.add_argument("--group", default="di",
-                    choices=("di", "alpha", "steps20", "seeds", "eps", "hw10", "ensemble", "medium", "boss"))
+                    choices=("di", "alpha", "steps20", "seeds", "eps", "hw10", "ensemble", "medium", "boss",
+                             "boss2"))
     ap.add_argument("--draws", type=int, default=4, help="disjoint draws of 1,000 validation images")
     ap.add_argument("--eps", type=float, default=None, help="L-inf budget (default: the run's --eps)")
     ap.add_argument("--threads", type=int, default=2)

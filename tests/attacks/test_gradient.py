@@ -6,13 +6,15 @@ every update uses the sign or a normalized gradient, so only float rounding (one
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torchattacks
+from scipy import ndimage, stats
 from torch import nn
 
-from deepnotes.attacks.gradient import (Ensemble, deepfool, fgsm, ifgsm, input_diversity, loss_gradient, mifgsm,
-                                        pgd)
+from deepnotes.attacks.gradient import (Ensemble, deepfool, fgsm, gaussian_kernel, ifgsm, input_diversity,
+                                        loss_gradient, mifgsm, pgd)
 
 ATOL = 1e-6
 
@@ -183,6 +185,98 @@ def test_input_diversity_matches_torchattacks(resize_rate):
     assert 5 <= transformed <= 19
 
 
+def test_gaussian_kernel_matches_scipy_and_torchattacks():
+    ours = gaussian_kernel(7, 1.5, channels=2, dtype=torch.float64)
+    line = stats.norm.pdf(np.arange(7) - 3, scale=1.5)
+    expected = torch.from_numpy(np.outer(line, line) / np.outer(line, line).sum())
+    assert ours.shape == (2, 1, 7, 7)
+    _close(ours[1, 0], expected, atol=1e-12)
+    theirs = torchattacks.TIFGSM(nn.Linear(1, 1), len_kernel=7, nsig=2).stacked_kernel  # sigma = 6 / (2 * 2)
+    _close(ours[:1].float(), theirs[:1], atol=1e-7)
+
+
+@pytest.mark.parametrize(("size", "nsig", "sigma", "targeted"), [(5, 3, None, False), (7, 2, 1.5, False),
+                                                                  (5, 3, None, True)])
+def test_ti_mifgsm_matches_torchattacks_tifgsm(model_factory, size, nsig, sigma, targeted):
+    model = model_factory(3, in_channels=3)  # torchattacks' depthwise convolution takes 3 channels only
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(6, 3, 12, 12, generator=g), torch.randint(0, 10, (6,), generator=g)
+    ours = mifgsm(model, x, y, 0.06, 0.01, 6, decay=1.0, diversity_prob=0.7, ti_kernel=size, ti_sigma=sigma,
+                  targeted=targeted, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(5)
+    theirs = _targeted(torchattacks.TIFGSM(model, eps=0.06, alpha=0.01, steps=6, decay=1.0, len_kernel=size, nsig=nsig,
+                                           diversity_prob=0.7), targeted)(x, y)
+    _close(ours, theirs)
+    plain = mifgsm(model, x, y, 0.06, 0.01, 6, decay=1.0, diversity_prob=0.7, targeted=targeted,
+                   generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(ours, plain)  # the kernel matters
+
+
+def test_ti_smooths_each_channels_gradient_with_the_kernel():
+    # A linear two-class model, y = 0: grad J = p_1 (w_1 - w_0), so one step is alpha * sign(W * (w_1 - w_0)).
+    torch.manual_seed(0)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(2 * 144, 2))
+    x, y = 0.3 + 0.4 * torch.rand(3, 2, 12, 12), torch.zeros(3, dtype=torch.int64)
+    ours = mifgsm(lin, x, y, 0.05, 0.05, 1, ti_kernel=5, ti_sigma=1.0)
+    u = (lin[1].weight[1] - lin[1].weight[0]).detach().view(2, 12, 12).double().numpy()
+    line = stats.norm.pdf(np.arange(5) - 2)
+    kernel = np.outer(line, line) / np.outer(line, line).sum()
+    smoothed = torch.from_numpy(np.stack([ndimage.convolve(u[c], kernel, mode="constant") for c in range(2)]))
+    _close(ours, x + 0.05 * smoothed.float().sign())
+    assert not torch.equal(smoothed.sign(), torch.from_numpy(u).sign())  # the smoothing changes signs
+
+
+@pytest.mark.parametrize(("nesterov", "targeted"), [(False, False), (True, False), (False, True)])
+def test_vmifgsm_matches_torchattacks_given_the_same_draws(tiny_cnn, batch, nesterov, targeted, monkeypatch):
+    x, y = batch
+    ours = mifgsm(tiny_cnn, x, y, 0.06, 0.01, 5, variance_samples=3, variance_bound=1.5, nesterov=nesterov,
+                  targeted=targeted, generator=torch.Generator().manual_seed(7))
+    # torchattacks draws randn_like(x).uniform_(-beta eps, beta eps): a normal draw it overwrites at once; without
+    # that wasted draw it uses the very uniforms that our generator, seeded alike, gives.
+    monkeypatch.setattr(torch, "randn_like", torch.empty_like)
+    torch.manual_seed(7)
+    attack = torchattacks.VNIFGSM if nesterov else torchattacks.VMIFGSM
+    theirs = _targeted(attack(tiny_cnn, eps=0.06, alpha=0.01, steps=5, decay=1.0, N=3, beta=1.5), targeted)(x, y)
+    monkeypatch.undo()
+    _close(ours, theirs)
+    plain = mifgsm(tiny_cnn, x, y, 0.06, 0.01, 5, nesterov=nesterov, targeted=targeted)
+    assert not torch.allclose(ours, plain)  # the variance matters
+
+
+def test_vmi_neighbours_are_uniform_in_the_beta_eps_box(batch):
+    seen = []
+
+    class Recorder(nn.Module):  # logs every input it is given
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Sequential(nn.Flatten(), nn.Linear(144, 10))
+
+        def forward(self, images):
+            seen.append(images.detach().clone())
+            return self.lin(images)
+
+    x, y = batch
+    torch.manual_seed(0)
+    mifgsm(Recorder(), x, y, 0.04, 0.01, 1, variance_samples=20, variance_bound=1.5,
+           generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 21 and torch.equal(seen[0], x)  # the gradient at x_t, then N neighbours
+    offsets = torch.cat([s - x for s in seen[1:]]).flatten()  # 20 x 1,152 draws
+    assert offsets.abs().max() <= 0.06 + 1e-7 and offsets.abs().max() > 0.0599
+    assert abs(offsets.mean()) < 3 * 0.06 / 3 ** 0.5 / len(offsets) ** 0.5  # U(-b, b): mean 0, sd b / sqrt(3)
+    assert offsets.var().item() == pytest.approx(0.06 ** 2 / 3, rel=0.03)
+
+
+@pytest.mark.parametrize(("scales", "targeted"), [(1, False), (4, False), (4, True)])
+def test_sinifgsm_matches_torchattacks(tiny_cnn, batch, scales, targeted):
+    x, y = batch
+    ours = mifgsm(tiny_cnn, x, y, 0.06, 0.01, 6, decay=0.9, nesterov=True, scales=scales, targeted=targeted)
+    attack = (torchattacks.SINIFGSM(tiny_cnn, eps=0.06, alpha=0.01, steps=6, decay=0.9, m=scales) if scales > 1 else
+              torchattacks.NIFGSM(tiny_cnn, eps=0.06, alpha=0.01, steps=6, decay=0.9))
+    _close(ours, _targeted(attack, targeted)(x, y))
+    plain = mifgsm(tiny_cnn, x, y, 0.06, 0.01, 6, decay=0.9, scales=scales, targeted=targeted)
+    assert not torch.allclose(ours, plain)  # the look-ahead matters
+
+
 def test_deepfool_matches_torchattacks(tiny_cnn, batch):
     x, _ = batch
     pred = tiny_cnn(x).argmax(1)
@@ -250,3 +344,16 @@ def test_attacks_reject_bad_arguments(tiny_cnn, batch):
         input_diversity(torch.rand(1, 1, 4, 4), resize_rate=1.1)
     with pytest.raises(ValueError, match="num_classes"):
         deepfool(tiny_cnn, x, num_classes=1)
+    for bad in (-1, 1, 4):
+        with pytest.raises(ValueError, match="ti_kernel"):
+            mifgsm(tiny_cnn, x, y, 0.1, 0.01, 3, ti_kernel=bad)
+    with pytest.raises(ValueError, match="ti_sigma"):
+        mifgsm(tiny_cnn, x, y, 0.1, 0.01, 3, ti_kernel=3, ti_sigma=0.0)
+    with pytest.raises(ValueError, match="variance_samples"):
+        mifgsm(tiny_cnn, x, y, 0.1, 0.01, 3, variance_samples=-1)
+    with pytest.raises(ValueError, match="variance_bound"):
+        mifgsm(tiny_cnn, x, y, 0.1, 0.01, 3, variance_samples=2, variance_bound=0.0)
+    with pytest.raises(ValueError, match="scales"):
+        mifgsm(tiny_cnn, x, y, 0.1, 0.01, 3, scales=0)
+    with pytest.raises(ValueError, match="size must be odd"):
+        gaussian_kernel(4, 1.0)

@@ -7,8 +7,10 @@ Source: ML2021 (Hung-yi Lee) "來自人類的惡意攻擊 (Adversarial Attack) (
 * :mod:`~deepnotes.attacks.gradient`: white-box attacks that ascend the cross-entropy (or descend it towards a
   target), checked against torchattacks 3.5.1:
   :func:`fgsm` (Goodfellow et al. 2015), :func:`ifgsm` (Kurakin et al. 2017), :func:`pgd` in L-inf and L2
-  (Madry et al. 2018), :func:`mifgsm` with momentum (Dong et al. 2018) and input diversity
-  (:func:`input_diversity`, Xie et al. 2019), Expectation over Transformation (``eot_samples``, Athalye et al.
+  (Madry et al. 2018), :func:`mifgsm` with momentum (Dong et al. 2018), input diversity
+  (:func:`input_diversity`, Xie et al. 2019), translation invariance (``ti_kernel``, :func:`gaussian_kernel`, Dong
+  et al. 2019), variance tuning (``variance_samples``, Wang & He 2021) and Nesterov look-ahead with scale invariance
+  (``nesterov``, ``scales``, Lin et al. 2020), Expectation over Transformation (``eot_samples``, Athalye et al.
   2018) through :func:`loss_gradient`, :func:`deepfool` (Moosavi-Dezfooli et al. 2016), and the
   :class:`Ensemble` of HW10 whose examples transfer to unseen models.
 * :mod:`~deepnotes.attacks.one_pixel`: the black-box :func:`one_pixel` attack by differential evolution
@@ -21,12 +23,14 @@ Source: ML2021 (Hung-yi Lee) "來自人類的惡意攻擊 (Adversarial Attack) (
 """
 
 from deepnotes.attacks.defenses import Defended, gaussian_blur, jpeg_compress, median_filter, random_resize_pad
-from deepnotes.attacks.gradient import Ensemble, deepfool, fgsm, ifgsm, input_diversity, loss_gradient, mifgsm, pgd
+from deepnotes.attacks.gradient import (Ensemble, deepfool, fgsm, gaussian_kernel, ifgsm, input_diversity,
+                                        loss_gradient, mifgsm, pgd)
 from deepnotes.attacks.one_pixel import one_pixel, one_pixel_fitness, perturb_pixels
 from deepnotes.attacks.universal import fooling_rate, project_perturbation, universal_perturbation
 
 __all__ = [
-    "Defended", "Ensemble", "deepfool", "fgsm", "fooling_rate", "gaussian_blur", "ifgsm", "input_diversity",
+    "Defended", "Ensemble", "deepfool", "fgsm", "fooling_rate", "gaussian_blur", "gaussian_kernel", "ifgsm",
+    "input_diversity",
     "jpeg_compress", "loss_gradient", "median_filter", "mifgsm", "one_pixel", "one_pixel_fitness", "perturb_pixels",
     "pgd", "project_perturbation", "random_resize_pad", "universal_perturbation",
 ]

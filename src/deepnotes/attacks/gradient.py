@@ -1,4 +1,4 @@
-r"""White-box gradient attacks: FGSM, I-FGSM, PGD (L-inf and L2), MI-FGSM / DI-MI-FGSM, DeepFool, and ensembles.
+r"""White-box gradient attacks: FGSM, I-FGSM, PGD (L-inf, L2), MI-FGSM and its DI/TI/VMI/SI-NI variants, DeepFool.
 
 Source: ML2021 (Hung-yi Lee) "來自人類的惡意攻擊 (Adversarial Attack) (上) – 基本概念" and "(下)", and HW10
 (adversarial attack on CIFAR-10 classifiers: FGSM, I-FGSM, MI-FGSM, DI-FGSM, attacking an ensemble to
@@ -25,6 +25,15 @@ where CE is the cross-entropy of the model's logits f(x). The pieces, each from 
   sign ignores), step alpha * sign(g_{t+1}).
 * DI-FGSM (Xie et al. 2019, "Improving Transferability of Adversarial Examples with Input Diversity"): the
   gradient is taken through a random resize-and-pad of the input, applied with probability p.
+* TI-FGSM (Dong et al. 2019, "Evading Defenses to Transferable Adversarial Examples by Translation-Invariant
+  Attacks"): the gradient convolved with a Gaussian kernel W (each channel on its own), an approximation of the
+  gradient averaged over translated copies of the image, so the perturbation depends less on where the surrogates
+  look.
+* VMI-FGSM (Wang & He 2021, "Enhancing the Transferability of Adversarial Attacks through Variance Tuning"): the
+  gradient of each step is corrected by the previous step's variance v = (1/N) sum_j grad J(x + r_j) - grad J(x),
+  r_j uniform in [-beta eps, beta eps]^d; with Nesterov's look-ahead, VNI-FGSM.
+* SI-NI-FGSM (Lin et al. 2020, "Nesterov Accelerated Gradient and Scale Invariance for Adversarial Attacks"): the
+  gradient at the look-ahead point x + alpha mu g (NI), averaged over the scaled copies x / 2^i, i < m (SI).
 * EOT (Athalye et al. 2018, "Synthesizing Robust Adversarial Examples" / "Obfuscated Gradients Give a False
   Sense of Security"): against a randomized model or defense, average the gradient over ``eot_samples``
   forward passes, an estimate of grad E_t[J(t(x))].
@@ -37,8 +46,8 @@ so eps and alpha are in pixel units); the model is used in whatever train/eval m
 first), and its parameters' ``requires_grad`` and ``.grad`` are left untouched (gradients are taken with
 ``torch.autograd.grad`` with respect to the input only). Results are detached, in [0, 1], within the bound.
 
-Checked against torchattacks 3.5.1 (FGSM, BIM, PGD, PGDL2, MIFGSM, DIFGSM, EOTPGD, DeepFool) with
-identical starts; deliberate differences from torchattacks:
+Checked against torchattacks 3.5.1 (FGSM, BIM, PGD, PGDL2, MIFGSM, DIFGSM, TIFGSM, VMIFGSM, VNIFGSM, NIFGSM,
+SINIFGSM, EOTPGD, DeepFool) with identical starts; deliberate differences from torchattacks:
 
 * the gradient is that of the *summed* per-image cross-entropy (each image's own gradient, independent of
   the batch), where torchattacks differentiates the batch mean; every update here uses the sign or a
@@ -46,7 +55,13 @@ identical starts; deliberate differences from torchattacks:
 * randomness comes from an explicit ``generator`` (torchattacks uses the global RNG; a
   ``torch.Generator().manual_seed(s)`` draws the same numbers as ``torch.manual_seed(s)`` on the CPU);
 * ``deepfool`` takes no labels: it starts from the model's own prediction, and like the authors' code it
-  considers only the ``num_classes`` classes with the highest clean logits.
+  considers only the ``num_classes`` classes with the highest clean logits;
+* VMI-FGSM's neighbours are drawn as ``uniform_`` samples; torchattacks writes ``randn_like(x).uniform_(...)``,
+  which first spends a normal draw of the global RNG on each neighbour and then overwrites it, so the same seed
+  gives other (equally distributed) neighbours there;
+* TI's convolution is depthwise over any number of channels (torchattacks' ``groups=3`` takes RGB only), with an
+  odd kernel size, and its width is given as the Gaussian's standard deviation in pixels (torchattacks' ``nsig``
+  is the kernel's half-width in standard deviations: ``ti_sigma = (ti_kernel - 1) / (2 nsig)``).
 """
 
 from __future__ import annotations
@@ -60,7 +75,8 @@ from torch import Tensor, nn
 from deepnotes.attacks._checks import (check_count, check_images, check_labels, check_positive,
                                        check_probability)
 
-__all__ = ["Ensemble", "deepfool", "fgsm", "ifgsm", "input_diversity", "loss_gradient", "mifgsm", "pgd"]
+__all__ = ["Ensemble", "deepfool", "fgsm", "gaussian_kernel", "ifgsm", "input_diversity", "loss_gradient", "mifgsm",
+           "pgd"]
 
 
 def loss_gradient(model: nn.Module, x: Tensor, y: Tensor, *, targeted: bool = False, eot_samples: int = 1,
@@ -285,20 +301,78 @@ def input_diversity(x: Tensor, *, resize_rate: float = 0.9, diversity_prob: floa
     return padded if torch.rand(1, generator=generator, device=where) < diversity_prob else x
 
 
+def gaussian_kernel(size: int, sigma: float, *, channels: int = 1, dtype: torch.dtype = torch.float32,
+                    device: torch.device | str | None = None) -> Tensor:
+    r"""TI-FGSM's Gaussian kernel (Dong et al. 2019), as the weight of a depthwise ``F.conv2d``.
+
+    ``W[i, j] = exp(-(i^2 + j^2) / (2 sigma^2)) / Z`` for offsets ``i, j`` in ``[-(size-1)/2, (size-1)/2]``, with
+    ``Z`` making the entries sum to 1 (the paper's ``1 / (2 pi sigma^2)`` before the truncation to the window).
+    Equals torchattacks' ``TIFGSM.gkern(size, nsig)`` for ``sigma = (size - 1) / (2 nsig)``.
+
+    Args:
+        size: the kernel's side in pixels, odd, >= 3.
+        sigma: the standard deviation in pixels, > 0.
+        channels: copies stacked for a depthwise convolution (``groups=channels``). Default 1.
+        dtype: of the result. Default float32.
+        device: of the result. Default None (the default device).
+
+    Returns:
+        (channels, 1, size, size), each (size, size) slice summing to 1.
+
+    Raises:
+        ValueError: if ``size`` is not an odd integer >= 3, ``sigma`` <= 0 or ``channels`` < 1.
+    """
+    check_count(size, "size", minimum=3)
+    if size % 2 == 0:
+        raise ValueError(f"size must be odd, got {size}")
+    check_positive(sigma, "sigma")
+    check_count(channels, "channels")
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    line = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel = torch.outer(line, line)
+    kernel = (kernel / kernel.sum()).to(dtype=dtype, device=device)
+    return kernel.expand(channels, 1, size, size).contiguous()
+
+
+def _scaled(transform: Callable[[Tensor], Tensor] | None, factor: float) -> Callable[[Tensor], Tensor] | None:
+    """``transform(z * factor)`` (``z * factor`` without a transform; the transform itself when ``factor`` is 1)."""
+    if factor == 1:
+        return transform
+    if transform is None:
+        return lambda z: z * factor
+    return lambda z: transform(z * factor)
+
+
 def mifgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int, *, decay: float = 1.0,
-           diversity_prob: float = 0.0, resize_rate: float = 0.9, targeted: bool = False, eot_samples: int = 1,
-           generator: torch.Generator | None = None) -> Tensor:
-    r"""Momentum Iterative FGSM (Dong et al. 2018); with ``diversity_prob > 0``, DI-MI-FGSM (Xie et al. 2019).
+           diversity_prob: float = 0.0, resize_rate: float = 0.9, ti_kernel: int = 0, ti_sigma: float | None = None,
+           variance_samples: int = 0, variance_bound: float = 1.5, nesterov: bool = False, scales: int = 1,
+           targeted: bool = False, eot_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    r"""Momentum Iterative FGSM (Dong et al. 2018) and the transfer attacks built on it: DI, TI, VMI, NI, SI.
 
-    From the clean image, ``steps`` times::
+    From the clean image, with ``m = v = 0`` at the start, ``steps`` times::
 
-        g  = grad J(T(x_t)) / mean(|grad J(T(x_t))|)      (per image)
-        m  = g + decay * m                                 (m starts at 0)
-        x_{t+1} = Proj(x_t + alpha * sign(m))              (L-inf ball of radius eps, and [0, 1])
+        z  = x_t + decay * alpha * m  if nesterov (NI-FGSM)  else  x_t
+        g  = G(z)
+        d  = W * (g + v)                   (TI: W the Gaussian kernel, per channel; without TI, d = g + v)
+        m  = d / mean(|d|) + decay * m     (per image)
+        v  = (1/N) sum_j G(x_t + r_j) - g,   r_j ~ U[-variance_bound * eps, variance_bound * eps]^d
+                                           (VMI, N = variance_samples; v stays 0 when N = 0)
+        x_{t+1} = Proj(x_t + alpha * sign(m))    (L-inf ball of radius eps, and [0, 1])
 
-    where T is :func:`input_diversity` (drawn anew every step and every EOT pass) when ``diversity_prob > 0``
-    and the identity otherwise. ``decay = 0`` gives I-FGSM (or DI-FGSM). Matches torchattacks ``MIFGSM``
-    and ``DIFGSM`` (``random_start=False``).
+    where ``G(z) = (1/S) sum_{i<S} grad_z J(T(z / 2^i))`` is the gradient averaged over S = ``scales`` copies
+    scaled by 2^-i (SI; S = 1: the plain gradient), each one the mean over ``eot_samples`` passes, and T is
+    :func:`input_diversity` (drawn anew at every pass, the neighbours' included) when ``diversity_prob > 0``, the
+    identity otherwise. The options combine freely; the papers' attacks:
+
+    * MI-FGSM: the defaults (Dong et al. 2018); ``decay = 0`` gives I-FGSM, and with ``diversity_prob > 0``,
+      DI-FGSM. Matches torchattacks ``MIFGSM`` and ``DIFGSM`` (``random_start=False``).
+    * TI-(MI-DI-)FGSM: ``ti_kernel`` > 0 (Dong et al. 2019: 15 x 15 on 299 x 299 ImageNet images, torchattacks'
+      default). Matches torchattacks ``TIFGSM``.
+    * VMI-FGSM / VNI-FGSM: ``variance_samples`` = N > 0 (Wang & He 2021, Algorithm 1: N = 20, beta = 1.5), with
+      ``nesterov`` for VNI; the neighbours lie around x_t, not the look-ahead point. Matches torchattacks
+      ``VMIFGSM`` / ``VNIFGSM`` given the same uniform draws (see the module's notes).
+    * SI-NI-FGSM: ``nesterov=True, scales=5`` (Lin et al. 2020, Algorithm 1); ``scales=1`` gives NI-FGSM.
+      Matches torchattacks ``SINIFGSM`` and ``NIFGSM``.
 
     Args:
         model: maps (B, C, H, W) in [0, 1] to logits (B, K); used in its current mode.
@@ -308,37 +382,78 @@ def mifgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, ste
         alpha: step size in pixel units, > 0.
         steps: number of steps, >= 1.
         decay: momentum factor mu, >= 0. Default 1.0.
-        diversity_prob: probability of the input-diversity transform at each pass. Default 0 (plain MI-FGSM).
+        diversity_prob: probability of the input-diversity transform at each pass. Default 0 (no DI).
         resize_rate: see :func:`input_diversity`. Default 0.9.
+        ti_kernel: side of TI's Gaussian kernel in pixels, odd >= 3, or 0 for no TI (see :func:`gaussian_kernel`;
+            the convolution zero-pads to keep the image size). Default 0.
+        ti_sigma: its standard deviation in pixels, > 0; None gives ``(ti_kernel - 1) / 6`` (the kernel spans
+            +-3 sigma, as in the authors' code and torchattacks' ``nsig=3``). Default None.
+        variance_samples: VMI's number of neighbours N, >= 0 (0: no variance tuning). Default 0.
+        variance_bound: VMI's beta > 0, the neighbours' half-width in units of eps. Default 1.5.
+        nesterov: take the gradient at NI's look-ahead point. Default False.
+        scales: SI's number of scaled copies m, >= 1 (1: no SI). Default 1.
         targeted: move towards ``y`` instead of away from it. Default False.
-        eot_samples: gradient averaged over this many forward passes per step. Default 1.
-        generator: draws the input-diversity transforms (None: torch's default generator). Default None.
+        eot_samples: gradient averaged over this many forward passes per copy and point. Default 1.
+        generator: draws the input-diversity transforms and the VMI neighbours (None: torch's default generator).
+            Default None.
 
     Returns:
         (B, C, H, W) detached adversarial images in [0, 1] with ``|x' - x| <= eps``.
 
     Raises:
         ValueError: on a bad ``x``, ``y``, ``eps`` < 0, ``alpha`` <= 0, ``steps`` < 1, ``decay`` < 0,
-        ``diversity_prob`` outside [0, 1] or ``eot_samples`` < 1.
+        ``diversity_prob`` outside [0, 1], ``ti_kernel`` neither 0 nor odd >= 3, ``ti_sigma`` <= 0,
+        ``variance_samples`` < 0, ``variance_bound`` <= 0, ``scales`` < 1 or ``eot_samples`` < 1.
     """
     _check_attack(x, y, eps, eot_samples)
     check_positive(alpha, "alpha")
     check_count(steps, "steps")
     check_positive(decay, "decay", allow_zero=True)
     check_probability(diversity_prob, "diversity_prob")
+    check_count(ti_kernel, "ti_kernel", minimum=0)
+    if ti_kernel and (ti_kernel < 3 or ti_kernel % 2 == 0):
+        raise ValueError(f"ti_kernel must be 0 (no TI) or odd and >= 3, got {ti_kernel}")
+    if ti_sigma is not None:
+        check_positive(ti_sigma, "ti_sigma")
+    check_count(variance_samples, "variance_samples", minimum=0)
+    check_positive(variance_bound, "variance_bound")
+    check_count(scales, "scales")
     transform = None
     if diversity_prob > 0:
         def transform(images: Tensor) -> Tensor:
             return input_diversity(images, resize_rate=resize_rate, diversity_prob=diversity_prob,
                                    generator=generator)
+    copies = [_scaled(transform, 2.0 ** -i) for i in range(scales)]
+
+    def gradient(point: Tensor) -> Tensor:  # G: the mean over the scaled copies
+        total = _loss_gradient(model, point, y, targeted, eot_samples, copies[0])[0]
+        for copy in copies[1:]:
+            total += _loss_gradient(model, point, y, targeted, eot_samples, copy)[0]
+        return total / scales
+
+    kernel = None
+    if ti_kernel:
+        kernel = gaussian_kernel(ti_kernel, (ti_kernel - 1) / 6 if ti_sigma is None else ti_sigma,
+                                 channels=x.shape[1], dtype=x.dtype, device=x.device)
     x = x.detach()
     x_adv = x.clone()
     momentum = torch.zeros_like(x)
+    variance = torch.zeros_like(x)
     tiny = torch.finfo(x.dtype).tiny
+    where = generator.device if generator is not None else x.device  # draw where the generator lives
     for _ in range(steps):
-        grad, _ = _loss_gradient(model, x_adv, y, targeted, eot_samples, transform)
-        grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(tiny)
-        momentum = grad + momentum * decay
+        grad = gradient(x_adv + decay * alpha * momentum if nesterov else x_adv)
+        tuned = grad + variance
+        if kernel is not None:
+            tuned = F.conv2d(tuned, kernel, padding=ti_kernel // 2, groups=x.shape[1])
+        momentum = tuned / tuned.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(tiny) + momentum * decay
+        if variance_samples:
+            neighbours = torch.zeros_like(x)
+            for _ in range(variance_samples):
+                noise = torch.empty(x.shape, dtype=x.dtype, device=where)
+                noise.uniform_(-variance_bound * eps, variance_bound * eps, generator=generator)
+                neighbours += gradient(x_adv + noise.to(x.device))
+            variance = neighbours / variance_samples - grad
         x_adv = _project_linf(x_adv + alpha * momentum.sign(), x, eps)
     return x_adv
 
