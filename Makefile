@@ -36,7 +36,7 @@ data: install system-data
 demo: install
 	$(VENV)/bin/deepnotes run image-classification
 
-## test: the unit and end-to-end tests (about 6 minutes on 2 cores)
+## test: the unit and end-to-end tests (about 8 minutes on 2 cores)
 test: install
 	$(PYTEST) -q -m "not slow"
 
