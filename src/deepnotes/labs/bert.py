@@ -30,6 +30,11 @@ Files of a run folder (beside config.json):
                                      model.safetensors, result.json: val/test metrics, per-class F1)
     model.safetensors, metrics.csv   (pretrain) the BertForPreTraining weights and curves
     results.json, report.md, *.png   the ladder, loss curves of the inits (curves.png), per-class F1
+
+Over 400 lines: four fine-tuning tasks and MLM pre-training, each with its encoding (word labels, sentence pairs,
+QA windows with a document stride), its classical baseline and its metrics, share one config, Trainer loop and
+report; the task data is already in :mod:`deepnotes.data.bert_tasks` and the heads in :mod:`deepnotes.nn.bert_heads`.
+``SavablePreTraining`` (tied decoder weight vs safetensors) belongs in :mod:`deepnotes.models.bert`: not moved yet.
 """
 
 from __future__ import annotations
