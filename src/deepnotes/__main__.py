@@ -1,5 +1,5 @@
 """``python -m deepnotes`` (also what ``torchrun -m deepnotes`` runs)."""
 
-from deepnotes.cli import entry
+from deepnotes._launch import entry
 
 entry()

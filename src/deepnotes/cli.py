@@ -151,13 +151,12 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
     lab = get_lab(lab_name)
     cfg, args = parse_run_config(lab, argv)
     device = distr.resolve_device(cfg.device, distr.local_rank_from_env())
-    if getattr(cfg, "threads", 0):
-        torch.set_num_threads(cfg.threads)
+    threads_note = _set_threads(getattr(cfg, "threads", 0))
     info = distr.setup(device)
     try:
         if info.is_main:
             run = Run(args.resume) if args.resume else Run.create(args.out, lab.name, cfg)
-            print(f"run folder: {run.path}", flush=True)
+            print(f"run folder: {run.path}\nCPU: {threads_note}", flush=True)
         else:
             run = None
         run_dir = distr.broadcast_object(str(run.path) if run else None, info)
@@ -176,10 +175,24 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
     return 0
 
 
+def _set_threads(requested: int) -> str:
+    """Give torch ``requested`` threads, else one per idle core unless OMP_NUM_THREADS says (deepnotes.runtime);
+    returns the reason, for the log."""
+    import torch
+
+    from deepnotes import runtime
+
+    threads, why = runtime.choose_threads(requested)
+    if threads:
+        torch.set_num_threads(threads)
+    return why
+
+
 def cmd_eval(args) -> int:
     from deepnotes.experiment import Run
     from deepnotes.train.distributed import resolve_device
 
+    _set_threads(0)
     run = Run(args.run_dir)
     metrics = run.lab.evaluate(run, args.data, resolve_device(args.device))
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
@@ -204,6 +217,7 @@ def cmd_sample(args) -> int:
         raise UserError("--temperature must be >= 0 (0 = greedy)")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise UserError("--top-p must be in (0, 1]")
+    _set_threads(0)
     print(lab.sample(run, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
                      resolve_device(args.device)))
     return 0
@@ -298,7 +312,7 @@ def _quiet_stdout() -> None:
 
 
 def entry() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``deepnotes._launch.entry`` sets OpenMP's wait policy first)."""
     code = main()
     try:
         sys.stdout.flush()

@@ -138,7 +138,7 @@ class RunConfig:
     seed: int = option(0, "random seed (weights, data order, augmentation)", range="[0, 4294967295]")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "where to run: auto picks CUDA when available")
     progress: bool = option(True, "show a progress bar (only on a terminal)")
-    threads: int = option(0, "CPU threads of torch (0 = torch's default; 1 is fastest beside other jobs)",
+    threads: int = option(0, "CPU threads of torch (0 = one per core idle at the start, or OMP_NUM_THREADS)",
                           range="[0, 1024]")
 
     def __post_init__(self) -> None:
