@@ -1,37 +1,50 @@
-"""Benchmark of char-gpt's training step: tokens/s, and the share of this machine's matmul FLOP/s it reaches.
+"""Benchmark of char-gpt's training update against nanoGPT's, alternating in one process, and the matmul ceiling.
 
-    python benchmarks/char_gpt.py                  # default config (nanoGPT CPU char config), fp32 and bf16
-    python benchmarks/char_gpt.py --steps 50 --matmul-size 2048
+    python benchmarks/char_gpt.py --nanogpt PATH      # PATH: a checkout of karpathy/nanoGPT (its model.py is imported)
+    python benchmarks/char_gpt.py                     # ours only, when no nanoGPT checkout is at hand
+    python benchmarks/char_gpt.py --repeats 41 --threads 1
 
-The ceiling is measured, not quoted: the best of several timings of a large square fp32 (and bf16) matmul,
-2 n^3 FLOP each. The training step's FLOPs use the usual count (Kaplan et al. 2020; nanoGPT's
-``estimate_mfu``): 6 N per token for the parameter matmuls (forward 2N, backward 4N) plus
-12 L T d per token for attention scores and weighted sums (forward and backward), with N the
-non-embedding parameters, L layers, T the block size, d = d_model. The "share" is achieved FLOP/s
-over the matmul ceiling at the same dtype and thread count (an MFU). Prints a Markdown table for
-benchmarks/RESULTS.md. Run on an otherwise idle machine: the numbers are wall-clock.
+One update = forward, cross-entropy, backward, gradient clipping at 1, the optimizer step, on a batch of 12 windows of
+64 characters (vocabulary 63, the KJV text's), exactly as each trains:
+
+* ours: the ``char-gpt`` lab's defaults (:class:`deepnotes.labs.char_lm.CharGPTConfig`): the model it builds, the
+  optimizer :func:`deepnotes.train.engine.make_optimizer` makes from the config, and bfloat16 autocast when the
+  config and CPU ask for it (``--cpu-bf16 auto``). ``--ours-fp32`` adds a row with ``cpu_bf16`` off;
+* nanoGPT: ``GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False, dropout=0))`` and its own
+  ``configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")``, in float32 (train.py's context on the CPU).
+
+After ``--warmup`` untimed updates of each, the timed updates alternate (ours, nanoGPT, ours, ...) so that drifts of
+the machine hit both; reported: median and min-max of ``--repeats`` updates, tokens/s at the median, and the ratio.
+The ceiling is the best of 10 timings of an (n, n) fp32 matmul (2 n^3 FLOP) taken in the same run; the share of it
+uses nanoGPT's FLOPs per token (``estimate_mfu``: 6 N + 12 L T d, N the non-embedding parameters). The load average
+is printed before and after: run on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from deepnotes.models.language import GPTConfig
-from deepnotes.models.registry import create_model
+from deepnotes.labs.char_lm import CharGPTConfig
 from deepnotes.report import markdown_table
+from deepnotes.train.engine import make_optimizer, use_cpu_bf16
 
-BATCH_SIZE, LR = 12, 1e-3  # char-gpt's defaults (nanoGPT's CPU character config); the model: the builder's defaults
+VOCAB = 63  # distinct characters of the KJV text
 
 
-def matmul_flops(n: int, dtype: torch.dtype, repeats: int = 10) -> float:
-    """Best FLOP/s of an (n, n) @ (n, n) matmul in ``dtype`` over ``repeats`` timings."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+def matmul_flops(n: int, repeats: int = 10) -> float:
+    """Best FLOP/s of an fp32 (n, n) @ (n, n) matmul over ``repeats`` timings."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -41,52 +54,106 @@ def matmul_flops(n: int, dtype: torch.dtype, repeats: int = 10) -> float:
     return 2 * n**3 / best
 
 
-def step_time(vocab: int, steps: int, warmup: int, bf16: bool) -> tuple[float, int, GPTConfig]:
-    """Median seconds of one training update (forward, backward, AdamW), the non-embedding parameter count and
-    the model's sizes."""
+def ours(cfg: CharGPTConfig) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], int]:
+    """One char-gpt update as the lab trains it, and the model's non-embedding parameter count."""
     torch.manual_seed(0)
-    model = create_model("gpt", vocab_size=vocab).train()
-    cfg = model.cfg
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    x = torch.randint(0, vocab, (BATCH_SIZE, cfg.block_size + 1))
-    times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
+    model = cfg.model(VOCAB).train()
+    opt = make_optimizer(model, cfg)
+    bf16 = use_cpu_bf16(cfg, torch.device("cpu"))
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), x[:, 1:].reshape(-1))
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    n_params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("tok_emb", "pos_emb")))
-    return sorted(times)[len(times) // 2], n_params, cfg
+
+    n = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("pos_emb"))
+    return update, n
+
+
+def nanogpt(path: Path, cfg: CharGPTConfig) -> tuple[Callable[[torch.Tensor, torch.Tensor], None], int]:
+    """One update of nanoGPT's model and optimizer (imported from ``path``/model.py), as its train.py does on a CPU."""
+    sys.path.insert(0, str(path))
+    try:
+        from model import GPT, GPTConfig  # nanoGPT's
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=VOCAB, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+                          n_embd=cfg.d_model, dropout=0.0, bias=False)).train()
+    opt = model.configure_optimizers(cfg.weight_decay, cfg.lr, (cfg.momentum, 0.99), "cpu")
+
+    def update(x: torch.Tensor, y: torch.Tensor) -> None:
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return update, model.get_num_params()
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30, help="timed updates (median reported)")
-    p.add_argument("--warmup", type=int, default=5, help="untimed updates first")
-    p.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul that gives the ceiling")
-    p.add_argument("--vocab", type=int, default=63, help="vocabulary size (the KJV text has 63 characters)")
+    p.add_argument("--nanogpt", type=Path, help="a karpathy/nanoGPT checkout (the folder holding model.py)")
+    p.add_argument("--repeats", type=int, default=41, help="timed updates of each (median reported; >= 21)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed updates of each first")
+    p.add_argument("--matmul-size", type=int, default=1024, help="n of the n x n fp32 matmul that gives the ceiling")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--ours-fp32", action="store_true", help="also time ours with --cpu-bf16 off")
     args = p.parse_args(argv)
-    rows = []
-    for label, dtype, bf16 in (("fp32", torch.float32, False), ("bf16 autocast", torch.bfloat16, True)):
-        ceiling = matmul_flops(args.matmul_size, dtype)
-        dt, n_params, cfg = step_time(args.vocab, args.steps, args.warmup, bf16)
-        tokens = BATCH_SIZE * cfg.block_size
-        flops_per_token = 6 * n_params + 12 * cfg.num_layers * cfg.d_model * cfg.block_size
-        achieved = flops_per_token * tokens / dt
-        rows.append([label, f"{dt * 1000:.1f} ms", f"{tokens / dt:,.0f}", f"{achieved / 1e9:.2f}",
-                     f"{ceiling / 1e9:.1f}", f"{100 * achieved / ceiling:.1f}%"])
-    print(f"char-gpt default ({cfg.num_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.block_size}, "
-          f"batch {BATCH_SIZE}; {n_params:,} non-embedding parameters); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(f"command: python benchmarks/char_gpt.py {' '.join(sys.argv[1:])}".rstrip())
+    if args.nanogpt is not None and not (args.nanogpt / "model.py").is_file():
+        p.error(f"--nanogpt {args.nanogpt}: no model.py there; pass the folder of a karpathy/nanoGPT checkout")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()
+    cfg = CharGPTConfig()
+    contestants: dict[str, tuple[Callable, int]] = {"deepnotes char-gpt": ours(cfg)}
+    if args.ours_fp32:
+        contestants["deepnotes char-gpt, --cpu-bf16 off"] = ours(dataclasses.replace(cfg, cpu_bf16="off"))
+    if args.nanogpt is not None:
+        contestants["nanoGPT (float32, its CPU path)"] = nanogpt(args.nanogpt, cfg)
+    torch.manual_seed(1)
+    data = torch.randint(0, VOCAB, (cfg.batch_size, cfg.block_size + 1))
+    x, y = data[:, :-1].contiguous(), data[:, 1:].contiguous()
+    times: dict[str, list[float]] = {k: [] for k in contestants}
+    for _ in range(args.warmup):
+        for update, _n in contestants.values():
+            update(x, y)
+    for _ in range(args.repeats):
+        for name, (update, _n) in contestants.items():
+            t = time.perf_counter()
+            update(x, y)
+            times[name].append(time.perf_counter() - t)
+    ceiling = matmul_flops(args.matmul_size)
+    load1 = os.getloadavg()
+    tokens = cfg.batch_size * cfg.block_size
+    rows, medians = [], {}
+    for name, (_update, n_params) in contestants.items():
+        med = medians[name] = statistics.median(times[name])
+        flops = (6 * n_params + 12 * cfg.n_layers * cfg.d_model * cfg.block_size) * tokens / med
+        rows.append([name, f"{med * 1000:.1f} ms", f"{min(times[name]) * 1000:.1f}-{max(times[name]) * 1000:.1f} ms",
+                     f"{tokens / med:,.0f}", f"{flops / 1e9:.1f}", f"{100 * flops / ceiling:.0f}%"])
+    print(f"char-gpt config: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.block_size}, "
+          f"batch {cfg.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}; {args.repeats} alternating updates each after "
+          f"{args.warmup} warm-up; load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after "
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; fp32 matmul ceiling (n={args.matmul_size}) "
+          f"{ceiling / 1e9:.0f} GFLOP/s")
+    print(f"command: python benchmarks/char_gpt.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
-    print(markdown_table(["precision", "update", "tokens/s", "achieved GFLOP/s",
-                          f"matmul ceiling GFLOP/s (n={args.matmul_size})", "share of ceiling"], rows))
+    print(markdown_table(["update", "median", "min-max", "tokens/s", "GFLOP/s", "share of fp32 ceiling"], rows))
+    ref = [k for k in medians if k.startswith("nanoGPT")]
+    if ref:
+        print()
+        for name in medians:
+            if name != ref[0]:
+                print(f"{name}: {medians[ref[0]] / medians[name]:.2f}x nanoGPT's tokens/s")
     return 0
 
 

@@ -181,3 +181,16 @@ def test_cbow_eval_batches_are_the_same_at_every_pass_in_stream_order():
     assert torch.equal(torch.cat([b[2] for b in one]), tgt)
     keep = subsample(val.ids, val.keep_prob, seed=seed_for(0, 99))
     assert torch.equal(tgt, cbow_windows(val.ids[keep], val.segment[keep], 2)[2])
+
+
+def test_eval_windows_sample_is_a_fixed_ordered_subset_of_every_window():
+    ids = torch.arange(1000)  # a window's first token is its offset
+    full = EvalWindows(ids, 8, batch_size=1000)
+    sample = EvalWindows(ids, 8, batch_size=7, sample=20, seed=3)
+    starts = torch.cat([x[:, 0] for x, _ in sample])
+    assert sample.n_windows == 20 and len(starts) == 20 and full.n_windows == (1000 - 8 - 1) // 8 + 1
+    assert (starts % 8 == 0).all() and torch.equal(starts, starts.sort().values) and len(set(starts.tolist())) == 20
+    again = torch.cat([x[:, 0] for x, _ in EvalWindows(ids, 8, batch_size=5, sample=20, seed=3)])
+    other = torch.cat([x[:, 0] for x, _ in EvalWindows(ids, 8, batch_size=5, sample=20, seed=4)])
+    assert torch.equal(starts, again) and not torch.equal(starts, other)
+    assert EvalWindows(ids, 8, sample=10**6).n_windows == full.n_windows  # more than there are: every window

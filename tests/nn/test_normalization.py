@@ -86,9 +86,10 @@ def test_batchnorm_errors():
 
 @pytest.mark.parametrize("shape,norm", [((4, 7, 10), 10), ((3, 5, 4, 6), (4, 6))])
 @pytest.mark.parametrize("kw", [{}, {"eps": 1e-3}, {"elementwise_affine": False}, {"bias": False}])
-def test_layernorm_matches_torch(shape, norm, kw):
+@pytest.mark.parametrize("use_fused", [False, True])
+def test_layernorm_matches_torch(shape, norm, kw, use_fused):
     torch.manual_seed(0)
-    a, b = LayerNorm(norm, **kw), nn.LayerNorm(norm, **kw)
+    a, b = LayerNorm(norm, **kw, use_fused=use_fused), nn.LayerNorm(norm, **kw)
     if a.weight is not None:
         with torch.no_grad():
             a.weight.copy_(torch.rand_like(a.weight) + 0.5)

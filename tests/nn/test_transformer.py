@@ -182,6 +182,35 @@ def test_fused_path_equals_readable_path():
     torch.testing.assert_close(fused(src, tgt, **kw), model(src, tgt, **kw))
 
 
+def test_use_fused_reaches_the_layer_norms_and_bias_false_drops_every_bias():
+    torch.manual_seed(0)
+    layer = TransformerEncoderLayer(D, H, dim_feedforward=FF, dropout=0.0, norm_first=True, bias=False).to(DT)
+    assert not any(name.endswith("bias") for name, _ in layer.named_parameters())
+    assert not layer.norm1.use_fused
+    x = torch.randn(2, 5, D, dtype=DT)
+    readable = layer(x, is_causal=True)
+    layer.use_fused = True
+    assert layer.norm1.use_fused and layer.norm2.use_fused
+    torch.testing.assert_close(layer(x, is_causal=True), readable)
+    model = Transformer(D, H, 1, 1, dim_feedforward=FF, use_fused=True)
+    assert all(m.use_fused for m in model.modules() if isinstance(m, LayerNorm))
+
+
+def test_fused_attention_under_cpu_bf16_autocast_stays_close_to_float32():
+    torch.manual_seed(0)
+    layer = TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, norm_first=True, use_fused=True)
+    x = torch.randn(2, 9, 32, requires_grad=True)
+    ref = layer(x, is_causal=True)
+    seen = []
+    layer.self_attn.q_proj.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x, is_causal=True)
+    assert seen == [torch.bfloat16]  # the attention core got bf16 queries, and took its float32 path
+    torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    out.float().sum().backward()  # the float32 attention core differentiates under autocast
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_dropout_only_in_training():
     torch.manual_seed(0)
     layer = TransformerEncoderLayer(D, H, dim_feedforward=FF, dropout=0.3).to(DT)

@@ -283,3 +283,27 @@ def test_padding_targets_count_in_neither_loss_nor_accuracy():
     out = classification_sums(loss, flat_logits, flat_y)
     assert out.count == 2 and out.sums["acc"] == 1.0  # the padded third position is not counted
     assert abs(out.sums["loss"] / out.count - float(loss)) < 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_make_optimizer_fused_foreach_and_loop_take_the_same_steps(optimizer):
+    from deepnotes.train.engine import make_optimizer
+
+    results = {}
+    for impl in ("fused", "foreach", "for-loop"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+        cfg = TrainConfig(optimizer=optimizer, lr=0.05, weight_decay=0.01, beta2=0.99, optimizer_impl=impl)
+        opt = make_optimizer(model, cfg)
+        assert opt.defaults.get("fused") is (True if impl == "fused" else None)
+        if optimizer == "adamw":
+            assert opt.defaults["betas"] == (0.9, 0.99)
+        x = torch.randn(16, 6)
+        for _ in range(5):
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            opt.step()
+        results[impl] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.testing.assert_close(results["fused"], results["for-loop"], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(results["foreach"], results["for-loop"], atol=1e-6, rtol=1e-6)
+    assert not torch.equal(results["fused"], torch.zeros_like(results["fused"]))

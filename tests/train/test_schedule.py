@@ -25,6 +25,10 @@ def test_onecycle_endpoints_and_peak():
 def test_cosine_hand_computed():
     assert lr_at(0, 11, 1.0, "cosine", 0.0) == pytest.approx(1.0)
     assert lr_at(5, 11, 1.0, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 11)))
+    # with a floor: min_lr + (lr - min_lr) (1 + cos(pi t)) / 2, from lr down towards min_lr
+    assert lr_at(5, 11, 1.0, "cosine", 0.0, min_lr=0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 11)))
+    assert lr_at(0, 11, 1.0, "cosine", 0.0, min_lr=0.1) == pytest.approx(1.0)
+    assert lr_at(10, 11, 1.0, "cosine", 0.0, min_lr=0.1) > 0.1
 
 
 def test_errors():

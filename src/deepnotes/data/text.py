@@ -284,13 +284,22 @@ class EvalWindows:
     """Every non-overlapping window ``(x, y)`` of a token stream in order, ``batch_size`` windows at a time, this
     process taking every ``world_size``-th window; iterate it as often as needed.
 
+    With ``sample`` > 0, only that many of the windows, drawn once (seeded by ``seed``) and kept in text order: a
+    fixed sample that scores the same windows at every evaluation (nanoGPT scores ``eval_iters`` random batches).
+
     Raises:
         UserError: fewer than ``block_size + 1`` tokens.
     """
 
-    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int = 1000, info: DistInfo = DistInfo()):
+    def __init__(self, ids: torch.Tensor, block_size: int, batch_size: int = 1000, info: DistInfo = DistInfo(),
+                 sample: int = 0, seed: int = 0):
         self.ids, self.block_size = ids, block_size
-        self.rows = EvalBatches((window_offsets(len(ids), block_size, block_size),), batch_size, info)
+        offsets = window_offsets(len(ids), block_size, block_size)
+        if 0 < sample < len(offsets):
+            chosen = torch.randperm(len(offsets), generator=torch.Generator().manual_seed(seed))[:sample]
+            offsets = offsets[chosen.sort().values]
+        self.n_windows = len(offsets)
+        self.rows = EvalBatches((offsets,), batch_size, info)
 
     def __len__(self) -> int:
         return len(self.rows)

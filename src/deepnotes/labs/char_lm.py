@@ -63,6 +63,9 @@ class CharLMConfig(TrainConfig):
     val_fraction: float = option(0.1, "share of verses held out for validation", range="(0, 0.5)")
     limit_chars: int = option(0, "use only the first N characters of each split (0 = all; for smoke runs)",
                               range="[0, 1000000000]")
+    eval_windows: int = option(240, "validation windows scored after each epoch, a fixed seeded sample (nanoGPT: "
+                               "20 batches of 12); 0 = every window. The final loss always scores the whole text",
+                               range="[0, 100000000]")
     prompt: str = option("In the beginning", "prompt of the report's samples")
     sample_chars: int = option(400, "characters generated per sample in the report", range="[0, 100000]")
     temperature: float = option(0.8, "sampling temperature of the report's samples (0 = greedy)", range="[0, 100]")
@@ -82,7 +85,14 @@ class CharGPTConfig(CharLMConfig):
     n_heads: int = option(4, "attention heads per block", range="[1, 256]")
     d_model: int = option(128, "embedding and residual-stream size", range="[1, 8192]")
     dropout: float = option(0.0, "dropout on attention weights, residual branches and embeddings", range="[0, 1)")
-    fused_attention: bool = option(True, "attention via F.scaled_dot_product_attention (False: the readable path)")
+    bias: bool = option(False, "biases in the linear layers and LayerNorms (nanoGPT's character config has none)")
+    fused: bool = option(True, "fused kernels: attention via F.scaled_dot_product_attention, LayerNorm via "
+                         "F.layer_norm (False: the readable paths, tested equal)")
+    beta2: float = option(0.99, "AdamW's beta2 (nanoGPT's character config: 0.99)", range="[0, 1)")
+    min_lr: float = option(1e-4, "the cosine schedule's floor (nanoGPT's character config: 1e-4)", range="[0, inf)")
+    cpu_bf16: Literal["auto", "on", "off"] = option(
+        "auto", "bfloat16 autocast on CPU (matmuls in bf16, attention and the loss in fp32); auto = only where the "
+        "CPU has native bf16 (avx512_bf16, amx_bf16)")
 
     def check(self) -> None:
         super().check()
@@ -92,7 +102,7 @@ class CharGPTConfig(CharLMConfig):
     def model(self, vocab_size: int) -> torch.nn.Module:
         return create_model("gpt", vocab_size=vocab_size, block_size=self.block_size, num_layers=self.n_layers,
                             n_heads=self.n_heads, d_model=self.d_model, dropout=self.dropout,
-                            use_fused=self.fused_attention)
+                            use_fused=self.fused, bias=self.bias)
 
 
 @dataclass(frozen=True)
@@ -183,7 +193,7 @@ def run(cfg: CharLMConfig, ctx: RunContext) -> dict[str, Any]:
     log(f"{lab_name}: {n_params:,} parameters; device {ctx.device}; "
         f"{cfg.epochs * cfg.steps_per_epoch:,} updates of {cfg.batch_size} x {cfg.block_size} characters")
     train = WindowBatches(train_ids, cfg.block_size, cfg.batch_size, cfg.seed, ctx.info, cfg.steps_per_epoch)
-    val = EvalWindows(val_ids, cfg.block_size, 1000, ctx.info)
+    val = EvalWindows(val_ids, cfg.block_size, 1000, ctx.info, sample=cfg.eval_windows, seed=0)
     if ctx.info.is_main:
         Run(ctx.run_dir).write_json("data.json", info)
     to_device = (lambda x, y, train, generator: (x.to(ctx.device), y.to(ctx.device)))
@@ -216,12 +226,13 @@ def run(cfg: CharLMConfig, ctx: RunContext) -> dict[str, Any]:
     return results
 
 
-def _plot_losses(run: Run, rows: list[dict[str, Any]], baselines: dict[str, float], title: str) -> None:
+def _plot_losses(run: Run, rows: list[dict[str, Any]], baselines: dict[str, float], title: str,
+                 val_label: str = "validation (all windows)") -> None:
     fig = new_figure(6.4, 4.0)
     ax = fig.add_subplot()
     steps = [int(r["step"]) for r in rows]
     ax.plot(steps, [float(r["train_loss"]) for r in rows], "o-", label="train (running mean over the interval)")
-    ax.plot(steps, [float(r["val_loss"]) for r in rows], "s-", label="validation (all windows)")
+    ax.plot(steps, [float(r["val_loss"]) for r in rows], "s-", label=val_label)
     for name, value in baselines.items():
         ax.axhline(value, ls=":", c="grey")
         ax.annotate(f"{name} count model", (steps[0] if steps else 0, value), fontsize=8, va="bottom", color="grey")
@@ -236,9 +247,12 @@ def report(run: Run) -> Path:
     lab, cfg = run.lab, run.config
     info, res = run.read_json("data.json"), run.read_json("results.json")
     rows = read_metrics_csv(run / "metrics.csv")
-    _plot_losses(run, rows, res["baselines"], f"{lab.name} on the KJV text")
+    sample = getattr(cfg, "eval_windows", 0)
+    _plot_losses(run, rows, res["baselines"], f"{lab.name} on the KJV text",
+                 f"validation (a fixed sample of {sample:,} windows)" if sample else "validation (all windows)")
     total = int(rows[-1]["step"]) if rows else 1
-    plot_lr_schedule([lr_at(s, total, cfg.lr, cfg.schedule, cfg.warmup) for s in range(total)],
+    plot_lr_schedule([lr_at(s, total, cfg.lr, cfg.schedule, cfg.warmup, getattr(cfg, "min_lr", 0.0))
+                      for s in range(total)],
                      run / "lr_schedule.png", title=f"{cfg.schedule} schedule, {cfg.warmup:.0%} warm-up")
     v, b = res["val"], res["baselines"]
     line = (lambda name, loss: [name, f"{loss:.4f}", f"{loss / LN2:.3f}", f"{math.exp(loss):.2f}"])

@@ -41,7 +41,8 @@ class GPTConfig:
     n_heads: int = 4
     d_model: int = 128
     dropout: float = 0.0
-    use_fused: bool = True  # attention through F.scaled_dot_product_attention (tested equal to the readable path)
+    use_fused: bool = True  # F.scaled_dot_product_attention and F.layer_norm (tested equal to the readable paths)
+    bias: bool = True  # biases in linear layers and LayerNorms (nanoGPT's char config has none)
 
 
 class GPT(nn.Module):
@@ -63,10 +64,10 @@ class GPT(nn.Module):
         self.pos_emb = LearnedPositionalEmbedding(cfg.block_size, cfg.d_model, dropout=cfg.dropout)
         self.blocks = nn.ModuleList(
             TransformerEncoderLayer(cfg.d_model, cfg.n_heads, dim_feedforward=4 * cfg.d_model, dropout=cfg.dropout,
-                                    activation="gelu", norm_first=True, use_fused=cfg.use_fused)
+                                    activation="gelu", norm_first=True, use_fused=cfg.use_fused, bias=cfg.bias)
             for _ in range(cfg.num_layers)
         )
-        self.norm = LayerNorm(cfg.d_model)
+        self.norm = LayerNorm(cfg.d_model, bias=cfg.bias, use_fused=cfg.use_fused)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -144,7 +145,7 @@ def next_token_step_fn(model: nn.Module):
 
 @register_model("gpt")
 def gpt(vocab_size: int, block_size: int = 64, num_layers: int = 4, n_heads: int = 4, d_model: int = 128,
-        dropout: float = 0.0, use_fused: bool = True) -> GPT:
+        dropout: float = 0.0, use_fused: bool = True, bias: bool = True) -> GPT:
     """:class:`GPT` (defaults: nanoGPT's CPU character config).
 
     Raises:
@@ -152,7 +153,7 @@ def gpt(vocab_size: int, block_size: int = 64, num_layers: int = 4, n_heads: int
     """
     if d_model % n_heads:
         raise ValueError(f"d_model {d_model} must be divisible by n_heads {n_heads}")
-    return GPT(GPTConfig(vocab_size, block_size, num_layers, n_heads, d_model, dropout, use_fused))
+    return GPT(GPTConfig(vocab_size, block_size, num_layers, n_heads, d_model, dropout, use_fused, bias))
 
 
 @register_model("lstm-lm")

@@ -229,7 +229,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     p = dropout_p if training else 0.0
 
     if use_fused:
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p), None
+        if attn_mask is None and is_causal:
+            mask = None  # the kernel's own causal path (same top-left alignment), no (L, S) mask built
+        if query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16):
+            # torch 2.13's CPU flash attention runs its backward about 4x slower in bfloat16 than in float32
+            # (benchmarks/RESULTS.md, "char-gpt vs nanoGPT"): under CPU autocast the attention core stays float32
+            if mask is not None and mask.dtype != torch.bool:
+                mask = mask.float()
+            with torch.autocast("cpu", enabled=False):
+                out = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=mask,
+                                                     dropout_p=p, is_causal=mask is None and is_causal)
+            return out.to(query.dtype), None
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=p,
+                                              is_causal=mask is None and is_causal), None
 
     scores = query @ key.transpose(-2, -1) / math.sqrt(E)  # (..., L, S)
     if mask is not None:

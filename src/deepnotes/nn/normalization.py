@@ -14,6 +14,7 @@ running statistics and gradients with ``torch.nn.BatchNorm1d/2d`` and ``torch.nn
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -157,6 +158,9 @@ class LayerNorm(nn.Module):
         eps: Default 1e-5.
         elementwise_affine: learnable γ (init 1) and β (init 0) of shape ``normalized_shape``. Default True.
         bias: learn β (only with ``elementwise_affine``). Default True.
+        use_fused: compute with ``F.layer_norm`` (one fused kernel forward and backward, tested equal) instead of
+            the readable elementwise path; an attribute, may be toggled. Default False. The Transformer layers set
+            it with their own ``use_fused``; the labs' models use the fused path.
 
     Shapes:
         x: (*, *normalized_shape) -> same shape; e.g. (B, T, C) with normalized_shape C.
@@ -166,8 +170,9 @@ class LayerNorm(nn.Module):
     """
 
     def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True):
+                 bias: bool = True, use_fused: bool = False):
         super().__init__()
+        self.use_fused = use_fused
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         if not shape or any(s < 1 for s in shape):
             raise ValueError(f"normalized_shape must be positive sizes, got {normalized_shape!r}")
@@ -182,13 +187,16 @@ class LayerNorm(nn.Module):
             self.register_parameter("bias", None)
 
     def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+                + (", fused" if self.use_fused else ""))
 
     def forward(self, x: Tensor) -> Tensor:
         k = len(self.normalized_shape)
         if tuple(x.shape[x.dim() - k:]) != self.normalized_shape:
             raise ValueError(f"LayerNorm{self.normalized_shape} expects input ending in {self.normalized_shape}, "
                              f"got shape {tuple(x.shape)}")
+        if self.use_fused:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         dims = tuple(range(-k, 0))
         mean = x.mean(dim=dims, keepdim=True)  # (*, 1, ..., 1)
         var = (x - mean).pow(2).mean(dim=dims, keepdim=True)  # biased

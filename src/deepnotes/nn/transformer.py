@@ -60,11 +60,11 @@ def _check_layer_args(d_model: int, n_heads: int, dim_feedforward: int, dropout:
 class _FeedForward(nn.Module):
     """Position-wise feed-forward: ``linear2(dropout(act(linear1(x))))``, (N, L, d_model) -> same."""
 
-    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, activation: str):
+    def __init__(self, d_model: int, dim_feedforward: int, dropout: float, activation: str, bias: bool = True):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = nn.Linear(d_model, dim_feedforward, bias=bias)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
         self.activation = activation
 
     def forward(self, x: Tensor) -> Tensor:
@@ -78,11 +78,24 @@ class _SelfAttentionSublayer(nn.Module):
     dropout1: nn.Dropout
 
     def __init__(self, d_model: int, n_heads: int, dim_feedforward: int, dropout: float, activation: str,
-                 norm_first: bool, eps: float, use_fused: bool):
+                 norm_first: bool, eps: float, use_fused: bool, bias: bool = True):
         super().__init__()
         _check_layer_args(d_model, n_heads, dim_feedforward, dropout, activation, eps)
-        self.d_model, self.n_heads, self.norm_first, self.use_fused = d_model, n_heads, norm_first, use_fused
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.d_model, self.n_heads, self.norm_first, self._use_fused = d_model, n_heads, norm_first, use_fused
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+
+    @property
+    def use_fused(self) -> bool:
+        """Fused kernels (``F.scaled_dot_product_attention``, ``F.layer_norm``) instead of the readable paths;
+        setting it sets the block's LayerNorms too."""
+        return self._use_fused
+
+    @use_fused.setter
+    def use_fused(self, value: bool) -> None:
+        self._use_fused = bool(value)
+        for m in self.modules():
+            if isinstance(m, LayerNorm):
+                m.use_fused = self._use_fused
 
     def _sa(self, x: Tensor, mask: Tensor | None, kpm: Tensor | None, is_causal: bool) -> Tensor:
         out, _ = self.self_attn(x, x, x, key_padding_mask=kpm, attn_mask=mask, is_causal=is_causal,
@@ -101,7 +114,9 @@ class TransformerEncoderLayer(_SelfAttentionSublayer):
         activation: ``"relu"`` (the paper) or ``"gelu"`` (BERT). Default ``"relu"``.
         norm_first: pre-norm if True; post-norm (the paper) by default.
         eps: LayerNorm epsilon. Default 1e-5.
-        use_fused: attention through ``F.scaled_dot_product_attention`` (an attribute; may be toggled).
+        use_fused: attention through ``F.scaled_dot_product_attention`` and LayerNorm through ``F.layer_norm``
+            (an attribute; may be toggled). Default False: the readable paths.
+        bias: biases in the linear layers and LayerNorms (nanoGPT's ``bias=False`` drops them). Default True.
 
     Shapes:
         src: (N, L, d_model) -> (N, L, d_model).
@@ -116,11 +131,13 @@ class TransformerEncoderLayer(_SelfAttentionSublayer):
     """
 
     def __init__(self, d_model: int, n_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False):
-        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused)
-        self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation)
-        self.norm1, self.norm2 = LayerNorm(d_model, eps=eps), LayerNorm(d_model, eps=eps)
+                 activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False,
+                 bias: bool = True):
+        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused, bias)
+        self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation, bias)
+        self.norm1, self.norm2 = LayerNorm(d_model, eps=eps, bias=bias), LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
+        self.use_fused = use_fused
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
                 is_causal: bool = False) -> Tensor:
@@ -153,12 +170,14 @@ class TransformerDecoderLayer(_SelfAttentionSublayer):
     """
 
     def __init__(self, d_model: int, n_heads: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False):
-        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
-        self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation)
-        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, eps=eps) for _ in range(3))
+                 activation: str = "relu", norm_first: bool = False, eps: float = 1e-5, use_fused: bool = False,
+                 bias: bool = True):
+        super().__init__(d_model, n_heads, dim_feedforward, dropout, activation, norm_first, eps, use_fused, bias)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.ff = _FeedForward(d_model, dim_feedforward, dropout, activation, bias)
+        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, eps=eps, bias=bias) for _ in range(3))
         self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(3))
+        self.use_fused = use_fused
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
                 tgt_key_padding_mask: Tensor | None = None, memory_key_padding_mask: Tensor | None = None,
@@ -254,7 +273,7 @@ class Transformer(nn.Module):
         activation: ``"relu"`` or ``"gelu"``. Default ``"relu"``.
         norm_first: pre-norm layers. Default False (post-norm).
         eps: LayerNorm epsilon. Default 1e-5.
-        use_fused: attention through ``F.scaled_dot_product_attention`` in every layer. Default False.
+        use_fused: fused attention and LayerNorm kernels in every layer and final norm. Default False.
 
     Init: Xavier-uniform on every weight matrix (as ``nn.Transformer``); biases as their layers.
 
@@ -280,9 +299,9 @@ class Transformer(nn.Module):
         kw = dict(dim_feedforward=dim_feedforward, dropout=dropout, activation=activation, norm_first=norm_first,
                   eps=eps, use_fused=use_fused)
         self.encoder = TransformerEncoder(lambda: TransformerEncoderLayer(d_model, n_heads, **kw), num_encoder_layers,
-                                          norm=LayerNorm(d_model, eps=eps))
+                                          norm=LayerNorm(d_model, eps=eps, use_fused=use_fused))
         self.decoder = TransformerDecoder(lambda: TransformerDecoderLayer(d_model, n_heads, **kw), num_decoder_layers,
-                                          norm=LayerNorm(d_model, eps=eps))
+                                          norm=LayerNorm(d_model, eps=eps, use_fused=use_fused))
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)

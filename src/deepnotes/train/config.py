@@ -26,10 +26,15 @@ class TrainConfig(RunConfig):
     lr: float = option(0.1, "peak learning rate", range="(0, inf)")
     momentum: float = option(0.9, "SGD momentum (0 disables); beta1 for AdamW", range="[0, 1)")
     nesterov: bool = option(True, "use Nesterov momentum with SGD")
+    beta2: float = option(0.999, "AdamW's beta2, the decay of its squared-gradient average", range="[0, 1)")
+    optimizer_impl: Literal["fused", "foreach", "for-loop"] = option(
+        "fused", "how the optimizer updates the parameters: one fused kernel, one call per operation over every "
+        "tensor (foreach), or torch's readable loop over the tensors; equal up to rounding")
     weight_decay: float = option(5e-4, "L2 weight decay on weights (not on biases or norm scales)", range="[0, 10]")
     schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "onecycle", "learning-rate schedule over all updates (see deepnotes.train.schedule)"
     )
+    min_lr: float = option(0.0, "the cosine schedule's floor (nanoGPT's character config: lr / 10)", range="[0, inf)")
     warmup: float = option(0.2, "share of all updates warming the LR up linearly (onecycle from lr/25, cosine from 0, "
                            "triangular from lr/5)", range="[0, 1)")
     grad_clip: float = option(0.0, "clip the global gradient norm to this value (0 disables)", range="[0, inf)")

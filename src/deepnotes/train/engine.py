@@ -101,6 +101,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Param
                    lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales).
 
+    ``cfg.optimizer_impl`` picks torch's fused kernel (default), its foreach path or its for-loop; ``cfg.beta2`` is
+    AdamW's second beta (``cfg.momentum`` the first).
+
     ``scaled`` parameters, if any, go to a third group trained at ``lr * lr_scale`` (the group's ``"lr_scale"``,
     applied by :class:`Trainer`) with weight decay ``weight_decay / lr_scale``, so that their decay per update is the
     weights' (airbench94's 64x rate for batch-norm shifts, Jordan 2024).
@@ -114,12 +117,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Param
     ]
     if scaled:
         groups.append({"params": scaled, "weight_decay": cfg.weight_decay / lr_scale, "lr_scale": lr_scale})
+    impl = getattr(cfg, "optimizer_impl", "fused")
+    kw = {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(impl, {"foreach": False})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **kw
         )
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, getattr(cfg, "beta2", 0.999)), **kw)
     raise UserError(f"--optimizer must be sgd or adamw, got {cfg.optimizer!r}")
 
 
@@ -284,7 +289,7 @@ class Trainer:
         if self._lr_schedule is not None:
             return float(self._lr_schedule(step, self.total_steps))
         c = self.cfg
-        return lr_at(step, self.total_steps, c.lr, c.schedule, c.warmup)
+        return lr_at(step, self.total_steps, c.lr, c.schedule, c.warmup, getattr(c, "min_lr", 0.0))
 
     def _open_tensorboard(self) -> None:
         if not self.info.is_main:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import math
 
 
-def lr_at(step: int, total_steps: int, lr: float, schedule: str, warmup: float = 0.0) -> float:
+def lr_at(step: int, total_steps: int, lr: float, schedule: str, warmup: float = 0.0, min_lr: float = 0.0) -> float:
     """Learning rate for update number ``step`` (0-based) out of ``total_steps``.
 
     Schedules:
         - ``constant``: ``lr``.
         - ``step``: ``lr`` times 0.1 after 50% and again after 75% of the updates.
         - ``cosine``: linear warm-up from 0 over ``warmup * total_steps`` updates, then
-          ``lr * (1 + cos(pi * t)) / 2`` with t going from 0 to 1.
+          ``min_lr + (lr - min_lr) (1 + cos(pi * t)) / 2`` with t going from 0 to 1 (``min_lr``: the floor,
+          default 0; nanoGPT's character config decays to lr / 10).
         - ``onecycle``: linear warm-up from ``lr / 25`` to ``lr`` over ``warmup * total_steps``
           updates, then cosine annealing down to ``lr / 1e4``.
         - ``triangular``: linear from ``0.2 lr`` to ``lr`` over ``warmup * total_steps`` updates, then
@@ -42,7 +43,7 @@ def lr_at(step: int, total_steps: int, lr: float, schedule: str, warmup: float =
         if step < warm:
             return lr * (step + 1) / warm
         t = (step - warm) / max(1.0, total_steps - warm)
-        return lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+        return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
     if schedule == "onecycle":
         start, end = lr / 25.0, lr / 1e4
         if step < warm:
