@@ -8,8 +8,10 @@ One update = forward, cross-entropy, backward, gradient clipping at 1, the optim
 64 characters (vocabulary 63, the KJV text's), exactly as each trains:
 
 * ours: the ``char-gpt`` lab's defaults (:class:`deepnotes.labs.char_lm.CharGPTConfig`): the model it builds, the
-  optimizer :func:`deepnotes.train.engine.make_optimizer` makes from the config, and bfloat16 autocast when the
-  config and CPU ask for it (``--cpu-bf16 auto``). ``--ours-fp32`` adds a row with ``cpu_bf16`` off;
+  optimizer :func:`deepnotes.train.engine.make_optimizer` makes from the config, bfloat16 autocast when the
+  config and CPU ask for it (``--cpu-bf16 auto``) and ``torch.compile`` where a compiler is (``--compile auto``;
+  compiled during the warm-up). ``--ours-fp32`` adds a row in float32 without compiling, ``--ablate`` one without
+  each of the two;
 * nanoGPT: ``GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False, dropout=0))`` and its own
   ``configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")``, in float32 (train.py's context on the CPU).
 
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 
 from deepnotes.labs.char_lm import CharGPTConfig
 from deepnotes.report import markdown_table
-from deepnotes.train.engine import make_optimizer, use_cpu_bf16
+from deepnotes.train.engine import make_optimizer, maybe_compile, use_cpu_bf16
 
 VOCAB = 63  # distinct characters of the KJV text
 
@@ -60,10 +62,11 @@ def ours(cfg: CharGPTConfig) -> tuple[Callable[[torch.Tensor, torch.Tensor], Non
     model = cfg.model(VOCAB).train()
     opt = make_optimizer(model, cfg)
     bf16 = use_cpu_bf16(cfg, torch.device("cpu"))
+    forward = maybe_compile(model, cfg.compile, torch.device("cpu"))
 
     def update(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
+            logits = forward(x)
         loss = F.cross_entropy(logits.float().reshape(-1, VOCAB), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=10, help="untimed updates of each first")
     p.add_argument("--matmul-size", type=int, default=1024, help="n of the n x n fp32 matmul that gives the ceiling")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--ours-fp32", action="store_true", help="also time ours with --cpu-bf16 off")
+    p.add_argument("--ours-fp32", action="store_true", help="also time ours in float32 and eager (--cpu-bf16 off "
+                   "--compile off)")
+    p.add_argument("--ablate", action="store_true", help="also time ours without compile, and without bf16")
     args = p.parse_args(argv)
     if args.nanogpt is not None and not (args.nanogpt / "model.py").is_file():
         p.error(f"--nanogpt {args.nanogpt}: no model.py there; pass the folder of a karpathy/nanoGPT checkout")
@@ -115,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CharGPTConfig()
     contestants: dict[str, tuple[Callable, int]] = {"deepnotes char-gpt": ours(cfg)}
     if args.ours_fp32:
+        contestants["deepnotes char-gpt, --cpu-bf16 off --compile off"] = ours(
+            dataclasses.replace(cfg, cpu_bf16="off", compile="off"))
+    if args.ablate:
+        contestants["deepnotes char-gpt, --compile off"] = ours(dataclasses.replace(cfg, compile="off"))
         contestants["deepnotes char-gpt, --cpu-bf16 off"] = ours(dataclasses.replace(cfg, cpu_bf16="off"))
     if args.nanogpt is not None:
         contestants["nanoGPT (float32, its CPU path)"] = nanogpt(args.nanogpt, cfg)

@@ -307,3 +307,27 @@ def test_make_optimizer_fused_foreach_and_loop_take_the_same_steps(optimizer):
     torch.testing.assert_close(results["fused"], results["for-loop"], atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(results["foreach"], results["for-loop"], atol=1e-6, rtol=1e-6)
     assert not torch.equal(results["fused"], torch.zeros_like(results["fused"]))
+
+
+def test_maybe_compile_off_without_a_compiler_and_on(monkeypatch):
+    from deepnotes.train import engine
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
+    cpu = torch.device("cpu")
+    assert engine.maybe_compile(model, "off", cpu) is model
+    lines: list[str] = []
+    monkeypatch.setattr(engine, "compiler_available", lambda device: False)
+    assert engine.maybe_compile(model, "auto", cpu, lines.append) is model
+    assert len(lines) == 1 and "without torch.compile" in lines[0]
+    monkeypatch.undo()
+    if not engine.compiler_available(cpu):
+        pytest.skip("no C++ compiler here")
+    compiled = engine.maybe_compile(model, "on", cpu)
+    assert compiled is not model
+    x = torch.randn(5, 4)
+    eager_out = model(x)
+    compiled_out = compiled(x)
+    torch.testing.assert_close(compiled_out, eager_out, atol=1e-5, rtol=1e-5)
+    compiled_out.sum().backward()  # gradients reach the shared parameters
+    assert model[0].weight.grad is not None

@@ -93,6 +93,9 @@ class CharGPTConfig(CharLMConfig):
     cpu_bf16: Literal["auto", "on", "off"] = option(
         "auto", "bfloat16 autocast on CPU (matmuls in bf16, attention and the loss in fp32); auto = only where the "
         "CPU has native bf16 (avx512_bf16, amx_bf16)")
+    compile: Literal["auto", "on", "off"] = option(
+        "auto", "torch.compile the training step (about 10-20 s to compile, then faster updates); auto = where a C++ "
+        "compiler is found, else eager with one warning")
 
     def check(self) -> None:
         super().check()
@@ -122,7 +125,7 @@ class LSTMLMLabConfig(CharLMConfig):
 
 
 FAST = {"epochs": 2, "steps_per_epoch": 15, "limit_chars": 60_000, "sample_chars": 60}
-GPT_PRESETS = {"fast": {**FAST, "n_layers": 1, "d_model": 32, "n_heads": 2}}
+GPT_PRESETS = {"fast": {**FAST, "n_layers": 1, "d_model": 32, "n_heads": 2, "compile": "off"}}
 LSTM_PRESETS = {"fast": {**FAST, "hidden_size": 32, "embedding_dim": 16, "num_layers": 1}}
 
 # nanoGPT's published validation loss for the same model on tiny-Shakespeare (a different, smaller text).

@@ -49,6 +49,10 @@ class TrainConfig(RunConfig):
     cpu_bf16: Literal["auto", "on", "off"] = option(
         "off", "bfloat16 autocast on CPU; auto = only where the CPU has native bf16 (avx512_bf16, amx_bf16)"
     )
+    compile: Literal["auto", "on", "off"] = option(
+        "off", "torch.compile the training forward and backward (inductor; a C++ compiler on CPU); auto = where one "
+        "is found, else eager with one warning"
+    )
 
     def check(self) -> None:
         if self.ema_decay > 0 and self.lookahead_steps > 0:

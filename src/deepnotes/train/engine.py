@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -180,6 +182,36 @@ def use_cpu_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 
+def compiler_available(device: torch.device) -> bool:
+    """Whether ``torch.compile``'s inductor can build kernels for ``device``: a C++ compiler (``$CXX``, g++, clang++)
+    on the CPU; Triton on CUDA."""
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    cxx = os.environ.get("CXX")
+    return bool((cxx and shutil.which(cxx)) or shutil.which("g++") or shutil.which("clang++"))
+
+
+def maybe_compile(module: nn.Module, setting: str, device: torch.device,
+                  log: Callable[[str], None] = print) -> nn.Module:
+    """``torch.compile(module)`` when ``setting`` is "on", or "auto" and :func:`compiler_available`; else ``module``.
+
+    "on" without a compiler, or "auto" without one, logs one line and trains eagerly (the results are the same up to
+    rounding; compiled kernels are only faster). The compiled module shares the parameters of ``module``; save and
+    evaluate ``module`` itself.
+    """
+    if setting == "off":
+        return module
+    if not compiler_available(device):
+        log(f"--compile {setting}: no compiler for {device.type} kernels here (a C++ compiler such as g++ on the CPU); "
+            "training without torch.compile")
+        return module
+    return torch.compile(module)
+
+
 class Trainer:
     """The loop over epochs and updates for any :class:`~deepnotes.train.task.Task`.
 
@@ -240,6 +272,7 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None
             )
+        self.ddp = maybe_compile(self.ddp, getattr(cfg, "compile", "off"), device, self.log)
         self.steps_per_epoch = len(train_batches)
         if self.steps_per_epoch < 1:
             raise ValueError("the training batch source has no batches (len(train_batches) == 0)")
