@@ -10,8 +10,9 @@ updates and prints its tokens/s. Policies:
 * ``torch-default``: nothing set; torch uses every core and GNU OpenMP's default (spinning) wait;
 * ``passive``: ``OMP_WAIT_POLICY=PASSIVE``, every core;
 * ``one-thread``: ``torch.set_num_threads(1)``, default wait (what README told users to do by hand);
-* ``deepnotes``: what ``deepnotes run`` does (:mod:`deepnotes.runtime`): the passive wait and one thread per idle core,
-  the cores' idleness sampled from /proc/stat when the process starts.
+* ``spin-N``: ``GOMP_SPINCOUNT=N`` (a waiting thread spins N times, then sleeps), every core;
+* ``deepnotes``: what ``deepnotes run`` does (:mod:`deepnotes.runtime`): ``GOMP_SPINCOUNT=10000`` and one thread per
+  idle core, the cores' idleness sampled from /proc/stat when the process starts.
 
 Each is measured on the idle machine and beside a competitor, a second process spinning one core in a Python loop
 (started 1 s before). Rounds alternate the policies and both conditions, so slow drifts of the machine hit all
@@ -30,14 +31,16 @@ import subprocess
 import sys
 import time
 
-POLICIES = ("torch-default", "passive", "one-thread", "deepnotes")
+POLICIES = ("torch-default", "passive", "one-thread", "spin-10000", "deepnotes")
 
 
 def worker(policy: str, seconds: float) -> None:
     """Train char-gpt for ``seconds`` under ``policy``; print one JSON line {tokens_per_s, threads, reason}."""
     reason = ""
-    if policy in ("passive", "deepnotes"):
+    if policy == "passive":
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if policy.startswith("spin-"):
+        os.environ["GOMP_SPINCOUNT"] = policy.split("-", 1)[1]
     if policy == "deepnotes":
         from deepnotes import runtime
 
@@ -95,14 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3, help="measurements per policy and condition (median reported)")
     p.add_argument("--seconds", type=float, default=8.0, help="seconds of training per measurement")
-    p.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset of " + ", ".join(POLICIES))
-    p.add_argument("--worker", choices=POLICIES, help=argparse.SUPPRESS)
+    p.add_argument("--policies", default=",".join(POLICIES),
+                   help="comma-separated: " + ", ".join(POLICIES) + ", or spin-N")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(args.worker, args.seconds)
         return 0
     policies = [s for s in args.policies.split(",") if s]
-    bad = [s for s in policies if s not in POLICIES]
+    bad = [s for s in policies if s not in POLICIES and not (s.startswith("spin-") and s[5:].isdigit())]
     if bad:
         p.error(f"--policies: unknown {', '.join(bad)}; choose from {', '.join(POLICIES)}")
     load0 = os.getloadavg()

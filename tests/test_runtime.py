@@ -13,9 +13,9 @@ from deepnotes import runtime
 from deepnotes.cli import _set_threads
 
 
-def test_configure_openmp_sets_passive_only_when_the_user_did_not_choose():
+def test_configure_openmp_shortens_the_spin_only_when_the_user_did_not_choose():
     env: dict[str, str] = {}
-    assert runtime.configure_openmp(env) is True and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert runtime.configure_openmp(env) is True and env == {"GOMP_SPINCOUNT": "10000"}
     for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
         env = dict(mine)
         assert runtime.configure_openmp(env) is False and env == mine
@@ -69,7 +69,7 @@ def test_set_threads_gives_torch_the_count_and_leaves_it_under_omp_num_threads(m
         torch.set_num_threads(before)
 
 
-def test_console_entry_sets_the_wait_policy_before_torch_is_imported():
+def test_console_entry_sets_the_spin_count_before_torch_is_imported():
     code = """
 import os, sys
 from deepnotes import runtime
@@ -84,8 +84,8 @@ try:
     _launch.entry()
 except SystemExit:
     pass
-print(seen["torch"], os.environ.get("OMP_WAIT_POLICY"))
+print(seen["torch"], os.environ.get("GOMP_SPINCOUNT"))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split()[-2:] == ["False", "PASSIVE"]
+    assert out.split()[-2:] == ["False", "10000"]

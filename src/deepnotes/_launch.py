@@ -1,10 +1,10 @@
-"""The ``deepnotes`` console script: OpenMP's wait policy is set before anything imports torch (deepnotes.runtime)."""
+"""The ``deepnotes`` console script: OpenMP's spin before sleeping is set before anything imports torch (deepnotes.runtime)."""
 
 from __future__ import annotations
 
 
 def entry() -> None:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose a policy, then run the command line."""
+    """Set ``GOMP_SPINCOUNT=10000`` unless the user chose a wait policy, then run the command line."""
     from deepnotes import runtime
 
     runtime.configure_openmp()

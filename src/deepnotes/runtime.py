@@ -1,21 +1,23 @@
-"""How many CPU threads a command uses, and how they wait: chosen before torch starts OpenMP.
+"""How many CPU threads a command uses, and how long they spin: chosen before torch starts OpenMP.
 
 PyTorch's CPU build runs its parallel loops on GNU OpenMP threads. By default a thread that finishes its share of a
 loop *spins* (keeps its core busy polling) for a while before it sleeps, which is fastest on an idle machine. Beside
 another busy process it is a disaster: the spinning thread holds a core that the other process, or our own
-straggling thread, needs, and a char-gpt epoch ran 16x slower next to one single-threaded job (issue #29).
+straggling thread, needs; a char-gpt epoch ran 16x slower next to one single-threaded job (issue #29).
 
 The command line therefore, unless the user chose otherwise:
 
-* sets ``OMP_WAIT_POLICY=PASSIVE`` (a waiting thread sleeps at once) before torch is imported -- it is read
-  once, when OpenMP starts (:func:`configure_openmp`);
 * picks the number of threads from the cores that are idle *now* (:func:`idle_cores`, two samples of
-  ``/proc/stat``), so a run beside a busy process takes the free core instead of fighting for both
-  (:func:`choose_threads`).
+  ``/proc/stat``), so a run started beside a busy process takes the free core instead of fighting for both
+  (:func:`choose_threads`);
+* shortens the spin before a waiting thread sleeps, ``GOMP_SPINCOUNT=10000`` (libgomp's default is 300,000), set
+  before torch is imported (:func:`configure_openmp`): as fast as the default on an idle machine, and half the
+  slowdown when another job starts while we run. ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) was measured too: a
+  third slower on an idle machine.
 
 ``--threads N`` and ``OMP_NUM_THREADS`` always win over the automatic count; ``OMP_WAIT_POLICY`` or
-``GOMP_SPINCOUNT`` set by the user are left alone. The measured effect is in benchmarks/RESULTS.md
-("Shared cores"), from ``python benchmarks/shared_cores.py``.
+``GOMP_SPINCOUNT`` set by the user are left alone. The measurements are in benchmarks/RESULTS.md ("Shared cores"),
+from ``python benchmarks/shared_cores.py``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import os
 import time
 from collections.abc import MutableMapping
 
-WAIT_POLICY = "PASSIVE"
+SPIN_COUNT = "10000"
 
 
 def configure_openmp(environ: MutableMapping[str, str] | None = None) -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` in ``environ`` (default ``os.environ``) unless the user set a wait policy.
+    """Set ``GOMP_SPINCOUNT=10000`` in ``environ`` (default ``os.environ``) unless the user set a wait policy.
 
     Must run before torch is imported (OpenMP reads the variable once, when it starts); later it has no effect.
     Returns True when it set the variable, False when ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` was already there.
@@ -37,7 +39,7 @@ def configure_openmp(environ: MutableMapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in env or "GOMP_SPINCOUNT" in env:
         return False
-    env["OMP_WAIT_POLICY"] = WAIT_POLICY
+    env["GOMP_SPINCOUNT"] = SPIN_COUNT
     return True
 
 
