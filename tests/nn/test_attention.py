@@ -296,6 +296,14 @@ def test_mha_fused_equals_readable_and_fully_masked_rows_are_zero():
     fast, w = ours(x, x, x, key_padding_mask=kpm, is_causal=True, use_fused=True)
     assert w is None
     torch.testing.assert_close(fast, slow)
+    # the fused self-attention packs q/k/v into one product: the same gradients reach the three projections
+    grads = []
+    for use_fused in (False, True):
+        ours.zero_grad()
+        ours(x, x, x, is_causal=True, use_fused=use_fused)[0].pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in ours.parameters()])
+    for g_slow, g_fast in zip(*grads):
+        torch.testing.assert_close(g_fast, g_slow)
     # no allowed key -> attention output 0 -> the layer returns out_proj's bias (nn.MultiheadAttention gives NaN)
     torch.testing.assert_close(slow[1], ours.out_proj.bias.expand(5, 12))
 

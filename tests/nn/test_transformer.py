@@ -196,16 +196,21 @@ def test_use_fused_reaches_the_layer_norms_and_bias_false_drops_every_bias():
     assert all(m.use_fused for m in model.modules() if isinstance(m, LayerNorm))
 
 
-def test_fused_attention_under_cpu_bf16_autocast_stays_close_to_float32():
+def test_fused_attention_under_cpu_bf16_autocast_stays_close_to_float32(monkeypatch):
     torch.manual_seed(0)
     layer = TransformerEncoderLayer(32, 4, dim_feedforward=64, dropout=0.0, norm_first=True, use_fused=True)
     x = torch.randn(2, 9, 32, requires_grad=True)
     ref = layer(x, is_causal=True)
-    seen = []
-    layer.self_attn.q_proj.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    seen, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = layer(x, is_causal=True)
-    assert seen == [torch.bfloat16]  # the attention core got bf16 queries, and took its float32 path
+    assert seen == [(torch.float32, False)]  # the attention core ran in float32, outside autocast
     torch.testing.assert_close(out.float(), ref, atol=0.1, rtol=0.05)
     out.float().sum().backward()  # the float32 attention core differentiates under autocast
     assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -373,7 +373,8 @@ class MultiHeadAttention(nn.Module):
             is_causal: also apply the causal mask (query i sees keys j <= i). Default False.
             need_weights: return the attention weights (forces the readable path). Default False.
             average_attn_weights: average the returned weights over heads. Default True.
-            use_fused: use ``F.scaled_dot_product_attention`` when weights are not needed. Default False.
+            use_fused: use ``F.scaled_dot_product_attention`` when weights are not needed, and for self-attention
+                (``query is key is value``) one packed q/k/v projection. Default False.
 
         Returns:
             ``(output, weights)``: output like ``query`` with d_model features; weights (N, L, S) or
@@ -402,9 +403,13 @@ class MultiHeadAttention(nn.Module):
                              f"{tuple(value.shape)}")
 
         H, D = self.n_heads, self.head_dim
-        q = self.q_proj(query).view(N, L, H, D).transpose(1, 2)  # (N, H, L, D)
-        k = self.k_proj(key).view(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
-        v = self.v_proj(value).view(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
+        if use_fused and not need_weights and query is key and key is value:
+            # self-attention, fused path: one (N L, d) x (d, 3 d) product with [W_q; W_k; W_v] instead of three
+            q, k, v = self._packed_qkv(query).view(N, L, 3, H, D).permute(2, 0, 3, 1, 4)  # each (N, H, L, D)
+        else:
+            q = self.q_proj(query).view(N, L, H, D).transpose(1, 2)  # (N, H, L, D)
+            k = self.k_proj(key).view(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
+            v = self.v_proj(value).view(N, S, H, D).transpose(1, 2)  # (N, H, S, D)
 
         mask = self._combined_mask(key_padding_mask, attn_mask, N, L, S, q.dtype)
         out, weights = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
@@ -421,6 +426,13 @@ class MultiHeadAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, weights
+
+    def _packed_qkv(self, x: Tensor) -> Tensor:
+        """``x [W_q; W_k; W_v]ᵀ + [b_q; b_k; b_v]``: (N, L, d_model) -> (N, L, 3 d_model), one matmul (the weights
+        stay three parameters; their concatenation is differentiated like any op)."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        return F.linear(x, weight, bias)
 
     def _combined_mask(self, key_padding_mask: Tensor | None, attn_mask: Tensor | None, N: int, L: int, S: int,
                        dtype: torch.dtype) -> Tensor | None:
