@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         flops = (6 * n_params + 12 * cfg.n_layers * cfg.d_model * cfg.block_size) * tokens / med
         rows.append([name, f"{med * 1000:.1f} ms", f"{min(times[name]) * 1000:.1f}-{max(times[name]) * 1000:.1f} ms",
                      f"{tokens / med:,.0f}", f"{flops / 1e9:.1f}", f"{100 * flops / ceiling:.0f}%"])
-    print(f"char-gpt config: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, block {cfg.block_size}, "
-          f"batch {cfg.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"char-gpt config: {cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
+          f"block {cfg.block_size}, batch {cfg.batch_size}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}; {args.repeats} alternating updates each after "
           f"{args.warmup} warm-up; load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after "
           f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; fp32 matmul ceiling (n={args.matmul_size}) "

@@ -174,3 +174,21 @@ def test_bad_flags_exit_2_without_a_run_folder(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and flag.lstrip("-").split("-")[0] in err[0]
     assert not (tmp_path / LAB).exists()
+
+
+@pytest.mark.parametrize("impl", ["fused", "foreach", "for-loop"])
+def test_optimizers_follow_optimizer_impl(impl):
+    """Adam takes torch's fused step by default (the config's --optimizer-impl), RMSprop (no fused kernel) foreach."""
+    from deepnotes.labs.gan_toy import GANTask
+
+    cfg = GanToyConfig(optimizer_impl=impl)
+    for name, variant in VARIANTS.items():
+        task = GANTask(build_gan(cfg, name, 0), variant, cfg.z_dim, cfg.lr, cfg.momentum, cfg.clip_value,
+                       cfg.gp_weight)
+        for opt in task.configure_optimizers(cfg).values():
+            fused, foreach = bool(opt.defaults.get("fused")), bool(opt.defaults.get("foreach"))
+            if isinstance(opt, torch.optim.RMSprop):
+                assert variant.optimizer == "rmsprop" and not fused and foreach is (impl != "for-loop")
+            else:
+                assert isinstance(opt, torch.optim.Adam) and (fused, foreach) == (impl == "fused", impl == "foreach")
+    assert GanToyConfig().optimizer_impl == "fused"

@@ -224,3 +224,17 @@ def test_unparsable_flag_values_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "translation", "--vocab-size", "many", "--out", str(tmp_path)])
     assert e.value.code == 2 and "--vocab-size" in capsys.readouterr().err
+
+
+def test_fused_flag_picks_the_models_paths():
+    """--fused (default) and --no-fused reach both models: the GRUs' kernel, attention and LayerNorm paths."""
+    from deepnotes.labs.translation import TranslationConfig
+    from deepnotes.models.seq2seq import model_from_flags
+
+    for fused in (True, False):
+        cfg = TranslationConfig(fused=fused)
+        rnn, transformer = model_from_flags("rnn", cfg, 300), model_from_flags("transformer", cfg, 300)
+        assert rnn.encoder.use_fused is rnn.decoder.use_fused is fused
+        assert transformer.cfg.fused_attention is fused
+        assert {m.use_fused for m in transformer.modules() if hasattr(m, "use_fused")} == {fused}
+    assert TranslationConfig().fused

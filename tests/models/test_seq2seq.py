@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -585,6 +586,29 @@ def test_seq2seq_task_optimizer_decays_weight_matrices_only():
     assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0 and decay["lr"] == 0.01
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in rest["params"])
     assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    assert opt.defaults["fused"]  # the configured default, optimizer_impl="fused"
+
+
+def test_seq2seq_task_optimizer_impls_take_equal_steps():
+    """The fused AdamW step (default) against torch's for-loop step, from the same gradients: equal to rounding."""
+    torch.manual_seed(0)
+    model = _rnn()
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    after = {}
+    for impl in ("fused", "foreach", "for-loop"):
+        m = copy.deepcopy(model)
+        opt = Seq2SeqTask(m).configure_optimizers(TrainConfig(lr=0.01, momentum=0.9, weight_decay=0.05,
+                                                              optimizer_impl=impl))
+        assert bool(opt.defaults["fused"]) is (impl == "fused") and bool(opt.defaults["foreach"]) is (impl == "foreach")
+        for _ in range(3):
+            for p, g in zip(m.parameters(), grads):
+                p.grad = g.clone()
+            opt.step()
+        after[impl] = [p.detach() for p in m.parameters()]
+    for impl in ("fused", "foreach"):
+        for p, q in zip(after[impl], after["for-loop"]):
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(after["for-loop"][0], model.encoder.weight_ih_l0)  # the steps did move the weights
 
 
 def _toy_pairs(n, seed):

@@ -1,16 +1,21 @@
-"""RNN/LSTM/GRU cells and layers from the gate equations against torch.nn: outputs, states, all gradients.
+"""RNN/LSTM/GRU cells and layers from the gate equations against torch.nn: outputs, states, all gradients;
+the fused path (torch's kernels on the same parameters) against the readable loop.
 
 Everything in float64, so agreement is to ~1e-12; the weights are torch's (copied through state_dict).
 """
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from deepnotes.nn.recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, gru_cell, lstm_cell
+from deepnotes.nn import recurrent
+from deepnotes.nn.recurrent import (GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, gru_cell, lstm_cell,
+                                     reverse_within_lengths)
 
 DT = torch.float64
 TOL = dict(atol=1e-10, rtol=1e-10)
@@ -197,14 +202,14 @@ def test_lengths_equal_running_each_sequence_alone(ours_cls, torch_cls, kw):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(3, 5, 3, generator=g, dtype=DT)
     x_noisy = x.clone()
-    for n, l in enumerate(lengths):
-        x_noisy[n, l:] = 1e3  # garbage in the padding must not matter
+    for n, length in enumerate(lengths):
+        x_noisy[n, length:] = 1e3  # garbage in the padding must not matter
     out, hn = a(x_noisy, lengths=torch.tensor(lengths))
     out_clean, _ = a(x, lengths=torch.tensor(lengths))
     torch.testing.assert_close(out, out_clean, **TOL)
-    for n, l in enumerate(lengths):
-        o1, h1 = a(x[n:n + 1, :l])
-        torch.testing.assert_close(out[n:n + 1, :l], o1, **TOL)
+    for n, length in enumerate(lengths):
+        o1, h1 = a(x[n:n + 1, :length])
+        torch.testing.assert_close(out[n:n + 1, :length], o1, **TOL)
         for u, v in zip(_states_tuple(hn), _states_tuple(h1)):
             torch.testing.assert_close(u[:, n:n + 1], v, **TOL)
 
@@ -279,6 +284,114 @@ def test_no_bias_layer_has_torch_keys():
     a.load_state_dict(b.state_dict())
     x = torch.randn(4, 2, 3)
     torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-6, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ fused path
+
+def _fused_twin(a: nn.Module) -> nn.Module:
+    """A copy of ``a`` on the fused path (same weights, separate tensors so that gradients are compared)."""
+    f = copy.deepcopy(a)
+    f.use_fused = True
+    return f
+
+
+def _run_and_backward(m, x, hx, lengths, g):
+    """Forward, then backward of a random linear function of the output and every final state."""
+    x = _leaf(x)
+    hx = None if hx is None else (tuple(_leaf(s) for s in hx) if isinstance(hx, tuple) else _leaf(hx))
+    out, h_n = m(x, hx, lengths=lengths)
+    loss = (out * torch.randn(out.shape, generator=g, dtype=DT)).sum()
+    for s in _states_tuple(h_n):
+        loss = loss + (s * torch.randn(s.shape, generator=g, dtype=DT)).sum()
+    loss.backward()
+    hx_grads = [] if hx is None else [s.grad for s in _states_tuple(hx)]
+    return out, _states_tuple(h_n), x.grad, hx_grads, {n: p.grad for n, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kw", LAYERS, ids=LAYER_IDS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("lengths", [None, [3, 6, 0, 1, 6]], ids=["full", "lengths"])
+@pytest.mark.parametrize("given_hx", [False, True])
+def test_fused_path_equals_readable_path(ours_cls, torch_cls, kw, bidirectional, batch_first, lengths, given_hx):
+    a, _ = _layer_pair(ours_cls, torch_cls, kw, num_layers=2, bidirectional=bidirectional, batch_first=batch_first)
+    f = _fused_twin(a)
+    L, N, D = 6, 5, 2 if bidirectional else 1
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn((N, L, 3) if batch_first else (L, N, 3), generator=g, dtype=DT)
+    hx = None
+    if given_hx:
+        states = tuple(torch.randn(D * 2, N, 4, generator=g, dtype=DT) for _ in range(2 if ours_cls is LSTM else 1))
+        hx = states if ours_cls is LSTM else states[0]
+    lengths = None if lengths is None else torch.tensor(lengths)  # unsorted, with a 0 and a 1
+    ra = _run_and_backward(a, x, hx, lengths, torch.Generator().manual_seed(3))
+    rf = _run_and_backward(f, x, hx, lengths, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(rf[0], ra[0], **TOL)  # output (zeros past each length in both)
+    for u, v in zip(rf[1], ra[1]):  # final states: after each row's last real step
+        torch.testing.assert_close(u, v, **TOL)
+    torch.testing.assert_close(rf[2], ra[2], **TOL)  # d/dx
+    for u, v in zip(rf[3], ra[3]):  # d/dh0 (d/dc0)
+        torch.testing.assert_close(u, v, **TOL)
+    assert rf[4].keys() == ra[4].keys()
+    for name in ra[4]:
+        torch.testing.assert_close(rf[4][name], ra[4][name], **TOL, msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("ours_cls,torch_cls,kw", LAYERS, ids=LAYER_IDS)
+def test_fused_path_calls_torch_kernel(ours_cls, torch_cls, kw, monkeypatch):
+    calls = []
+    mode = {"LSTM": "LSTM", "GRU": "GRU"}.get(ours_cls.__name__, "RNN_RELU" if kw else "RNN_TANH")
+    kernel = recurrent._FUSED[mode]
+    monkeypatch.setitem(recurrent._FUSED, mode, lambda *args: calls.append(args[0].shape) or kernel(*args))
+    a, b = _layer_pair(ours_cls, torch_cls, kw, num_layers=2, bidirectional=True)
+    x = torch.randn(5, 3, 3, dtype=DT)
+    a(x)  # readable: no kernel call
+    assert calls == []
+    a.use_fused = True
+    torch.testing.assert_close(a(x)[0], b(x)[0], **TOL)
+    assert calls == [(5, 3, 3)]  # one call, every layer and direction
+    calls.clear()
+    a(x, lengths=torch.tensor([5, 2, 2]))
+    assert calls == [(2, 3, 3), (3, 1, 3)] * 2 + [(2, 3, 8), (3, 1, 8)] * 2  # per layer and direction: 2 lengths
+
+
+def test_fused_unbatched_and_with_dropout_equal_readable():
+    torch.manual_seed(0)
+    a = LSTM(3, 4, num_layers=3, bidirectional=True, dropout=0.5).to(DT)
+    f = _fused_twin(a)
+    x = torch.randn(5, 3, dtype=DT)  # unbatched (L, H_in)
+    (oa, (ha, ca)), (of, (hf, cf)) = a.eval()(x), f.eval()(x)
+    assert of.shape == (5, 8) and hf.shape == (6, 4)
+    for u, v in ((of, oa), (hf, ha), (cf, ca)):
+        torch.testing.assert_close(u, v, **TOL)
+    a.train(), f.train()
+    x = torch.randn(5, 2, 3, dtype=DT)
+    for lengths in (None, torch.tensor([5, 3])):
+        torch.manual_seed(7)
+        oa, _ = a(x, lengths=lengths)
+        torch.manual_seed(7)
+        of, _ = f(x, lengths=lengths)
+        torch.testing.assert_close(of, oa, **TOL)  # the same dropout masks between layers, drawn in the same order
+
+
+def test_fused_flag_is_a_switch_not_a_new_model():
+    a = GRU(3, 4, num_layers=2, use_fused=True)
+    assert a.use_fused and "fused" in repr(a)
+    b = nn.GRU(3, 4, num_layers=2)
+    assert list(a.state_dict()) == list(b.state_dict())
+    a.load_state_dict(b.state_dict())
+    x = torch.randn(4, 2, 3)
+    torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-6, rtol=1e-6)  # float32 kernel vs torch.nn
+    a.use_fused = False
+    torch.testing.assert_close(a(x)[0], b(x)[0], atol=1e-6, rtol=1e-6)
+    assert RNN(3, 4, 1, "relu", use_fused=True).use_fused
+
+
+def test_reverse_within_lengths_hand_case():
+    x = torch.arange(10.0).view(2, 5, 1)
+    out = reverse_within_lengths(x, torch.tensor([5, 3]))
+    assert out[:, :, 0].tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+    torch.testing.assert_close(reverse_within_lengths(out, torch.tensor([5, 3])), x)
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -119,10 +119,13 @@ class LSTMLMLabConfig(CharLMConfig):
     hidden_size: int = option(240, "LSTM hidden size", range="[1, 8192]")
     num_layers: int = option(2, "stacked LSTM layers", range="[1, 64]")
     dropout: float = option(0.0, "dropout on embeddings, between layers and before the head", range="[0, 1)")
+    fused: bool = option(True, "the LSTM through torch's fused kernel (False: the readable loop over time, tested "
+                         "equal)")
 
     def model(self, vocab_size: int) -> torch.nn.Module:
         return create_model("lstm-lm", vocab_size=vocab_size, embedding_dim=self.embedding_dim,
-                            hidden_size=self.hidden_size, num_layers=self.num_layers, dropout=self.dropout)
+                            hidden_size=self.hidden_size, num_layers=self.num_layers, dropout=self.dropout,
+                            use_fused=self.fused)
 
 
 FAST = {"epochs": 2, "steps_per_epoch": 15, "limit_chars": 60_000, "sample_chars": 60}

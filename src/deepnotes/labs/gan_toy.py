@@ -62,6 +62,7 @@ from deepnotes.nn.spectral import spectral_norm
 from deepnotes.report import new_figure, save_figure
 from deepnotes.train import Callback, Step, StepOutput, Task, Trainer
 from deepnotes.train.batches import seed_for
+from deepnotes.train.engine import optimizer_impl_kwargs
 from deepnotes.train.config import TrainConfig, option
 
 NAME = "gan-toy"
@@ -228,14 +229,19 @@ class GANTask(Task):
         self.d_loss, self.g_loss = GAN_LOSSES[variant.loss]
 
     def configure_optimizers(self, cfg: Any) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per network: the variant's RMSprop or Adam; ``cfg.optimizer_impl`` picks torch's fused
+        Adam step (default), its foreach path or its for-loop (RMSprop has no fused kernel: foreach unless for-loop).
+        """
         v = self.variant
+        impl = getattr(cfg, "optimizer_impl", "fused")
+        kw = optimizer_impl_kwargs(impl)
         opts = {}
         for name in ("generator", "discriminator"):
             params = self.model[name].parameters()
             if v.optimizer == "rmsprop":
-                opts[name] = torch.optim.RMSprop(params, lr=self.lr)
+                opts[name] = torch.optim.RMSprop(params, lr=self.lr, foreach=impl != "for-loop")
             else:
-                opts[name] = torch.optim.Adam(params, lr=self.lr, betas=v.betas or (self.beta1, 0.999))
+                opts[name] = torch.optim.Adam(params, lr=self.lr, betas=v.betas or (self.beta1, 0.999), **kw)
         return opts
 
     def training_step(self, model: nn.Module, batch: torch.Tensor, step: Step) -> StepOutput:

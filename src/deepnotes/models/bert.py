@@ -135,7 +135,7 @@ class BertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position_embeddings = LearnedPositionalEmbedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
-        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.norm = LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, use_fused=cfg.use_fused)
         self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
@@ -270,6 +270,7 @@ class BertForPreTraining(nn.Module):
         self.bert = BertModel(cfg)
         self.mlm_head = MLMHead(cfg.hidden_size, self.bert.embeddings.word_embeddings, activation=cfg.hidden_act,
                                 eps=cfg.layer_norm_eps)
+        self.mlm_head.norm.use_fused = cfg.use_fused
         self.nsp_head = NSPHead(cfg.hidden_size)
         for m in (self.mlm_head.transform, self.nsp_head.classifier):
             self.bert._init_module(m)

@@ -22,7 +22,7 @@ The boss rung reads a whole utterance: a stacked bidirectional LSTM or GRU (EE-5
 :mod:`deepnotes.nn.recurrent`, then a linear layer on each time step's two directions, so every frame's
 prediction sees the whole sentence. Padded batches pass ``lengths``. Two paths, as everywhere in this
 package, on the same parameters (tested equal): ``fused=True`` (default) runs torch's LSTM/GRU kernels
-layer by layer and direction by direction, ``fused=False`` the readable Python loop over time.
+(the recurrent layer's ``use_fused``), ``fused=False`` the readable Python loop over time.
 
 By name (:func:`deepnotes.models.create_model`): ``"hw2-simple"``, ``"hw2-medium"``, ``"hw2-strong"``,
 ``"hw2-boss"``, each :data:`LADDER`'s config with ``in_channels``, ``num_classes``, ``num_layers`` and any of
@@ -31,17 +31,15 @@ its fields replaced (a ``ValueError`` for a field the rung does not have or a va
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from deepnotes.models.registry import register_model
 from deepnotes.nn.recurrent import GRU, LSTM
+from deepnotes.nn.recurrent import reverse_within_lengths as reverse_within_lengths  # moved there; kept importable
 
 RUNGS: tuple[str, ...] = ("simple", "medium", "strong", "boss")
 
@@ -191,8 +189,8 @@ class FramewiseRNNConfig:
         cell: ``"lstm"`` or ``"gru"``.
         dropout: between recurrent layers and before the output layer, in [0, 1).
         n_classes: output classes (41).
-        fused: run torch's LSTM/GRU kernels on the parameters (see :class:`FramewiseRNN`); False: the
-            readable loop of :mod:`deepnotes.nn.recurrent`. Same parameters either way.
+        fused: run torch's LSTM/GRU kernels on the parameters (the recurrent layer's ``use_fused``); False:
+            the readable loop of :mod:`deepnotes.nn.recurrent`. Same parameters either way.
     """
 
     input_dim: int = 39
@@ -213,41 +211,14 @@ class FramewiseRNNConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
-    """Reverse each sequence of a padded batch within its own length; padding stays where it is.
-
-    Args:
-        x: (B, T, C) batch-first padded sequences.
-        lengths: (B,) int64 real lengths in [0, T].
-
-    Returns:
-        (B, T, C): ``out[b, t] = x[b, lengths[b] - 1 - t]`` for ``t < lengths[b]``, else ``x[b, t]``.
-        Applying it twice gives ``x`` back.
-
-    Example::
-
-        >>> reverse_within_lengths(torch.arange(4.).view(1, 4, 1), torch.tensor([3])).flatten().tolist()
-        [2.0, 1.0, 0.0, 3.0]
-    """
-    B, T = x.shape[0], x.shape[1]
-    t = torch.arange(T, device=x.device)
-    L = lengths.to(x.device)[:, None]
-    idx = torch.where(t[None, :] < L, L - 1 - t[None, :], t[None, :])  # (B, T)
-    return x.gather(1, idx[..., None].expand_as(x))
-
-
 class FramewiseRNN(nn.Module):
     """Sequence labelling: a stacked bidirectional LSTM/GRU over an utterance, a class for every frame.
 
     The parameters live in ``self.rnn``, a bidirectional :class:`deepnotes.nn.recurrent.LSTM` (or
-    :class:`~deepnotes.nn.recurrent.GRU`), named as ``torch.nn.LSTM``'s. Two forward paths:
-
-    * ``fused=False``: that layer's readable loop over time with ``lengths=``.
-    * ``fused=True``: each layer and direction runs as a one-layer ``torch.nn.LSTM``/``GRU`` kernel
-      (oneDNN on CPU, cuDNN on GPU) on those same parameters (``torch.func.functional_call``), the reverse
-      direction on each utterance reversed within its length (:func:`reverse_within_lengths`), so padding
-      only ever follows the real steps and the result is exact without ``pack_padded_sequence``, whose
-      backward on CPU measured about 30x slower than this here (torch 2.13, 16 utterances of ~400 frames).
+    :class:`~deepnotes.nn.recurrent.GRU`), named as ``torch.nn.LSTM``'s, called with ``lengths=``. Two forward
+    paths (``cfg.fused``, the layer's ``use_fused``): its readable loop over time, or torch's kernels (oneDNN on
+    CPU, cuDNN on GPU) on those same parameters, run in segments of equal length rather than through
+    ``pack_padded_sequence`` (8x slower forward + backward on CPU here; :mod:`deepnotes.nn.recurrent`).
 
     Shapes:
         x: (B, T, input_dim) padded utterances; lengths: (B,) int64 real lengths (default: all T).
@@ -270,15 +241,9 @@ class FramewiseRNN(nn.Module):
         self.cfg = cfg
         cls = LSTM if cfg.cell == "lstm" else GRU
         self.rnn = cls(cfg.input_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
-                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, bidirectional=True)
+                       dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, bidirectional=True, use_fused=cfg.fused)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(2 * cfg.hidden_size, cfg.n_classes)
-        # Parameter-less templates of one layer and one direction (meta device: no memory, no random draws);
-        # kept out of the module tree so that they add nothing to parameters() or the state dict.
-        torch_cls = nn.LSTM if cfg.cell == "lstm" else nn.GRU
-        H = cfg.hidden_size
-        self._templates = [torch_cls(cfg.input_dim if layer == 0 else 2 * H, H, batch_first=True, device="meta")
-                           for layer in range(cfg.num_layers)]
 
     def with_path(self, fused: bool) -> "FramewiseRNN":
         """A copy of this model on the other path (``fused`` or readable), holding the same weights."""
@@ -286,32 +251,6 @@ class FramewiseRNN(nn.Module):
         other = FramewiseRNN(replace(self.cfg, fused=fused)).to(device=p.device, dtype=p.dtype)
         other.load_state_dict(self.state_dict())
         return other.train(self.training)
-
-    def _fused(self, x: Tensor, lengths: Tensor) -> Tensor:
-        T = x.shape[1]
-        mask = (torch.arange(T, device=x.device)[None, :] < lengths.to(x.device)[:, None])[..., None]  # (B, T, 1)
-        h = x
-        with warnings.catch_warnings():
-            # cuDNN warns that functional weights are not one contiguous chunk (it copies them): expected here.
-            warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-            return self._fused_layers(h, lengths, mask)
-
-    def _fused_layers(self, h: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.rnn.bias else ("weight_ih", "weight_hh")
-        for layer, template in enumerate(self._templates):
-            outs = []
-            for sfx in (f"_l{layer}", f"_l{layer}_reverse"):
-                params = {f"{n}_l0": getattr(self.rnn, n + sfx) for n in names}
-                if sfx.endswith("reverse"):
-                    out, _ = functional_call(template, params, (reverse_within_lengths(h, lengths),))
-                    out = reverse_within_lengths(out, lengths)  # (B, T, H), back in time order
-                else:
-                    out, _ = functional_call(template, params, (h,))  # (B, T, H)
-                outs.append(out)
-            h = torch.cat(outs, dim=-1) * mask  # (B, T, 2H), zeros past each length
-            if layer < self.cfg.num_layers - 1 and self.rnn.dropout > 0:
-                h = F.dropout(h, self.rnn.dropout, self.training)
-        return h
 
     def forward(self, x: Tensor | tuple[Tensor, Tensor], lengths: Tensor | None = None) -> Tensor:
         if isinstance(x, (tuple, list)):
@@ -324,10 +263,7 @@ class FramewiseRNN(nn.Module):
         lengths = torch.as_tensor(lengths).to("cpu", torch.int64)
         if lengths.shape != (B,) or (B and (int(lengths.min()) < 1 or int(lengths.max()) > T)):
             raise ValueError(f"lengths must be (B,) = ({B},) values in [1, T={T}], got {lengths.tolist()}")
-        if self.cfg.fused:
-            out = self._fused(x, lengths)  # (B, T, 2H)
-        else:
-            out, _ = self.rnn(x, lengths=lengths)  # (B, T, 2H)
+        out, _ = self.rnn(x, lengths=lengths)  # (B, T, 2H), zeros past each length
         return self.head(self.drop(out))  # (B, T, n_classes)
 
 

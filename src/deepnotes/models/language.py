@@ -103,6 +103,7 @@ class LSTMLMConfig:
     hidden_size: int = 240
     num_layers: int = 2
     dropout: float = 0.0
+    use_fused: bool = True  # torch's LSTM kernel on the same parameters (tested equal to the readable loop)
 
 
 class LSTMLanguageModel(nn.Module):
@@ -120,7 +121,7 @@ class LSTMLanguageModel(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.embedding_dim)
         self.lstm = LSTM(cfg.embedding_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
-                         dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+                         dropout=cfg.dropout if cfg.num_layers > 1 else 0.0, use_fused=cfg.use_fused)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
 
@@ -158,9 +159,9 @@ def gpt(vocab_size: int, block_size: int = 64, num_layers: int = 4, n_heads: int
 
 @register_model("lstm-lm")
 def lstm_lm(vocab_size: int, embedding_dim: int = 128, hidden_size: int = 240, num_layers: int = 2,
-            dropout: float = 0.0) -> LSTMLanguageModel:
-    """:class:`LSTMLanguageModel`."""
-    return LSTMLanguageModel(LSTMLMConfig(vocab_size, embedding_dim, hidden_size, num_layers, dropout))
+            dropout: float = 0.0, use_fused: bool = True) -> LSTMLanguageModel:
+    """:class:`LSTMLanguageModel` (``use_fused``: torch's LSTM kernel; False: the readable loop over time)."""
+    return LSTMLanguageModel(LSTMLMConfig(vocab_size, embedding_dim, hidden_size, num_layers, dropout, use_fused))
 
 
 @register_model("cbow")

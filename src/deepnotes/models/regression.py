@@ -328,7 +328,7 @@ def fit_regressor(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor
         epochs: maximum number of epochs (default 300).
         batch_size: rows per update, 0 for full batch (default 64).
         lr: learning rate (default 1e-3).
-        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
+        optimizer: ``adam`` or ``sgd`` (with ``momentum``), torch's fused step (equal to its for-loop up to rounding).
         weight_decay: the L2 coefficient lambda (default 0), added to the loss, not to the optimizer.
         patience: early-stopping patience in epochs (0 = train all epochs).
         restore_best: reload the weights of the epoch with the best valid MSE at the end.
@@ -354,7 +354,8 @@ def fit_regressor(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor
             model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(x_train.device)))
             return FitResult(**json.loads((folder / "fit.json").read_text()))
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr, momentum=momentum)
+        opt = (torch.optim.Adam(params, lr=lr, fused=True) if optimizer == "adam"  # torch's fused step kernels
+               else torch.optim.SGD(params, lr=lr, momentum=momentum, fused=True))
         bs = len(x_train) if batch_size == 0 else min(batch_size, len(x_train))
         has_valid = x_valid is not None and y_valid is not None and len(x_valid) > 0
         evals = {"train": [(x_train, y_train)], **({"valid": [(x_valid, y_valid)]} if has_valid else {})}

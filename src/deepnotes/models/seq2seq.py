@@ -72,8 +72,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from deepnotes.data.translation import BOS_ID, EOS_ID, PAD_ID, SubwordTokenizer, protect_sources, restore_spans
 from deepnotes.metrics.translation import score
@@ -84,6 +82,7 @@ from deepnotes.nn.copy import (CopyContinuation, PointerGenerator, continuation_
 from deepnotes.nn.decoding import ScheduledSampler, beam_search, block_repeated_ngrams, greedy_decode
 from deepnotes.nn.recurrent import GRU
 from deepnotes.nn.transformer import Transformer
+from deepnotes.train.engine import optimizer_impl_kwargs
 from deepnotes.train.task import IGNORE_INDEX, Step, StepOutput, Task, classification_sums, flatten_tokens
 
 __all__ = ["EncoderOutput", "IncrementalStepFn", "RNNSeq2Seq", "RNNSeq2SeqConfig", "Seq2SeqModel", "Seq2SeqTask",
@@ -388,8 +387,8 @@ class RNNSeq2SeqConfig(_SharedConfig):
         share_embeddings: one embedding matrix for source and target (needs one vocabulary).
         tie_output: output projection = target embedding matrix.
         pad_id: padding token id.
-        fused: run the GRUs over whole sequences with torch's fused kernel (``torch.nn.GRU`` called with
-            this module's parameters; tested equal to our GRU), instead of our step-by-step GRU.
+        fused: run the GRUs with torch's fused kernel on their own parameters (the GRU's ``use_fused``; tested
+            equal), instead of the step-by-step GRU.
         copy: a pointer-generator output (See et al. 2017): the attention weights a_ts double as a
             distribution for copying source tokens, mixed with the vocabulary softmax by the gate
             ``p_gen = σ(w_h·c_t + w_s·o_t + w_x·Emb(y_{t-1}) + b)``; the model then returns
@@ -436,28 +435,13 @@ class RNNSeq2Seq(Seq2SeqModel):
         E, H, L = cfg.embedding_dim, cfg.hidden_size, cfg.num_layers
         between = cfg.dropout if L > 1 else 0.0
         self._build_embeddings(cfg.vocab_size, cfg.tgt_vocab_size, E, cfg.share_embeddings, cfg.tie_output, E)
-        self.encoder = GRU(E, H, L, batch_first=True, bidirectional=True, dropout=between)
-        self.decoder = GRU(E, 2 * H, L, batch_first=True, dropout=between)
+        self.encoder = GRU(E, H, L, batch_first=True, bidirectional=True, dropout=between, use_fused=cfg.fused)
+        self.decoder = GRU(E, 2 * H, L, batch_first=True, dropout=between, use_fused=cfg.fused)
         self.attn_score = nn.Linear(2 * H, 2 * H, bias=False)  # W_a of the "general" score
         self.attn_combine = nn.Linear(4 * H, E, bias=False)  # W_c: [c_t ; o_t] -> h̃_t
         self.dropout = nn.Dropout(cfg.dropout)
         self.pointer = PointerGenerator(2 * H, embed_size=E, context_size=2 * H) if cfg.copy else None
         self.continuation = CopyContinuation(2 * H) if cfg.copy_continuation else None
-        self._twins: dict[str, nn.Module] = {}  # torch.nn.GRU shells for the fused path (not submodules)
-
-    def _gru(self, name: str, x: Tensor, h0: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-        gru: GRU = getattr(self, name)
-        if not self.cfg.fused:
-            return gru(x, h0, lengths=lengths)
-        if name not in self._twins:
-            self._twins[name] = gru.to_torch()
-        twin, params = self._twins[name], dict(gru.named_parameters())
-        if lengths is None:
-            return functional_call(twin, params, (x, h0))
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, h_n = functional_call(twin, params, (packed, h0))
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])  # zeros after each length
-        return out, h_n
 
     def encode(self, src: Tensor) -> EncoderOutput:
         """BiGRU over the source: states (B, S, 2H), and the decoder's initial state per layer (L, B, 2H)."""
@@ -466,7 +450,7 @@ class RNNSeq2Seq(Seq2SeqModel):
         if int(lengths.min()) < 1:
             raise ValueError("RNNSeq2Seq.encode: a source row is all padding; every source needs >= 1 token")
         x = self.dropout(self.src_embed(src))  # (B, S, E)
-        states, h_n = self._gru("encoder", x, None, lengths)  # (B, S, 2H), (2L, B, H)
+        states, h_n = self.encoder(x, lengths=lengths)  # (B, S, 2H), (2L, B, H)
         L = self.cfg.num_layers
         h0 = h_n.view(L, 2, *h_n.shape[1:])  # (L, 2, B, H): forward final, backward final
         h0 = torch.cat([h0[:, 0], h0[:, 1]], dim=-1)  # (L, B, 2H)
@@ -491,7 +475,7 @@ class RNNSeq2Seq(Seq2SeqModel):
     def decode(self, memory: EncoderOutput, tgt_in: Tensor) -> Tensor:
         """Teacher-forced decoder: tgt_in (B, T) -> logits (B, T, V)."""
         x = self.dropout(self.target_embedding(tgt_in))  # (B, T, E)
-        o, _ = self._gru("decoder", x, memory.init_state.contiguous(), None)  # (B, T, 2H)
+        o, _ = self.decoder(x, memory.init_state.contiguous())  # (B, T, 2H)
         return self._attend(o, memory, x, tgt_in)
 
     def _initial_state(self, memory: EncoderOutput, origin: Tensor) -> State:
@@ -500,7 +484,7 @@ class RNNSeq2Seq(Seq2SeqModel):
     def _extend(self, memory: EncoderOutput, state: State, token: Tensor, origin: Tensor) -> tuple[Tensor, State]:
         x = self.target_embedding(token)[:, None]  # (R, 1, E)
         h = state[0].transpose(0, 1).contiguous()  # (L, R, 2H)
-        o, h = self.decoder(x, h)  # our GRU, one step: (R, 1, 2H), (L, R, 2H)
+        o, h = self.decoder(x, h)  # one step: (R, 1, 2H), (L, R, 2H)
         logits = self._attend(o, memory.select(origin), x, token[:, None])[:, 0]  # (R, V)
         return logits, (h.transpose(0, 1),)
 
@@ -738,7 +722,8 @@ def model_from_flags(name: Literal["rnn", "transformer"], flags: Any, vocab_size
     lab's config or any object with its attributes ``dropout``, ``copy``, ``copy_continuation`` (model names),
     ``rnn_embedding_dim``, ``rnn_hidden_size``, ``rnn_layers``, ``d_model``, ``n_heads``, ``encoder_layers``,
     ``decoder_layers``, ``dim_feedforward``, ``norm_first``, ``selective_read``, ``max_len`` and ``max_len_b`` (the
-    positions cover ``max(1024, 2 max_len + max_len_b + 2)``).
+    positions cover ``max(1024, 2 max_len + max_len_b + 2)``), and ``fused`` (the fused kernels, or the readable
+    paths; True where absent, as in runs saved before the flag).
 
     Raises:
         UserError: sizes a model rejects (from ``create_model``).
@@ -747,14 +732,15 @@ def model_from_flags(name: Literal["rnn", "transformer"], flags: Any, vocab_size
 
     common = dict(vocab_size=vocab_size, dropout=flags.dropout, pad_id=PAD_ID, copy=name in flags.copy,
                   copy_continuation=name in flags.copy_continuation)
+    fused = getattr(flags, "fused", True)
     if name == "rnn":
         return create_model("rnn-seq2seq", embedding_dim=flags.rnn_embedding_dim, hidden_size=flags.rnn_hidden_size,
-                            num_layers=flags.rnn_layers, **common)
+                            num_layers=flags.rnn_layers, fused=fused, **common)
     return create_model("transformer-seq2seq", d_model=flags.d_model, n_heads=flags.n_heads,
                         num_layers=flags.encoder_layers, num_decoder_layers=flags.decoder_layers,
                         dim_feedforward=flags.dim_feedforward, norm_first=flags.norm_first,
                         max_len=max(1024, 2 * flags.max_len + flags.max_len_b + 2),
-                        selective_read=flags.selective_read, **common)
+                        selective_read=flags.selective_read, fused_attention=fused, **common)
 
 
 class Seq2SeqTask(Task):
@@ -781,11 +767,14 @@ class Seq2SeqTask(Task):
 
     def configure_optimizers(self, cfg) -> torch.optim.Optimizer:
         """AdamW at ``cfg.lr``, betas ``(cfg.momentum, beta2)``, weight decay ``cfg.weight_decay`` on weight
-        matrices only."""
+        matrices only; its step is torch's fused kernel unless ``cfg.optimizer_impl`` says "foreach" or "for-loop"
+        (as :func:`deepnotes.train.engine.make_optimizer`)."""
         params = list(self.model.parameters())
+        impl = getattr(cfg, "optimizer_impl", "fused")
+        kw = optimizer_impl_kwargs(impl)
         return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],
-                                 lr=cfg.lr, betas=(cfg.momentum, self.beta2))
+                                 lr=cfg.lr, betas=(cfg.momentum, self.beta2), **kw)
 
     def training_step(self, model: nn.Module, batch: tuple, step: Step) -> StepOutput:
         if step.train and self.augment is not None:

@@ -31,11 +31,27 @@ and the recurrent ones in ``weight_hh`` (G·H, H), gate order (i, f, g, o) for t
 b_if + b_hf``; redundant except for the GRU's candidate, where ``b_(hn)`` sits inside ``r_t ⊙ (·)``).
 Initialization as torch: every parameter ~ U(-1/sqrt(H), 1/sqrt(H)).
 
-Differences from torch: the step is a Python loop over time (readable, not fast; ``to_torch()``
-gives the equivalent ``torch.nn`` module with the same weights for speed); LSTM ``proj_size`` is not
-supported; padded batches are given as ``lengths=`` rather than as a ``PackedSequence``, and the
-output keeps the input's length L (zeros after each sequence's end) where ``pad_packed_sequence``
-would cut it to ``max(lengths)``.
+Two paths, same parameters, tested equal (outputs, final states, gradients). By default the step is a
+Python loop over time, the equations above line by line (readable, not fast). ``use_fused=True`` runs the
+same parameters through torch's fused kernels (``torch._VF.lstm``/``gru``/``rnn_tanh``/``rnn_relu``, what
+``torch.nn.LSTM.forward`` calls: oneDNN or ATen on CPU, cuDNN on GPU): forward + backward 1.5x (GRU) to 11x
+(LSTM) faster on the labs' sizes (``benchmarks/fused_paths.py``); the labs' models use it. ``to_torch()`` gives
+the equivalent ``torch.nn`` module holding a copy of the weights.
+
+Padded batches (``lengths=``) on the fused path: torch's own way, a ``PackedSequence``, steps through the
+batch one time step at a time on CPU, hardly faster than the Python loop (phoneme-classification's 16
+utterances of <= 400 frames, forward + backward: packed 2.6 s, readable 3.5 s, these segments 0.31 s; torch
+2.13, one thread, ``benchmarks/fused_paths.py --packed``). So each layer and direction runs in segments:
+rows sorted longest first, the kernel runs over the steps [l_(k-1), l_k) between consecutive distinct
+lengths for the rows still inside their sequence (a prefix of the sorted batch), from the states the
+previous segment left, and a row's final state is the one its last segment returns. The reverse direction
+reads each sequence reversed within its own length (:func:`reverse_within_lengths`), so that it too starts
+at the sequence's last real step. This is what packing computes, in one kernel call per distinct length
+instead of one per time step.
+
+Differences from torch: LSTM ``proj_size`` is not supported; padded batches are given as ``lengths=``
+rather than as a ``PackedSequence``, and the output keeps the input's length L (zeros after each
+sequence's end) where ``pad_packed_sequence`` would cut it to ``max(lengths)``.
 """
 
 from __future__ import annotations
@@ -51,6 +67,11 @@ from torch import Tensor, nn
 State = tuple[Tensor, ...]  # (h,) for RNN/GRU, (h, c) for LSTM
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+# torch's fused kernels by mode: fn(input, hx, flat_weights, has_biases, num_layers, dropout, train,
+# bidirectional, batch_first) -> (output, h_n) or (output, h_n, c_n); hx = (h0, c0) for the LSTM.
+_FUSED: dict[str, Callable[..., tuple[Tensor, ...]]] = {
+    "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu, "LSTM": torch._VF.lstm, "GRU": torch._VF.gru}
+_CHUNK_WARNING = ".*contiguous chunk of memory.*"  # cuDNN: separate parameters are copied into one buffer
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,8 +339,10 @@ class _RNNBase(_UniformInit):
     _torch_cls: type[nn.Module] = nn.RNN
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False):
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 use_fused: bool = False):
         super().__init__()
+        self.use_fused = bool(use_fused)
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("num_layers", num_layers)
@@ -357,6 +380,8 @@ class _RNNBase(_UniformInit):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.use_fused:
+            s += ", fused"
         return s
 
     def _weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -415,7 +440,7 @@ class _RNNBase(_UniformInit):
             if not batched:
                 states = tuple(s.unsqueeze(1) for s in states)  # (DL, 1, H)
 
-        mask = None
+        lengths_cpu = mask = None
         if lengths is not None:
             if not batched:
                 raise ValueError(f"{name}: lengths= needs batched input (L, N, H_in) or (N, L, H_in)")
@@ -426,32 +451,132 @@ class _RNNBase(_UniformInit):
             if N and (int(lengths.min()) < 0 or int(lengths.max()) > L):
                 raise ValueError(f"{name}: lengths must lie in [0, L={L}], got min {int(lengths.min())}, "
                                  f"max {int(lengths.max())}")
-            t = torch.arange(L, device=x.device)
-            mask = (t[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)  # (L, N, 1): real step?
+            if self.use_fused:
+                lengths_cpu = lengths.to("cpu", torch.int64)
+            else:
+                t = torch.arange(L, device=x.device)
+                mask = (t[:, None] < lengths.to(x.device)[None, :]).unsqueeze(-1)  # (L, N, 1): real step?
 
-        step = self._step_fn()
-        layer_input = x  # (L, N, H_in) for layer 0, (L, N, D·H) after
-        finals: list[State] = []  # per (layer, direction), in torch's h_n order
-        for layer in range(self.num_layers):
-            outs = []
-            for d in range(self.num_directions):
-                w_ih, w_hh, b_ih, b_hh = self._weights(layer, d)
-                gi = F.linear(layer_input, w_ih, b_ih)  # (L, N, G·H): input part of every gate, all steps at once
-                idx = layer * self.num_directions + d
-                out, final = _scan(step, gi, tuple(s[idx] for s in states), w_hh, b_hh, mask, reverse=d == 1)
-                outs.append(out)
-                finals.append(final)
-            layer_input = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (L, N, D·H)
-            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, p=self.dropout, training=True)  # between layers only
-        output = layer_input
-        h_n = tuple(torch.stack([f[k] for f in finals]) for k in range(n_states))  # each (D·num_layers, N, H)
+        if self.use_fused and lengths is None:
+            output, h_n = self._fused_stack(x, states)
+        else:
+            output, h_n = self._layers(x, states, mask, lengths_cpu)
         if not batched:
             output = output.squeeze(1)
             h_n = tuple(s.squeeze(1) for s in h_n)
         elif self.batch_first:
             output = output.transpose(0, 1)  # (N, L, D·H)
         return output, h_n
+
+
+    def _flat_weights(self) -> list[Tensor]:
+        """Parameters in the order torch's kernels take them: per layer, per direction, w_ih, w_hh[, b_ih, b_hh]."""
+        return [w for layer in range(self.num_layers) for d in range(self.num_directions)
+                for w in self._weights(layer, d) if w is not None]
+
+    def _fused_stack(self, x: Tensor, states: State) -> tuple[Tensor, State]:
+        """All layers and directions in one fused kernel call (no lengths): x (L, N, H_in), states (D·layers, N, H)
+        -> output (L, N, D·H) and final states (D·layers, N, H); dropout between layers as the readable path."""
+        hx = states if self._mode == "LSTM" else states[0]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_CHUNK_WARNING)
+            out, *h_n = _FUSED[self._mode](x, hx, self._flat_weights(), self.bias, self.num_layers, self.dropout,
+                                           self.training, self.bidirectional, False)
+        return out, tuple(h_n)
+
+    def _layers(self, x: Tensor, states: State, mask: Tensor | None, lengths: Tensor | None) -> tuple[Tensor, State]:
+        """Layer by layer, direction by direction: the readable loop over time (``mask`` (L, N, 1) marks the real
+        steps), or with ``use_fused`` the fused kernel in segments (``lengths`` (N,) int64 on the CPU).
+        x (L, N, H_in); states (D·layers, N, H) -> output (L, N, D·H), final states (D·layers, N, H)."""
+        step = self._step_fn()
+        layer_input = x  # (L, N, H_in) for layer 0, (L, N, D·H) after
+        finals: list[State] = []  # per (layer, direction), in torch's h_n order
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(self.num_directions):
+                weights, idx = self._weights(layer, d), layer * self.num_directions + d
+                state = tuple(s[idx] for s in states)  # (N, H) each
+                if self.use_fused:
+                    out, final = _fused_segments(self._mode, layer_input, state, weights, lengths, d == 1,
+                                                 self.training)
+                else:
+                    w_ih, w_hh, b_ih, b_hh = weights
+                    gi = F.linear(layer_input, w_ih, b_ih)  # (L, N, G·H): input part of every gate, all steps at once
+                    out, final = _scan(step, gi, state, w_hh, b_hh, mask, reverse=d == 1)
+                outs.append(out)
+                finals.append(final)
+            layer_input = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]  # (L, N, D·H)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, p=self.dropout, training=True)  # between layers only
+        return layer_input, tuple(torch.stack([f[k] for f in finals]) for k in range(len(states)))
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each sequence of a padded batch within its own length; padding stays where it is.
+
+    Args:
+        x: (B, T, C) batch-first padded sequences.
+        lengths: (B,) int64 real lengths in [0, T].
+
+    Returns:
+        (B, T, C): ``out[b, t] = x[b, lengths[b] - 1 - t]`` for ``t < lengths[b]``, else ``x[b, t]``.
+        Applying it twice gives ``x`` back.
+
+    Example::
+
+        >>> reverse_within_lengths(torch.arange(4.).view(1, 4, 1), torch.tensor([3])).flatten().tolist()
+        [2.0, 1.0, 0.0, 3.0]
+    """
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device)
+    L = lengths.to(x.device)[:, None]
+    idx = torch.where(t[None, :] < L, L - 1 - t[None, :], t[None, :])  # (B, T)
+    return x.gather(1, idx[..., None].expand_as(x))
+
+
+def _fused_segments(mode: str, x: Tensor, state: State, weights: tuple[Tensor, Tensor, Tensor | None, Tensor | None],
+                    lengths: Tensor, reverse: bool, train: bool) -> tuple[Tensor, State]:
+    """One layer and direction of a padded batch through the fused kernel; equal to ``_scan`` with the mask.
+
+    x (L, N, I); state tensors (N, H); lengths (N,) int64 on the CPU. Rows sorted longest first, so that the rows
+    still inside their sequence at any time are a prefix; the kernel runs once per distinct length, over the steps
+    since the previous one, from the states the previous call left (module docstring). Returns the output
+    (L, N, H), zero past each length, and the state after each row's last real step (its initial state if the
+    length is 0), each (N, H).
+    """
+    if reverse:
+        x = reverse_within_lengths(x.transpose(0, 1), lengths).transpose(0, 1)  # each sequence backwards
+    L, N, H = x.shape[0], x.shape[1], state[0].shape[-1]
+    order = torch.argsort(lengths, descending=True, stable=True)
+    sorted_lengths = lengths[order].tolist()
+    order_dev = order.to(x.device)
+    x_sorted = x.index_select(1, order_dev)  # (L, N, I), longest first
+    initial = tuple(s.index_select(0, order_dev) for s in state)  # (N, H) each, longest first
+    current = tuple(s[None] for s in initial)  # (1, n, H) each: the rows still inside their sequence
+    params = [w for w in weights if w is not None]
+    outs: list[Tensor] = []
+    ended: list[State] = []  # final states of the rows that end at each distinct length, shortest first
+    start = 0
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_CHUNK_WARNING)
+        for end in sorted(set(sorted_lengths) - {0}):
+            n = sum(length >= end for length in sorted_lengths)  # rows running over [start, end)
+            hx = tuple(s[:, :n] for s in current)
+            out, *current = _FUSED[mode](x_sorted[start:end, :n], hx if mode == "LSTM" else hx[0], params,
+                                         len(params) == 4, 1, 0.0, train, False, False)
+            outs.append(F.pad(out, (0, 0, 0, N - n)))  # (end - start, N, H): zeros for the rows already ended
+            k = sum(length == end for length in sorted_lengths)
+            ended.append(tuple(s[0, n - k:n] for s in current))  # the last k running rows end here
+            start = end
+    out = torch.cat(outs) if outs else x.new_zeros(0, N, H)
+    out = F.pad(out, (0, 0, 0, 0, 0, L - start))  # (L, N, H): zeros after the longest sequence
+    n_empty = sum(length == 0 for length in sorted_lengths)
+    finals = tuple(torch.cat([e[k] for e in reversed(ended)] + [initial[k][N - n_empty:]]) for k in range(len(state)))
+    inverse = torch.argsort(order).to(x.device)
+    out = out.index_select(1, inverse)
+    if reverse:
+        out = reverse_within_lengths(out.transpose(0, 1), lengths).transpose(0, 1)  # back in time order
+    return out, tuple(f.index_select(0, inverse) for f in finals)
 
 
 def _scan(step, gi: Tensor, state: State, w_hh: Tensor, b_hh: Tensor | None, mask: Tensor | None,
@@ -487,6 +612,8 @@ _LAYER_DOC = """
         dropout: probability of dropout on each layer's output except the last, in training. Default 0.
         bidirectional: add a reverse-time direction per layer (``*_reverse`` parameters); outputs of
             both directions are concatenated. Default False.{extra_args}
+        use_fused: keyword only; run torch's fused kernel on these parameters instead of the readable loop
+            over time (module docstring; tested equal); an attribute, may be toggled. Default False.
 
     Forward args:
         input: (L, N, H_in), (N, L, H_in) if ``batch_first``, or unbatched (L, H_in).
@@ -516,7 +643,8 @@ class RNN(_RNNBase):
         hx_doc=" h0 (D·num_layers, N, H) (unbatched: (D·num_layers, H))",
         out_doc="h_n: (D·num_layers, N, H), the final state of every layer and direction (index layer·D + d).",
         extra_raise=", unknown nonlinearity",
-        extra_args='\n        nonlinearity: ``"tanh"`` (default) or ``"relu"``; 4th positional argument, as torch.') + """
+        extra_args='\n        nonlinearity: ``"tanh"`` (default) or ``"relu"``; 4th positional argument, as '
+                   'torch.') + """
     Example::
 
         rnn = RNN(10, 20, num_layers=2, batch_first=True); out, h_n = rnn(torch.randn(3, 7, 10))  # (3, 7, 20)
@@ -525,11 +653,13 @@ class RNN(_RNNBase):
     _torch_cls = nn.RNN
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
-                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False):
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 use_fused: bool = False):
         _check_nonlinearity(nonlinearity)
         self.nonlinearity = nonlinearity
         self._mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
-        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         use_fused=use_fused)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -60,7 +60,8 @@ from deepnotes.train.task import (
     Task,
 )
 
-__all__ = ["IGNORE_INDEX", "Callback", "Trainer", "TrainingDiverged", "make_optimizer", "supervised_trainer"]
+__all__ = ["IGNORE_INDEX", "Callback", "Trainer", "TrainingDiverged", "make_optimizer", "optimizer_impl_kwargs",
+           "supervised_trainer"]
 
 
 class TrainingDiverged(UserError):
@@ -99,6 +100,13 @@ class _Sums:
         return {k: v / max(values[-1], 1.0) for k, v in zip(keys, values[:-1])}
 
 
+def optimizer_impl_kwargs(impl: str) -> dict[str, bool]:
+    """torch.optim's keyword for ``cfg.optimizer_impl``: "fused" -> ``fused=True`` (one kernel over every tensor),
+    "foreach" -> ``foreach=True`` (one call per operation over every tensor), "for-loop" -> ``foreach=False``
+    (torch's readable loop over the tensors). The three take the same steps up to rounding."""
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(impl, {"foreach": False})
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Parameter] = (),
                    lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales).
@@ -119,8 +127,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Param
     ]
     if scaled:
         groups.append({"params": scaled, "weight_decay": cfg.weight_decay / lr_scale, "lr_scale": lr_scale})
-    impl = getattr(cfg, "optimizer_impl", "fused")
-    kw = {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(impl, {"foreach": False})
+    kw = optimizer_impl_kwargs(getattr(cfg, "optimizer_impl", "fused"))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **kw
