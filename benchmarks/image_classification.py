@@ -11,7 +11,9 @@ Run them on an otherwise idle machine: the numbers are wall-clock.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,8 +37,13 @@ MODELS = {  # name -> (registered model, its arguments)
 
 
 def throughput(batch_size: int, steps: int, warmup: int) -> None:
+    """Images/s of one training update of each model in three variants (NCHW fp32, NHWC fp32, NHWC bf16 autocast),
+    the variants of a model alternating update by update after ``warmup`` untimed updates each; median and min-max
+    of ``steps`` timed updates, and the load average before and after."""
     rows = []
+    load0 = os.getloadavg()
     for name, (model_name, kwargs) in MODELS.items():
+        variants = []
         for channels_last, bf16 in ((False, False), (True, False), (True, True)):
             torch.manual_seed(0)
             model = create_model(model_name, in_channels=1, num_classes=10, **kwargs)
@@ -46,22 +53,37 @@ def throughput(batch_size: int, steps: int, warmup: int) -> None:
             fmt = torch.channels_last if channels_last else torch.contiguous_format
             x = torch.randn(batch_size, 1, 28, 28).contiguous(memory_format=fmt)
             y = torch.randint(0, 10, (batch_size,))
-            for i in range(warmup + steps):
-                if i == warmup:
-                    t0 = time.perf_counter()
+
+            def update(model=model, opt=opt, x=x, y=y, bf16=bf16) -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # --cpu-bf16 on
                     loss = F.cross_entropy(model(x).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            dt = time.perf_counter() - t0
+
             params = sum(p.numel() for p in model.parameters())
-            rows.append([name, "NHWC" if channels_last else "NCHW", "bf16 autocast" if bf16 else "fp32", f"{params:,}",
-                         f"{batch_size * steps / dt:.0f}"])
+            variants.append(("NHWC" if channels_last else "NCHW", "bf16 autocast" if bf16 else "fp32", params, update))
+        for _ in range(warmup):
+            for *_, update in variants:
+                update()
+        times: list[list[float]] = [[] for _ in variants]
+        for _ in range(steps):
+            for k, (*_, update) in enumerate(variants):
+                t0 = time.perf_counter()
+                update()
+                times[k].append(time.perf_counter() - t0)
+        for (layout, precision, params, _), ts in zip(variants, times):
+            med = statistics.median(ts)
+            rows.append([name, layout, precision, f"{params:,}", f"{batch_size / med:,.0f}",
+                         f"{batch_size / max(ts):,.0f}-{batch_size / min(ts):,.0f}"])
             print(rows[-1], file=sys.stderr, flush=True)
+    load1 = os.getloadavg()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"batch {batch_size}, {steps} timed updates after {warmup} warm-up updates\n")
-    print(markdown_table(["model", "layout", "precision", "parameters", "training images/s"], rows))
+          f"batch {batch_size}, {steps} timed updates of each variant, alternating, after {warmup} warm-up updates; "
+          f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} {load1[1]:.2f} "
+          f"{load1[2]:.2f}\n")
+    print(markdown_table(["model", "layout", "precision", "parameters", "training images/s (median)", "min-max"],
+                         rows))
 
 
 def time_to_accuracy(lab_args: list[str], thresholds: list[float]) -> None:
@@ -99,7 +121,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--steps", type=int, default=21)
     t.add_argument("--warmup", type=int, default=5)
     a = sub.add_parser("time-to-accuracy")
     a.add_argument("--thresholds", default="0.929,0.935,0.94")
