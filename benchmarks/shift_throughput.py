@@ -1,6 +1,6 @@
 """Training throughput of the distribution-shift chapter's models against their plain CNNs: images/s per update.
 
-    python benchmarks/shift_throughput.py                  # torch's thread count, 5 repeats of 20 updates
+    python benchmarks/shift_throughput.py                  # torch's thread count, 21 repeats of 20 updates
     python benchmarks/shift_throughput.py --threads 1 --repeats 3
 
 Pairs, each timed as the labs train them (forward, backward, optimizer step; random inputs of the labs' shapes):
@@ -13,7 +13,7 @@ Pairs, each timed as the labs train them (forward, backward, optimizer step; ran
   spatial-transformer lab).
 
 Images/s counts labelled images (the source batch for DANN: what an epoch of the source costs). The pairs alternate,
-``--repeats`` times, after one warm-up; the median is kept. Wall-clock: run it on an otherwise idle machine; the
+``--repeats`` times, after one warm-up; the median and the min-max of the rounds are printed. Wall-clock: run it on an otherwise idle machine; the
 load average is printed before and after. Prints a Markdown table to paste into benchmarks/RESULTS.md.
 """
 
@@ -81,7 +81,7 @@ def timed(step: Callable[[], None], updates: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--repeats", type=int, default=5, help="timed rounds of each model (default 5)")
+    p.add_argument("--repeats", type=int, default=21, help="timed rounds of each model (default 21)")
     p.add_argument("--updates", type=int, default=20, help="updates per timed round (default 20)")
     p.add_argument("--batch-size", type=int, default=64, help="labelled images per update (default 64, the labs')")
     args = p.parse_args()
@@ -103,9 +103,12 @@ def main() -> None:
             times["model"].append(timed(model_step, args.updates))
             times["base"].append(timed(base_step, args.updates))
         ips = {k: b * args.updates / statistics.median(v) for k, v in times.items()}
-        rows.append([name, f"{ips['model']:.0f}", base_name, f"{ips['base']:.0f}", f"{ips['model'] / ips['base']:.2f}"])
+        spread = {k: f"{b * args.updates / max(v):.0f}-{b * args.updates / min(v):.0f}" for k, v in times.items()}
+        rows.append([name, f"{ips['model']:.0f}", spread["model"], base_name, f"{ips['base']:.0f}", spread["base"],
+                     f"{ips['model'] / ips['base']:.2f}"])
     print(f"load average after: {_load()}")
-    print(markdown_table(["model", "images/s", "plain CNN", "images/s", "ratio"], rows))
+    print(markdown_table(["model", "images/s (median)", "min-max", "plain CNN", "images/s (median)", "min-max", "ratio"],
+                         rows))
 
 
 if __name__ == "__main__":
