@@ -132,9 +132,11 @@ def test_interrupted_run_resumes_to_the_same_weights(run_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--window", "0"], "--window"), (["--negatives", "0"], "--negatives"), (["--val-fraction", "1"], "--val-fraction"),
+    [(["--window", "0"], "--window"), (["--negatives", "0"], "--negatives"),
+     (["--val-fraction", "1"], "--val-fraction"),
      (["--lr", "0"], "--lr"), (["--min-count", "0"], "--min-count"), (["--subsample", "-1"], "--subsample"),
      (["--max-verses", "-5"], "--max-verses"), (["--min-count", "100000"], "--min-count"),
+     (["--share-negatives", "0"], "--share-negatives"),
      (["--words", ""], "--words")],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):

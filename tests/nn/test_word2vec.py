@@ -1,6 +1,11 @@
 """CBOW + negative sampling from the equations: loss vs BCE-with-logits, gradcheck, noise and subsampling formulas,
 windows within segments, neighbours/analogies, a tiny corpus where two interchangeable words end up nearest, the
-training task, and the word2vec training pattern resumed after a kill equal to an uninterrupted run."""
+training task, and the word2vec training pattern resumed after a kill equal to an uninterrupted run.
+
+The fast path (word2vec's SGD, :func:`cbow_sgd_step`): its loss equals CBOW's forward pass, its step with the exact
+gradient equals ``torch.optim.SGD`` on CBOW's summed loss through autograd, its default (the C code's) context update
+equals a per-example reference, shared noise words equal the same rows given to every example; the alias sampler's
+implied distribution equals its input; the batch source's random window and shared noise words."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from deepnotes.train import TrainConfig, Trainer
+from deepnotes.train.task import Step
 from deepnotes.train.checkpoint import list_checkpoints
 from deepnotes.data.text import CBOWBatches
 from deepnotes.metrics.curves import LossCurve
@@ -19,13 +25,18 @@ from deepnotes.models.registry import create_model
 from deepnotes.nn.word2vec import (
     CBOW,
     NegativeSamplingTask,
+    alias_table,
     analogy,
+    cbow_loss,
+    cbow_sgd_step,
     cbow_windows,
     cosine_neighbours,
     negative_sampling_loss,
     noise_distribution,
+    sample_alias,
     sample_negatives,
     subsample_keep_prob,
+    word2vec_lr,
 )
 
 
@@ -259,6 +270,201 @@ def test_task_steps_and_mean_loss():
     assert isinstance(task.configure_optimizers(TrainConfig(lr=0.01)), torch.optim.Adam)
     sparse = NegativeSamplingTask(CBOW(11, 4, sparse=True)).configure_optimizers(TrainConfig(lr=0.01))
     assert isinstance(sparse, torch.optim.SparseAdam)
+    with pytest.raises(ValueError, match="update"):
+        NegativeSamplingTask(model, update="adam")
+
+
+def test_task_sgd_path_updates_as_cbow_sgd_step_and_evaluates_the_same_loss():
+    g = torch.Generator().manual_seed(6)
+    context, mask, target, negatives = _batch(g, B=8, Q=3)
+    negatives = negatives[::4].repeat_interleave(4, 0)  # groups of 4 examples share their noise words
+    model, copy = CBOW(11, 4), CBOW(11, 4)
+    with torch.no_grad():
+        model.M.weight.normal_(generator=g)
+    copy.load_state_dict(model.state_dict())
+    task = NegativeSamplingTask(model, update="sgd", shared_negatives=4)
+    assert task.manual_optimization and not NegativeSamplingTask(copy).manual_optimization
+    opt = task.configure_optimizers(TrainConfig(lr=0.01))
+    assert isinstance(opt, torch.optim.SGD) and opt.state_dict()["state"] == {}
+    readable = NegativeSamplingTask(copy).evaluation_step(copy, (context, mask, target, negatives))
+    ev = task.evaluation_step(model, (context, mask, target, negatives))
+    assert ev.count == 8 and ev.sums["loss"] == pytest.approx(readable.sums["loss"], rel=1e-5)
+    out = task.training_step(model, (context, mask, target, negatives), Step(epoch=0, step=0, total_steps=1, lr=0.5))
+    assert out.sums["loss"] == pytest.approx(readable.sums["loss"], rel=1e-5) and out.count == 8
+    assert float(out.loss) == pytest.approx(out.sums["loss"] / 8)
+    with torch.no_grad():
+        cbow_sgd_step(copy.E.weight, copy.M.weight, context, mask, target, negatives[::4], 0.5, 4)
+    assert torch.equal(model.E.weight, copy.E.weight) and torch.equal(model.M.weight, copy.M.weight)
+
+
+# ----------------------------------------------------------------------------------- the fast path
+def test_alias_table_implies_exactly_the_distribution():
+    accept, alias = alias_table(torch.tensor([0.5, 0.25, 0.25]))
+    assert accept.tolist() == [1.0, 0.75, 0.75] and alias.tolist() == [0, 0, 0]  # the docstring's example
+    noise = noise_distribution(torch.tensor([16, 81, 1, 0, 256, 3, 3, 7000]))
+    accept, alias = alias_table(noise)
+    W = len(noise)
+    # P(i) = (accept_i + sum over columns j aliased to i of (1 - accept_j)) / W
+    implied = (accept + torch.zeros(W, dtype=torch.float64).index_add_(0, alias, 1 - accept)) / W
+    torch.testing.assert_close(implied, noise, rtol=0, atol=1e-12)
+    draws = sample_alias(accept, alias, (200, 100), torch.Generator().manual_seed(0))
+    assert draws.shape == (200, 100) and draws.dtype == torch.long
+    freq = torch.bincount(draws.flatten(), minlength=W).double() / draws.numel()
+    assert freq[3] == 0  # a word never seen is never drawn
+    torch.testing.assert_close(freq, noise, atol=0.005, rtol=0)
+    again = sample_alias(accept, alias, (200, 100), torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+    with pytest.raises(ValueError, match="sum to 1"):
+        alias_table(torch.tensor([0.5, 0.6]))
+
+
+def test_word2vec_lr_decays_linearly_to_a_floor():
+    assert word2vec_lr(0, 100, 0.05) == 0.05
+    assert word2vec_lr(50, 100, 0.05) == pytest.approx(0.025)
+    assert word2vec_lr(99, 100, 0.05) == pytest.approx(0.0005)
+    assert word2vec_lr(100, 100, 0.05) == pytest.approx(0.05 * 1e-4)  # the C code's floor
+    with pytest.raises(ValueError, match="total_steps"):
+        word2vec_lr(0, 0, 0.05)
+
+
+def _trained_like(g, W=11, D=4):
+    """A CBOW model whose M is not zero (the initial M = 0 would hide mistakes in the M-side formulas)."""
+    model = CBOW(W, D)
+    with torch.no_grad():
+        model.E.weight.normal_(generator=g)
+        model.M.weight.normal_(generator=g)
+    return model.double()
+
+
+@pytest.mark.parametrize("group", [1, 3, 6])
+def test_cbow_loss_equals_the_readable_forward(group):
+    g = torch.Generator().manual_seed(10)
+    context, mask, target, negatives = _batch(g, B=7, Q=4)
+    shared = negatives[::group]  # one row per group; the readable path gets it for every example of the group
+    per_example = shared.repeat_interleave(group, 0)[:7]
+    model = _trained_like(g)
+    E, M = model.E.weight.detach(), model.M.weight.detach()
+    torch.testing.assert_close(cbow_loss(E, M, context, mask, target, shared, group),
+                               model(context, target, per_example, mask, reduction="none").detach())
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_sgd_step_with_the_exact_gradient_equals_torch_sgd_on_the_summed_loss(group):
+    g = torch.Generator().manual_seed(11)
+    context, mask, target, negatives = _batch(g, B=9, Q=3)
+    shared = negatives[::group]
+    per_example = shared.repeat_interleave(group, 0)[:9]
+    ref = _trained_like(g)
+    fast = _trained_like(g)
+    fast.load_state_dict(ref.state_dict())
+    lr = 0.3
+    opt = torch.optim.SGD(ref.parameters(), lr=lr)  # the readable path: autograd, then the optimizer's step
+    loss = ref(context, target, per_example, mask, reduction="sum")
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        E, M = fast.E.weight, fast.M.weight
+        before = cbow_sgd_step(E, M, context, mask, target, shared, lr, group, context_update="gradient")
+    torch.testing.assert_close(before.sum(), loss.detach())
+    torch.testing.assert_close(fast.E.weight, ref.E.weight)
+    torch.testing.assert_close(fast.M.weight, ref.M.weight)
+    assert not torch.equal(fast.M.weight, _trained_like(torch.Generator().manual_seed(11)).M.weight)
+
+
+def test_sgd_step_word2vec_rule_adds_the_error_vector_undivided():
+    """The C code's update: each context word gets -lr dL/dh, i.e. n_b times its exact gradient; M as SGD."""
+    g = torch.Generator().manual_seed(12)
+    context, mask, target, negatives = _batch(g, B=6, Q=2)
+    model = _trained_like(g)
+    E0, M0 = model.E.weight.detach().clone(), model.M.weight.detach().clone()
+    lr = 0.2
+    E_ref, M_ref = E0.clone(), M0.clone()
+    for b in range(6):  # one example at a time, all from the values before the step
+        E1, M1 = E0.clone().requires_grad_(), M0.clone().requires_grad_()
+        n_b = int(mask[b].sum())
+        h = E1[context[b][mask[b]]].mean(0)
+        loss = -F.logsigmoid(M1[target[b]] @ h) - F.logsigmoid(-(M1[negatives[b]] @ h)).sum()
+        gE, gM = torch.autograd.grad(loss, (E1, M1))
+        E_ref -= lr * n_b * gE
+        M_ref -= lr * gM
+    E, M = E0.clone(), M0.clone()
+    cbow_sgd_step(E, M, context, mask, target, negatives, lr)
+    torch.testing.assert_close(E, E_ref)
+    torch.testing.assert_close(M, M_ref)
+
+
+def test_sgd_step_errors_name_the_argument():
+    g = torch.Generator().manual_seed(13)
+    context, mask, target, negatives = _batch(g, B=4, Q=2)
+    E, M = torch.zeros(11, 3), torch.zeros(11, 3)
+    with pytest.raises(ValueError, match="context_update"):
+        cbow_sgd_step(E, M, context, mask, target, negatives, 0.1, context_update="mean")
+    with pytest.raises(ValueError, match="group"):
+        cbow_sgd_step(E, M, context, mask, target, negatives, 0.1, group=0)
+    with pytest.raises(ValueError, match=r"negatives must be \(ceil\(B / group\), Q\) = \(2, Q\)"):
+        cbow_sgd_step(E, M, context, mask, target, negatives, 0.1, group=2)
+    with pytest.raises(ValueError, match="target"):
+        cbow_sgd_step(E, M, context, mask, target[:3], negatives, 0.1)
+    empty = mask.clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match="at least one True"):
+        cbow_sgd_step(E, M, context, empty, target, negatives, 0.1)
+
+
+def test_interchangeable_words_become_nearest_neighbours_with_word2vec_sgd():
+    """The tiny corpus of the test above, trained by the fast path: word2vec's SGD, linear decay, shared noise."""
+    g = torch.Generator().manual_seed(0)
+    sentences = []
+    for _ in range(300):
+        pet = int(torch.randint(2, (1,), generator=g))
+        a, b = torch.randint(2, 6, (2,), generator=g).tolist()
+        sentences.append([a, pet, b])
+        x, y, z = torch.randint(6, 12, (3,), generator=g).tolist()
+        sentences.append([x, y, z])
+    ids = torch.tensor([w for s in sentences for w in s])
+    seg = torch.tensor([i for i, s in enumerate(sentences) for _ in s])
+    counts = torch.bincount(ids, minlength=12)
+    batches = CBOWBatches(ids, seg, torch.ones(12, dtype=torch.float64), noise_distribution(counts), 1, 4, 64,
+                          seed=0, shrink=True, share_negatives=4)
+    model = create_model("cbow", vocab_size=12, embedding_dim=8, init_seed=0)
+    total, k, losses = len(batches) * 15, 0, []
+    for epoch in range(15):
+        for context, mask, target, negatives in batches.epoch(epoch):
+            loss = cbow_sgd_step(model.E.weight.data, model.M.weight.data, context, mask, target, negatives[::4],
+                                 word2vec_lr(k, total, 0.05), group=4)
+            losses.append(float(loss.mean()))
+            k += 1
+    assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
+    nb, _ = cosine_neighbours(model.E.weight.detach(), torch.tensor([0, 1]), k=1)
+    assert nb.flatten().tolist() == [1, 0]
+
+
+def test_cbow_batches_random_window_and_shared_noise_words():
+    g = torch.Generator().manual_seed(14)
+    ids = torch.randint(0, 30, (2000,), generator=g)
+    seg = torch.arange(2000) // 25
+    counts = torch.bincount(ids, minlength=30)
+    keep, noise = subsample_keep_prob(counts, 0.01), noise_distribution(counts)
+    full = CBOWBatches(ids, seg, keep, noise, 4, 5, 100, seed=2)
+    shrunk = CBOWBatches(ids, seg, keep, noise, 4, 5, 100, seed=2, shrink=True, share_negatives=8)
+    for (c0, m0, t0, n0), (c1, m1, t1, n1) in zip(full.epoch(1), shrunk.epoch(1), strict=True):
+        assert torch.equal(t0, t1)  # the same targets in the same order (the same subsampling and shuffle)
+        assert bool((m1 <= m0).all()) and bool(m1.any(1).all())  # a subset of the full window, never empty
+        assert torch.equal(c1, c0 * m1)
+        # the window is symmetric: the neighbours kept are those within a reach drawn in 1..C
+        reach = torch.where(m1, (torch.arange(8) - 4 + (torch.arange(8) >= 4).long()).abs(), 0).amax(1)
+        within = (torch.arange(8) - 4 + (torch.arange(8) >= 4).long()).abs() <= reach.unsqueeze(1)
+        assert torch.equal(m1, m0 & within)
+        groups = n1.split(8)  # every run of 8 examples of a batch shares its noise words
+        assert all(bool((grp == grp[0]).all()) for grp in groups)
+        assert len(t1) < 100 or not all(torch.equal(groups[0][0], grp[0]) for grp in groups[1:])  # groups differ
+    reaches = torch.cat([torch.where(m, (torch.arange(8) - 4 + (torch.arange(8) >= 4).long()).abs(), 0).amax(1)
+                         for _, m, _, _ in shrunk.epoch(0)])
+    assert set(reaches.tolist()) == {1, 2, 3, 4}  # (a reach beyond the verse shows as the verse's edge)
+    val = CBOWBatches(ids, seg, keep, noise, 4, 5, 100, seed=2, train=False, shrink=True, share_negatives=8)
+    assert torch.equal(torch.cat([b[1] for b in val]), val.windows(0)[1])  # evaluation: the full window
+    with pytest.raises(ValueError, match="share_negatives"):
+        CBOWBatches(ids, seg, keep, noise, 4, 5, 100, seed=2, share_negatives=0)
 
 
 class KilledTask(NegativeSamplingTask):
@@ -270,36 +476,43 @@ class KilledTask(NegativeSamplingTask):
         return super().training_step(model, batch, step)
 
 
-def _w2v_trainer(run_dir, kill_at=None):
+def _w2v_trainer(run_dir, kill_at=None, update="autograd"):
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 20, (600,), generator=g)
     seg = torch.arange(600) // 12
     counts = torch.bincount(ids, minlength=20)
     keep, noise = subsample_keep_prob(counts, 0.005), noise_distribution(counts)
-    train = CBOWBatches(ids[:480], seg[:480], keep, noise, 2, 3, batch_size=16, seed=3)
+    fast = update == "sgd"  # the fast path with the lab's defaults: random window, shared noise words, linear lr
+    train = CBOWBatches(ids[:480], seg[:480], keep, noise, 2, 3, batch_size=16, seed=3, shrink=fast,
+                        share_negatives=4 if fast else 1)
     val = CBOWBatches(ids[480:], seg[480:], keep, noise, 2, 3, batch_size=50, seed=3, train=False)
-    task = KilledTask(create_model("cbow", vocab_size=20, embedding_dim=6, init_seed=1))
+    task = KilledTask(create_model("cbow", vocab_size=20, embedding_dim=6, init_seed=1), update=update,
+                      shared_negatives=4 if fast else 1)
     task.kill_at = kill_at
     cfg = TrainConfig(epochs=3, lr=0.05, schedule="cosine", warmup=0.0, amp=False, progress=False)
     curve = LossCurve(run_dir / "curve.json", 3)
     return Trainer(cfg, task, run_dir, train, {"val": val}, torch.device("cpu"), log=lambda m: None,
+                   lr_schedule=(lambda step, total: word2vec_lr(step, total, 0.05)) if fast else None,
                    callbacks=[curve]), curve
 
 
-def test_word2vec_resumed_after_a_kill_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("update", ["autograd", "sgd"])
+def test_word2vec_resumed_after_a_kill_equals_uninterrupted(tmp_path, update):
     """The word2vec pattern: CBOWBatches (a fresh subsampling, order and noise words per epoch, so epochs differ
-    in length), NegativeSamplingTask, and the LossCurve callback, whose points survive the resume."""
-    full, full_curve = _w2v_trainer(tmp_path / "full")
+    in length), NegativeSamplingTask (Adam through autograd, or word2vec's SGD), and the LossCurve callback, whose
+    points survive the resume."""
+    full, full_curve = _w2v_trainer(tmp_path / "full", update=update)
     hist_full = full.fit()
     steps = [row["step"] for row in hist_full]
     assert len(set(b - a for a, b in zip([0] + steps, steps))) > 1  # the epochs' lengths differ
-    killed, _ = _w2v_trainer(tmp_path / "killed", kill_at=steps[1] + 2)  # dies inside epoch 3
+    killed, _ = _w2v_trainer(tmp_path / "killed", kill_at=steps[1] + 2, update=update)  # dies inside epoch 3
     with pytest.raises(KeyboardInterrupt):
         killed.fit()
     assert [p.name for p in list_checkpoints(tmp_path / "killed")] == ["epoch-0001", "epoch-0002"]
     saved = json.loads((tmp_path / "killed" / "curve.json").read_text())
-    json.dump(saved + [[steps[1] + 1, 99.0]], open(tmp_path / "killed" / "curve.json", "w"))  # a point after the checkpoint
-    resumed, curve = _w2v_trainer(tmp_path / "killed")
+    # a point after the checkpoint, which the resume drops
+    json.dump(saved + [[steps[1] + 1, 99.0]], open(tmp_path / "killed" / "curve.json", "w"))
+    resumed, curve = _w2v_trainer(tmp_path / "killed", update=update)
     resumed.resume()
     assert (resumed.epoch, resumed.step) == (2, steps[1])
     hist_resumed = resumed.fit()

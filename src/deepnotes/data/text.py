@@ -37,7 +37,7 @@ from deepnotes.data.paths import data_root
 from deepnotes.data.splits import verse_split
 from deepnotes.errors import DataError, UserError
 from deepnotes.io import write_json_atomic, write_text_atomic
-from deepnotes.nn.word2vec import cbow_windows, sample_negatives
+from deepnotes.nn.word2vec import alias_table, cbow_windows, sample_alias
 from deepnotes.train.batches import EvalBatches, TensorBatches, seed_for
 from deepnotes.train.distributed import DistInfo
 
@@ -399,47 +399,93 @@ class CBOWBatches:
     """CBOW examples ``(context, mask, target, negatives)`` of a word stream, for :class:`deepnotes.train.Trainer`.
 
     Training (``train=True``, ``epoch(e)``): the stream is subsampled afresh (seed ``(seed, e, 0)``), every window
-    is cut (:func:`deepnotes.nn.word2vec.cbow_windows`, contexts inside one verse), the windows are shuffled and
-    each example gets ``negatives`` noise words, both from one generator seeded ``(seed, e, 1)``. ``len`` is the
+    is cut (the windows of :func:`deepnotes.nn.word2vec.cbow_windows`, contexts inside one verse), the windows are
+    shuffled, each example gets ``negatives`` noise words (Walker's alias method,
+    :func:`~deepnotes.nn.word2vec.sample_alias`; with ``share_negatives`` = G, each run of G consecutive examples of
+    a batch shares the same draws, see :func:`~deepnotes.nn.word2vec.cbow_sgd_step`) and, with ``shrink``, a reach
+    ``C - b`` with b uniform in ``0..C-1`` (the C code's random window: neighbours further than the reach are
+    masked out, so near neighbours count more), all from one generator seeded ``(seed, e, 1)``. ``len`` is the
     updates per epoch of epoch 0 (subsampling moves the count by a few windows; a schedule needs a total).
-    Evaluation (``train=False``, iterate it): one fixed subsampling (seed ``(seed, 99)``) in stream order, noise
-    words from ``(seed, 98)``, the same batches at every pass.
+    Evaluation (``train=False``, iterate it): one fixed subsampling (seed ``(seed, 99)``) in stream order, the
+    full window, noise words from ``(seed, 98)``, the same batches at every pass.
+
+    The windows of a batch are cut when the batch is drawn, from the positions of its target words (the same
+    windows as :meth:`windows`, never the whole epoch's (N, 2C) tables at once).
 
     Args:
         ids, segment: (N,) word ids and verse numbers (:func:`encode_words`).
         keep_prob: (W,) subsampling keep probabilities; noise: (W,) noise distribution.
         window: C, neighbours on each side; negatives: Q; batch_size: examples per batch; seed: the run's seed.
+        train: training (shuffled, fresh per epoch) or evaluation batches.
+        shrink: the C code's random window in training (default False: always C on each side).
+        share_negatives: G, examples per group sharing their noise words (default 1: independent draws); the
+            batch still holds one row per example (the rows of a group are equal).
 
     Shapes:
-        a batch: context (B, 2C) int64, mask (B, 2C) bool, target (B,) int64, negatives (B, Q) int64.
+        a batch: context (B, 2C) int64 (0 where masked), mask (B, 2C) bool, target (B,) int64, negatives (B, Q) int64.
     """
 
     def __init__(self, ids: torch.Tensor, segment: torch.Tensor, keep_prob: torch.Tensor, noise: torch.Tensor,
-                 window: int, negatives: int, batch_size: int, seed: int, train: bool = True):
+                 window: int, negatives: int, batch_size: int, seed: int, train: bool = True, shrink: bool = False,
+                 share_negatives: int = 1):
+        if share_negatives < 1:
+            raise ValueError(f"share_negatives must be >= 1, got {share_negatives}")
         self.ids, self.segment, self.keep_prob, self.noise = ids, segment, keep_prob, noise
         self.window, self.negatives, self.batch_size, self.seed, self.train = window, negatives, batch_size, seed, train
+        self.shrink, self.share = shrink and train, share_negatives
+        self.accept, self.alias = alias_table(noise)
+        self.offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)])  # (2C,) -C..-1, 1..C
         self._len: int | None = None
 
+    def _keep(self, epoch: int) -> torch.Tensor:
+        seed = seed_for(self.seed, epoch, 0) if self.train else seed_for(self.seed, 99)
+        return subsample(self.ids, self.keep_prob, seed)
+
     def windows(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(context, mask, target)`` of the subsampled stream of ``epoch``."""
-        keep = subsample(self.ids, self.keep_prob, seed_for(self.seed, epoch, 0) if self.train else seed_for(self.seed, 99))
+        """``(context, mask, target)`` of the subsampled stream of ``epoch``, every window in stream order (full
+        window; the readable definition the batches follow)."""
+        keep = self._keep(epoch)
         return cbow_windows(self.ids[keep], self.segment[keep], self.window)
+
+    def _stream(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The subsampled stream ``ids``, each token's verse ``[start, end)`` in it, and the positions that have a
+        neighbour (the targets), in stream order."""
+        kept = self._keep(epoch).nonzero().squeeze(1)
+        ids = self.ids.index_select(0, kept)
+        length = torch.unique_consecutive(self.segment.index_select(0, kept), return_counts=True)[1]  # per verse
+        size = length.repeat_interleave(length)  # (N,) the length of each token's verse
+        end = length.cumsum(0).repeat_interleave(length)  # (N,) one past the last token of each token's verse
+        return ids, end - size, end, torch.nonzero(size > 1).squeeze(1)
 
     def __len__(self) -> int:
         if self._len is None:
-            self._len = max(1, -(-len(self.windows(0)[2]) // self.batch_size))
+            self._len = max(1, -(-len(self._stream(0)[3]) // self.batch_size))
         return self._len
 
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        context, mask, target = self.windows(epoch)
+        ids, start, end, targets = self._stream(epoch)
+        n, C, last = len(targets), self.window, max(len(ids) - 1, 0)
         if self.train:
             g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 1))
-            order = torch.randperm(len(target), generator=g)
+            targets = targets.index_select(0, torch.randperm(n, generator=g))
         else:
-            g, order = torch.Generator().manual_seed(seed_for(self.seed, 98)), torch.arange(len(target))
-        for s in range(0, len(target), self.batch_size):
-            idx = order[s:s + self.batch_size]
-            yield context[idx], mask[idx], target[idx], sample_negatives(self.noise, (len(idx), self.negatives), g)
+            g = torch.Generator().manual_seed(seed_for(self.seed, 98))
+        B, G = self.batch_size, self.share
+        per_batch = -(-B // G)  # groups of a full batch; every batch starts a group
+        negatives = sample_alias(self.accept, self.alias, ((n // B) * per_batch + -(-(n % B) // G), self.negatives), g)
+        lo, hi = start.index_select(0, targets), end.index_select(0, targets)  # (n,) each target's verse [lo, hi)
+        if self.shrink:  # the C code's window: a reach in 1..C on both sides, clipped to the verse
+            reach = C - torch.randint(C, (n,), generator=g)
+            lo, hi = torch.maximum(lo, targets - reach), torch.minimum(hi, targets + reach + 1)
+        lo, hi, words = lo.unsqueeze(1), hi.unsqueeze(1), ids.index_select(0, targets)
+        for i, s in enumerate(range(0, n, B)):
+            pos = targets[s:s + B].unsqueeze(1) + self.offsets  # (B, 2C) neighbour positions in the stream
+            mask = (pos >= lo[s:s + B]) & (pos < hi[s:s + B])
+            context = ids.index_select(0, pos.clamp_(0, last).view(-1)).view(pos.shape) * mask
+            noise = negatives[i * per_batch:(i + 1) * per_batch]  # (groups, Q)
+            if G > 1:
+                noise = noise.repeat_interleave(G, 0)[:len(mask)]  # (B, Q), a group's rows equal
+            yield context, mask, words[s:s + B], noise
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         return self.epoch(0)

@@ -7,10 +7,14 @@ against the same embeddings before training (:mod:`deepnotes.metrics.embeddings`
 
 Data (:mod:`deepnotes.data.text`): the KJV verses tokenised, a vocabulary of the words seen ``--min-count``
 times in the training verses, ``--val-fraction`` of the verses for a validation loss; each epoch subsamples
-frequent words afresh and cuts every (context, target) window inside a verse (:class:`~deepnotes.data.text.CBOWBatches`).
-Training: :class:`deepnotes.train.Trainer` with :class:`~deepnotes.nn.word2vec.NegativeSamplingTask` (Adam or
-SparseAdam, constant or cosine learning rate, exact resumption); :class:`~deepnotes.metrics.curves.LossCurve`
-keeps the loss every chunk of updates. Resuming a finished run re-renders the report without training.
+frequent words afresh and cuts every (context, target) window inside a verse
+(:class:`~deepnotes.data.text.CBOWBatches`).
+Training: :class:`deepnotes.train.Trainer` with :class:`~deepnotes.nn.word2vec.NegativeSamplingTask`, exact
+resumption. By default word2vec's own recipe, the fast path: plain SGD on the rows a batch touches
+(:func:`~deepnotes.nn.word2vec.cbow_sgd_step`), the learning rate decaying linearly, the C code's random window;
+``--optimizer adam`` (or ``sparse_adam``) trains the readable path, autograd on :class:`~deepnotes.nn.word2vec.CBOW`
+(use ``--lr 3e-3 --schedule cosine`` with it). :class:`~deepnotes.metrics.curves.LossCurve` keeps the loss every
+chunk of updates. Resuming a finished run re-renders the report without training.
 
 Run folder: config.json, vocab.json, metrics.csv, curve.json, checkpoints/, model.safetensors (E and M),
 results.json (trained and untrained metrics, neighbours, loss curve, corpus), report.md + PNGs, eval/.
@@ -22,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ from deepnotes.experiment import Lab, Report, Run, RunConfig, RunContext, option
 from deepnotes.metrics.curves import LossCurve
 from deepnotes.metrics.embeddings import content_words, embedding_metrics, neighbour_table, project_2d
 from deepnotes.models.registry import create_model
-from deepnotes.nn.word2vec import CBOW, NegativeSamplingTask, noise_distribution, subsample_keep_prob
+from deepnotes.nn.word2vec import CBOW, NegativeSamplingTask, noise_distribution, subsample_keep_prob, word2vec_lr
 from deepnotes.report import markdown_table, new_figure, save_figure
 from deepnotes.train import TrainConfig, Trainer
 from deepnotes.train.batches import seed_for
@@ -49,19 +53,29 @@ class Word2VecConfig(RunConfig):
     embedding_dim: int = option(100, "D, the size of each word vector (E and M)", range="[1, 4096]")
     window: int = option(4, "C, context words on each side of the target (within one verse)", range="[1, 50]")
     negatives: int = option(5, "Q, noise words per target (negative sampling)", range="[1, 100]")
-    min_count: int = option(5, "rarer words (in the training verses) are dropped from the text", range="[1, 1000000000]")
+    min_count: int = option(5, "rarer words (in the training verses) are dropped from the text",
+                            range="[1, 1000000000]")
     subsample: float = option(1e-3, "t of the subsampling of frequent words, keep (sqrt(f/t)+1)t/f (0 disables)",
                               range="[0, 1]")
     noise_power: float = option(0.75, "noise distribution count^power (0.75: Mikolov et al.; 1: unigram)",
                                 range="[0, 10]")
-    max_verses: int = option(0, "use only the first N verses in canonical order (0: all 31,102)", range="[0, 1000000000]")
+    max_verses: int = option(0, "use only the first N verses in canonical order (0: all 31,102)",
+                             range="[0, 1000000000]")
     val_fraction: float = option(0.05, "share of the verses held out for the validation loss", range="(0, 1)")
     epochs: int = option(8, "passes over the (freshly subsampled) training windows", range="[1, 100000]")
+    shrink_window: bool = option(True, "the C code's random window: each target's reach drawn in 1..C (near "
+                                 "neighbours count more); --no-shrink-window: always C")
+    share_negatives: int = option(16, "G: each run of G examples of a batch shares its Q noise words (still Q draws "
+                                  "per example; the sgd path gathers them once per group); 1: independent draws",
+                                  range="[1, 4096]")
     batch_size: int = option(1024, "examples per update", range="[1, 1000000]")
-    optimizer: Literal["adam", "sparse_adam"] = option(
-        "adam", "Adam on the full tables, or SparseAdam on the rows a batch touched (sparse gradients; slower on CPU)")
-    lr: float = option(3e-3, "peak learning rate", range="(0, inf)")
-    schedule: Literal["constant", "cosine"] = option("cosine", "learning rate over the updates: constant or cosine decay")
+    optimizer: Literal["sgd", "adam", "sparse_adam"] = option(
+        "sgd", "sgd: word2vec's SGD on the rows a batch touched (closed-form gradient, the fast path); adam: autograd "
+        "and Adam on the full tables (the readable path); sparse_adam: SparseAdam on sparse gradients (slower on CPU)")
+    lr: float = option(0.05, "peak learning rate (0.05: word2vec.c's for CBOW, with sgd; adam wants about 3e-3)",
+                       range="(0, inf)")
+    schedule: Literal["linear", "constant", "cosine"] = option(
+        "linear", "learning rate over the updates: linear decay to 0 (word2vec's), constant, or cosine decay")
     words: tuple[str, ...] = option(DEFAULT_WORDS, "query words of the nearest-neighbour table (comma-separated)",
                                     nonempty=True)
     neighbours: int = option(8, "nearest neighbours shown per query word", range="[1, 1000]")
@@ -73,13 +87,19 @@ class Word2VecConfig(RunConfig):
 
     def train_config(self) -> TrainConfig:
         """The Trainer's settings: this lab's epochs, lr and schedule (no warm-up), full precision."""
+        schedule = "constant" if self.schedule == "linear" else self.schedule  # linear: lr_schedule() below
         return TrainConfig(seed=self.seed, device=self.device, progress=self.progress, threads=self.threads,
-                           epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=self.schedule,
+                           epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, schedule=schedule,
                            warmup=0.0, amp=False)
+
+    def lr_schedule(self) -> Callable[[int, int], float] | None:
+        """The Trainer's ``lr_schedule``: word2vec's linear decay (:func:`~deepnotes.nn.word2vec.word2vec_lr`), or
+        None for the Trainer's own constant and cosine schedules."""
+        return (lambda step, total: word2vec_lr(step, total, self.lr)) if self.schedule == "linear" else None
 
 
 PRESETS: dict[str, dict[str, Any]] = {"fast": {"max_verses": 3000, "embedding_dim": 32, "min_count": 3, "epochs": 3,
-                                               "batch_size": 256, "lr": 0.02, "reference_words": 300, "map_words": 60}}
+                                               "batch_size": 256, "lr": 0.1, "reference_words": 300, "map_words": 60}}
 
 
 def prepare(cfg: Word2VecConfig, path: str | None = None, vocab: WordVocab | None = None) -> WordCorpus:
@@ -111,7 +131,8 @@ def batches(cfg: Word2VecConfig, corpus: WordCorpus, split: str) -> CBOWBatches:
     noise, keep_prob = noise_distribution(counts, cfg.noise_power), subsample_keep_prob(counts, cfg.subsample)
     ids, segment = corpus.train if split == "train" else corpus.val
     return CBOWBatches(ids, segment, keep_prob, noise, cfg.window, cfg.negatives,
-                       cfg.batch_size if split == "train" else 4096, cfg.seed, train=split == "train")
+                       cfg.batch_size if split == "train" else 4096, cfg.seed, train=split == "train",
+                       shrink=cfg.shrink_window, share_negatives=cfg.share_negatives if split == "train" else 1)
 
 
 def all_metrics(model: CBOW, cfg: Word2VecConfig, corpus: WordCorpus, device: torch.device
@@ -157,8 +178,10 @@ def run(cfg: Word2VecConfig, ctx: RunContext) -> dict[str, Any]:
     model = build_model(cfg, len(corpus.vocab))
     train = batches(cfg, corpus, "train")
     curve = LossCurve(folder / "curve.json", len(train) // 25)  # about 25 points per epoch
-    trainer = Trainer(cfg.train_config(), NegativeSamplingTask(model, ctx.device), folder.path, train,
-                      {"val": batches(cfg, corpus, "val")}, ctx.device, ctx.info, ctx.log, callbacks=[curve])
+    task = NegativeSamplingTask(model, ctx.device, update="sgd" if cfg.optimizer == "sgd" else "autograd",
+                                shared_negatives=cfg.share_negatives)
+    trainer = Trainer(cfg.train_config(), task, folder.path, train, {"val": batches(cfg, corpus, "val")}, ctx.device,
+                      ctx.info, ctx.log, lr_schedule=cfg.lr_schedule(), callbacks=[curve])
     if ctx.resume and list_checkpoints(folder.path):  # else (killed before its first epoch ended): from the start
         trainer.resume()
     trainer.fit()
@@ -249,10 +272,10 @@ def report(run: Run) -> Path:
     rep = Report(run, "word2vec: CBOW word embeddings with negative sampling on the King James Bible",
                  "EE-559 12-3 (word embeddings): h = mean of the input embeddings E of the 2C neighbours, "
                  "loss = -log σ(M_w·h) - Σ_q log σ(-M_{n_q}·h) over Q noise words drawn from count^0.75. "
-                 f"Data: {c['source']}; {c['tokens']} words ({c['distinct_words']} distinct; lowercase, possessive 's "
-                 f"dropped, words = runs of a-z); vocabulary: the {c['vocab_size']} words seen {cfg.min_count} times in "
-                 f"the {c['train_verses']} training verses ({c['val_verses']} held out); {results['time_s']:.0f} s from "
-                 "tokenising to the end of training (settings: see Configuration).")
+                 f"Data: {c['source']}; {c['tokens']} words ({c['distinct_words']} distinct; lowercase, possessive "
+                 f"'s dropped, words = runs of a-z); vocabulary: the {c['vocab_size']} words seen {cfg.min_count} "
+                 f"times in the {c['train_verses']} training verses ({c['val_verses']} held out); "
+                 f"{results['time_s']:.0f} s from tokenising to the end of training (settings: see Configuration).")
     rep.results([
         ["validation loss (negative sampling)", tr["val_loss"], un["val_loss"], "lower is better"],
         ["pair AUC (related pair vs random frequent word)", tr["pair_auc"], un["pair_auc"], "0.5 = chance, 1 = best"],
@@ -267,10 +290,12 @@ def report(run: Run) -> Path:
              "analogies are our own hand-written lists, not a standard benchmark.")
     rep.figure("Loss curve", "loss.png")
     rep.section("Nearest neighbours (cosine of E)",
-                markdown_table(["word", "trained: nearest words and cosine"], _neighbour_rows(tr["neighbours"], cfg.words)),
+                markdown_table(["word", "trained: nearest words and cosine"],
+                               _neighbour_rows(tr["neighbours"], cfg.words)),
                 "Untrained, for comparison (random vectors):",
                 markdown_table(["word", "untrained: nearest words and cosine"],
-                               _neighbour_rows(un["neighbours"], tuple(w for w in cfg.words if un["neighbours"].get(w))[:3])))
+                               _neighbour_rows(un["neighbours"],
+                                               tuple(w for w in cfg.words if un["neighbours"].get(w))[:3])))
     rep.figure("Map of the frequent content words", "map.png", "2-D map of word vectors",
                note=f"{how}; query words in red. Stop words (scikit-learn's English list plus archaic KJV words such "
                     "as thee, hath, unto) are left out.")
@@ -278,13 +303,15 @@ def report(run: Run) -> Path:
     rep.table("Related pairs", ["pair", "cosine", "AUC", "untrained cosine", "untrained AUC"],
               [[f"{p['a']} / {p['b']}", p["cos"], p["auc"], *(un_pairs[(p["a"], p["b"])][k] for k in ("cos", "auc"))]
                for p in tr["pairs"]],
-              note="AUC: share of the random frequent words w with cos(a, w) < cos(a, b), averaged over both directions.")
+              note="AUC: share of the random frequent words w with cos(a, w) < cos(a, b), averaged over both "
+                   "directions.")
     missing = tr["missing_pairs"] + tr["missing_analogies"]
     rep.section("Analogies (3CosAdd: nearest to b - a + c, a, b, c excluded)", markdown_table(
         ["question", "answer", "top 5", "correct"],
         [[" : ".join(a["question"][:2]) + " :: " + a["question"][2] + " : ?", a["question"][3], ", ".join(a["top5"]),
           "yes" if a["top1_ok"] else ("top-5" if a["top5_ok"] else "no")] for a in tr["analogies"]]),
-        *([f"Left out (a word not in this run's vocabulary): {'; '.join('/'.join(m) for m in missing)}."] if missing else []))
+        *([f"Left out (a word not in this run's vocabulary): {'; '.join('/'.join(m) for m in missing)}."]
+          if missing else []))
     return rep.write(eval_row=lambda e: {"data": e["data"], "val loss": e["trained_val_loss"],
                                          "untrained val loss": e["untrained_val_loss"],
                                          "pair AUC": e["trained_pair_auc"], "analogy top-1": e["trained_analogy_top1"]})
