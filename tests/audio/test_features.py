@@ -3,17 +3,24 @@
 Tolerances: float64 comparisons use rtol=1e-9 with an absolute floor scaled to the data (1e-9 of the
 largest value), since the only differences are summation order (rfft vs pocketfft, matmul vs einsum).
 float32 runs are compared with the float64 result at rtol=1e-4.
+
+Both paths (``fast=True``, the blocked CPU path and the default, and ``fast=False``, the readable one) are
+compared with librosa; the fast path is also compared with the readable one on the framing's edge cases
+(short clips, reflect padding, hops longer than half a frame) and with several blocks per batch.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import scipy.fft
 import scipy.signal
 import torch
+
+import deepnotes.audio.features as features_module
 
 librosa = pytest.importorskip("librosa")
 
@@ -73,9 +80,10 @@ STFT_CASES = [  # n_fft, win_length, hop_length
 @pytest.mark.parametrize("n_fft,win_length,hop", STFT_CASES)
 @pytest.mark.parametrize("center,pad_mode", [(True, "constant"), (True, "reflect"), (False, "constant")])
 @pytest.mark.parametrize("power", [None, 1.0, 2.0])
-def test_stft_matches_librosa(n_fft, win_length, hop, center, pad_mode, power):
+@pytest.mark.parametrize("fast", [True, False])
+def test_stft_matches_librosa(n_fft, win_length, hop, center, pad_mode, power, fast):
     x = _wave(3001)
-    ours = Spectrogram(n_fft, win_length, hop, power=power, center=center, pad_mode=pad_mode)(x)
+    ours = Spectrogram(n_fft, win_length, hop, power=power, center=center, pad_mode=pad_mode, fast=fast)(x)
     ref = librosa.stft(x.numpy(), n_fft=n_fft, hop_length=hop, win_length=win_length, window="hann",
                        center=center, pad_mode=pad_mode)
     if power is not None:
@@ -156,10 +164,11 @@ def test_mel_filterbank_warns_on_empty_filters():
 
 @pytest.mark.parametrize("mel_scale,norm", [("htk", None), ("slaney", "slaney")])
 @pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
-def test_melspectrogram_matches_librosa(mel_scale, norm, pad_mode):
+@pytest.mark.parametrize("fast", [True, False])
+def test_melspectrogram_matches_librosa(mel_scale, norm, pad_mode, fast):
     x = _wave(4000)
     ours = MelSpectrogram(SR, n_fft=512, win_length=400, hop_length=160, n_mels=40, f_min=30.0, f_max=7000.0,
-                          pad_mode=pad_mode, mel_scale=mel_scale, norm=norm)(x)
+                          pad_mode=pad_mode, mel_scale=mel_scale, norm=norm, fast=fast)(x)
     ref = librosa.feature.melspectrogram(y=x.numpy(), sr=SR, n_fft=512, win_length=400, hop_length=160, n_mels=40,
                                          fmin=30.0, fmax=7000.0, pad_mode=pad_mode, htk=mel_scale == "htk",
                                          norm=norm, dtype=np.float64)
@@ -168,21 +177,23 @@ def test_melspectrogram_matches_librosa(mel_scale, norm, pad_mode):
 
 # ---------------------------------------------------------------------------------------------- decibels
 
-@pytest.mark.parametrize("ref,amin,top_db", [(1.0, 1e-10, None), (1.0, 1e-10, 80.0), (3.0, 1e-5, 30.0), (0.5, 1e-3, None)])
+@pytest.mark.parametrize("ref,amin,top_db",
+                         [(1.0, 1e-10, None), (1.0, 1e-10, 80.0), (3.0, 1e-5, 30.0), (0.5, 1e-3, None)])
 def test_to_db_matches_librosa(ref, amin, top_db):
     s = MelSpectrogram(n_mels=32)(_wave(3000))
     s[:, :3] = 0.0  # silent frames exercise the amin floor
-    _close(to_db(s, ref, amin, top_db), librosa.power_to_db(s.numpy(), ref=ref, amin=amin, top_db=top_db), rtol=1e-12)
-    _close(AmplitudeToDB("power", ref, amin, top_db)(s), librosa.power_to_db(s.numpy(), ref=ref, amin=amin, top_db=top_db),
-           rtol=1e-12)
+    want = librosa.power_to_db(s.numpy(), ref=ref, amin=amin, top_db=top_db)
+    _close(to_db(s, ref, amin, top_db), want, rtol=1e-12)
+    _close(AmplitudeToDB("power", ref, amin, top_db)(s), want, rtol=1e-12)
     mag = s.sqrt()
     _close(to_db(mag, ref, amin, top_db, stype="magnitude"),
            librosa.amplitude_to_db(mag.numpy(), ref=ref, amin=amin, top_db=top_db), rtol=1e-12)
 
 
-def test_logmel_matches_librosa():
+@pytest.mark.parametrize("fast", [True, False])
+def test_logmel_matches_librosa(fast):
     x = _wave(5000)
-    ours = LogMelSpectrogram(SR, top_db=80.0, n_mels=64)(x)
+    ours = LogMelSpectrogram(SR, top_db=80.0, n_mels=64, fast=fast)(x)
     mel = librosa.feature.melspectrogram(y=x.numpy(), sr=SR, n_fft=400, hop_length=160, n_mels=64, htk=True,
                                          norm=None, dtype=np.float64)
     _close(ours, librosa.power_to_db(mel, top_db=80.0))
@@ -212,9 +223,10 @@ MFCC_CASES = [  # our keywords, librosa's keywords
 
 
 @pytest.mark.parametrize("ours_kw,ref_kw", MFCC_CASES)
-def test_mfcc_matches_librosa(ours_kw, ref_kw):
+@pytest.mark.parametrize("fast", [True, False])
+def test_mfcc_matches_librosa(ours_kw, ref_kw, fast):
     x = _wave(6000)
-    ours = MFCC(SR, **ours_kw)(x)
+    ours = MFCC(SR, **ours_kw, fast=fast)(x)
     ref_kw = {"n_mfcc": 13, "n_mels": 40, **ref_kw}
     if "top_db" in ref_kw:
         top_db, n_mfcc, norm = ref_kw.pop("top_db"), ref_kw.pop("n_mfcc"), ref_kw.pop("norm")
@@ -260,9 +272,10 @@ def test_deltas_regression_formula_by_hand():
 
 
 @pytest.mark.parametrize("mode", ["interp", "nearest"])
-def test_mfcc39_matches_librosa_pipeline(mode):
+@pytest.mark.parametrize("fast", [True, False])
+def test_mfcc39_matches_librosa_pipeline(mode, fast):
     x = _wave(SR)
-    ours = MFCCWithDeltas(SR, delta_mode=mode)(x)
+    ours = MFCCWithDeltas(SR, delta_mode=mode, fast=fast)(x)
     assert ours.shape == (39, 101)  # 1 s: 25 ms frames every 10 ms, centred
     c = librosa.feature.mfcc(y=x.numpy(), sr=SR, n_mfcc=13, n_fft=400, hop_length=160, n_mels=40, window="hamming",
                              htk=True, mel_norm=None, dtype=np.float64)
@@ -284,8 +297,13 @@ BATCH_MODULES = [
 
 
 @pytest.mark.parametrize("make", BATCH_MODULES)
-def test_batched_equals_per_clip(make):
+@pytest.mark.parametrize("fast", [True, False])
+def test_batched_equals_per_clip(make, fast, monkeypatch):
+    monkeypatch.setattr(features_module, "_BLOCK_BYTES", 220_000)  # the fast path: blocks of 4 clips and 2 clips
     m = make()
+    for mod in m.modules():
+        if isinstance(mod, Spectrogram):
+            mod.fast = fast
     x = _wave(2, 3, 2500)
     x[1, 2] *= 100.0  # a loud clip: top_db must use each clip's own maximum
     y = m(x)
@@ -302,6 +320,96 @@ def test_float32_close_to_float64(make):
     y64, y32 = m(x), m(x.float())
     assert y32.dtype == torch.float32
     torch.testing.assert_close(y32, y64.float(), rtol=1e-4, atol=1e-4 * float(y64.abs().max()))
+
+
+# ---------------------------------------------------------------------------------------------- fast path
+
+FRAMING_CASES = [  # n_fft, win_length, hop, T: the framing's edge cases (p = n_fft // 2 samples of padding)
+    (400, None, 160, 16000),  # the benchmark's: 2 head frames, 2 tail frames
+    (400, None, 160, 400),  # T = n_fft: one frame inside the clip
+    (400, None, 160, 399),  # no frame inside the clip: all from the padded copy
+    (400, None, 160, 201),  # reflect's shortest clip (T = p + 1)
+    (64, None, 48, 500),  # hop > p: one head frame, and the tail's reflect needs the margin
+    (64, None, 64, 256),  # hop = n_fft, T a multiple of it
+    (255, 200, 37, 1001),  # odd n_fft, a short window, a hop that does not divide anything
+    (16, None, 1, 40),  # hop 1: p head frames
+    (1, None, 3, 10),  # n_fft 1: no padding at all
+]
+
+
+@pytest.mark.parametrize("n_fft,win_length,hop,T", FRAMING_CASES)
+@pytest.mark.parametrize("center,pad_mode", [(True, "constant"), (True, "reflect"), (False, "constant")])
+@pytest.mark.parametrize("power", [None, 1.0])
+def test_fast_stft_equals_readable_on_edge_cases(n_fft, win_length, hop, T, center, pad_mode, power, monkeypatch):
+    if not center and T < n_fft:
+        pytest.skip("no frame without centring")
+    monkeypatch.setattr(features_module, "_BLOCK_BYTES", 1)  # one clip per block: the blocks write into the result
+    x = _wave(3, T)
+    fast = Spectrogram(n_fft, win_length, hop, power=power, center=center, pad_mode=pad_mode)
+    readable = Spectrogram(n_fft, win_length, hop, power=power, center=center, pad_mode=pad_mode, fast=False)
+    ours, ref = fast.time_major(x), readable.time_major(x)
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    w = fast._fast_window(x.dtype, x.device)  # the frames themselves: only multiplications, so exactly equal
+    p = n_fft // 2 if center else 0
+    padded = torch.nn.functional.pad(x.unsqueeze(1), (p, p), mode=pad_mode).squeeze(1)
+    assert torch.equal(fast._frames(x, w), padded.unfold(-1, n_fft, hop) * w)
+
+
+@pytest.mark.parametrize("kw", [
+    {"power": 1.0},  # |X|, a dense spectrum through the banded matmul
+    {"power": 2.0, "normalized": True},  # the normalization folded into the window
+    {"n_fft": 512, "win_length": 480, "n_mels": 40, "f_min": 50.0, "f_max": 4000.0, "mel_scale": "slaney",
+     "norm": "slaney"},  # bins above f_max: the last band stops early
+    {"n_fft": 64, "n_mels": 48, "hop_length": 16},  # empty filters (warned): their band is (0, 0), zeros
+])
+def test_fast_mel_equals_readable(kw, monkeypatch):
+    monkeypatch.setattr(features_module, "_BLOCK_BYTES", 1)
+    x = _wave(2, 2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the empty filters of the last case
+        fast, readable = MelSpectrogram(SR, **kw), MelSpectrogram(SR, **kw, fast=False)
+    ref = readable(x)
+    torch.testing.assert_close(fast(x), ref, rtol=1e-12, atol=1e-12 * float(ref.abs().max()))
+    covered = torch.zeros_like(fast.fb, dtype=torch.bool)
+    for m0, m1, k0, k1 in fast.bands:
+        covered[m0:m1, k0:k1] = True
+    assert not fast.fb[~covered].any()  # the bands hold every non-zero of the filterbank
+
+
+@pytest.mark.parametrize("ref,amin,top_db", [(1.0, 1e-10, 80.0), (3.0, 1e-5, 30.0), (0.5, 1e-3, None)])
+def test_fast_logmel_equals_readable(ref, amin, top_db):
+    x = _wave(3, 3000)
+    x[1, :1000] = 0.0  # silence: the amin floor
+    kw = dict(ref=ref, amin=amin, top_db=top_db, n_mels=40)
+    want = LogMelSpectrogram(SR, **kw, fast=False)(x)
+    torch.testing.assert_close(LogMelSpectrogram(SR, **kw)(x), want, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("log,top_db", [("db", None), ("natural", 30.0)])
+def test_fast_mfcc_equals_readable_with_many_blocks(log, top_db, monkeypatch):
+    monkeypatch.setattr(features_module, "_BLOCK_BYTES", 1)  # one clip per block
+    x = _wave(5, 3000)
+    x[3] *= 1000.0  # a loud clip: each block floors at its own clips' maxima
+    for make in (lambda f: MFCC(SR, log=log, top_db=top_db, lifter=22.0, fast=f),
+                 lambda f: MFCCWithDeltas(SR, log=log, top_db=top_db, fast=f)):
+        ref = make(False)(x)
+        torch.testing.assert_close(make(True)(x), ref, rtol=1e-10, atol=1e-10 * float(ref.abs().max()))
+
+
+def test_fast_path_only_without_autograd(monkeypatch):
+    calls = []
+    frames = Spectrogram._frames
+    monkeypatch.setattr(Spectrogram, "_frames", lambda self, x, w: calls.append(1) or frames(self, x, w))
+    m, x = LogMelSpectrogram(SR, top_db=80.0), _wave(2, 3000)
+    y_fast = m(x)
+    assert calls, "no autograd: the fast path"
+    calls.clear()
+    y_grad = m(x.clone().requires_grad_())
+    assert not calls and y_grad.requires_grad, "autograd: the readable path"
+    torch.testing.assert_close(y_fast, y_grad.detach(), rtol=1e-12, atol=1e-9)
+    LogMelSpectrogram(SR, fast=False)(x)
+    assert not calls, "fast=False: the readable path"
 
 
 @pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
