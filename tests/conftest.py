@@ -3,8 +3,14 @@ and at the end every skip grouped by its reason, so a fresh machine knows what i
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
+
+# The command line picks one thread per idle core when OMP_NUM_THREADS is unset (deepnotes.runtime); tests that
+# compare two runs started side by side need the same count in both, so the suite fixes it for its subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
 
 # Programs some tests need, and the command that installs them (Debian).
 PROGRAMS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -89,3 +90,21 @@ print(seen["torch"], os.environ.get("GOMP_SPINCOUNT"))
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split()[-2:] == ["False", "10000"]
+
+
+def test_a_resumed_run_takes_the_thread_count_it_started_with(tmp_path, monkeypatch):
+    from deepnotes.cli import main
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        args = ["run", "regression", "--preset", "fast", "--no-progress", "--out", str(tmp_path), "--threads", "1"]
+        assert main(args) == 0
+        (run_dir,) = list((tmp_path / "regression").iterdir())
+        assert json.loads((run_dir / "cpu.json").read_text())["threads"] == 1
+        (run_dir / "cpu.json").write_text(json.dumps({"threads": 1}))
+        torch.set_num_threads(2)
+        main(["run", "regression", "--resume", str(run_dir), "--no-progress"])
+        assert torch.get_num_threads() == 1  # not the idle cores of now: the count recorded at the start
+    finally:
+        torch.set_num_threads(before)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import types
@@ -151,11 +152,20 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
     lab = get_lab(lab_name)
     cfg, args = parse_run_config(lab, argv)
     device = distr.resolve_device(cfg.device, distr.local_rank_from_env())
-    threads_note = _set_threads(getattr(cfg, "threads", 0))
+    requested = getattr(cfg, "threads", 0)
+    started_with = Path(args.resume) / CPU_FILE if args.resume else None
+    if not requested and started_with is not None and started_with.is_file() and not os.environ.get("OMP_NUM_THREADS"):
+        # a resumed run keeps the thread count it started with: the kernels' sums, and so the bits, depend on it
+        requested = int(json.loads(started_with.read_text()).get("threads", 0))
+    threads_note = _set_threads(requested)
+    if requested and not getattr(cfg, "threads", 0):
+        threads_note = f"{requested} thread(s), as when the run started ({CPU_FILE})"
     info = distr.setup(device)
     try:
         if info.is_main:
             run = Run(args.resume) if args.resume else Run.create(args.out, lab.name, cfg)
+            if not args.resume:
+                run.write_json(CPU_FILE, {"threads": torch.get_num_threads(), "why": threads_note})
             print(f"run folder: {run.path}\nCPU: {threads_note}", flush=True)
         else:
             run = None
@@ -173,6 +183,9 @@ def cmd_run(lab_name: str, argv: Sequence[str]) -> int:
     finally:
         distr.teardown()
     return 0
+
+
+CPU_FILE = "cpu.json"  # the torch thread count a run started with (a resumed run takes it again)
 
 
 def _set_threads(requested: int) -> str:

@@ -586,11 +586,11 @@ def test_seq2seq_task_optimizer_decays_weight_matrices_only():
     assert decay["weight_decay"] == 0.05 and rest["weight_decay"] == 0.0 and decay["lr"] == 0.01
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in rest["params"])
     assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
-    assert opt.defaults["fused"]  # the configured default, optimizer_impl="fused"
+    assert opt.defaults["foreach"]  # the configured default, optimizer_impl="foreach"
 
 
 def test_seq2seq_task_optimizer_impls_take_equal_steps():
-    """The fused AdamW step (default) against torch's for-loop step, from the same gradients: equal to rounding."""
+    """The fused and foreach (default) AdamW steps against torch's for-loop step, from the same gradients: equal to rounding."""
     torch.manual_seed(0)
     model = _rnn()
     grads = [torch.randn_like(p) for p in model.parameters()]

@@ -83,10 +83,10 @@ class Run:
         return run
 
     def remove_if_empty(self) -> bool:
-        """Delete the folder when it holds nothing but config.json (a run stopped by a user's mistake before it
-        produced anything), and the ``<lab>`` and ``--out`` folders above it when that leaves them empty.
+        """Delete the folder when it holds nothing but config.json and cpu.json (a run stopped by a user's mistake
+        before it produced anything), and the ``<lab>`` and ``--out`` folders above it when that leaves them empty.
         Returns whether the run folder was removed."""
-        if not self.path.is_dir() or {p.name for p in self.path.iterdir()} - {"config.json"}:
+        if not self.path.is_dir() or {p.name for p in self.path.iterdir()} - {"config.json", "cpu.json"}:
             return False
         shutil.rmtree(self.path, ignore_errors=True)
         for parent in (self.path.parent, self.path.parent.parent):

@@ -233,7 +233,7 @@ class GANTask(Task):
         Adam step (default), its foreach path or its for-loop (RMSprop has no fused kernel: foreach unless for-loop).
         """
         v = self.variant
-        impl = getattr(cfg, "optimizer_impl", "fused")
+        impl = getattr(cfg, "optimizer_impl", "foreach")
         kw = optimizer_impl_kwargs(impl)
         opts = {}
         for name in ("generator", "discriminator"):

@@ -120,9 +120,8 @@ class TranslationConfig(RunConfig):
     decode_batch_size: int = option(64, "test sentences decoded together", range=SIZE)
     n_samples: int = option(10, "sample translations shown in the report", range=COUNT)
     cpu_bf16: Literal["auto", "on", "off"] = option("off", "bfloat16 autocast when training on the CPU")
-    fused: bool = option(True, "fused kernels: the RNN's GRUs through torch's kernel, the Transformer's attention "
-                         "through F.scaled_dot_product_attention and LayerNorm through F.layer_norm (off: the "
-                         "readable paths, tested equal)")
+    fused: bool = option(True, "fused kernels for the GRUs, attention and LayerNorm (off: the readable paths, "
+                         "tested equal)")
 
     def check(self) -> None:
         for name in ("models", "copy", "copy_continuation"):

@@ -70,8 +70,8 @@ class Word2VecConfig(RunConfig):
                                   range="[1, 4096]")
     batch_size: int = option(1024, "examples per update", range="[1, 1000000]")
     optimizer: Literal["sgd", "adam", "sparse_adam"] = option(
-        "sgd", "sgd: word2vec's SGD on the rows a batch touched (closed-form gradient, the fast path); adam: autograd "
-        "and Adam on the full tables (the readable path); sparse_adam: SparseAdam on sparse gradients (slower on CPU)")
+        "sgd", "sgd: word2vec's closed-form SGD on the rows a batch touched (fast); adam: autograd and Adam (readable); "
+        "sparse_adam: SparseAdam")
     lr: float = option(0.05, "peak learning rate (0.05: word2vec.c's for CBOW, with sgd; adam wants about 3e-3)",
                        range="(0, inf)")
     schedule: Literal["linear", "constant", "cosine"] = option(

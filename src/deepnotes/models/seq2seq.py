@@ -770,7 +770,7 @@ class Seq2SeqTask(Task):
         matrices only; its step is torch's fused kernel unless ``cfg.optimizer_impl`` says "foreach" or "for-loop"
         (as :func:`deepnotes.train.engine.make_optimizer`)."""
         params = list(self.model.parameters())
-        impl = getattr(cfg, "optimizer_impl", "fused")
+        impl = getattr(cfg, "optimizer_impl", "foreach")
         kw = optimizer_impl_kwargs(impl)
         return torch.optim.AdamW([{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
                                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}],

@@ -28,8 +28,7 @@ class TrainConfig(RunConfig):
     nesterov: bool = option(True, "use Nesterov momentum with SGD")
     beta2: float = option(0.999, "AdamW's beta2, the decay of its squared-gradient average", range="[0, 1)")
     optimizer_impl: Literal["fused", "foreach", "for-loop"] = option(
-        "fused", "how the optimizer updates the parameters: one fused kernel, one call per operation over every "
-        "tensor (foreach), or torch's readable loop over the tensors; equal up to rounding")
+        "foreach", "optimizer step: foreach (one call per operation), one fused kernel, or torch's readable loop")
     weight_decay: float = option(5e-4, "L2 weight decay on weights (not on biases or norm scales)", range="[0, 10]")
     schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "onecycle", "learning-rate schedule over all updates (see deepnotes.train.schedule)"

@@ -111,7 +111,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Param
                    lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """SGD or AdamW with weight decay on weight matrices/kernels only (not biases, not norm scales).
 
-    ``cfg.optimizer_impl`` picks torch's fused kernel (default), its foreach path or its for-loop; ``cfg.beta2`` is
+    ``cfg.optimizer_impl`` picks torch's foreach path (default), its fused kernel or its for-loop; ``cfg.beta2`` is
     AdamW's second beta (``cfg.momentum`` the first).
 
     ``scaled`` parameters, if any, go to a third group trained at ``lr * lr_scale`` (the group's ``"lr_scale"``,
@@ -127,7 +127,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, scaled: Iterable[nn.Param
     ]
     if scaled:
         groups.append({"params": scaled, "weight_decay": cfg.weight_decay / lr_scale, "lr_scale": lr_scale})
-    kw = optimizer_impl_kwargs(getattr(cfg, "optimizer_impl", "fused"))
+    kw = optimizer_impl_kwargs(getattr(cfg, "optimizer_impl", "foreach"))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, **kw
