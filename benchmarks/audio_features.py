@@ -20,10 +20,12 @@ Rows, all on the same (B, T) float32 batch on the CPU:
 ``--threads`` (default 2) is set before torch starts its thread pool (OMP_NUM_THREADS, MKL_NUM_THREADS,
 torch.set_num_threads). librosa's FFT runs on one thread whatever the setting; its one BLAS call (the mel
 einsum) runs on ``--blas-threads`` (OPENBLAS_NUM_THREADS for numpy's OpenBLAS, default 1): with 2 it was
-slower here, 2x on a busy machine (OpenBLAS's pthreads spin between calls, against torch's OpenMP ones), so
-1 is librosa's best on these two cores. ``--openmp`` picks how torch's idle OpenMP threads wait: the fast
-path runs ~100 short parallel loops a call, so beside a busy process libgomp's default spinning can make it
-slower than the readable path (see benchmarks/RESULTS.md); ``cli`` is what the deepnotes command sets. After
+no faster here idle (batched log-mel 98 vs 97 ms, MFCC-39 157 vs 107 ms, 2026-12-07) and 2x slower on a busy
+machine (OpenBLAS's pthreads spin between calls, against torch's OpenMP ones), so 1 is librosa's best on
+these two cores. ``--openmp`` picks how torch's idle OpenMP threads wait: the fast path runs ~100 short
+parallel loops a call, so beside busy processes libgomp's default spinning can make it slower than the
+readable path (log-mel, load ~2 from other jobs: 548 ms vs 156 ms; with GOMP_SPINCOUNT=10000, 84 vs 125 ms;
+with OMP_WAIT_POLICY=passive, 24 vs 94 ms); ``cli`` is what the deepnotes command sets. After
 ``--warmup`` untimed calls of each, every repeat times each row once, in turn (ours, librosa's batched call,
 ours readable, librosa's loop, then again), so that drifts of the machine hit all rows alike. Reported:
 median, interquartile range and min-max of ``--repeats`` timings, clips/s at the median, the speed-up over
