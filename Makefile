@@ -32,7 +32,7 @@ data: install system-data
 	$(VENV)/bin/deepnotes data build kjv
 	$(VENV)/bin/deepnotes data build ui-translations
 
-## demo: train the default lab on the embedded digits and print where the report is (78 s - 2 min 48 s on 2 cores)
+## demo: train the default lab on the embedded digits and print where the report is (about 1 minute on 2 cores)
 demo: install
 	$(VENV)/bin/deepnotes run image-classification
 

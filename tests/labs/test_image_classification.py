@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,24 +52,113 @@ def test_killed_run_resumed_ends_like_uninterrupted(tmp_path):
 
     a = json.loads((_only_run(tmp_path / "full") / "test_metrics.json").read_text())
     b = json.loads((run_dir / "test_metrics.json").read_text())
-    for key in ("acc", "acc_tta", "loss", "confusion_matrix"):
+    for key in ("acc", "acc_tta", "loss", "confusion_matrix", "val_acc", "val_acc_tta"):
         assert a[key] == b[key], key
     rows_a = (_only_run(tmp_path / "full") / "metrics.csv").read_text().splitlines()
     rows_b = (run_dir / "metrics.csv").read_text().splitlines()
-    strip = lambda rows: [r.rsplit(",", 2)[0] for r in rows]  # drop the timing columns
+    def strip(rows):  # drop the timing columns
+        return [r.rsplit(",", 2)[0] for r in rows]
+
     assert strip(rows_a) == strip(rows_b)
+    # drop_last (the default): floor(N / B) full batches an epoch, not ceil(N / B) with a partial one at the end
+    n_train = json.loads((run_dir / "data.json").read_text())["n_train"]
+    assert [int(r.split(",")[1]) for r in rows_a[1:]] == [e * (n_train // 128) for e in (1, 2, 3)]
+    assert n_train % 128 != 0  # so that the check above tells drop_last from a partial last batch
 
 
 @pytest.mark.slow
-def test_demo_reaches_target_on_mnist_subset(tmp_path):
-    """README's target: the default run (what `make demo` runs) reaches >= 97.5% test accuracy."""
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_demo_reaches_target_on_mnist_subset(tmp_path, seed):
+    """Issue 29's target: the default run (what `make demo` runs) reaches >= 98.5% test accuracy (single view) for
+    seeds 0, 1, 2. The time part of the target (<= 60 s of training on 2 idle cores) is printed, not asserted: wall
+    time on a shared machine says little."""
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--no-progress",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+                           "--seed", str(seed), "--out", str(tmp_path)], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((_only_run(tmp_path) / "test_metrics.json").read_text())
-    print(f"demo: test accuracy {metrics['acc']:.4f} in {time.time() - t0:.0f} s")
-    assert metrics["acc"] >= 0.975
+    print(f"demo seed {seed}: test accuracy {metrics['acc']:.4f} (TTA {metrics['acc_tta']:.4f}), validation "
+          f"{metrics['val_acc']:.4f}; training {metrics['train_time_s']:.0f} s, whole command {time.time() - t0:.0f} s")
+    assert metrics["acc"] >= 0.985
+
+
+# The lab's defaults before issue 29 made them the airbench demo (every field but the run's own: seed, device,
+# progress, threads), and the presets as they were: they must still resolve to exactly these configurations.
+OLD_DEFAULTS = dict(
+    epochs=15, batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, beta2=0.999,
+    optimizer_impl="fused", weight_decay=5e-4, schedule="onecycle", min_lr=0.0, warmup=0.2, grad_clip=0.0,
+    label_smoothing=0.0, ema_decay=0.0, lookahead_steps=0, lookahead_alpha=0.5, lookahead_ramp=False, amp=True,
+    cpu_bf16="off", compile="off", dataset="mnist-subset", data_dir=None, model="resnet", widths=(32, 64, 128),
+    blocks=(2, 2, 2), stem_channels=32, stem_pool=False, expansion=2, dropout=0.0, crop_padding=2, random_erasing=0.0,
+    low_res=0, low_res_epochs=0, hflip="auto", tta=True, val_fraction=0.1, limit_train=0, limit_test=0,
+    monitor_test=False, channels_last=True, norm_bias_lr_scale=1.0, whiten_images=5000, drop_last=False, norm_eps=1e-12,
+    rotation=0.0, scaling=0.0)
+OLD_PRESETS = {
+    "mnist-resnet": {},
+    "fast": {"epochs": 3, "limit_train": 1024, "limit_test": 500, "batch_size": 32, "stem_pool": True},
+    "fashion-mnist": {"dataset": "fashion-mnist", "model": "airbench", "widths": (32, 128, 128), "epochs": 16,
+                      "batch_size": 1024, "lr": 1.5, "momentum": 0.85, "weight_decay": 1.33e-3,
+                      "schedule": "triangular", "warmup": 0.23, "label_smoothing": 0.2, "norm_bias_lr_scale": 64.0,
+                      "lookahead_steps": 5, "lookahead_alpha": 0.2262, "lookahead_ramp": True, "cpu_bf16": "auto"},
+    "fashion-mnist-resnet": {"dataset": "fashion-mnist", "epochs": 28, "batch_size": 128, "lr": 0.1,
+                             "label_smoothing": 0.1, "stem_pool": True, "widths": (64, 128, 256), "blocks": (1, 1, 1),
+                             "cpu_bf16": "auto"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_PRESETS))
+def test_presets_run_as_before_the_demo_changed_the_defaults(name):
+    import dataclasses
+
+    from deepnotes.experiment.config import make_config
+    from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig
+    from deepnotes.train.config import TrainConfig
+
+    got = dataclasses.asdict(make_config(ImageClassificationConfig, dict(PRESETS[name])))
+    for key in ("seed", "device", "progress", "threads"):
+        del got[key]
+    expected = {**OLD_DEFAULTS, **OLD_PRESETS[name]}
+    engine = TrainConfig()  # the engine's own defaults (e.g. optimizer_impl) follow the engine, not this lab
+    expected.update({key: getattr(engine, key) for key in OLD_DEFAULTS
+                     if key not in ImageClassificationConfig.__annotations__ and key not in OLD_PRESETS[name]})
+    assert got == expected
+
+
+def test_defaults_are_the_airbench_demo():
+    from deepnotes.labs.image_classification import ImageClassificationConfig
+
+    cfg = ImageClassificationConfig()
+    assert (cfg.model, cfg.dataset, cfg.cpu_bf16, cfg.drop_last) == ("airbench", "mnist-subset", "auto", True)
+    assert cfg.lookahead_steps == 5 and cfg.norm_bias_lr_scale == 64.0 and cfg.schedule == "triangular"
+
+
+def test_digits_batch_norm_epsilon_silences_constant_channels():
+    """Why the demo's airbench has --norm-eps 1e-5: on a digit's constant background a channel can be constant up to
+    rounding; with airbench94's 1e-12 batch norm multiplies that rounding noise by about 1e6, with 1e-5 it stays ~0.
+    The fashion-mnist preset keeps 1e-12 (its model unchanged)."""
+    import dataclasses
+
+    import torch
+
+    from deepnotes.experiment.config import make_config
+    from deepnotes.labs.image_classification import PRESETS, ImageClassificationConfig, build_model
+    from deepnotes.models.cnn import ScaleFreeBatchNorm2d
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.full((64, 1, 3, 3), 0.7) + 1e-7 * torch.randn(64, 1, 3, 3, generator=gen)  # constant up to rounding
+    assert ScaleFreeBatchNorm2d(1, eps=1e-12)(x).std() > 0.05  # noise of std ~1e-7 comes out 1e6 times larger
+    assert ScaleFreeBatchNorm2d(1, eps=1e-5)(x).abs().max() < 1e-3
+
+    def epsilons(cfg):
+        return {m.eps for m in build_model(cfg, 10).modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+    small = dict(widths=(8, 16, 16))
+    assert epsilons(ImageClassificationConfig(**small)) == {1e-5}
+    fashion = make_config(ImageClassificationConfig, {**PRESETS["fashion-mnist"], **small})
+    assert epsilons(fashion) == {1e-12}
+    a = build_model(fashion, 10).state_dict()
+    b = build_model(dataclasses.replace(fashion, norm_eps=1e-5), 10).state_dict()
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}  # same weights file either way
 
 
 @pytest.mark.slow
@@ -83,8 +173,9 @@ def test_fashion_mnist_preset_reaches_target(tmp_path):
     except UserError as e:
         pytest.skip(f"Fashion-MNIST is not installed here: {e}")
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset", "fashion-mnist",
-                           "--no-progress", "--out", str(tmp_path)], capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset",
+                           "fashion-mnist", "--no-progress", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((_only_run(tmp_path) / "test_metrics.json").read_text())
     print(f"fashion-mnist preset: test accuracy {metrics['acc']:.4f} (TTA {metrics['acc_tta']:.4f}) "
@@ -97,16 +188,18 @@ def test_fashion_mnist_preset_reaches_target(tmp_path):
                                           (["--low-res-epochs", "1"], "--low-res PIXELS")])
 def test_bad_progressive_resizing_flags_exit_2(tmp_path, flags, named):
     proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset", "fast",
-                           "--epochs", "2", *flags, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+                           "--epochs", "2", *flags, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert named in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "image-classification").exists() or not any((tmp_path / "image-classification").iterdir())
 
 
 def test_progressive_resizing_run_trains_and_switches_to_full_size(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--epochs", "3",
-                           "--limit-train", "1500", "--limit-test", "300", "--no-progress", "--seed", "3", "--no-tta",
-                           "--stem-pool", "--low-res", "16", "--low-res-epochs", "2", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--preset",
+                           "mnist-resnet", "--epochs", "3", "--limit-train", "1500", "--limit-test", "300",
+                           "--no-progress", "--seed", "3", "--no-tta", "--stem-pool", "--low-res", "16",
+                           "--low-res-epochs", "2", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     run_dir = _only_run(tmp_path)
@@ -144,8 +237,11 @@ def test_norm_bias_group_gets_scaled_lr_and_matching_decay(tmp_path):
     assert id(model.whiten.weight) not in trainable  # the whitening filters stay frozen
 
     x, y = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,))
-    prep = lambda xb, yb, train, gen: (xb.float().div(255), yb)
-    trainer = supervised_trainer(cfg, model, tmp_path, (x, y), prep, {}, torch.device("cpu"), log=lambda _m: None, optimizer=opt)
+    def prep(xb, yb, train, gen):
+        return xb.float().div(255), yb
+
+    trainer = supervised_trainer(cfg, model, tmp_path, (x, y), prep, {}, torch.device("cpu"), log=lambda _m: None,
+                                 optimizer=opt)
     w0 = model.whiten.weight.clone()
     trainer.fit()
     last = trainer.lr_for(trainer.step - 1)  # the engine set every group's rate before the last update
@@ -169,7 +265,8 @@ def test_airbench_run_trains_and_bad_widths_exit_2(airbench_run, tmp_path):
     metrics = json.loads((airbench_run / "test_metrics.json").read_text())
     assert metrics["acc"] > 0.85  # digits after 3 short epochs (chance is 10%; 94.3% measured)
     bad = subprocess.run([sys.executable, "-m", "deepnotes", "run", "image-classification", "--model", "airbench",
-                          "--widths", "16,32", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+                          "--widths", "16,32", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--widths" in bad.stderr and "3 widths" in bad.stderr
     assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
@@ -228,6 +325,9 @@ def test_eval_and_report_use_the_run_folder(airbench_run, capsys):
     assert ev["n"] == 1000 and ev["data"] == "mnist-subset" and "acc_tta" in ev
     assert main(["report", str(airbench_run)]) == 0
     text = (airbench_run / "report.md").read_text()
+    metrics = json.loads((airbench_run / "test_metrics.json").read_text())
+    assert 0.5 < metrics["val_acc"] <= 1 and 0.5 < metrics["val_acc_tta"] <= 1  # the validation split, both ways
+    assert re.search(rf"\| validation accuracy with TTA +\| {100 * metrics['val_acc_tta']:.2f}% +\|", text)
     evals = text.split("## `deepnotes eval` results")[1].split("\n## ")[0]
     assert "mnist-subset" in evals and "1000" in evals
     for png in ("lr_schedule.png", "confusion_matrix.png", "test_images.png", "learning_curves.png"):

@@ -40,8 +40,9 @@ def _rows(run_dir):
 
 @needs_gloo
 def test_torchrun_two_cpu_processes_follow_the_one_process_trajectory(tmp_path):
-    args = ["--model", "lenet5", "--crop-padding", "0", "--epochs", "3", "--limit-train", "2000",
-            "--limit-test", "1000", "--batch-size", "32", "--lr", "0.02", "--no-tta"]
+    # the recipe the lab had before issue 29 (fp32, no rotation or Lookahead), with LeNet-5
+    args = ["--preset", "mnist-resnet", "--model", "lenet5", "--crop-padding", "0", "--epochs", "3",
+            "--limit-train", "2000", "--limit-test", "1000", "--batch-size", "32", "--lr", "0.02", "--no-tta"]
     out2, run2 = _run(TORCHRUN, args, tmp_path / "two")
     out1, run1 = _run(ONE, args, tmp_path / "one")
     assert "2 processes" in out2
@@ -62,7 +63,7 @@ def test_torchrun_two_cpu_processes_follow_the_one_process_trajectory(tmp_path):
 @needs_gloo
 @pytest.mark.slow
 def test_torchrun_resnet_with_batch_norm_within_noise(tmp_path):
-    args = ["--epochs", "4", "--limit-train", "3000", "--limit-test", "1000", "--no-tta"]
+    args = ["--preset", "mnist-resnet", "--epochs", "4", "--limit-train", "3000", "--limit-test", "1000", "--no-tta"]
     _, run2 = _run(TORCHRUN, args, tmp_path / "two")
     _, run1 = _run(ONE, args, tmp_path / "one")
     m1 = json.loads((run1 / "test_metrics.json").read_text())
