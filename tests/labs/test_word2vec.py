@@ -66,6 +66,20 @@ def test_trained_beats_untrained(run_dir):
     assert len(res["history"]) == PRESETS["fast"]["epochs"] and len(res["curve"]) > 10
 
 
+def test_hogwild_workers_train_as_well(run_dir, tmp_path):
+    """--workers 2: two threads step through 16 batches per update without locks; same data, the vectors as good
+    (not equal: the threads' timing decides the order of the additions)."""
+    assert main(["run", "word2vec", "--preset", "fast", "--workers", "2", "--out", str(tmp_path), "--no-progress",
+                 "--device", "cpu"]) == 0
+    (run,) = list((tmp_path / "word2vec").iterdir())
+    one, two = (json.loads((r / "results.json").read_text()) for r in (run_dir, run))
+    assert two["trained"]["pair_auc"] > two["untrained"]["pair_auc"] + 0.2
+    assert abs(two["trained"]["pair_auc"] - one["trained"]["pair_auc"]) < 0.05
+    assert two["trained"]["val_loss"] < one["trained"]["val_loss"] + 0.1
+    batches = [row["step"] for row in two["history"]]  # updates of 16 batches: about a sixteenth as many
+    assert batches[-1] == pytest.approx(one["history"][-1]["step"] / 16, abs=len(batches))
+
+
 def test_eval_recomputes_the_metrics_and_report_shows_them(run_dir, tmp_path):
     assert main(["eval", str(run_dir), "--device", "cpu"]) == 0
     res = json.loads((run_dir / "results.json").read_text())
@@ -136,7 +150,8 @@ def test_interrupted_run_resumes_to_the_same_weights(run_dir, tmp_path, capsys):
      (["--val-fraction", "1"], "--val-fraction"),
      (["--lr", "0"], "--lr"), (["--min-count", "0"], "--min-count"), (["--subsample", "-1"], "--subsample"),
      (["--max-verses", "-5"], "--max-verses"), (["--min-count", "100000"], "--min-count"),
-     (["--share-negatives", "0"], "--share-negatives"),
+     (["--share-negatives", "0"], "--share-negatives"), (["--workers", "0"], "--workers"),
+     (["--workers", "2", "--optimizer", "adam"], "--workers 2 needs --optimizer sgd"),
      (["--words", ""], "--words")],
 )
 def test_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):

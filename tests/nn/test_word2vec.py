@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from deepnotes.train import TrainConfig, Trainer
+from deepnotes.train.batches import ChunkedBatches
 from deepnotes.train.task import Step
 from deepnotes.train.checkpoint import list_checkpoints
 from deepnotes.data.text import CBOWBatches
@@ -27,6 +28,7 @@ from deepnotes.nn.word2vec import (
     NegativeSamplingTask,
     alias_table,
     analogy,
+    cbow_hogwild_steps,
     cbow_loss,
     cbow_sgd_step,
     cbow_windows,
@@ -437,6 +439,73 @@ def test_interchangeable_words_become_nearest_neighbours_with_word2vec_sgd():
     assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
     nb, _ = cosine_neighbours(model.E.weight.detach(), torch.tensor([0, 1]), k=1)
     assert nb.flatten().tolist() == [1, 0]
+
+
+def _disjoint_batches(n: int, W: int = 40, B: int = 32, C: int = 2, Q: int = 3) -> list[tuple]:
+    """Batches whose words (context, target, noise) come from words 0..W/2-1 for even batches and W/2..W-1 for odd
+    ones: with two workers (even and odd batches), no row is ever touched by both threads."""
+    g, half, out = torch.Generator().manual_seed(21), W // 2, []
+    for i in range(n):
+        context, mask, target, negatives = _batch(g, B=B, C=C, Q=Q, W=half)
+        shift = half * (i % 2)
+        out.append((context + shift, mask, target + shift, negatives[::4].contiguous() + shift))
+    return out
+
+
+def test_hogwild_steps_one_worker_is_the_sequential_loop():
+    batches = _disjoint_batches(5)
+    E0 = torch.rand(40, 6, generator=torch.Generator().manual_seed(3)) - 0.5
+    M0 = torch.rand(40, 6, generator=torch.Generator().manual_seed(4)) - 0.5
+    E1, M1, E2, M2 = E0.clone(), M0.clone(), E0.clone(), M0.clone()
+    expected = torch.cat([cbow_sgd_step(E1, M1, *b, 0.05, group=4) for b in batches])
+    got = cbow_hogwild_steps(E2, M2, batches, 0.05, workers=1, group=4)
+    assert torch.equal(got, expected) and torch.equal(E1, E2) and torch.equal(M1, M2)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_hogwild_steps_without_shared_rows_equal_each_threads_sequence(workers):
+    """When the threads' batches share no row there is no race: the result is each thread's batches applied in
+    order, whatever the interleaving (the updates of different rows commute)."""
+    batches = _disjoint_batches(8)
+    E0 = torch.rand(40, 6, generator=torch.Generator().manual_seed(3)) - 0.5
+    M0 = torch.rand(40, 6, generator=torch.Generator().manual_seed(4)) - 0.5
+    E1, M1, E2, M2 = E0.clone(), M0.clone(), E0.clone(), M0.clone()
+    if workers == 2:  # even batches and odd batches touch disjoint rows: compare with the sequential loop
+        expected = torch.cat([cbow_sgd_step(E1, M1, *b, 0.05, group=4) for b in batches])
+        got = cbow_hogwild_steps(E2, M2, batches, 0.05, workers=2, group=4)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close((E2, M2), (E1, M1), rtol=0, atol=0)
+    else:  # three threads share rows: the losses still come back in batch order, and training moves the tables
+        got = cbow_hogwild_steps(E2, M2, batches, 0.05, workers=3, group=4)
+        assert got.shape == (sum(len(b[2]) for b in batches),) and torch.isfinite(got).all()
+        assert not torch.equal(E2, E0) and not torch.equal(M2, M0)
+
+
+def test_hogwild_steps_raise_a_workers_error_and_bad_worker_counts():
+    batches = _disjoint_batches(4)
+    E, M = torch.zeros(40, 6), torch.zeros(40, 6)
+    bad = list(batches)
+    bad[3] = (bad[3][0], bad[3][1], bad[3][2][:5], bad[3][3])  # a worker's batch with a wrong target length
+    with pytest.raises(ValueError, match="target"):
+        cbow_hogwild_steps(E, M, bad, 0.05, workers=2, group=4)
+    with pytest.raises(ValueError, match="workers"):
+        cbow_hogwild_steps(E, M, batches, 0.05, workers=0, group=4)
+    with pytest.raises(ValueError, match="workers"):
+        NegativeSamplingTask(create_model("cbow", vocab_size=40, embedding_dim=6), update="autograd", workers=2)
+
+
+def test_chunked_batches_group_consecutive_batches():
+    class Source:
+        def __len__(self):
+            return 7
+
+        def epoch(self, epoch):
+            return iter(range(10 * epoch, 10 * epoch + 7))
+
+    chunks = ChunkedBatches(Source(), 3)
+    assert len(chunks) == 3 and list(chunks.epoch(1)) == [[10, 11, 12], [13, 14, 15], [16]]
+    with pytest.raises(ValueError, match="size"):
+        ChunkedBatches(Source(), 0)
 
 
 def test_cbow_batches_random_window_and_shared_noise_words():

@@ -50,7 +50,8 @@ Tested equal: :func:`cbow_loss` to :class:`CBOW`'s loss, and :func:`cbow_sgd_ste
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +60,9 @@ from torch import Tensor, nn
 from deepnotes.nn.losses import Reduction, reduce_loss
 from deepnotes.train.task import Step, StepOutput, Task
 
-__all__ = ["CBOW", "NegativeSamplingTask", "alias_table", "analogy", "cbow_loss", "cbow_sgd_step", "cbow_windows",
-           "cosine_neighbours", "negative_sampling_loss", "noise_distribution", "sample_alias", "sample_negatives",
-           "subsample_keep_prob", "word2vec_lr"]
+__all__ = ["CBOW", "NegativeSamplingTask", "alias_table", "analogy", "cbow_hogwild_steps", "cbow_loss",
+           "cbow_sgd_step", "cbow_windows", "cosine_neighbours", "negative_sampling_loss", "noise_distribution",
+           "sample_alias", "sample_negatives", "subsample_keep_prob", "word2vec_lr"]
 
 ContextUpdate = Literal["word2vec", "gradient"]
 
@@ -516,6 +517,63 @@ def cbow_sgd_step(E: Tensor, M: Tensor, context: Tensor, context_mask: Tensor, t
     return f.loss
 
 
+def cbow_hogwild_steps(E: Tensor, M: Tensor, batches: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]], lr: float,
+                       workers: int, group: int = 1, context_update: ContextUpdate = "word2vec",
+                       pool: ThreadPoolExecutor | None = None) -> Tensor:
+    r""":func:`cbow_sgd_step` on several batches at once from ``workers`` threads, without locks (Hogwild!).
+
+    Thread i takes batches i, i + workers, i + 2 workers, ... and steps through them in place on the shared
+    ``E`` and ``M``; a thread may read a row while another adds to it, and two additions to the same row at
+    the same moment may lose one of them. Recht, Re, Wright & Niu 2011, "Hogwild!: A lock-free approach to
+    parallelizing stochastic gradient descent", show that SGD converges nearly as well when the updates are
+    sparse, as word2vec's are (a batch touches a few thousand of the rows); word2vec.c (its ``-threads``) and
+    gensim (``workers``) train this way. The result depends on the threads' timing: two runs with the same seed
+    differ in the last digits and beyond (one worker is :func:`cbow_sgd_step` in a loop, deterministic).
+
+    Torch's operations release Python's lock while they compute, so with one torch thread per worker
+    (``torch.set_num_threads(1)``) the workers run on separate cores.
+
+    Args:
+        E, M: (W, D) input and output embeddings, updated in place.
+        batches: ``(context, context_mask, target, negatives)`` per batch, as :func:`cbow_sgd_step` takes them
+            (``negatives`` one row per group).
+        lr: the learning rate of every step.
+        workers: threads, >= 1 (the caller's thread is one of them).
+        group, context_update: as :func:`cbow_sgd_step`.
+        pool: an executor with at least ``workers - 1`` threads (default: one made for this call).
+
+    Returns:
+        (sum of B,) the loss of each example before its batch's step, batch after batch.
+
+    Raises:
+        ValueError: ``workers`` < 1, and as :func:`cbow_sgd_step`.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    losses: list[Tensor | None] = [None] * len(batches)
+
+    def work(first: int) -> None:
+        for i in range(first, len(batches), workers):
+            context, mask, target, negatives = batches[i]
+            losses[i] = cbow_sgd_step(E, M, context, mask, target, negatives, lr, group, context_update)
+
+    helpers = min(workers, len(batches)) - 1
+    if helpers > 0:
+        own = pool is None
+        pool = pool or ThreadPoolExecutor(helpers)
+        try:
+            futures = [pool.submit(work, i) for i in range(1, helpers + 1)]
+            work(0)
+            for f in futures:
+                f.result()  # re-raises a worker's error
+        finally:
+            if own:
+                pool.shutdown()
+    else:
+        work(0)
+    return torch.cat(losses) if losses else torch.zeros(0)
+
+
 class NegativeSamplingTask(Task):
     """Training CBOW with :class:`deepnotes.train.Trainer`: the negative-sampling loss of a batch
     ``(context, mask, target, negatives)`` (:class:`deepnotes.data.text.CBOWBatches`), moved to ``device``.
@@ -540,14 +598,23 @@ class NegativeSamplingTask(Task):
             (``CBOWBatches(share_negatives=...)``); the sgd path then reads one row of noise words per group
             (default 1: every example its own).
         context_update: of the ``"sgd"`` path (:func:`cbow_sgd_step`): ``"word2vec"`` (default) or ``"gradient"``.
+        workers: of the ``"sgd"`` path: with more than 1, a training batch is a list of batches
+            (:class:`deepnotes.train.batches.ChunkedBatches`) that ``workers`` threads step through at once without
+            locks (:func:`cbow_hogwild_steps`), all at the Trainer's lr of that step; not reproducible run to run.
+            Default 1.
 
     Raises:
-        ValueError: an unknown update or context_update, or shared_negatives < 1.
+        ValueError: an unknown update or context_update, shared_negatives < 1, workers < 1, or workers > 1 with
+        the autograd update.
     """
 
     def __init__(self, model: CBOW, device: torch.device | str = "cpu", update: Literal["autograd", "sgd"] = "autograd",
-                 shared_negatives: int = 1, context_update: ContextUpdate = "word2vec"):
+                 shared_negatives: int = 1, context_update: ContextUpdate = "word2vec", workers: int = 1):
         super().__init__(model)
+        if workers < 1 or (workers > 1 and update != "sgd"):
+            raise ValueError(f"workers must be >= 1, and 1 with the autograd update; got {workers} ({update})")
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
         if update not in ("autograd", "sgd"):
             raise ValueError(f"update must be 'autograd' or 'sgd', got {update!r}")
         if context_update not in ("word2vec", "gradient"):
@@ -570,6 +637,13 @@ class NegativeSamplingTask(Task):
         return model(context, target, negatives, mask, reduction=reduction), len(target)
 
     def training_step(self, model: nn.Module, batch, step: Step) -> StepOutput:
+        if self.workers > 1:  # a list of batches, stepped through by several threads at once
+            g = self.shared_negatives
+            chunk = [(c, m, t, n[::g]) for c, m, t, n in ((x.to(self.device) for x in b) for b in batch)]
+            losses = cbow_hogwild_steps(self.model.E.weight, self.model.M.weight, chunk, step.lr, self.workers, g,
+                                        self.context_update, self._pool)
+            total = losses.sum()
+            return StepOutput(total / len(losses), {"loss": float(total)}, len(losses))
         if self.update == "sgd":
             context, mask, target, negatives = (t.to(self.device) for t in batch)
             cbow, g = self.model, self.shared_negatives  # the parameters themselves (one process: no wrapper)

@@ -8,6 +8,8 @@ takes: a tuple of tensors here; a lab may write its own source (e.g. token-bucke
 * :class:`TensorBatches`: shuffled mini-batches of tensors held in memory (one pass, a fixed number of
   updates per epoch, or draws weighted per example), each process taking its share.
 * :class:`EvalBatches`: the same tensors in order, for evaluation, each process taking its share.
+* :class:`ChunkedBatches`: another source's batches in lists of ``size`` consecutive ones, one list per update
+  (for a task that steps through several batches at once, e.g. word2vec's Hogwild! workers).
 
 Source: ML2021 lecture 2 (batch and epoch: shuffle after every epoch).
 """
@@ -129,3 +131,33 @@ class EvalBatches:
         for start in range(0, len(rows), self.batch_size):
             idx = rows[start : start + self.batch_size]
             yield tuple(t[idx] for t in self.tensors)
+
+
+class ChunkedBatches:
+    """Another batch source's batches grouped in lists of ``size`` consecutive ones: one list per Trainer update.
+
+    Args:
+        source: a :class:`BatchSource`.
+        size: batches per list, >= 1 (the last list of an epoch may be shorter).
+
+    Raises:
+        ValueError: ``size`` < 1.
+    """
+
+    def __init__(self, source: BatchSource, size: int):
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.source, self.size = source, size
+
+    def __len__(self) -> int:
+        return -(-len(self.source) // self.size)
+
+    def epoch(self, epoch: int) -> Iterator[list[Any]]:
+        chunk: list[Any] = []
+        for batch in self.source.epoch(epoch):
+            chunk.append(batch)
+            if len(chunk) == self.size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
