@@ -1,11 +1,14 @@
 """Benchmark of the attribution methods: seconds per image, ours (deepnotes.explain) against captum 0.9.0.
 
-    python benchmarks/attribution_time.py                      # LeNet-5, 28x28 inputs, 8 images, best of 3
-    python benchmarks/attribution_time.py --images 2 --repeats 1 --quick   # a smoke run (fewer samples/steps)
+    python benchmarks/attribution_time.py                      # LeNet-5, 28x28 inputs, 8 images, 21 repeats
+    python benchmarks/attribution_time.py --images 1 --repeats 2 --quick   # a smoke run (fewer samples/steps)
 
 Both sides get the same settings (samples, steps, windows, the same LIME masks and kernel) on an untrained LeNet-5
-(timings do not depend on the weights). Prints the load average before and after, since the numbers are wall-clock:
-run it on an otherwise idle machine, and paste the Markdown table into benchmarks/RESULTS.md with the command.
+(timings do not depend on the weights). For each method, after one untimed warm-up call of each side, ours and
+captum's calls alternate ``--repeats`` times (default 21); the table gives the median and the spread (min-max) of
+the seconds per image of each, and the ratio of the medians. Prints the load average (1, 5, 15 min) before and
+after and the torch thread count, since the numbers are wall-clock: run it on an otherwise idle machine, and paste
+the Markdown table into benchmarks/RESULTS.md with the command.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -23,16 +27,29 @@ import torch
 from deepnotes.explain import (grad_cam, guided_backprop, integrated_gradients, lime, occlusion, saliency,
                                smoothgrad)
 from deepnotes.models.registry import create_model
-from deepnotes.report import markdown_table
+from deepnotes.report import format_number, markdown_table
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def alternating_times(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each call, ``ours`` then ``theirs`` in every one of the ``repeats`` rounds (no warm-up here)."""
+    times: dict[str, list[float]] = {"ours": [], "captum": []}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for name, fn in (("ours", ours), ("captum", theirs)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _spread(seconds: list[float], images: int) -> str:
+    """``median (min-max)`` of the seconds per image, 3 significant digits."""
+    per_image = [t / images for t in seconds]
+    return (f"{format_number(statistics.median(per_image), 3)} "
+            f"({format_number(min(per_image), 3)}-{format_number(max(per_image), 3)})")
 
 
 def lime_pair(model: torch.nn.Module, x: torch.Tensor, n_samples: int) -> tuple[Callable, Callable]:
@@ -70,9 +87,12 @@ def lime_pair(model: torch.nn.Module, x: torch.Tensor, n_samples: int) -> tuple[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=8, help="images per call (LIME: one call per image)")
-    p.add_argument("--repeats", type=int, default=3, help="timed calls per method; the best is kept")
+    p.add_argument("--repeats", type=int, default=21,
+                   help="alternating timed calls of each side per method; median and min-max reported (default 21)")
     p.add_argument("--quick", action="store_true", help="5 SmoothGrad samples, 5 IG steps, 50 LIME samples")
     args = p.parse_args()
+    if args.images < 1 or args.repeats < 1:
+        p.error("--images and --repeats must be >= 1")
     warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")  # captum GuidedBackprop, every call
     import captum
     import captum.attr as ca
@@ -110,19 +130,21 @@ def main() -> None:
                 x, target=target, relu_attributions=True), (28, 28), "bilinear")),
         f"lime ({n_lime} samples)": (ours_lime, captum_lime),
     }
-    load_before = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before: {_load()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads", flush=True)
     rows = []
     for name, (ours, theirs) in methods.items():
-        ours(), theirs()  # warm-up
-        t_ours, t_captum = best_time(ours, args.repeats), best_time(theirs, args.repeats)
-        rows.append([name, t_ours / len(x), t_captum / len(x), t_captum / t_ours])
+        ours(), theirs()  # untimed warm-up of each side
+        times = alternating_times(ours, theirs, args.repeats)
+        ratio = statistics.median(times["captum"]) / statistics.median(times["ours"])
+        rows.append([name, _spread(times["ours"], len(x)), _spread(times["captum"], len(x)), ratio])
         print(rows[-1], file=sys.stderr, flush=True)
-    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min) after: {_load()}")
     print(f"torch {torch.__version__}, captum {captum.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; LeNet-5 on {len(x)} images of 28x28, best of "
-          f"{args.repeats}; load average (1, 5, 15 min) before {load_before[0]:.2f} {load_before[1]:.2f} "
-          f"{load_before[2]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}\n")
-    print(markdown_table(["method", "ours (s/image)", "captum (s/image)", "captum / ours"], rows))
+          f"{platform.processor() or platform.machine()}; LeNet-5 on {len(x)} images of 28x28, median (min-max) of "
+          f"{args.repeats} alternating calls of each after one warm-up\n")
+    print(markdown_table(["method", "ours s/image median (min-max)", "captum s/image median (min-max)",
+                          "captum / ours"], rows, digits=3))
 
 
 if __name__ == "__main__":

