@@ -88,3 +88,45 @@ def test_bad_flags(tmp_path, capsys):
     assert main(["run", "char-gpt", "--prompt", "", "--out", str(tmp_path)]) == 2
     assert "--prompt must not be empty" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # no run folder for a bad flag
+
+
+@pytest.mark.slow
+def test_default_char_gpt_killed_and_resumed_ends_bit_equal(tmp_path):
+    """The lab's defaults (torch.compile where a compiler is, bf16 where the CPU has it, fused AdamW) on two threads,
+    shortened: a run killed after its first epoch and resumed ends with the uninterrupted run's weights, byte for
+    byte. Without deterministic algorithms, compiled training on two threads differed from the first epoch."""
+    import glob
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    args = [sys.executable, "-m", "deepnotes", "run", "char-gpt", "--no-progress", "--epochs", "3",
+            "--steps-per-epoch", "50", "--limit-chars", "300000", "--eval-windows", "40"]
+    subprocess.run([*args, "--out", str(tmp_path / "full")], check=True, capture_output=True, env=env, timeout=900)
+    killed = subprocess.Popen([*args, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
+    run, deadline = None, time.time() + 900
+    while run is None and killed.poll() is None and time.time() < deadline:
+        found = glob.glob(str(tmp_path / "killed" / "char-gpt" / "*" / "checkpoints" / "epoch-0001"))
+        run = Path(found[0]).parent.parent if found else None
+        time.sleep(0.01)
+    assert run is not None and killed.poll() is None, "the run ended before it could be killed"
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    resumed = subprocess.run([sys.executable, "-m", "deepnotes", "run", "char-gpt", "--resume", str(run),
+                              "--no-progress"], capture_output=True, text=True, env=env, timeout=900)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
+    (full,) = list((tmp_path / "full" / "char-gpt").iterdir())
+
+    def digest(path: Path) -> str:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    def rows(path: Path) -> list[str]:  # without the timing columns
+        return [line.rsplit(",", 2)[0] for line in (path / "metrics.csv").read_text().splitlines()]
+
+    assert rows(full) == rows(run)
+    assert digest(full / "model.safetensors") == digest(run / "model.safetensors")
