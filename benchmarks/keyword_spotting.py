@@ -7,8 +7,9 @@ One training step = what the lab's engine does per batch: int16 clips -> float, 
 time shift, background noise, features (log-mel / dB spectrogram / none; with the lab's default VTLP warp on
 the spectrogram models), SpecAugment, forward,
 cross-entropy, backward, SGD update. Synthetic clips (random noise shaped like speech levels) are enough
-for timing. Rows give the median wall time of ``--repeats`` steps after one warm-up, clips/s, and the
-process CPU time per clip (a steadier figure than wall time on a shared machine). Prints a Markdown table.
+for timing. Rows give the median and min-max wall time of ``--repeats`` steps (default 21) after one warm-up,
+clips/s at the median, and the process CPU time per clip (a steadier figure than wall time on a shared machine);
+the load average (1, 5, 15 min) is printed before and after. Prints a Markdown table.
 
 On a machine shared with other busy processes, set ``OMP_WAIT_POLICY=PASSIVE``: PyTorch's OpenMP
 threads otherwise spin while they wait for each other, and two of them on two busy cores ran ~15x
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import time
@@ -38,8 +40,8 @@ MODELS = {"bcresnet": ("bcresnet", "logmel"), "cnn": ("spectrogram-cnn", "spectr
 
 
 def step_times(model_name: str, width: float, augment: SpeechAugment, batch: int,
-               repeats: int) -> tuple[float, float, int]:
-    """(median wall seconds, median CPU seconds, parameters) of one training step of ``model_name``."""
+               repeats: int) -> tuple[list[float], float, int]:
+    """(wall seconds of every timed step, median CPU seconds, parameters) of one training step of ``model_name``."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     clips = (torch.randn(batch, 16000, generator=g) * 3000).clamp(-32768, 32767).to(torch.int16)
@@ -64,13 +66,13 @@ def step_times(model_name: str, width: float, augment: SpeechAugment, batch: int
         if i:  # the first step is a warm-up
             walls.append(time.perf_counter() - w0)
             cpus.append(time.process_time() - c0)
-    return statistics.median(walls), statistics.median(cpus), sum(p.numel() for p in model.parameters())
+    return walls, statistics.median(cpus), sum(p.numel() for p in model.parameters())
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=21, help="timed steps per model after one warm-up (default 21)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--models", default="bcresnet,cnn,m5", help="comma-separated: bcresnet, cnn, m5")
     p.add_argument("--widths", default="1,2", help="BC-ResNet widths tau to time (comma-separated)")
@@ -79,17 +81,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     augment = dataclasses.replace(AUGMENT, speed_perturb=args.speed_perturb)
     rows = []
+    before = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     for model in args.models.split(","):
         widths = [float(w) for w in args.widths.split(",")] if model == "bcresnet" else [1.0]
         for width in widths:
-            wall, cpu, params = step_times(model, width, augment, args.batch, args.repeats)
+            walls, cpu, params = step_times(model, width, augment, args.batch, args.repeats)
+            wall = statistics.median(walls)
             name = f"BC-ResNet-{width:g}" if model == "bcresnet" else {"cnn": "exercise CNN", "m5": "M5"}[model]
-            rows.append([name, f"{params:,}", f"{1000 * wall:.0f}", f"{args.batch / wall:.0f}",
-                         f"{1000 * cpu / args.batch:.2f}"])
+            rows.append([name, f"{params:,}", f"{1000 * wall:.0f}", f"{1000 * min(walls):.0f}-{1000 * max(walls):.0f}",
+                         f"{args.batch / wall:.0f}", f"{1000 * cpu / args.batch:.2f}"])
             print(f"{name}: {args.batch / wall:.0f} clips/s", flush=True)
+    after = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\n{platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} threads, "
-          f"batch {args.batch}, median of {args.repeats} steps\n")
-    print(markdown_table(["model", "parameters", "ms / step", "clips / s", "CPU ms / clip"], rows))
+          f"batch {args.batch}, median of {args.repeats} steps; load average (1, 5, 15 min) {before} before, "
+          f"{after} after\n")
+    print(markdown_table(["model", "parameters", "ms / step (median)", "min-max", "clips / s", "CPU ms / clip"],
+                         rows))
 
 
 if __name__ == "__main__":
