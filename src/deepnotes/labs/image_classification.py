@@ -2,14 +2,17 @@
 
 Trains a LeNet-5-style CNN, a small bottleneck ResNet or Jordan's airbench94 network (frozen whitening
 layer, dirac-initialized conv groups) on mnist-subset (5,000 real MNIST digits, the embedded default),
-Fashion-MNIST or full MNIST, with random-crop (and, for clothes, mirror) augmentation, and reports test
-accuracy with and without AlexNet's test-time augmentation. The pieces: :mod:`deepnotes.models.cnn` (networks),
+Fashion-MNIST or full MNIST, with random-crop (and, for clothes, mirror; by default also small rotations and
+resizes) augmentation, and reports test accuracy with and without AlexNet's test-time augmentation. The default run
+(``make demo``) is airbench94 at a digits-sized budget; ``--preset mnist-resnet`` is the ResNet demo it replaced.
+The pieces: :mod:`deepnotes.models.cnn` (networks), :mod:`deepnotes.data.affine` (rotation and scaling),
 :mod:`deepnotes.data.image_batches` (augmentation, normalization, progressive resizing),
 :mod:`deepnotes.metrics.image_eval` (scoring with and without TTA).
 
 Files it leaves in the run folder (beside config.json, metrics.csv, model.safetensors):
     data.json                 dataset, classes, split sizes, pixel mean/std used to normalize
-    test_metrics.json         test accuracy/loss, with and without TTA, confusion matrix, timings
+    test_metrics.json         test accuracy/loss, with and without TTA, confusion matrix, timings; the validation
+                              split's accuracy/loss with and without TTA (val_acc, val_acc_tta, val_loss)
     predictions.safetensors   test labels and predictions; the images of the report's grid
     report.md + *.png         the report
 """

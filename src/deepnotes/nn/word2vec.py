@@ -613,8 +613,6 @@ class NegativeSamplingTask(Task):
         super().__init__(model)
         if workers < 1 or (workers > 1 and update != "sgd"):
             raise ValueError(f"workers must be >= 1, and 1 with the autograd update; got {workers} ({update})")
-        self.workers = workers
-        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None
         if update not in ("autograd", "sgd"):
             raise ValueError(f"update must be 'autograd' or 'sgd', got {update!r}")
         if context_update not in ("word2vec", "gradient"):
@@ -624,6 +622,8 @@ class NegativeSamplingTask(Task):
         self.device = torch.device(device)
         self.update, self.shared_negatives, self.context_update = update, shared_negatives, context_update
         self.manual_optimization = update == "sgd"
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers - 1) if workers > 1 else None  # kept for the whole run
 
     def configure_optimizers(self, cfg) -> torch.optim.Optimizer:
         if self.update == "sgd":
