@@ -43,6 +43,7 @@ LAB_MODULES = (
     "deepnotes.labs.stable_learning",  # seed 000: StableNet (Zhang et al. CVPR 2021)
     "deepnotes.labs.gan_toy",  # EE-559 GAN (Fleuret's toy); ML2021 GAN lectures
     "deepnotes.labs.bert",  # ML2021/2022 self-supervised learning: BERT, HW7
+    "deepnotes.labs.vit_mae",  # ML2022 self-supervised learning; seed 004: ViT and MAE
 )
 
 
