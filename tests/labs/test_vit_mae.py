@@ -83,6 +83,9 @@ def test_resume_of_a_finished_run_keeps_every_model(run_dir, capsys):
     assert main(["run", "vit-mae", "--resume", str(run_dir), "--no-progress", "--threads", "1"]) == 0
     after = {p: p.stat().st_mtime_ns for p in (run_dir / "models").glob("*/model.safetensors")}
     assert before == after  # nothing retrained
+    res = json.loads((run_dir / "results.json").read_text())
+    assert all(res[rung]["train_time_s"] > 0 for rung in ("mae", "scratch", "finetune", "probe"))  # read from file
+    assert res["mae"]["val_loss"] > 0
     assert "epoch 1/" not in capsys.readouterr().out
 
 

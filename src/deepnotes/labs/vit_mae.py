@@ -22,6 +22,7 @@ Files it leaves in the run folder (beside config.json):
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +121,10 @@ def build_vit(cfg: VitMaeConfig, in_channels: int, num_classes: int) -> ViT:
 
 def _fit(trainer: Trainer, folder: Path, model: torch.nn.Module, resume: bool) -> float:
     """Train (or, with ``resume`` and finished weights in ``folder``, load them); the training time in seconds."""
-    if resume and (folder / "model.safetensors").is_file():
+    if resume and (folder / "model.safetensors").is_file():  # finished in an earlier session: its time is on file
         Run(folder).load_weights(model)
-        return sum(float(r["epoch_time_s"]) for r in trainer.history) if trainer.history else 0.0
+        rows = list(csv.DictReader((folder / "metrics.csv").open()))
+        return sum(float(r["epoch_time_s"]) for r in rows)
     if resume and (folder / "checkpoints").is_dir():
         trainer.resume()
     trainer.fit()
@@ -157,9 +159,8 @@ def run(cfg: VitMaeConfig, ctx: RunContext) -> dict[str, Any]:
                       lambda m: log(f"[mae] {m}"))
     results: dict[str, Any] = {"mae": {"train_time_s": _fit(trainer, mae_dir, mae, ctx.resume),
                                        "parameters": sum(p.numel() for p in mae.parameters())}}
-    if trainer.history:
-        last = trainer.history[-1]
-        results["mae"].update(train_loss=last.get("train_loss"), val_loss=last.get("val_loss"))
+    last = list(csv.DictReader((mae_dir / "metrics.csv").open()))[-1]  # also when kept from an earlier session
+    results["mae"].update(train_loss=float(last["train_loss"]), val_loss=float(last["val_loss"]))
     mae.eval()
 
     for rung in cfg.rungs:
