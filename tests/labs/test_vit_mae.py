@@ -12,21 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from deepnotes.cli import main
-from deepnotes.errors import UserError
+from deepnotes.data import get_image_dataset
 
-
-def _fashion_available() -> bool:
-    from deepnotes.data import get_image_dataset
-
-    try:
-        get_image_dataset("fashion-mnist").load("test")
-    except (UserError, OSError, Exception):  # noqa: BLE001 - any failure to load means: not installed here
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _fashion_available(),
-                                reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+pytestmark = pytest.mark.skipif(get_image_dataset("fashion-mnist").locate() is None,
+                                reason="Fashion-MNIST is missing (apt-get install dataset-fashion-mnist)")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ Files it leaves in the run folder (beside config.json):
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from deepnotes.metrics.image_eval import evaluate_images
 from deepnotes.models.registry import create_model
 from deepnotes.models.vit import MAEPretrainTask
 from deepnotes.nn.vit import MAE, ViT, patchify, unpatchify
-from deepnotes.report import new_figure, save_figure
+from deepnotes.report import new_figure, read_metrics_csv, save_figure
 from deepnotes.train import EvalBatches, TensorBatches, TrainConfig, Trainer, option, supervised_trainer
 from deepnotes.train.engine import use_cpu_bf16
 
@@ -123,8 +122,7 @@ def _fit(trainer: Trainer, folder: Path, model: torch.nn.Module, resume: bool) -
     """Train (or, with ``resume`` and finished weights in ``folder``, load them); the training time in seconds."""
     if resume and (folder / "model.safetensors").is_file():  # finished in an earlier session: its time is on file
         Run(folder).load_weights(model)
-        rows = list(csv.DictReader((folder / "metrics.csv").open()))
-        return sum(float(r["epoch_time_s"]) for r in rows)
+        return sum(float(r["epoch_time_s"]) for r in read_metrics_csv(folder / "metrics.csv"))
     if resume and (folder / "checkpoints").is_dir():
         trainer.resume()
     trainer.fit()
@@ -159,7 +157,7 @@ def run(cfg: VitMaeConfig, ctx: RunContext) -> dict[str, Any]:
                       lambda m: log(f"[mae] {m}"))
     results: dict[str, Any] = {"mae": {"train_time_s": _fit(trainer, mae_dir, mae, ctx.resume),
                                        "parameters": sum(p.numel() for p in mae.parameters())}}
-    last = list(csv.DictReader((mae_dir / "metrics.csv").open()))[-1]  # also when kept from an earlier session
+    last = read_metrics_csv(mae_dir / "metrics.csv")[-1]  # also when kept from an earlier session
     results["mae"].update(train_loss=float(last["train_loss"]), val_loss=float(last["val_loss"]))
     mae.eval()
 
@@ -200,7 +198,7 @@ def save_reconstructions(mae: MAE, prep: ImageBatchPreparer, split: ImageSplit, 
     x = prep.normalize(split.images[:8])
     gen = torch.Generator().manual_seed(seed)
     _, pred, mask = mae(x, generator=gen)
-    p = mae.patch_embed.patch_size[0] if isinstance(mae.patch_embed.patch_size, tuple) else mae.patch_embed.patch_size
+    p = mae.patch_embed.patch_size
     patches = patchify(x, p)  # (8, N, p*p*C)
     if mae.norm_pix_loss:
         mean, var = patches.mean(-1, keepdim=True), patches.var(-1, keepdim=True)
@@ -240,13 +238,10 @@ def report(run: Run) -> Path:
     fig = new_figure(6, 4)
     axes = fig.subplots()
     for rung in RUNGS:
-        csv = run / f"models/{rung}/metrics.csv"
-        if csv.is_file():
-            lines = csv.read_text().splitlines()
-            head = lines[0].split(",")
-            if "val_acc" in head:
-                k = head.index("val_acc")
-                axes.plot([float(r.split(",")[k]) for r in lines[1:]], label=rung)
+        path = run / f"models/{rung}/metrics.csv"
+        accs = [row.get("val_acc") for row in read_metrics_csv(path)] if path.is_file() else []
+        if accs and None not in accs:
+            axes.plot(accs, label=rung)
     axes.set_xlabel("epoch")
     axes.set_ylabel("validation accuracy")
     axes.legend()
