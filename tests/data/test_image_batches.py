@@ -3,6 +3,7 @@
 import torch
 import torch.nn.functional as F
 
+from deepnotes.data.affine import random_affine
 from deepnotes.data.augment import random_crop, random_hflip
 from deepnotes.data.image_batches import ImageBatchPreparer
 
@@ -22,6 +23,17 @@ def test_evaluation_only_normalizes_and_training_augments_in_a_fixed_order():
     g = torch.Generator().manual_seed(5)
     want = prep.normalize(random_hflip(random_crop(x, 2, g), 0.5, g))  # crop, then flip, from one generator
     torch.testing.assert_close(got, want)
+
+
+def test_rotation_and_scaling_come_first_from_the_same_generator():
+    x, y = _batch()
+    prep = ImageBatchPreparer(0.25, 0.5, padding=2, hflip=False, device=torch.device("cpu"), channels_last=False,
+                              rotation=10.0, scaling=0.1)
+    got, _ = prep(x, y, True, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    want = prep.normalize(random_crop(random_affine(x, 10.0, 0.1, g), 2, g))  # turn and resize, then crop
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(got, prep.normalize(random_crop(x, 2, torch.Generator().manual_seed(7))))
 
 
 def test_no_augmentation_draws_nothing_from_the_generator():

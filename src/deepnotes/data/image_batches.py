@@ -1,8 +1,9 @@
 """From uint8 image batches to what a network trains on: normalization, augmentation, progressive resizing.
 
 :class:`ImageBatchPreparer` is a ``prepare_batch(x, y, train, generator)`` for
-:class:`deepnotes.train.ClassificationTask`: in training it draws a random crop (``padding``), a mirror image
-(``hflip``) and random erasing from the Trainer's seeded generator, in that order (:mod:`deepnotes.data.augment`),
+:class:`deepnotes.train.ClassificationTask`: in training it draws a random rotation and scaling (``rotation``,
+``scaling``; :mod:`deepnotes.data.affine`), a random crop (``padding``), a mirror image (``hflip``) and random
+erasing from the Trainer's seeded generator, in that order (:mod:`deepnotes.data.augment`),
 then normalizes ``(x / 255 - mean) / std`` with the training set's pixel statistics
 (:func:`deepnotes.data.images.pixel_mean_std`);
 evaluation only normalizes.
@@ -20,6 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from deepnotes.data.affine import random_affine
 from deepnotes.data.augment import random_crop, random_erasing, random_hflip
 from deepnotes.data.images import to_pixels
 
@@ -44,6 +46,8 @@ class ImageBatchPreparer:
         cpu_bf16: evaluation runs under bfloat16 autocast on the CPU (as training did). Default False.
         erasing: random-erasing probability per image (0 disables). Default 0.
         low_res, low_res_epochs: progressive resizing (see the module docstring; 0 disables). Default 0.
+        rotation, scaling: turn each training image by up to ``rotation`` degrees and resize it by up to
+            ``scaling`` (:func:`deepnotes.data.affine.random_affine`), before the crop; 0 and 0 (default) draw nothing.
 
     Attributes:
         epoch: ``epoch() -> int``, the 0-based epoch being trained (point it at the Trainer's counter);
@@ -54,8 +58,10 @@ class ImageBatchPreparer:
     """
 
     def __init__(self, mean: float, std: float, padding: int, hflip: bool, device: torch.device, channels_last: bool,
-                 cpu_bf16: bool = False, erasing: float = 0.0, low_res: int = 0, low_res_epochs: int = 0):
+                 cpu_bf16: bool = False, erasing: float = 0.0, low_res: int = 0, low_res_epochs: int = 0,
+                 rotation: float = 0.0, scaling: float = 0.0):
         self.mean, self.std, self.padding, self.hflip, self.erasing = mean, std, padding, hflip, erasing
+        self.rotation, self.scaling = rotation, scaling
         self.low_res, self.low_res_epochs = low_res, low_res_epochs
         self.epoch: Callable[[], int] = lambda: 0
         self.device = device
@@ -70,6 +76,7 @@ class ImageBatchPreparer:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, train: bool,
                  generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         if train:
+            x = random_affine(x, self.rotation, self.scaling, generator)
             x = random_crop(x, self.padding, generator)
             if self.hflip:
                 x = random_hflip(x, 0.5, generator)

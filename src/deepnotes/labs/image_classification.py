@@ -29,7 +29,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from deepnotes.data import get_image_dataset
-from deepnotes.data.affine import random_affine
 from deepnotes.data.image_batches import ImageBatchPreparer
 from deepnotes.data.images import load_held_out, load_test_split
 from deepnotes.errors import UserError
@@ -173,22 +172,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class AffineBatchPreparer(ImageBatchPreparer):
-    """:class:`~deepnotes.data.image_batches.ImageBatchPreparer` whose training batches are first turned by up to
-    ``rotation`` degrees and resized by up to ``scaling`` (:func:`deepnotes.data.affine.random_affine`, drawn from the
-    Trainer's generator before the crop); evaluation is unchanged."""
-
-    def __init__(self, *args: Any, rotation: float = 0.0, scaling: float = 0.0, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.rotation, self.scaling = rotation, scaling
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, train: bool,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if train:
-            x = random_affine(x, self.rotation, self.scaling, generator)
-        return super().__call__(x, y, train, generator)
-
-
 def build_model(cfg: ImageClassificationConfig, num_classes: int) -> torch.nn.Module:
     """The network ``cfg.model`` from :func:`deepnotes.models.create_model`, in the config's memory layout."""
     resnet = dict(widths=cfg.widths, blocks=cfg.blocks, stem_channels=cfg.stem_channels, stem_pool=cfg.stem_pool,
@@ -236,9 +219,9 @@ def run(cfg: ImageClassificationConfig, ctx: RunContext) -> dict[str, Any]:
     model = build_model(cfg, len(test.classes))
     log(f"model {cfg.model}: {sum(p.numel() for p in model.parameters()):,} parameters; device {ctx.device}"
         + (f"; {ctx.info.world_size} processes" if ctx.info.enabled else ""))
-    prep = AffineBatchPreparer(data.mean, data.std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last,
-                               use_cpu_bf16(cfg, ctx.device), cfg.random_erasing, cfg.low_res, cfg.low_res_epochs,
-                               rotation=cfg.rotation, scaling=cfg.scaling)
+    prep = ImageBatchPreparer(data.mean, data.std, cfg.crop_padding, hflip, ctx.device, cfg.channels_last,
+                              use_cpu_bf16(cfg, ctx.device), cfg.random_erasing, cfg.low_res, cfg.low_res_epochs,
+                              rotation=cfg.rotation, scaling=cfg.scaling)
     if isinstance(model, AirbenchNet):  # the frozen first layer whitens the patches of these training images
         model.init_whitening(prep.normalize(x_tr[: cfg.whiten_images]))
     eval_sets = {"val": (x_val, y_val)} if len(y_val) else {}
