@@ -22,10 +22,14 @@ system-data:
 	elif [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing); \
 	else echo "as root: apt-get install $$missing" >&2; exit 1; fi
 
-## system-speech: the speech synthesizers and sox that build speech-keywords, and pocketsphinx; needs root
+## system-speech: the speech synthesizers and sox that build speech-keywords, and pocketsphinx; needs root.
+## The recorded speakers of MBROLA, Pico, RHVoice and festival's contrib voices need Debian's contrib and non-free
+## components: tools/system-speech.sh adds them to the apt sources (it says which file it changes).
 SPEECH_PACKAGES ?= espeak-ng flite festival festlex-cmu festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all pocketsphinx pocketsphinx-en-us
+MBROLA_VOICES ?= us1 us2 us3 en1 af1 de1 de2 de3 de4 de5 de6 fr1 fr4 gr2 hu1 nl2 pl1 ro1 sw1 sw2
+SPEECH_PACKAGES_NONFREE ?= mbrola $(addprefix mbrola-,$(MBROLA_VOICES)) festvox-rablpc16k festvox-don festvox-us1 festvox-us2 festvox-us3 festvox-en1 libttspico-utils rhvoice rhvoice-english
 system-speech:
-	@$(MAKE) --no-print-directory system-data DEBIAN_DATA="$(SPEECH_PACKAGES)"
+	@sh tools/system-speech.sh $(SPEECH_PACKAGES) -- $(SPEECH_PACKAGES_NONFREE)
 
 ## data: build the text datasets the sequence labs read (KJV; EN->ZH pairs from Debian catalogs, ~165 MB of .debs)
 data: install system-data

@@ -19,6 +19,9 @@ PROGRAMS = {
     "flite": "make system-speech  (as root)",
     "festival": "make system-speech  (as root)",
     "sox": "make system-speech  (as root)",
+    "mbrola": "make system-speech  (as root; adds Debian's contrib and non-free)",
+    "pico2wave": "make system-speech  (as root; adds Debian's contrib and non-free)",
+    "RHVoice-test": "make system-speech  (as root; adds Debian's contrib and non-free)",
     "pocketsphinx_batch": "make system-speech  (as root)",
     "dpkg-deb": "a Debian system (dpkg)",
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -207,7 +208,12 @@ def cmd_eval(args) -> int:
 
     _set_threads(0)
     run = Run(args.run_dir)
-    metrics = run.lab.evaluate(run, args.data, resolve_device(args.device))
+    extra = {}
+    if args.skip_bad:
+        if "skip_bad" not in inspect.signature(run.lab.evaluate).parameters:
+            raise UserError(f"--skip-bad: lab {run.lab.name} reads no audio folder; drop the flag")
+        extra["skip_bad"] = True
+    metrics = run.lab.evaluate(run, args.data, resolve_device(args.device), **extra)
     shown = {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
     for key, value in shown.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
@@ -276,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("run_dir")
     p_eval.add_argument("--data", help="dataset name (deepnotes data list) or a folder of the same format")
     p_eval.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p_eval.add_argument("--skip-bad", action="store_true",
+                        help="keyword-spotting: leave out (and name) WAV files of --data that cannot be read")
     p_report = sub.add_parser("report", help="re-render a run's report.md and plots")
     p_report.add_argument("run_dir")
     p_sample = sub.add_parser("sample", help="continue a prompt with a finished language-model run")

@@ -30,11 +30,15 @@ from deepnotes.data.speech import (
     speech_folder,
     wav_bytes,
 )
+from deepnotes.data import speech_build
 from deepnotes.data.speech_build import (
     ENGINES,
+    ESPEAK_HELD_OUT_ACCENTS,
     PHONE_MAPS,
     SPEECH_KEYWORDS_SMALL,
+    SPEAKERS,
     SPEECH_PACKAGES,
+    V1_TEST_VOICES,
     SpeechGrid,
     SpeechKeywordsInfo,
     SynthVoice,
@@ -43,6 +47,7 @@ from deepnotes.data.speech_build import (
     czech_voices,
     default_grid,
     lexicon_entry,
+    missing_voices,
     pocketsphinx_recognize,
     run_jobs,
     small_grid,
@@ -52,9 +57,10 @@ from deepnotes.data.speech_build import (
 )
 from deepnotes.errors import DataError, UserError
 
-ENGINES_PRESENT = all(shutil.which(p) for p in ("espeak-ng", "flite", "festival", "sox"))
-needs_engines = pytest.mark.skipif(not ENGINES_PRESENT, reason="needs Debian's espeak-ng flite festival sox "
-                                   f"(apt-get install {' '.join(SPEECH_PACKAGES)})")
+ENGINES_PRESENT = all(shutil.which(p) for p in ("espeak-ng", "mbrola", "flite", "festival", "pico2wave",
+                                                "RHVoice-test", "sox"))
+needs_engines = pytest.mark.skipif(not ENGINES_PRESENT, reason="needs Debian's espeak-ng mbrola flite festival "
+                                   "pico2wave RHVoice-test sox (sudo make system-speech)")
 needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="needs sox (apt-get install sox)")
 
 
@@ -321,20 +327,38 @@ def test_run_jobs_counts_results_and_cleans_up_after_a_failure(tmp_path):
 
 def test_default_grid_size_and_voice_split():
     grid = default_grid()
-    assert grid.n_clips >= 20000 and grid.words == SPEECH_COMMANDS_V2_WORDS
+    assert grid.n_clips >= 25000 and grid.words == SPEECH_COMMANDS_V2_WORDS
     split_of_speaker: dict[str, str] = {}
     for v in grid.voices:
         assert split_of_speaker.setdefault(v.speaker, v.split) == v.split  # a speaker is in one split
+    # the same recorded speaker behind several engines stays on one side
+    assert {v.engine for v in grid.voices if v.speaker == "slt"} == {"flite", "festival", "rhvoice"}
+    assert {v.split for v in grid.voices if v.speaker == "us2"} == {"test"}
+    assert {v.engine for v in grid.voices if v.speaker == "us2"} == {"mbrola", "festival"}
     counts = split_counts(grid)
     assert sum(c["clips"] for c in counts.values()) == grid.n_clips
-    for split, lo, hi in (("train", 0.75, 0.85), ("validation", 0.08, 0.15), ("test", 0.08, 0.15)):
+    for split, lo, hi in (("train", 0.6, 0.7), ("validation", 0.12, 0.2), ("test", 0.15, 0.25)):
         assert lo <= counts[split]["clips"] / grid.n_clips <= hi
-        assert all(counts[split]["by_engine"][e] > 0 for e in ENGINES)
+    assert all(counts["train"]["by_engine"][e] > 0 and counts["test"]["by_engine"][e] > 0 for e in ENGINES)
+    recorded = {v.speaker: v for v in grid.voices if v.engine != "espeak-ng"}
+    for split in ("train", "validation", "test"):
+        mine = [s for s, v in recorded.items() if v.split == split]
+        assert {SPEAKERS[s][0] for s in mine} == {"male", "female"}
+        accents = {SPEAKERS[s][1] for s in mine}
+        assert accents & {"US", "British", "Scottish"} and accents - {"US", "British", "Scottish"}
+    test_speakers = {v.speaker for v in grid.voices if v.split == "test" and v.engine != "espeak-ng"}
+    assert len(test_speakers) >= 8 and len({v.engine for v in grid.voices if v.split == "test"}) >= 4
+    # the first build's test voices are still there with their settings: its test clips are unchanged
+    old = {"flite:awb": 35, "festival:ked_diphone": 24, **{f"espeak-ng:{a}+m7": 4 for a in ESPEAK_HELD_OUT_ACCENTS}}
+    assert set(V1_TEST_VOICES) == set(old)
+    assert {v.voice_id: len(v.settings) for v in grid.voices if v.voice_id in old} == old
     paths = [p for p, _ in grid.clips()]
     assert len(set(paths)) == len(paths) == grid.n_clips
     assert SynthVoice("flite", "kal16").voice_hash == "acc1726f"  # sha256("flite:kal16")[:8]
     with pytest.raises(ValueError, match="variant is required"):
         SynthVoice("espeak-ng", "en-us")
+    with pytest.raises(ValueError, match="unknown pico voice 'en-AU'"):
+        SynthVoice("pico", "en-AU")
     with pytest.raises(ValueError, match="distinct"):
         SpeechGrid((SynthVoice("flite", "kal"), SynthVoice("flite", "kal")))
 
@@ -407,9 +431,22 @@ def test_czech_voice_says_the_english_words(tmp_path, monkeypatch):
     assert 1.5 < high / low < 2.5
 
 
-def test_missing_engine_names_the_apt_packages(tmp_path, monkeypatch):
+def test_missing_sox_names_the_apt_packages(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(DataError, match=r"missing .*`flite` \(package flite\).*sudo apt-get install espeak-ng flite"):
+    with pytest.raises(DataError, match=r"missing `sox` \(package sox libsox-fmt-all\).*sudo make system-speech"):
+        check_engines(small_grid())
+
+
+def test_a_voice_whose_program_or_data_is_missing_is_named_with_its_package(tmp_path, monkeypatch):
+    hidden = {"pico2wave", "flite", "festival", "espeak-ng", "mbrola"}
+    monkeypatch.setattr(shutil, "which", lambda p: None if p in hidden else f"/usr/bin/{p}")
+    monkeypatch.setattr(speech_build, "RHVOICE_DATA", tmp_path)  # no voice folders there
+    missing = missing_voices(small_grid())
+    assert len(missing) == len(small_grid().voices)
+    assert missing["pico:en-US"] == "no `pico2wave` (package libttspico-utils)"
+    assert missing["mbrola:mb-us2"] == "no `espeak-ng` (package espeak-ng)"
+    assert missing["rhvoice:clb"] == f"no {tmp_path / 'clb'} (package rhvoice-english)"
+    with pytest.raises(DataError, match="none of the 17 voices can be made"):
         check_engines(small_grid())
 
 
@@ -437,7 +474,7 @@ def test_to_clip_centres_short_words_and_compresses_long_ones(tmp_path):
 @pytest.fixture(scope="module")
 def small_build(tmp_path_factory):
     if not ENGINES_PRESENT:
-        pytest.skip(f"needs Debian's espeak-ng flite festival sox (apt-get install {' '.join(SPEECH_PACKAGES)})")
+        pytest.skip(f"needs Debian's speech engines (sudo make system-speech: {' '.join(SPEECH_PACKAGES)})")
     data = tmp_path_factory.mktemp("data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DEEPNOTES_DATA", str(data))
@@ -453,7 +490,7 @@ def test_small_build_layout_format_and_manifest(small_build):
     words = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     assert words == sorted(SPEECH_COMMANDS_V2_WORDS)
     wavs = sorted(root.glob("*/*_nohash_*.wav"))
-    assert len(wavs) == grid.n_clips == 350
+    assert len(wavs) == grid.n_clips == 595
     for p in wavs[::7]:
         with wave.open(str(p)) as w:  # 16 kHz mono 16-bit, 1.000 s
             assert (w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()) == (16000, 1, 2, 16000)
@@ -465,14 +502,20 @@ def test_small_build_layout_format_and_manifest(small_build):
     hashes["train"] = {r.split("/")[1].split("_nohash_")[0] for r in train_files}
     assert not (hashes["train"] & hashes["val"]) and not (hashes["train"] & hashes["test"])
     assert not (hashes["val"] & hashes["test"])
-    assert (len(train_files), len(val), len(test)) == (140, 105, 105)
+    assert (len(train_files), len(val), len(test)) == (280, 140, 175)
     assert hashes["test"] == {v.voice_hash for v in grid.voices if v.split == "test"}
     manifest = json.loads((root / "manifest.json").read_text())
-    assert len(manifest["files"]) == 350 + 3 + 3 and verify_manifest(root) == []
-    assert manifest["counts"]["validation"]["by_engine"] == {"espeak-ng": 35, "flite": 35, "festival": 35}
+    assert len(manifest["files"]) == 595 + 3 + 4 and verify_manifest(root) == [] and manifest["skipped"] == {}
+    assert manifest["counts"]["validation"]["by_engine"] == {"espeak-ng": 35, "mbrola": 0, "flite": 35,
+                                                             "festival": 35, "pico": 0, "rhvoice": 35}
+    v1 = read_split_list(root / "testing_list_v1.txt")
+    old = {v.voice_hash for v in grid.voices if v.voice_id in V1_TEST_VOICES}
+    assert len(v1) == 105 and set(v1) < set(test) and {r.split("/")[1].split("_nohash_")[0] for r in v1} == old
+    readme = (root / "README.md").read_text()
+    assert "| `13fdc4ec` | pico:en-US | pico-en-US | female, US | 1 | libttspico-utils |" in readme
     assert manifest["engines"]["sox"].startswith("SoX v")
     x, y, classes, files = load_speech_commands(root, "validation")
-    assert x.shape == (105, 16000) and classes == sorted(SPEECH_COMMANDS_V2_WORDS) and files == sorted(val)
+    assert x.shape == (140, 16000) and classes == sorted(SPEECH_COMMANDS_V2_WORDS) and files == sorted(val)
     noise = load_background_noise(root)
     assert sorted(noise) == ["brown_noise", "pink_noise", "white_noise"] and noise["pink_noise"].shape == (5 * 16000,)
 
@@ -530,6 +573,30 @@ def test_a_build_from_another_grid_is_updated_not_redone(tmp_path, monkeypatch):
     assert (root / kept.clip_path("up", 0)).stat().st_mtime_ns == stamp  # kept, not redone
     assert (root / changed.clip_path("up", 0)).read_bytes() != before  # same file name, new settings: redone
     assert (root / added.clip_path("no", 0)).is_file() and verify_manifest(root) == []
+
+
+@needs_engines
+def test_a_voice_missing_here_is_skipped_with_a_warning_then_added_once_installed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DEEPNOTES_DATA", str(tmp_path / "data"))
+    espeak, pico = SynthVoice("espeak-ng", "en-us", "m1", ((160, 50),)), SynthVoice("pico", "en-GB", "", ((100, 100),))
+    info = SpeechKeywordsInfo(name="kw", grid=SpeechGrid((espeak, pico), words=("up", "no"), noise_seconds=1))
+    monkeypatch.setattr(speech_build, "PICO_DATA", tmp_path)  # as if libttspico-data were not installed
+    root = info.build(progress=False)
+    assert "warning: kw: skipping pico:en-GB" in capsys.readouterr().err
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["skipped"] == {"pico:en-GB": f"no {tmp_path / 'en-GB_ta.bin'} (package libttspico-data)"}
+    assert not (root / pico.clip_path("up", 0)).exists() and verify_manifest(root) == []
+    assert read_split_list(root / "testing_list.txt") == []  # the test voice was skipped
+    assert info.status().startswith(f"present at {root} without 1 of its 2 voices")
+    assert "pico:en-GB: no " in (root / "README.md").read_text()
+    stamp = (root / espeak.clip_path("up", 0)).stat().st_mtime_ns
+    assert info.build(progress=False) == root and (root / "manifest.json").is_file()  # still missing: as is
+    monkeypatch.setattr(speech_build, "PICO_DATA", Path("/usr/share/pico/lang"))  # installed now
+    info.build(progress=False)
+    assert json.loads((root / "manifest.json").read_text())["skipped"] == {}
+    assert (root / pico.clip_path("up", 0)).is_file() and info.status() == f"present at {root}"
+    assert read_split_list(root / "testing_list.txt") == sorted(pico.clip_path(w, 0) for w in ("up", "no"))
+    assert (root / espeak.clip_path("up", 0)).stat().st_mtime_ns == stamp  # kept, not redone
 
 
 @needs_engines

@@ -31,7 +31,7 @@ def _cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def small_build():
-    """The 350-clip speech-keywords-small build (in the data folder; kept between test runs)."""
+    """The 595-clip speech-keywords-small build (in the data folder; kept between test runs)."""
     from deepnotes.data.speech_build import SPEECH_KEYWORDS_SMALL
 
     try:
@@ -58,14 +58,24 @@ def test_fast_preset_end_to_end(fast_run, small_build):
         assert (run_dir / name).is_file(), name
     m = json.loads((run_dir / "test_metrics.json").read_text())
     data = json.loads((run_dir / "data.json").read_text())
-    assert data["n_train"] == 140 and data["n_val"] == 105 and data["n_test"] == 105  # 4 / 3 / 3 voices x 35
-    assert len(m["per_word_acc"]) == 35 and m["n"] == 105
-    assert set(m["per_engine_acc"]) == {"espeak-ng", "flite", "festival"}
+    assert data["n_train"] == 280 and data["n_val"] == 140 and data["n_test"] == 175  # 8 / 4 / 5 voices x 35
+    assert len(m["per_word_acc"]) == 35 and m["n"] == 175
+    test_engines = {"espeak-ng", "mbrola", "flite", "festival", "pico"}
+    assert set(m["per_engine_acc"]) == test_engines
+    assert set(m["per_speaker_acc"]) == {"awb", "espeak-ng+m7", "ked", "us2", "pico-en-GB"}
     cm = np.asarray(m["confusion_matrix"])
-    assert cm.sum() == 105 and np.trace(cm) / 105 == pytest.approx(m["acc"])
-    assert 0 <= m["noisy_acc"] <= 1
+    assert cm.sum() == 175 and np.trace(cm) / 175 == pytest.approx(m["acc"])
+    assert set(m["noisy_acc_by_snr"]) == {"10", "0"} and m["noisy_acc"] == m["noisy_acc_by_snr"]["10"]
     assert m["tta_warps"] == [0.9, 1.0, 1.1] and 0 <= m["acc_tta"] <= 1 and 0 <= m["val_acc_tta"] <= 1
-    assert set(m["per_engine_acc_tta"]) == set(m["per_engine_worst_words"]) == {"espeak-ng", "flite", "festival"}
+    assert set(m["per_engine_acc_tta"]) == set(m["per_engine_worst_words"]) == test_engines
+    # the first build's test voices (awb, ked, m7): a second line, scored on their clips of the test split
+    arrays = load_file(str(run_dir / "predictions.safetensors"))
+    files = sorted((small_build / "testing_list.txt").read_text().split())
+    v1 = set((small_build / "testing_list_v1.txt").read_text().split())
+    rows = [i for i, f in enumerate(files) if f in v1]
+    assert m["n_v1"] == len(rows) == 105
+    assert m["acc_v1"] == pytest.approx(float((arrays["pred"][rows] == arrays["labels"][rows]).double().mean()))
+    assert f"{100 * m['acc_v1']:.2f}%" in stdout
     assert "with the probabilities averaged over VTLP warps 0.9, 1, 1.1" in stdout
     arrays = load_file(str(run_dir / "predictions.safetensors"))
     assert arrays["example_wave"].shape == (16000,) and arrays["example_input"].shape == (1, 1, 40, 101)
@@ -79,8 +89,25 @@ def test_fast_preset_end_to_end(fast_run, small_build):
         assert "skipped" in ps
     for text in ("waveforms.png", "features.png", "Accuracy per word", "confusion_matrix.png", "91.00%",
                  "probabilities averaged over VTLP warps 0.9, 1, 1.1 (TTA)", "validation accuracy without / with TTA",
-                 "Hardest words per engine"):
+                 "Hardest words per engine", "first build's test voices", "noise at 0 dB SNR",
+                 "Accuracy per test speaker"):
         assert text in report
+    assert any(line.startswith("| us2 ") and "| male, US " in line for line in report.splitlines())
+
+
+def test_leave_one_engine_out_trains_without_it_and_tests_on_all_its_clips(small_build, tmp_path):
+    out = tmp_path / "runs"
+    _cli("run", "keyword-spotting", "--preset", "fast", "--epochs", "1", "--leave-out-engine", "pico",
+         "--no-pocketsphinx", "--no-progress", "--out", str(out))
+    (run_dir,) = list((out / "keyword-spotting").iterdir())
+    data = json.loads((run_dir / "data.json").read_text())
+    m = json.loads((run_dir / "test_metrics.json").read_text())
+    assert (data["n_train"], data["n_val"], data["n_test"]) == (280 - 35, 140, 70)  # pico: en-US train, en-GB test
+    assert set(m["per_engine_acc"]) == {"pico"} and set(m["per_speaker_acc"]) == {"pico-en-US", "pico-en-GB"}
+    assert "acc_v1" not in m and "Leave-one-engine-out: no pico clip" in (run_dir / "report.md").read_text()
+    bad = _cli("run", "keyword-spotting", "--preset", "fast", "--leave-out-engine", "loquendo", "--out", str(out),
+               check=False)
+    assert bad.returncode == 2 and "--leave-out-engine must be one of" in bad.stderr
 
 
 def test_eval_on_a_speech_commands_folder(fast_run, small_build, tmp_path):
@@ -88,7 +115,7 @@ def test_eval_on_a_speech_commands_folder(fast_run, small_build, tmp_path):
     data = json.loads((run_dir / "data.json").read_text())
     arrays = load_file(str(run_dir / "predictions.safetensors"))
     test_files = (small_build / "testing_list.txt").read_text().split()
-    picked = [f for f in test_files if f.split("/")[0] in ("yes", "no")]  # 3 test voices each
+    picked = [f for f in test_files if f.split("/")[0] in ("yes", "no")]  # 5 test voices each
     folder = tmp_path / "my_words"
     for rel in picked:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +127,8 @@ def test_eval_on_a_speech_commands_folder(fast_run, small_build, tmp_path):
     (folder / word / "low_rate_nohash_0.wav").write_bytes(wav_bytes(low, 8000))
     (folder / word / "short_nohash_0.wav").write_bytes(wav_bytes((x[4000:12000] * 32767).astype(np.int16)))
     split = load_eval_folder(folder, data["classes"])
-    assert len(split.labels) == len(picked) + 2 == 8
-    assert split.clips.shape == (8, 16000)
+    assert len(split.labels) == len(picked) + 2 == 12
+    assert split.clips.shape == (12, 16000)
     back = split.clips[split.files.index(f"{word}/low_rate_nohash_0.wav")].float() / 32768
     corr = np.corrcoef(back.numpy(), load_clip(small_build / picked[0]))[0, 1]
     assert corr > 0.9  # the 8 kHz copy, resampled to 16 kHz, still is the same word
@@ -120,6 +147,15 @@ def test_eval_on_a_speech_commands_folder(fast_run, small_build, tmp_path):
     assert (ev_pred - expected >= 0).all() and (ev_pred - expected).sum() == 2
     _cli("report", str(run_dir))
     assert "my_words" in (run_dir / "report.md").read_text()
+
+    (folder / word / "broken_nohash_0.wav").write_bytes(b"RIFF....WAVEjunk")
+    bad = _cli("eval", str(run_dir), "--data", str(folder), check=False)
+    assert bad.returncode != 0 and "broken_nohash_0.wav" in bad.stderr and "--skip-bad" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    proc = _cli("eval", str(run_dir), "--data", str(folder), "--skip-bad", "--device", "cpu")
+    assert "skipping" in proc.stdout + proc.stderr and "broken_nohash_0.wav" in proc.stdout + proc.stderr
+    assert json.loads((run_dir / "eval" / "my_words.json").read_text())["n"] == len(picked) + 2
+    (folder / word / "broken_nohash_0.wav").unlink()
 
     (folder / "zebra").mkdir()
     shutil.copy(small_build / picked[0], folder / "zebra" / "a_nohash_0.wav")

@@ -57,6 +57,8 @@ SPEECH_COMMANDS_V2_WORDS: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 VALIDATION_LIST = "validation_list.txt"
 TESTING_LIST = "testing_list.txt"
+#: speech-keywords builds: the test clips of the first build's test voices (a second, older test set).
+TESTING_LIST_V1 = "testing_list_v1.txt"
 BACKGROUND_NOISE_DIR = "_background_noise_"
 #: Sample rate of Speech Commands and of every clip this module returns by default (Hz).
 SAMPLE_RATE = 16000
@@ -453,7 +455,26 @@ class SpeechSplit:
         if not n or n >= len(self.labels):
             return self
         idx = torch.linspace(0, len(self.labels) - 1, n).round().long()
-        return SpeechSplit(self.clips[idx], self.labels[idx], self.classes, [self.files[i] for i in idx], self.root)
+        return self.select(idx)
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> "SpeechSplit":
+        """The clips at ``index`` (a boolean mask (N,) or integer positions), in that order."""
+        idx = torch.as_tensor(index)
+        idx = idx.nonzero().flatten() if idx.dtype == torch.bool else idx.long()
+        return SpeechSplit(self.clips[idx], self.labels[idx], self.classes, [self.files[i] for i in idx.tolist()],
+                           self.root)
+
+    @staticmethod
+    def concat(splits: Sequence["SpeechSplit"]) -> "SpeechSplit":
+        """One split of the clips of ``splits`` (same classes and folder), in order.
+
+        Raises:
+            ValueError: no split, or splits with other classes or folders.
+        """
+        if not splits or any(s.classes != splits[0].classes or s.root != splits[0].root for s in splits):
+            raise ValueError("concat needs at least one split, all with the same classes and folder")
+        return SpeechSplit(torch.cat([s.clips for s in splits]), torch.cat([s.labels for s in splits]),
+                           splits[0].classes, [f for s in splits for f in s.files], splits[0].root)
 
 
 def to_int16(x: torch.Tensor) -> torch.Tensor:
@@ -471,14 +492,18 @@ def load_split(root: str | os.PathLike[str], split: str, classes: Sequence[str] 
     return SpeechSplit(to_int16(x), y, list(cls), files, Path(root))
 
 
-def load_eval_folder(root: str | os.PathLike[str], classes: Sequence[str]) -> SpeechSplit:
+def load_eval_folder(root: str | os.PathLike[str], classes: Sequence[str], skip_bad: bool = False,
+                     log: Callable[[str], None] = print) -> SpeechSplit:
     """The clips of a folder to score a trained model on: its test split when it has ``testing_list.txt``,
     else every WAV of its word folders; labels index ``classes``; other sample rates are resampled, shorter
     clips zero-padded to 1 s.
 
+    Args:
+        skip_bad: log (through ``log``) and skip a file that cannot be read as a WAV instead of raising.
+
     Raises:
         UserError: a word folder that is not one of ``classes`` (names them).
-        DataError: no word folder, or a bad file.
+        DataError: no word folder; a bad file (names it, unless ``skip_bad``); no readable clip left.
     """
     root = Path(root)
     words = word_folders(root)
@@ -487,13 +512,23 @@ def load_eval_folder(root: str | os.PathLike[str], classes: Sequence[str]) -> Sp
         raise UserError(f"--data {root}: word folder(s) {', '.join(unknown)} are not among the run's "
                         f"{len(classes)} classes ({', '.join(classes[:6])}, ...)")
     if (root / TESTING_LIST).is_file():
-        x, y, _, files = load_speech_commands(root, "test", words=words, log=lambda _m: None)
+        x, y, _, files = load_speech_commands(root, "test", words=words, skip_bad=skip_bad, log=log)
         labels = torch.tensor([list(classes).index(words[int(i)]) for i in y], dtype=torch.int64)
         return SpeechSplit(to_int16(x), labels, list(classes), files, root)
-    files = [f"{w}/{p.name}" for w in words for p in sorted((root / w).glob("*.wav"))]
-    clips = torch.stack([torch.from_numpy(load_clip(root / f)) for f in files])
+    files, clips = [], []
+    for f in (f"{w}/{p.name}" for w in words for p in sorted((root / w).glob("*.wav"))):
+        try:
+            clips.append(torch.from_numpy(load_clip(root / f)))
+        except DataError as e:
+            if not skip_bad:
+                raise DataError(f"{e} (remove the file, or pass --skip-bad to leave it out)") from e
+            log(f"skipping {root / f}: {e}")
+            continue
+        files.append(f)
+    if not files:
+        raise DataError(f"--data {root}: no readable WAV clip in its word folders")
     labels = torch.tensor([list(classes).index(f.split("/")[0]) for f in files], dtype=torch.int64)
-    return SpeechSplit(to_int16(clips), labels, list(classes), files, root)
+    return SpeechSplit(to_int16(torch.stack(clips)), labels, list(classes), files, root)
 
 
 def load_noise(root: str | os.PathLike[str], log: Callable[[str], None] = print) -> list[torch.Tensor]:
@@ -509,15 +544,21 @@ def load_noise(root: str | os.PathLike[str], log: Callable[[str], None] = print)
     return noise
 
 
-def engines_of(root: str | os.PathLike[str], files: Sequence[str]) -> list[str] | None:
-    """The synthesizer of each clip, from the folder's ``manifest.json`` (``speech-keywords`` builds: a
-    file's speaker hash names its voice); None for a folder without one (real recordings)."""
+def voices_of(root: str | os.PathLike[str], files: Sequence[str], key: str = "engine") -> list[str] | None:
+    """A field of each clip's voice (``key``: ``"engine"``, ``"speaker"``, ``"voice_id"``), from the folder's
+    ``manifest.json`` (``speech-keywords`` builds: a file's speaker hash names its voice); ``"other"`` for a
+    file of no listed voice; None for a folder without a manifest (real recordings)."""
     try:
         manifest = json.loads((Path(root) / "manifest.json").read_text())
-        by_hash = {v["voice_hash"]: v["engine"] for v in manifest["grid"]["voices"]}
+        by_hash = {v["voice_hash"]: v[key] for v in manifest["grid"]["voices"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return [by_hash.get(Path(f).name.split("_nohash_")[0], "other") for f in files]
+
+
+def engines_of(root: str | os.PathLike[str], files: Sequence[str]) -> list[str] | None:
+    """The synthesizer of each clip (:func:`voices_of` with ``key="engine"``)."""
+    return voices_of(root, files, "engine")
 
 
 def engine_weights(root: str | os.PathLike[str], files: Sequence[str],

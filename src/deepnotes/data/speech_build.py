@@ -89,28 +89,45 @@ from deepnotes.data.download import sha256_file
 from deepnotes.data.paths import data_root
 from deepnotes.data.splits import group_split
 from deepnotes.data.speech import (BACKGROUND_NOISE_DIR, SAMPLE_RATE, SPEECH_COMMANDS_V2_WORDS, TESTING_LIST,
-                                   VALIDATION_LIST, wav_bytes)
+                                   TESTING_LIST_V1, VALIDATION_LIST, wav_bytes)
 from deepnotes.errors import DataError
 from deepnotes.io import write_json_atomic, write_text_atomic
 
-ENGINES: tuple[str, ...] = ("espeak-ng", "flite", "festival")
-#: Debian packages the build needs (the README's install line).
-SPEECH_PACKAGES: tuple[str, ...] = (
+ENGINES: tuple[str, ...] = ("espeak-ng", "mbrola", "flite", "festival", "pico", "rhvoice")
+#: Debian packages from ``main`` the build needs.
+SPEECH_PACKAGES_MAIN: tuple[str, ...] = (
     "espeak-ng", "flite", "festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k",
     "festvox-us-slt-hts", "sox", "libsox-fmt-all",
 )
-#: The packages each program or festival voice comes from.
+MBROLA_IDS: tuple[str, ...] = ("us1", "us2", "us3", "en1", "af1", "de1", "de2", "de3", "de4", "de5", "de6", "fr1",
+                               "fr4", "gr2", "hu1", "nl2", "pl1", "ro1", "sw1", "sw2")
+#: Debian packages from ``contrib`` and ``non-free`` (more recorded speakers; the apt sources must list those
+#: components: ``make system-speech`` adds them).
+SPEECH_PACKAGES_NONFREE: tuple[str, ...] = (
+    "mbrola", *(f"mbrola-{i}" for i in MBROLA_IDS), "festvox-rablpc16k", "festvox-don", "festvox-us1", "festvox-us2",
+    "festvox-us3", "festvox-en1", "libttspico-utils", "rhvoice", "rhvoice-english",
+)
+#: Every Debian package the build can use (the README's install line).
+SPEECH_PACKAGES: tuple[str, ...] = SPEECH_PACKAGES_MAIN + SPEECH_PACKAGES_NONFREE
+#: The program each engine runs, and the packages it comes from.
+ENGINE_PROGRAMS: dict[str, str] = {"espeak-ng": "espeak-ng", "mbrola": "espeak-ng", "flite": "flite",
+                                   "festival": "festival", "pico": "pico2wave", "rhvoice": "RHVoice-test"}
 PROGRAM_PACKAGES: dict[str, tuple[str, ...]] = {
     "espeak-ng": ("espeak-ng",), "flite": ("flite",), "festival": ("festival", "festlex-cmu"),
-    "sox": ("sox", "libsox-fmt-all"),
+    "sox": ("sox", "libsox-fmt-all"), "mbrola": ("mbrola",), "pico2wave": ("libttspico-utils",),
+    "RHVoice-test": ("rhvoice", "rhvoice-english"),
 }
 FESTIVAL_VOICE_PACKAGES: dict[str, str] = {
     "kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
     "cmu_us_slt_arctic_hts": "festvox-us-slt-hts", "czech_machac": "festvox-czech-machac",
-    "czech_ph": "festvox-czech-ph",
+    "czech_ph": "festvox-czech-ph", "rab_diphone": "festvox-rablpc16k", "don_diphone": "festvox-don",
+    "us1_mbrola": "festvox-us1", "us2_mbrola": "festvox-us2", "us3_mbrola": "festvox-us3", "en1_mbrola": "festvox-en1",
 }
 _VERSION_PACKAGES = ("espeak-ng", "espeak-ng-data", "flite", "libflite1", "festival", "festlex-cmu",
-                     "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "sox", "libsox3")
+                     "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "festvox-rablpc16k", "festvox-don",
+                     "festvox-us1", "festvox-us2", "festvox-us3", "festvox-en1", "mbrola",
+                     *(f"mbrola-{i}" for i in MBROLA_IDS), "libttspico0", "libttspico-data",
+                     "libttspico-utils", "rhvoice", "rhvoice-english", "sox", "libsox3")
 
 CLIP_SAMPLES = SAMPLE_RATE
 #: Words longer than this after trimming are time-compressed (``sox tempo -s``) to it: 0.96 s.
@@ -122,25 +139,72 @@ NOISE_COLOURS: tuple[str, ...] = ("white", "pink", "brown")
 ESPEAK_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                                    "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
 ESPEAK_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5")
-#: Accents of the held-out espeak-ng variants (a subset, to keep validation/test near 10 % each).
+#: The accents of every espeak-ng formant variant in the default grid (4 of the 8, to leave room for the
+#: recorded speakers).
 ESPEAK_HELD_OUT_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-029")
-#: The split of each speaker (flite/festival recorded speaker, or ``espeak-ng+VARIANT``); others: train.
-SPEAKER_SPLITS: dict[str, str] = {"slt": "validation", "espeak-ng+f4": "validation",
-                                  "awb": "test", "ked": "test", "espeak-ng+m7": "test"}
-#: flite and festival voice -> the recorded speaker behind it.
-VOICE_SPEAKERS: dict[str, str] = {"kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt",
-                                  "kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
-                                  "czech_machac": "machac", "czech_ph": "ph"}
+
+#: The speakers behind the voices: speaker -> (sex, accent of their English). The recorded speakers of flite,
+#: festival, MBROLA, Pico and RHVoice; espeak-ng's formant variants are listed as ``espeak-ng+VARIANT``.
+SPEAKERS: dict[str, tuple[str, str]] = {
+    "kal": ("male", "US"), "ked": ("male", "US"), "awb": ("male", "Scottish"), "rms": ("male", "US"),
+    "slt": ("female", "US"), "rab": ("male", "British"), "don": ("male", "British"),
+    "us1": ("female", "US"), "us2": ("male", "US"), "us3": ("male", "US"), "en1": ("male", "British"),
+    "af1": ("male", "Afrikaans"), "de1": ("female", "German"), "de2": ("male", "German"),
+    "de3": ("female", "German"), "de4": ("male", "German"), "de5": ("female", "German"),
+    "de6": ("male", "German"), "fr1": ("male", "French"), "fr4": ("female", "French"), "gr2": ("male", "Greek"),
+    "hu1": ("female", "Hungarian"), "nl2": ("male", "Dutch"), "pl1": ("female", "Polish"),
+    "ro1": ("male", "Romanian"), "sw1": ("male", "Swedish"), "sw2": ("female", "Swedish"),
+    "pico-en-US": ("female", "US"), "pico-en-GB": ("female", "British"), "alan": ("male", "Scottish"),
+    "bdl": ("male", "US"), "clb": ("female", "US"), "evgeniy": ("male", "Russian"), "lyubov": ("female", "Russian"),
+    "machac": ("male", "Czech"), "ph": ("male", "Czech"),
+}
+#: The split of each speaker (recorded speaker, or ``espeak-ng+VARIANT``); the others: train. Every voice of a
+#: speaker, whatever its engine, is on that speaker's side (slt: flite, festival and RHVoice; us2: MBROLA through
+#: espeak-ng and festival). Test: 10 speakers from all 6 engines, male and female, native and accented English.
+SPEAKER_SPLITS: dict[str, str] = {
+    "slt": "validation", "en1": "validation", "sw2": "validation", "gr2": "validation", "alan": "validation",
+    "espeak-ng+f4": "validation",
+    "awb": "test", "ked": "test", "us2": "test", "de3": "test", "fr1": "test", "hu1": "test", "bdl": "test",
+    "lyubov": "test", "pico-en-GB": "test", "espeak-ng+m7": "test",
+}
+#: The test voices of the first build (2026-11, 5 recorded speakers): their clips are still in the test split,
+#: byte-identical, and ``testing_list_v1.txt`` lists them, so a model is also scored on the old test set.
+V1_TEST_VOICES: tuple[str, ...] = ("flite:awb", "festival:ked_diphone", *(f"espeak-ng:{a}+m7" for a in
+                                                                          ESPEAK_HELD_OUT_ACCENTS))
+#: Voice (by engine) -> the recorded speaker behind it.
+VOICE_SPEAKERS: dict[str, dict[str, str]] = {
+    "flite": {"kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "slt"},
+    "festival": {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt",
+                 "rab_diphone": "rab", "don_diphone": "don", "us1_mbrola": "us1", "us2_mbrola": "us2",
+                 "us3_mbrola": "us3", "en1_mbrola": "en1", "czech_machac": "machac", "czech_ph": "ph"},
+    "mbrola": {**{f"mb-{i}": i for i in ("us1", "us2", "us3", "en1")},
+               **{f"mb-{i}-en": i for i in MBROLA_IDS if i not in ("us1", "us2", "us3", "en1")}},
+    "pico": {"en-US": "pico-en-US", "en-GB": "pico-en-GB"},
+    "rhvoice": {"alan": "alan", "bdl": "bdl", "clb": "clb", "evgeniy-eng": "evgeniy", "lyubov": "lyubov",
+                "slt": "slt"},
+}
+#: Licence of each engine's voices (short form; the full text: /usr/share/doc/PACKAGE/copyright).
+VOICE_LICENCES: dict[str, str] = {
+    "espeak-ng": "GPL-3+", "flite": "BSD-style (CMU ARCTIC / CMU Flite licence)",
+    "festival": "free, BSD-style (festvox licence; us1-us3/en1: the MBROLA databases' terms)",
+    "mbrola": "MBROLA database licence: free to use and share with the MBROLA program, not for sale",
+    "pico": "Apache-2.0", "rhvoice": "LGPL-2.1+ (evgeniy-eng: CC-BY-NC-SA-4.0, lyubov: CC-BY-NC-ND-4.0)",
+}
 #: What ``rate`` and ``pitch`` of a setting mean for each kind of voice.
 SETTING_UNITS: dict[str, dict[str, str]] = {
     "espeak-ng": {"rate": "-s words a minute (default 175)", "pitch": "-p 0-99 (default 50)"},
     "flite": {"rate": "--setf duration_stretch (1 = normal, >1 slower)",
               "pitch": "--setf f0_shift (factor on F0; null: voice has no pitch control)"},
     "festival-diphone": {"rate": "(Parameter.set 'Duration_Stretch x) (>1 slower)",
-                         "pitch": "int_lr_params target_f0_mean, Hz (voice default 105)"},
+                         "pitch": "int_lr_params target_f0_mean, Hz (voice defaults: kal, ked, rab, us3 105; "
+                                  "don 135; us1 160; us2 90; en1 110)"},
     "festival-hts": {"rate": "hts_engine_params -r speed (>1 faster)", "pitch": "null (no pitch option)"},
     "festival-mapped": {"rate": "(Parameter.set 'Duration_Stretch x) (>1 slower)",
                         "pitch": "int_general_params f0_mean, Hz (czech_machac default 75, czech_ph 136)"},
+    "mbrola": {"rate": "espeak-ng -s words a minute (default 175)", "pitch": "espeak-ng -p 0-99 (default 50)"},
+    "pico": {"rate": "<speed level='R'> markup, % of normal (>100 faster)",
+             "pitch": "<pitch level='P'> markup, % of normal"},
+    "rhvoice": {"rate": "RHVoice-test -r, % (>100 faster; default 100)", "pitch": "RHVoice-test -t, % (default 100)"},
 }
 
 # Non-English festival voices saying the English words: the CMU pronunciation mapped onto their phones.
@@ -194,8 +258,9 @@ class SynthVoice:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
         if (self.engine == "espeak-ng") != bool(self.variant):
             raise ValueError("variant is required for espeak-ng voices and only for them")
-        if self.engine != "espeak-ng" and self.name not in VOICE_SPEAKERS:
-            raise ValueError(f"unknown {self.engine} voice {self.name!r}; known: {', '.join(VOICE_SPEAKERS)}")
+        if self.engine != "espeak-ng" and self.name not in VOICE_SPEAKERS[self.engine]:
+            raise ValueError(f"unknown {self.engine} voice {self.name!r}; known: "
+                             f"{', '.join(VOICE_SPEAKERS[self.engine])}")
         if not self.settings or len(set(self.settings)) != len(self.settings):
             raise ValueError(f"{self.voice_id}: settings must be non-empty and distinct")
 
@@ -211,8 +276,8 @@ class SynthVoice:
 
     @property
     def speaker(self) -> str:
-        """The split unit: the recorded speaker (flite/festival) or ``"espeak-ng+VARIANT"``."""
-        return f"espeak-ng+{self.variant}" if self.engine == "espeak-ng" else VOICE_SPEAKERS[self.name]
+        """The split unit: the recorded speaker (:data:`SPEAKERS`) or ``"espeak-ng+VARIANT"``."""
+        return f"espeak-ng+{self.variant}" if self.engine == "espeak-ng" else VOICE_SPEAKERS[self.engine][self.name]
 
     @property
     def split(self) -> str:
@@ -227,6 +292,15 @@ class SynthVoice:
             return "festival-hts" if self.name.endswith("_hts") else "festival-diphone"
         return self.engine
 
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """The Debian packages this voice needs (besides sox)."""
+        if self.engine == "festival":
+            return (*PROGRAM_PACKAGES["festival"], FESTIVAL_VOICE_PACKAGES[self.name])
+        if self.engine == "mbrola":
+            return ("espeak-ng", "mbrola", f"mbrola-{self.speaker}")
+        return PROGRAM_PACKAGES[ENGINE_PROGRAMS[self.engine]]
+
     def clip_path(self, word: str, k: int) -> str:
         """Relative path of the clip of ``word`` at setting ``k``: ``word/<voicehash>_nohash_<k>.wav``."""
         return f"{word}/{self.voice_hash}_nohash_{k}.wav"
@@ -234,6 +308,7 @@ class SynthVoice:
     def to_json(self) -> dict:
         return {"voice_id": self.voice_id, "voice_hash": self.voice_hash, "engine": self.engine,
                 "name": self.name, "variant": self.variant, "speaker": self.speaker, "split": self.split,
+                "packages": list(self.packages),
                 "settings": [{"k": k, "rate": r, "pitch": p} for k, (r, p) in enumerate(self.settings)]}
 
 
@@ -275,18 +350,22 @@ class SpeechGrid:
 
 
 def default_grid() -> SpeechGrid:
-    """The grid of ``deepnotes data build speech-keywords``: 594 voice settings x 35 words = 20,790 clips.
+    """The grid of ``deepnotes data build speech-keywords``: 772 voice settings x 35 words = 27,020 clips.
 
-    espeak-ng: rates 140, 185 x pitches 35, 65 for 11 training variants x 8 accents and 2 held-out
-    variants x 4 accents. flite: duration_stretch 0.8 ... 1.5 (7) x f0_shift 0.8 ... 1.25 (5); rms 12
-    rates. festival diphones: Duration_Stretch 0.85 ... 1.6 (6) x target_f0_mean 85 ... 145 Hz (4); HTS:
-    10 speeds 0.7 ... 1.3.
+    - espeak-ng formant variants: rates 140, 185 x pitches 35, 65, 13 variants x 4 accents
+      (:data:`ESPEAK_HELD_OUT_ACCENTS`).
+    - flite: duration_stretch 0.8 ... 1.5 (7) x f0_shift 0.8 ... 1.25 (5); rms 12 rates.
+    - festival kal and ked diphones: Duration_Stretch 0.85 ... 1.6 (6) x target_f0_mean 85 ... 145 Hz (4);
+      HTS slt: 10 speeds 0.7 ... 1.3; rab, don and the MBROLA speakers us1-us3, en1: Duration_Stretch 0.85,
+      1.0, 1.2, 1.4 x 3 mean F0s around each voice's own.
+    - MBROLA through espeak-ng (20 speakers): rates 130, 165, 200 x pitches 30, 50, 70.
+    - Pico (en-US, en-GB): speed 75, 90, 100, 115, 130 % x pitch 85, 100, 115 %.
+    - RHVoice (6 speakers): rate 75, 90, 105, 120 % x pitch 85, 100, 115 %.
     """
     voices = []
     espeak = tuple(itertools.product((140, 185), (35, 65)))
     for variant in ESPEAK_VARIANTS:
-        held_out = f"espeak-ng+{variant}" in SPEAKER_SPLITS
-        for accent in ESPEAK_HELD_OUT_ACCENTS if held_out else ESPEAK_ACCENTS:
+        for accent in ESPEAK_HELD_OUT_ACCENTS:
             voices.append(SynthVoice("espeak-ng", accent, variant, espeak))
     flite = tuple(itertools.product((0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5), (0.8, 0.9, 1.0, 1.12, 1.25)))
     for name in ("kal", "kal16", "awb", "slt"):
@@ -298,6 +377,16 @@ def default_grid() -> SpeechGrid:
     voices.append(SynthVoice("festival", "ked_diphone", "", diphone))
     voices.append(SynthVoice("festival", "cmu_us_slt_arctic_hts", "", tuple(
         (r, None) for r in (0.7, 0.75, 0.8, 0.85, 0.9, 1.0, 1.1, 1.2, 1.25, 1.3))))
+    for name, f0s in (("rab_diphone", (85, 105, 125)), ("don_diphone", (110, 135, 160)),
+                      ("us1_mbrola", (135, 160, 190)), ("us2_mbrola", (75, 90, 110)),
+                      ("us3_mbrola", (85, 105, 125)), ("en1_mbrola", (90, 110, 130))):
+        voices.append(SynthVoice("festival", name, "", tuple(itertools.product((0.85, 1.0, 1.2, 1.4), f0s))))
+    mbrola = tuple(itertools.product((130, 165, 200), (30, 50, 70)))
+    voices += [SynthVoice("mbrola", name, "", mbrola) for name in VOICE_SPEAKERS["mbrola"]]
+    pico = tuple(itertools.product((75, 90, 100, 115, 130), (85, 100, 115)))
+    voices += [SynthVoice("pico", name, "", pico) for name in VOICE_SPEAKERS["pico"]]
+    rhvoice = tuple(itertools.product((75, 90, 105, 120), (85, 100, 115)))
+    voices += [SynthVoice("rhvoice", name, "", rhvoice) for name in VOICE_SPEAKERS["rhvoice"]]
     return SpeechGrid(tuple(voices))
 
 
@@ -314,22 +403,29 @@ def czech_voices() -> tuple[SynthVoice, SynthVoice]:
 
 
 def small_grid() -> SpeechGrid:
-    """10 voices x 1 setting x 35 words = 350 clips (``speech-keywords-small``, for tests), every engine in
-    every split: train flite kal16, rms, espeak-ng en-us+m1, festival kal_diphone; validation flite slt,
-    espeak-ng en-us+f4, festival cmu_us_slt_arctic_hts; test flite awb, espeak-ng en-us+m7, festival
-    ked_diphone. 5 s of each noise.
+    """17 voices x 1 setting x 35 words = 595 clips (``speech-keywords-small``, for tests), every engine in
+    training: flite kal16, rms, espeak-ng en-us+m1, festival kal_diphone and rab_diphone, MBROLA de1, Pico en-US,
+    RHVoice clb; validation: flite slt, espeak-ng en-us+f4, festival cmu_us_slt_arctic_hts, RHVoice alan; test:
+    flite awb, espeak-ng en-us+m7, festival ked_diphone, MBROLA us2, Pico en-GB. 5 s of each noise.
     """
     return SpeechGrid((
         SynthVoice("flite", "kal16", "", ((1.0, 1.0),)),
         SynthVoice("flite", "rms", "", ((1.0, None),)),
         SynthVoice("espeak-ng", "en-us", "m1", ((160, 50),)),
         SynthVoice("festival", "kal_diphone", "", ((1.0, 105),)),
+        SynthVoice("festival", "rab_diphone", "", ((1.0, 105),)),
+        SynthVoice("mbrola", "mb-de1-en", "", ((165, 50),)),
+        SynthVoice("pico", "en-US", "", ((100, 100),)),
+        SynthVoice("rhvoice", "clb", "", ((100, 100),)),
         SynthVoice("flite", "slt", "", ((1.0, 1.0),)),
         SynthVoice("espeak-ng", "en-us", "f4", ((160, 50),)),
         SynthVoice("festival", "cmu_us_slt_arctic_hts", "", ((1.0, None),)),
+        SynthVoice("rhvoice", "alan", "", ((100, 100),)),
         SynthVoice("flite", "awb", "", ((1.0, 1.0),)),
         SynthVoice("espeak-ng", "en-us", "m7", ((160, 50),)),
         SynthVoice("festival", "ked_diphone", "", ((1.0, 105),)),
+        SynthVoice("mbrola", "mb-us2", "", ((165, 50),)),
+        SynthVoice("pico", "en-GB", "", ((100, 100),)),
     ), noise_seconds=5)
 
 
@@ -339,12 +435,13 @@ def small_grid() -> SpeechGrid:
 
 
 def _install_hint() -> str:
-    return f"install the engines with `sudo apt-get install {' '.join(SPEECH_PACKAGES)}`"
+    return ("install the engines with `sudo make system-speech` (or `sudo apt-get install PACKAGES` after adding "
+            "contrib and non-free to the apt sources; the packages: deepnotes.data.speech_build.SPEECH_PACKAGES)")
 
 
-def _run(cmd: list[str], what: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], what: str, timeout: float = 300, input: bytes | None = None) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, input=input)
     except (OSError, subprocess.SubprocessError) as e:
         raise DataError(f"speech-keywords: {what}: running {cmd[0]} failed ({e}); {_install_hint()}") from e
     if proc.returncode != 0:
@@ -354,30 +451,70 @@ def _run(cmd: list[str], what: str, timeout: float = 300) -> subprocess.Complete
     return proc
 
 
-def check_engines(grid: SpeechGrid) -> None:
-    """Fail early when a program or festival voice the grid needs is missing.
+MBROLA_DATA = Path("/usr/share/mbrola")
+PICO_DATA = Path("/usr/share/pico/lang")
+RHVOICE_DATA = Path("/usr/share/RHVoice/voices")
+
+
+def missing_voices(grid: SpeechGrid) -> dict[str, str]:
+    """The voices of ``grid`` that cannot be made here, each with the reason and the package that brings it.
+
+    A voice is missing when its program is not on the PATH (``espeak-ng``, ``mbrola``, ``flite``,
+    ``festival``, ``pico2wave``, ``RHVoice-test``) or its voice data is not installed (flite's ``-lv``,
+    festival's ``voice.list``, ``/usr/share/mbrola/ID/ID``, ``/usr/share/pico/lang/LANG_ta.bin``,
+    ``/usr/share/RHVoice/voices/NAME``).
+
+    Returns:
+        ``{voice_id: "why (package P)"}``; empty when every voice can be made.
 
     Raises:
-        DataError: names each missing program or voice, its Debian package, and the install command.
+        DataError: ``sox`` is missing (every clip needs it), or flite or festival failed to list its voices.
     """
-    needed = {"sox"} | {v.engine for v in grid.voices}
-    missing = [f"`{p}` (package {' '.join(PROGRAM_PACKAGES[p])})" for p in sorted(needed) if shutil.which(p) is None]
-    if missing:
-        raise DataError(f"speech-keywords: missing {', '.join(missing)}; {_install_hint()}")
-    fest = sorted({v.name for v in grid.voices if v.engine == "festival"})
-    if fest:
-        out = _run(["festival", "-b", "(print (voice.list))"], "listing festival voices", 120).stdout.decode()
-        known = set(re.findall(r"[A-Za-z0-9_]+", out))
-        lost = [f"{v} (package {FESTIVAL_VOICE_PACKAGES[v]})" for v in fest if v not in known]
+    if shutil.which("sox") is None:
+        raise DataError(f"speech-keywords: missing `sox` (package {' '.join(PROGRAM_PACKAGES['sox'])}); "
+                        f"{_install_hint()}")
+    out: dict[str, str] = {}
+    programs = {p: shutil.which(p) is not None for p in ("espeak-ng", "mbrola", "flite", "festival", "pico2wave",
+                                                          "RHVoice-test")}
+    engines = {v.engine for v in grid.voices}
+    known_flite = set(_run(["flite", "-lv"], "listing flite voices", 60).stdout.decode().split()) \
+        if "flite" in engines and programs["flite"] else set()
+    known_festival: set[str] = set()
+    if "festival" in engines and programs["festival"]:
+        listed = _run(["festival", "-b", "(print (voice.list))"], "listing festival voices", 120).stdout.decode()
+        known_festival = set(re.findall(r"[A-Za-z0-9_]+", listed))
+    for v in grid.voices:
+        program = ENGINE_PROGRAMS[v.engine]
+        needs = [program] + (["mbrola"] if v.engine == "mbrola" else [])
+        lost = [p for p in needs if not programs[p]]
         if lost:
-            raise DataError(f"speech-keywords: festival voice(s) missing: {', '.join(lost)}; {_install_hint()}")
-    fl = sorted({v.name for v in grid.voices if v.engine == "flite"})
-    if fl:
-        out = _run(["flite", "-lv"], "listing flite voices", 60).stdout.decode()
-        lost = [v for v in fl if v not in out.split()]
-        if lost:
-            raise DataError(f"speech-keywords: flite voice(s) missing: {', '.join(lost)}; reinstall flite "
-                            f"(`sudo apt-get install --reinstall flite libflite1`)")
+            out[v.voice_id] = f"no `{lost[0]}` (package {' '.join(PROGRAM_PACKAGES[lost[0]])})"
+        elif v.engine == "flite" and v.name not in known_flite:
+            out[v.voice_id] = "flite does not list it (reinstall flite libflite1)"
+        elif v.engine == "festival" and v.name not in known_festival:
+            out[v.voice_id] = f"festival does not list it (package {FESTIVAL_VOICE_PACKAGES[v.name]})"
+        elif v.engine == "mbrola" and not (MBROLA_DATA / v.speaker / v.speaker).is_file():
+            out[v.voice_id] = f"no {MBROLA_DATA / v.speaker / v.speaker} (package mbrola-{v.speaker})"
+        elif v.engine == "pico" and not (PICO_DATA / f"{v.name}_ta.bin").is_file():
+            out[v.voice_id] = f"no {PICO_DATA / (v.name + '_ta.bin')} (package libttspico-data)"
+        elif v.engine == "rhvoice" and not (RHVOICE_DATA / v.name).is_dir():
+            out[v.voice_id] = f"no {RHVOICE_DATA / v.name} (package rhvoice-english)"
+    return out
+
+
+def check_engines(grid: SpeechGrid) -> dict[str, str]:
+    """The voices of ``grid`` to skip (:func:`missing_voices`), after checking that some voice can be made.
+
+    Raises:
+        DataError: sox is missing, or no voice of the grid can be made (names the packages and the install
+            command).
+    """
+    missing = missing_voices(grid)
+    if len(missing) == len(grid.voices):
+        reasons = sorted(set(missing.values()))
+        raise DataError(f"speech-keywords: none of the {len(missing)} voices can be made: {'; '.join(reasons[:4])}; "
+                        f"{_install_hint()}")
+    return missing
 
 
 def engine_versions() -> dict[str, str | None]:
@@ -413,6 +550,18 @@ def synthesize(voice: SynthVoice, k: int, words: Sequence[str], workdir: Path) -
         for w in words:
             _run(["espeak-ng", "-v", f"{voice.name}+{voice.variant}", "-s", str(rate), "-p", str(pitch),
                   "-w", str(out[w]), w], f"{what} word {w!r}")
+    elif voice.engine == "mbrola":  # espeak-ng's front end, the MBROLA diphone database behind it
+        for w in words:
+            _run(["espeak-ng", "-v", voice.name, "-s", str(rate), "-p", str(pitch), "-w", str(out[w]), w],
+                 f"{what} word {w!r}")
+    elif voice.engine == "pico":
+        for w in words:
+            _run(["pico2wave", "-l", voice.name, "-w", str(out[w]),
+                  f"<speed level='{rate}'><pitch level='{pitch}'>{w}</pitch></speed>"], f"{what} word {w!r}")
+    elif voice.engine == "rhvoice":
+        for w in words:
+            _run(["RHVoice-test", "-p", voice.name, "-r", str(rate), "-t", str(pitch), "-o", str(out[w])],
+                 f"{what} word {w!r}", input=w.encode())
     elif voice.engine == "flite":
         opts = ["--setf", f"duration_stretch={rate}"] + ([] if pitch is None else ["--setf", f"f0_shift={pitch}"])
         for w in words:
@@ -605,11 +754,13 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
     """Where the synthesized keyword set lives, whether it is here, and how to build it (``deepnotes data``)."""
 
     name: str = "speech-keywords"
-    description: str = ("the 35 Speech Commands v2 words synthesized by espeak-ng, flite and festival "
-                        "(20,790 clips, split by voice; Speech Commands layout)")
+    description: str = ("the 35 Speech Commands v2 words said by 34 recorded speakers and 13 formant voices of "
+                        "espeak-ng, MBROLA, flite, festival, Pico and RHVoice (27,020 clips, split by speaker; Speech "
+                        "Commands layout)")
     grid: SpeechGrid = field(default_factory=default_grid, repr=False)
-    source: str = "Debian text-to-speech engines espeak-ng, flite, festival; sox"
-    license: str = "generated here; the engines' voices are free (see /usr/share/doc/PKG/copyright)"
+    source: str = "Debian text-to-speech engines espeak-ng, MBROLA, flite, festival, SVOX Pico, RHVoice; sox"
+    license: str = ("generated here; each voice's licence is in the folder's README.md (MBROLA voices: not for sale; "
+                    "two RHVoice voices: non-commercial)")
 
     def built_grid(self) -> dict | None:
         """The grid JSON of the manifest (:meth:`SpeechGrid.to_json`); None without a readable one."""
@@ -627,10 +778,23 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         return built is not None and all(built.get(k) == v for k, v in self.grid.to_json().items()
                                          if k in ("words", "noise_seconds", "voices"))
 
+    def skipped(self) -> dict[str, str]:
+        """The voices the finished build had to skip (``{voice_id: reason}``; empty without a manifest)."""
+        try:
+            skipped = json.loads(self.manifest_path().read_text()).get("skipped", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        return skipped if isinstance(skipped, dict) else {}
+
     def status(self) -> str:
         if self.manifest_path().is_file() and not self.is_current():
             return (f"outdated at {self.cache_dir()} (built from another grid of voices): `deepnotes data build "
                     f"{self.name}` updates it, keeping the clips that did not change")
+        skipped = self.skipped()
+        if skipped:
+            return (f"present at {self.cache_dir()} without {len(skipped)} of its {len(self.grid.voices)} voices "
+                    f"(packages missing; manifest.json lists them): install them, then `deepnotes data build "
+                    f"{self.name}` adds them")
         return super().status()
 
     def how_to_get(self) -> str:
@@ -658,10 +822,15 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         root = self.cache_dir()
         if force and root.exists():
             shutil.rmtree(root)
-        if self.is_current():
+        if self.is_current() and not self.skipped():
             return root
-        grid = self.grid
-        check_engines(grid)
+        skipped = check_engines(self.grid)
+        if self.is_current() and set(skipped) == set(self.skipped()):  # nothing new can be made
+            return root
+        for voice_id, why in skipped.items():
+            print(f"warning: {self.name}: skipping {voice_id}: {why}", file=sys.stderr)
+        grid = SpeechGrid(tuple(v for v in self.grid.voices if v.voice_id not in skipped), self.grid.words,
+                          self.grid.noise_seconds)
         if self.manifest_path().is_file():  # built from another grid: update it
             voices = (self.built_grid() or {}).get("voices")
             old = {v.get("voice_hash"): v.get("settings") for v in (voices if isinstance(voices, list) else [])
@@ -723,11 +892,13 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         _, val, test = group_split(speakers, held["validation"], held["test"], what="speaker")
         for name, rows in ((VALIDATION_LIST, val), (TESTING_LIST, test)):
             write_text_atomic(root / name, "".join(f"{r}\n" for r in sorted(clips[i][0] for i in rows)))
-        write_text_atomic(root / "README.md", self.readme())
+        v1 = sorted(clips[i][0] for i in test if clips[i][1].voice_id in V1_TEST_VOICES)
+        write_text_atomic(root / TESTING_LIST_V1, "".join(f"{r}\n" for r in v1))
+        write_text_atomic(root / "README.md", self.readme(skipped))
         logged = set(log_path.read_text().split()) if log_path.is_file() else set()
         compressed = sorted(logged & expected)
         files = sorted(expected) + [f"{BACKGROUND_NOISE_DIR}/{c}_noise.wav" for c in NOISE_COLOURS] + \
-            [VALIDATION_LIST, TESTING_LIST, "README.md"]
+            [VALIDATION_LIST, TESTING_LIST, TESTING_LIST_V1, "README.md"]
         write_json_atomic(self.manifest_path(), {
             "dataset": self.name,
             "format": "Speech Commands layout: WORD/VOICEHASH_nohash_K.wav, 16 kHz mono 16-bit PCM, 16000 samples",
@@ -735,31 +906,44 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
             "conversion": f"sox -R -D IN -r {SAMPLE_RATE} -c 1 -b 16 OUT {' '.join(SOX_TRIM)}; centre-padded "
                           f"with zeros to {CLIP_SAMPLES} samples; longer words: + tempo -s to {TEMPO_TARGET}",
             "noise": f"sox -R -D -n -r {SAMPLE_RATE} -b 16 OUT synth {grid.noise_seconds} COLOURnoise",
-            "grid": grid.to_json(),
+            "grid": self.grid.to_json(),  # the whole grid, skipped voices included (see "skipped")
             "counts": split_counts(grid),
+            "skipped": skipped,
             "time_compressed": compressed,
             "files": {rel: sha256_file(root / rel) for rel in files},
         })
         return root
 
-    def readme(self) -> str:
-        """The dataset folder's README.md: what it is, the voices of each split, the counts."""
-        counts = split_counts(self.grid)
+    def readme(self, skipped: dict[str, str] | None = None) -> str:
+        """The dataset folder's README.md: what it is, every voice with its speaker, split, packages and licence,
+        the counts, and the voices ``skipped`` (``{voice_id: reason}``) because their packages are missing."""
+        skipped = skipped or {}
+        grid = SpeechGrid(tuple(v for v in self.grid.voices if v.voice_id not in skipped), self.grid.words,
+                          self.grid.noise_seconds)
+        counts = split_counts(grid)
         lines = [f"# {self.name}", "", "The words of Speech Commands v2 said by Debian's text-to-speech engines "
-                 "(espeak-ng, flite, festival), in the Speech Commands layout. Built by "
+                 f"({', '.join(ENGINES)}), in the Speech Commands layout. Built by "
                  f"`deepnotes data build {self.name}`; see manifest.json for the engine versions, the grid of "
                  "voices, rates and pitches, and the SHA-256 of every file.", "",
-                 "Split by voice (the recorded speaker for flite/festival, the variant for espeak-ng): no "
-                 "validation or test voice is in training.", ""]
+                 "Split by speaker (the recorded speaker behind flite, festival, MBROLA, Pico and RHVoice voices, the "
+                 "variant for espeak-ng's formant voices): no validation or test speaker is heard in training, "
+                 f"whatever the engine. `{TESTING_LIST_V1}` lists the test clips of the first build's test voices "
+                 f"({', '.join(V1_TEST_VOICES[:2])}, espeak-ng m7), unchanged.", "",
+                 "Licences of the voices (full texts: /usr/share/doc/PACKAGE/copyright): "
+                 + "; ".join(f"{e}: {lic}" for e, lic in VOICE_LICENCES.items()) + ".", ""]
         for split in ("train", "validation", "test"):
             c = counts[split]
-            per_engine = ", ".join(f"{e} {n}" for e, n in c["by_engine"].items())
-            lines.append(f"## {split}: {c['clips']} clips ({per_engine})")
-            lines.append("")
-            for v in self.grid.voices:
+            per_engine = ", ".join(f"{e} {n}" for e, n in c["by_engine"].items() if n)
+            lines += [f"## {split}: {c['clips']} clips ({per_engine})", "",
+                      "| hash | voice | speaker | sex, accent | settings | packages |", "|---|---|---|---|---|---|"]
+            for v in grid.voices:
                 if v.split == split:
-                    lines.append(f"- `{v.voice_hash}` {v.voice_id} (speaker {v.speaker}, "
-                                 f"{len(v.settings)} setting{'s' if len(v.settings) > 1 else ''})")
+                    sex, accent = SPEAKERS.get(v.speaker, ("-", "formant synthesis"))
+                    lines.append(f"| `{v.voice_hash}` | {v.voice_id} | {v.speaker} | {sex}, {accent} | "
+                                 f"{len(v.settings)} | {' '.join(v.packages)} |")
+            lines.append("")
+        if skipped:
+            lines += ["## skipped (packages missing here)", ""] + [f"- {k}: {why}" for k, why in skipped.items()]
             lines.append("")
         return "\n".join(lines)
 
@@ -777,7 +961,7 @@ def split_counts(grid: SpeechGrid) -> dict[str, dict]:
 SPEECH_KEYWORDS = SpeechKeywordsInfo()
 SPEECH_KEYWORDS_SMALL = SpeechKeywordsInfo(
     name="speech-keywords-small",
-    description="a 350-clip speech-keywords (10 voices, one setting each; for tests and quick checks)",
+    description="a 595-clip speech-keywords (17 voices of all 6 engines, one setting each; for tests and quick checks)",
     grid=small_grid(),
 )
 #: The built keyword sets (``deepnotes data build NAME``).

@@ -26,7 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from deepnotes.audio.figures import plot_accuracy_bars, plot_features, plot_inputs, plot_waveforms
 from deepnotes.audio.frontend import BatchPreparer, FeatureExtractor, SpeechAugment, feature_stats, predict
-from deepnotes.data.speech import engine_weights, load_eval_folder, load_noise, load_split, speech_folder
+from deepnotes.data.speech import (TESTING_LIST_V1, SpeechSplit, engine_weights, engines_of, load_eval_folder,
+                                   load_noise, load_split, read_split_list, speech_folder)
+from deepnotes.data.speech_build import ENGINES, SPEAKERS
 from deepnotes.errors import UserError
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.io import atomic_path
@@ -75,6 +77,9 @@ class KeywordSpottingConfig(TrainConfig):
     time_masks: int = option(2, "SpecAugment: time masks per clip (0 disables)", range="[0, 100]")
     max_time_mask: float = option(0.2, "SpecAugment: widest time mask, share of the frames", range="[0, 1]")
     noisy_test_snr: float = option(10.0, "also test with background noise at this SNR (dB)", range="[-100, 100]")
+    noisy_test_snr_low: float = option(0.0, "and at this lower SNR (dB)", range="[-100, 100]")
+    leave_out_engine: str | None = option(None, "leave-one-engine-out: train and validate without any clip of this "
+                                          f"synthesizer ({', '.join(ENGINES)}), test on all its clips")
     pocketsphinx: bool = option(True, "baseline: Debian's pocketsphinx on the test split (35-word grammar), if installed")
     pocketsphinx_max_files: int = option(1000, "pocketsphinx: at most this many test clips (0 = all)", range="[0, 1e8]")
     limit_train: int = option(0, "train on only N clips spread over the training split (0 = all)", range="[0, 1e8]")
@@ -90,6 +95,8 @@ class KeywordSpottingConfig(TrainConfig):
                             "utterance with m5")
         if self.model == "m5" and self.tta_warps:
             raise UserError("--tta-warps warps a spectrogram: use --model bcresnet or cnn")
+        if self.leave_out_engine is not None and self.leave_out_engine not in ENGINES:
+            raise UserError(f"--leave-out-engine must be one of {', '.join(ENGINES)}; got {self.leave_out_engine!r}")
         with torch.device("meta"):  # bad model options fail here, before any run folder (no memory, no random draws)
             build_model(self, 35)
 
@@ -113,6 +120,41 @@ def build_model(cfg: KeywordSpottingConfig, num_classes: int) -> torch.nn.Module
         raise UserError(f"--width/--n-mels/--dropout: {e}") from e
 
 
+def leave_out(engine: str, train: SpeechSplit, val: SpeechSplit, test: SpeechSplit) -> tuple[SpeechSplit, ...]:
+    """Leave-one-engine-out: ``(train, val, test)`` without ``engine``'s clips, and every clip of ``engine`` from
+    the three splits as the new test split (no voice of it was heard, whichever split it was built into).
+
+    Raises:
+        UserError: the folder has no speech-keywords manifest, or no clip of ``engine``.
+    """
+    kept, out = [], []
+    for split in (train, val, test):
+        engines = engines_of(split.root, split.files)
+        if engines is None:
+            raise UserError(f"--leave-out-engine needs {split.root / 'manifest.json'} (a `deepnotes data build "
+                            "speech-keywords` folder) to know each clip's synthesizer")
+        mask = torch.tensor([e == engine for e in engines], dtype=torch.bool)
+        kept.append(split.select(~mask))
+        out.append(split.select(mask))
+    test_all = SpeechSplit.concat(out)
+    if not len(test_all.labels):
+        raise UserError(f"--leave-out-engine {engine}: {train.root} has no clip of it")
+    return kept[0], kept[1], test_all
+
+
+def v1_accuracy(split: SpeechSplit, pred: torch.Tensor) -> tuple[float, int] | None:
+    """Accuracy on the clips of the split listed in its folder's ``testing_list_v1.txt`` (the first build's test
+    voices), and their number; None without that list or without such a clip in ``split``."""
+    path = split.root / TESTING_LIST_V1
+    if not path.is_file():
+        return None
+    listed = set(read_split_list(path))
+    rows = [i for i, f in enumerate(split.files) if f in listed]
+    if not rows:
+        return None
+    return float((pred[rows] == split.labels[rows]).double().mean()), len(rows)
+
+
 def batch_preparer(cfg: KeywordSpottingConfig, noise: list[torch.Tensor], device: torch.device, mean: float = 0.0,
                    std: float = 1.0) -> BatchPreparer:
     """The features of ``--model`` (``mean``/``std``: the global normalization's) and the augmentation of ``cfg``."""
@@ -120,9 +162,10 @@ def batch_preparer(cfg: KeywordSpottingConfig, noise: list[torch.Tensor], device
     return BatchPreparer(features, SpeechAugment.of(cfg), noise, device, use_cpu_bf16(cfg, device), cfg.channels_last)
 
 
-def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]:
+def evaluate(run: Run, data: str | None, device: torch.device, skip_bad: bool = False) -> dict[str, Any]:
     """``deepnotes eval``: accuracy on the run's test split (``data`` None), another built dataset's test split, or
-    a Speech Commands folder (its test split, else every WAV of its word folders); saved as ``eval/<name>.json``.
+    a Speech Commands folder (its test split, else every WAV of its word folders; ``skip_bad``: leave out, and
+    name, the files that cannot be read); saved as ``eval/<name>.json``.
 
     Raises:
         UserError: not a finished run (no data.json or model.safetensors); a folder whose words are not the run's
@@ -136,10 +179,11 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
     if data is None:
         split, name = load_split(Path(info["root"]), "test", classes), "test"
     elif Path(data).is_dir():
-        split, name = load_eval_folder(Path(data), classes), Path(data).resolve().name
+        split, name = load_eval_folder(Path(data), classes, skip_bad), Path(data).resolve().name
     else:
         split, name = load_split(speech_folder(data), "test", classes), data
-    metrics, _ = keyword_metrics(model, prep, split, cfg.noisy_test_snr, cfg.seed, cfg.tta_warps)
+    metrics, _ = keyword_metrics(model, prep, split, (cfg.noisy_test_snr, cfg.noisy_test_snr_low), cfg.seed,
+                                 cfg.tta_warps)
     metrics.update(data=name, source=str(split.root))
     run.write_eval(name, metrics)
     return metrics
@@ -151,10 +195,15 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     root = speech_folder(cfg.dataset, cfg.data_dir)
     t_load = time.perf_counter()
-    train = load_split(root, "train").subset(cfg.limit_train)
+    train = load_split(root, "train")
     classes = train.classes
     val = load_split(root, "validation", classes)
-    test = load_split(root, "test", classes).subset(cfg.limit_test)
+    test = load_split(root, "test", classes)
+    if cfg.leave_out_engine:
+        train, val, test = leave_out(cfg.leave_out_engine, train, val, test)
+        log(f"leave-one-engine-out: no {cfg.leave_out_engine} clip in training or validation; the test split is all "
+            f"{len(test.labels)} of its clips")
+    train, test = train.subset(cfg.limit_train), test.subset(cfg.limit_test)
     noise = load_noise(root, log)
     mean, std = feature_stats(FeatureExtractor(SPOTTERS[cfg.model][1], cfg.n_mels), train.clips)
     ex = next((i for i, f in enumerate(test.files) if f.startswith("yes/")), 0)  # the exercise's word, if there
@@ -186,7 +235,11 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     session_time = time.perf_counter() - t0
     if not ctx.info.is_main:
         return {}
-    metrics, arrays = keyword_metrics(model, prep, test, cfg.noisy_test_snr, cfg.seed, cfg.tta_warps)
+    metrics, arrays = keyword_metrics(model, prep, test, (cfg.noisy_test_snr, cfg.noisy_test_snr_low), cfg.seed,
+                                      cfg.tta_warps)
+    v1 = v1_accuracy(test, arrays["pred"])
+    if v1 is not None and not cfg.leave_out_engine:
+        metrics["acc_v1"], metrics["n_v1"] = v1
     if cfg.tta_warps:  # the validation voices, to judge the test-time augmentation without the test set
         for key, warps in (("val_acc", ()), ("val_acc_tta", cfg.tta_warps)):
             metrics[key] = float((predict(model, prep, val.clips, warps=warps).argmax(-1) == val.labels).double().mean())
@@ -206,6 +259,9 @@ def run(cfg: KeywordSpottingConfig, ctx: RunContext) -> dict[str, Any]:
     engines = ", ".join(f"{e} {100 * a:.2f}%" for e, a in metrics.get("per_engine_acc", {}).items())
     log(f"test accuracy {100 * metrics['acc']:.2f}%{f' ({engines})' if engines else ''}; trained in "
         f"{metrics['train_time_s']:.0f}s")
+    if "acc_v1" in metrics:
+        log(f"on the first build's test voices ({TESTING_LIST_V1}, {metrics['n_v1']} clips): "
+            f"{100 * metrics['acc_v1']:.2f}%")
     if "acc_tta" in metrics:
         log(f"with the probabilities averaged over VTLP warps {', '.join(f'{a:g}' for a in cfg.tta_warps)}: test "
             f"{100 * metrics['acc_tta']:.2f}% (validation {100 * metrics['val_acc_tta']:.2f}% vs "
@@ -246,7 +302,13 @@ def report(run: Run) -> Path:
         if "val_acc_tta" in m:
             results.append(["validation accuracy without / with TTA (final weights)",
                             f"{_pct(m['val_acc'])} / {_pct(m['val_acc_tta'])}"])
-    if "noisy_acc" in m:
+    if "acc_v1" in m:
+        results.insert(1, [f"test accuracy on the first build's test voices ({TESTING_LIST_V1}, {m['n_v1']} clips)",
+                           _pct(m["acc_v1"])])
+    if "noisy_acc_by_snr" in m:
+        results += [[f"test accuracy with background noise at {snr} dB SNR", _pct(a)]
+                    for snr, a in m["noisy_acc_by_snr"].items()]
+    elif "noisy_acc" in m:
         results.append([f"test accuracy with background noise at {m['noisy_snr_db']:g} dB SNR", _pct(m["noisy_acc"])])
     if rows and rows[-1].get("val_acc") is not None:
         results += [["validation accuracy, last epoch (unseen voices)", _pct(float(rows[-1]["val_acc"]))],
@@ -265,7 +327,10 @@ def report(run: Run) -> Path:
              "and MFCC, then a CNN on the spectrogram; train 91%, validation 90%). "
              f"Data: {info['root']} ({info['n_train']} train / {info['n_val']} validation / {info['n_test']} test "
              f"clips, {len(classes)} words). In the synthesized speech-keywords set, validation and test are voices "
-             f"never heard in training. Model input: {INPUTS[cfg.model].format(n_mels=cfg.n_mels)}. "
+             f"never heard in training. "
+             + (f"Leave-one-engine-out: no {cfg.leave_out_engine} clip in training or validation, and the test split "
+                f"is every {cfg.leave_out_engine} clip of the build. " if cfg.leave_out_engine else "")
+             + f"Model input: {INPUTS[cfg.model].format(n_mels=cfg.n_mels)}. "
              f"Augmentation: {SpeechAugment.of(cfg).describe(cfg.model != 'm5', info['noise'])}.")
     worst = sorted((a, w) for w, a in m["per_word_acc"].items() if a is not None)[:5]
     by_engine = [[e, ", ".join(f"{r['word']} {_pct(r['acc'])}" + (f" (-> {r['confused_with']})" if r["confused_with"]
@@ -278,6 +343,10 @@ def report(run: Run) -> Path:
             [e, _pct(a), _pct(ps["model_per_engine_acc"].get(e))] for e, a in ps["per_engine_acc"].items()])
     elif "skipped" in ps:
         rep.section("pocketsphinx", f"pocketsphinx baseline skipped: {ps['skipped']}.")
+    if m.get("per_speaker_acc"):
+        rep.table("Accuracy per test speaker", ["speaker", "sex, accent", "accuracy"], [
+            [spk, ", ".join(SPEAKERS.get(spk, ("-", "formant synthesis"))), _pct(a)]
+            for spk, a in m["per_speaker_acc"].items()])
     rep.section("The exercise's pictures", f"One test clip ({info['example_file']}) at several sample rates, and its "
                 "features:", markdown_image("waveform at several sample rates", "waveforms.png"),
                 markdown_image("spectrogram, mel spectrogram, MFCC", "features.png"),

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from deepnotes.audio.frontend import BatchPreparer, predict
-from deepnotes.data.speech import SpeechSplit, engines_of
+from deepnotes.data.speech import SpeechSplit, engines_of, voices_of
 from deepnotes.errors import DataError
 from deepnotes.metrics.classification import confusion_matrix
 
@@ -53,14 +53,16 @@ def worst_words_by_engine(engines: Sequence[str], labels: torch.Tensor, pred: to
     return out
 
 
-def keyword_metrics(model: torch.nn.Module, prep: BatchPreparer, split: SpeechSplit, noisy_snr: float | None = None,
-                    seed: int = 0, tta_warps: Sequence[float] = ()) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Accuracy, loss, per-word and per-engine accuracy and the confusion matrix of ``model`` on ``split``,
-    and the arrays to keep (``labels``, ``pred``: (N,)).
+def keyword_metrics(model: torch.nn.Module, prep: BatchPreparer, split: SpeechSplit,
+                    noisy_snr: float | Sequence[float] | None = None, seed: int = 0,
+                    tta_warps: Sequence[float] = ()) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Accuracy, loss, per-word, per-engine and per-speaker accuracy and the confusion matrix of ``model`` on
+    ``split``, and the arrays to keep (``labels``, ``pred``: (N,)).
 
     With ``tta_warps`` also ``acc_tta`` (and ``per_engine_acc_tta``): probabilities averaged over those VTLP
-    warps; with ``noisy_snr`` (and noise recordings in ``prep``) ``noisy_acc``: every clip mixed with noise
-    at that SNR, seeded by ``seed``.
+    warps; with ``noisy_snr`` (one SNR in dB or several; and noise recordings in ``prep``) ``noisy_acc_by_snr``
+    (``{"10": acc, ...}``: every clip mixed with noise at that SNR, seeded by ``seed``) and ``noisy_acc``, the
+    first SNR's.
     """
     y, K = split.labels, len(split.classes)
     t0 = time.perf_counter()
@@ -81,16 +83,22 @@ def keyword_metrics(model: torch.nn.Module, prep: BatchPreparer, split: SpeechSp
     if engines is not None:
         metrics["per_engine_acc"] = accuracy_by(engines, correct)
         metrics["per_engine_worst_words"] = worst_words_by_engine(engines, y, pred, split.classes)
+        metrics["per_speaker_acc"] = accuracy_by(voices_of(split.root, split.files, "speaker") or [], correct)
     if tta_warps:
         correct_tta = (predict(model, prep, split.clips, warps=tta_warps).argmax(-1) == y).double()
         metrics["tta_warps"] = list(tta_warps)
         metrics["acc_tta"] = float(correct_tta.mean())
         if engines is not None:
             metrics["per_engine_acc_tta"] = accuracy_by(engines, correct_tta)
-    if noisy_snr is not None and prep.noise:
-        noisy = predict(model, prep, split.clips, noise_snr=noisy_snr, seed=seed).argmax(-1)
-        metrics["noisy_snr_db"] = noisy_snr
-        metrics["noisy_acc"] = float((noisy == y).double().mean())
+    snrs = [] if noisy_snr is None else [float(noisy_snr)] if isinstance(noisy_snr, (int, float)) else list(noisy_snr)
+    if snrs and prep.noise:
+        by_snr = {}
+        for snr in dict.fromkeys(snrs):
+            noisy = predict(model, prep, split.clips, noise_snr=snr, seed=seed).argmax(-1)
+            by_snr[f"{snr:g}"] = float((noisy == y).double().mean())
+        metrics["noisy_snr_db"] = snrs[0]
+        metrics["noisy_acc"] = by_snr[f"{snrs[0]:g}"]
+        metrics["noisy_acc_by_snr"] = by_snr
     return metrics, {"labels": y, "pred": pred}
 
 
