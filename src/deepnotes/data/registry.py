@@ -21,6 +21,7 @@ def all_datasets() -> dict[str, Any]:
     from deepnotes.data.bert_tasks import FORTUNES
     from deepnotes.data.images import IMAGE_DATASETS
     from deepnotes.data.phonemes import PHONEME_FRAMES, PHONEME_FRAMES_SMALL
+    from deepnotes.data.speaker_build import SPEAKER_UTTERANCES, SPEAKER_UTTERANCES_SMALL
     from deepnotes.data.speech_build import SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL
     from deepnotes.data.tabular import DIABETES, SEATTLE_WEATHER
     from deepnotes.data.text import KJV
@@ -29,7 +30,7 @@ def all_datasets() -> dict[str, Any]:
 
     entries: dict[str, Any] = dict(IMAGE_DATASETS)
     for entry in (KJV, UI_TRANSLATIONS, SPEECH_KEYWORDS, SPEECH_KEYWORDS_SMALL, PHONEME_FRAMES, PHONEME_FRAMES_SMALL,
-                  SEATTLE_WEATHER, DIABETES, FORTUNES, *MIXTURES.values()):
+                  SPEAKER_UTTERANCES, SPEAKER_UTTERANCES_SMALL, SEATTLE_WEATHER, DIABETES, FORTUNES, *MIXTURES.values()):
         entries[entry.name] = entry
     return entries
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import html
 import itertools
 import json
 import os
@@ -80,7 +81,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -537,35 +538,52 @@ def engine_versions() -> dict[str, str | None]:
     return out
 
 
-def synthesize(voice: SynthVoice, k: int, words: Sequence[str], workdir: Path) -> dict[str, Path]:
+def scheme_string(text: str) -> str:
+    """``text`` as a Scheme string literal for festival: ``"..."`` with ``\\`` and ``"`` escaped, white space made
+    single spaces."""
+    text = " ".join(text.split())
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def synthesize(voice: SynthVoice, k: int, words: Sequence[str] | Mapping[str, str], workdir: Path) -> dict[str, Path]:
     """Say each of ``words`` with ``voice`` at setting ``k``; the engine's own WAV files, in ``workdir``.
+
+    Args:
+        words: the words to say, each its own file name; or ``{name: text}`` for longer texts (sentences: white
+            space and punctuation allowed; festival-mapped voices take single words only).
+
+    Returns:
+        ``{name: path}`` of ``workdir/<name>.wav``.
 
     Raises:
         DataError: the engine failed or wrote no file (names the voice and the word).
     """
     rate, pitch = voice.settings[k]
+    texts = {w: " ".join(t.split()) for w, t in words.items()} if isinstance(words, Mapping) else {w: w for w in words}
+    words = list(texts)
     out = {w: workdir / f"{w}.wav" for w in words}
     what = f"{voice.voice_id} setting {k}"
     if voice.engine == "espeak-ng":
         for w in words:
             _run(["espeak-ng", "-v", f"{voice.name}+{voice.variant}", "-s", str(rate), "-p", str(pitch),
-                  "-w", str(out[w]), w], f"{what} word {w!r}")
+                  "-w", str(out[w]), "--", texts[w]], f"{what} word {w!r}")
     elif voice.engine == "mbrola":  # espeak-ng's front end, the MBROLA diphone database behind it
         for w in words:
-            _run(["espeak-ng", "-v", voice.name, "-s", str(rate), "-p", str(pitch), "-w", str(out[w]), w],
-                 f"{what} word {w!r}")
+            _run(["espeak-ng", "-v", voice.name, "-s", str(rate), "-p", str(pitch), "-w", str(out[w]), "--",
+                  texts[w]], f"{what} word {w!r}")
     elif voice.engine == "pico":
         for w in words:
             _run(["pico2wave", "-l", voice.name, "-w", str(out[w]),
-                  f"<speed level='{rate}'><pitch level='{pitch}'>{w}</pitch></speed>"], f"{what} word {w!r}")
+                  f"<speed level='{rate}'><pitch level='{pitch}'>{html.escape(texts[w])}</pitch></speed>"],
+                 f"{what} word {w!r}")
     elif voice.engine == "rhvoice":
         for w in words:
             _run(["RHVoice-test", "-p", voice.name, "-r", str(rate), "-t", str(pitch), "-o", str(out[w])],
-                 f"{what} word {w!r}", input=w.encode())
+                 f"{what} word {w!r}", input=texts[w].encode())
     elif voice.engine == "flite":
         opts = ["--setf", f"duration_stretch={rate}"] + ([] if pitch is None else ["--setf", f"f0_shift={pitch}"])
         for w in words:
-            _run(["flite", "-voice", voice.name, *opts, "-t", w, "-o", str(out[w])], f"{what} word {w!r}")
+            _run(["flite", "-voice", voice.name, *opts, "-t", texts[w], "-o", str(out[w])], f"{what} word {w!r}")
     else:
         exprs = [f"(voice_{voice.name})"]
         if voice.kind == "festival-hts":
@@ -580,7 +598,7 @@ def synthesize(voice: SynthVoice, k: int, words: Sequence[str], workdir: Path) -
             exprs.append(f"(Parameter.set 'Duration_Stretch {rate})")
             if pitch is not None:
                 exprs.append(f"(set! int_lr_params (cons (list 'target_f0_mean {pitch}) int_lr_params))")
-        says = [f'(utt.save.wave (SynthText "{w}") "{out[w]}" \'riff)' for w in words]
+        says = [f'(utt.save.wave (SynthText {scheme_string(texts[w])}) "{out[w]}" \'riff)' for w in words]
         if voice.kind == "festival-mapped":
             # One process per word: the Czech voices' waveform synthesis corrupts its heap after some
             # sequences of words in one process (festival 2.5 crashed on czech_machac at Duration_Stretch

@@ -36,6 +36,7 @@ LAB_MODULES = (
     "deepnotes.labs.keyword_spotting",  # seed 000: Speech Commands exercise
     "deepnotes.labs.translation",  # ML2021/2022 HW5: machine translation
     "deepnotes.labs.phoneme_classification",  # ML2021/2022 HW2: framewise phoneme classification
+    "deepnotes.labs.speaker_identification",  # ML2022 lecture 4 and HW4: speaker classification
     "deepnotes.labs.adversarial_attack",  # ML2021/2022 HW10: adversarial attacks and defenses
     "deepnotes.labs.explain",  # ML2021/2022 HW9: explainable ML
     "deepnotes.labs.domain_adaptation",  # ML2021 HW11: domain adaptation
