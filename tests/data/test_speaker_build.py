@@ -10,24 +10,27 @@ import pytest
 import torch
 
 from deepnotes.audio.features import LogMelSpectrogram
-from deepnotes.data.speaker_build import (OPEN_SET_SPEAKERS, SPEAKER_UTTERANCES, SPEAKER_UTTERANCES_SMALL, SPLIT_CYCLE,
-                                          _spread, default_voices, log_mel, read_shard, read_speaker_utterances,
-                                          verse_draw, voice_split)
+from deepnotes.data.speaker_build import (OPEN_SET_SPEAKERS, SPEAKER_UTTERANCES, SPEAKER_UTTERANCES_SMALL, _spread,
+                                          default_voices, log_mel, read_shard, read_speaker_utterances,
+                                          utterance_split, verse_draw, voice_split)
 from deepnotes.data.speech_build import SPEAKER_SPLITS
 from deepnotes.errors import DataError
 
 
 def test_default_voices_open_set_and_settings():
     voices = default_voices()
-    assert len(voices) == 55 and len({v.voice_id for v in voices}) == 55
+    assert len(voices) == 94 and len({v.voice_id for v in voices}) == 94
     assert all(len(v.settings) == 3 for v in voices)
     open_set = [v for v in voices if voice_split(v) == "open"]
     assert {v.speaker for v in open_set} == OPEN_SET_SPEAKERS == {s for s, x in SPEAKER_SPLITS.items() if x == "test"}
-    assert len(open_set) == 11 and {v.engine for v in open_set} == {"espeak-ng", "mbrola", "flite", "festival",
+    assert len(open_set) == 14 and {v.engine for v in open_set} == {"espeak-ng", "mbrola", "flite", "festival",
                                                                      "pico", "rhvoice"}
-    assert {v.name for v in voices if v.engine == "espeak-ng"} == {"en-us"}
+    assert len({v.name for v in voices if v.engine == "espeak-ng"}) == 4
     assert _spread(tuple(range(10))) == (2, 5, 7) and _spread((1, 2)) == (1, 2)
-    assert SPLIT_CYCLE.count("train") == 4 and SPLIT_CYCLE.count("validation") == SPLIT_CYCLE.count("test") == 1
+    closed = next(v for v in voices if voice_split(v) == "closed")
+    splits = [[utterance_split(closed, k, j) for j in range(4)] for k in range(3)]
+    assert splits == [["train"] * 4, ["validation", "test"] * 2, ["train"] * 4]  # tested at an unheard setting
+    assert {utterance_split(open_set[0], k, 0) for k in range(3)} == {"open"}
 
 
 def test_verse_draw_is_seeded_by_the_voice_and_distinct():
@@ -83,10 +86,11 @@ def test_small_build_splits_features_and_determinism(small_build, monkeypatch):
     by_split = {s: {corpus.voices[i] for i in corpus.where(s)} for s in ("train", "validation", "test", "open")}
     assert by_split["train"] == by_split["validation"] == by_split["test"] and len(by_split["train"]) == 7
     assert len(by_split["open"]) == 4 and not by_split["open"] & by_split["train"]
-    assert [len(corpus.where(s)) for s in ("train", "validation", "test", "open")] == [28, 7, 7, 24]
+    assert [len(corpus.where(s)) for s in ("train", "validation", "test", "open")] == [21, 14, 7, 24]
+    assert {u.split("-s")[-1][0] for i, u in enumerate(corpus.utt_ids) if corpus.splits[i] == "test"} == {"1"}
     assert len(set(corpus.utt_ids)) == 66
     manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["counts"] == {"train": 28, "validation": 7, "test": 7, "open": 24} and manifest["skipped"] == {}
+    assert manifest["counts"] == {"train": 21, "validation": 14, "test": 7, "open": 24} and manifest["skipped"] == {}
     monkeypatch.setenv("DEEPNOTES_DATA", str(data))
     assert SPEAKER_UTTERANCES_SMALL.status() == f"present at {root}" and SPEAKER_UTTERANCES.status() == "missing"
     # resumable and deterministic: a removed shard comes back byte for byte

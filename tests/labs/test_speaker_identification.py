@@ -49,7 +49,7 @@ def test_fast_preset_trains_every_rung_and_reports_accuracy_and_eer(fast_run):
     run_dir, stdout = fast_run
     res = json.loads((run_dir / "results.json").read_text())
     data = json.loads((run_dir / "data.json").read_text())
-    assert data["counts"] == {"train": 28, "validation": 7, "test": 7, "open": 24}
+    assert data["counts"] == {"train": 21, "validation": 14, "test": 7, "open": 24}
     assert len(data["classes"]) == 7 and len(data["open_set_voices"]) == 4
     assert not set(data["classes"]) & set(data["open_set_voices"])
     assert set(res["rungs"]) == set(RUNGS)
