@@ -141,5 +141,6 @@ def test_each_rung_embeds_and_classifies_two_second_segments():
         assert model.embed(x).ndim == 2, rung
     boss = build_rung(cfg, "boss", 44, 40)
     assert boss.head_name == "am-softmax" and boss.pooling_name == "attention" and boss.encoder_name == "conformer"
+    assert boss.subsampling == 4 and build_rung(cfg, "strong", 44, 40).subsampling == 4
     simple = build_rung(cfg, "simple", 44, 40)
     assert simple.encoder_name == "transformer" and simple.d_model == 80 and np.isclose(len(simple.encoder.layers), 1)

@@ -246,3 +246,24 @@ def test_encoder_stacks_blocks_and_fused_path_agrees():
         ConformerEncoder(0, 8, 2)
     with pytest.raises(ValueError, match=r"\(N, T, 8\)"):
         enc(torch.zeros(2, 6, 4, dtype=DT))
+
+
+def test_conv_subsampling_quarters_the_frames_and_their_mask():
+    from deepnotes.nn.conformer import ConvSubsampling, subsample_mask
+
+    sub = ConvSubsampling(40, 32, channels=8)
+    x = torch.randn(2, 200, 40)
+    mask = torch.arange(200)[None, :] >= torch.tensor([200, 120])[:, None]
+    h, m = sub(x, mask)
+    assert h.shape == (2, 49, 32) and m.shape == (2, 49)  # ((200 - 1) // 2 - 1) // 2
+    # output frame t reads input frames 4t .. 4t + 6: padding as soon as one of them is
+    expected = torch.tensor([[4 * t + 6 >= n for t in range(49)] for n in (200, 120)])
+    assert torch.equal(m, expected)
+    assert torch.equal(subsample_mask(torch.tensor([[False] * 5 + [True] * 2])), torch.tensor([[False, False, True]]))
+    # frames beyond the mask do not reach the unpadded outputs
+    x2 = x.clone()
+    x2[1, 120:] = 100.0
+    h2, _ = sub(x2, mask)
+    assert torch.allclose(h2[1][~m[1]], h[1][~m[1]]) and not torch.allclose(h2[1][m[1]], h[1][m[1]])
+    with pytest.raises(ValueError, match="T >= 7"):
+        sub(torch.randn(1, 6, 40))

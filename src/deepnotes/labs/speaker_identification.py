@@ -55,7 +55,7 @@ EVAL_FRAMES = 200
 
 @dataclass(frozen=True)
 class SpeakerConfig(TrainConfig):
-    epochs: int = option(30, "passes over the training utterances (one random segment of each a pass)")
+    epochs: int = option(20, "passes over the training utterances (one random segment of each a pass)")
     batch_size: int = option(32, "utterances per update, as HW4's sample code")
     optimizer: Literal["sgd", "adamw"] = option("adamw", "optimizer (HW4: AdamW)")
     lr: float = option(1e-3, "peak learning rate (HW4: 1e-3)")
@@ -68,7 +68,10 @@ class SpeakerConfig(TrainConfig):
     simple_segment: int = option(128, "simple: training segment in frames (the sample code's 128)", range="[8, 10000]")
     segment: int = option(200, "medium, strong, boss, xvector: training segment in frames", range="[8, 10000]")
     simple_d_model: int = option(80, "simple: d_model (the sample code's 80)", range="[8, 4096]")
-    d_model: int = option(128, "medium, strong, boss: d_model", range="[8, 4096]")
+    d_model: int = option(128, "medium: d_model", range="[8, 4096]")
+    conformer_d_model: int = option(144, "strong, boss: d_model (the paper's Conformer-S: 144)", range="[8, 4096]")
+    subsampling_channels: int = option(32, "strong, boss: channels of the Conformer's convolutional subsampling "
+                                       "(4x fewer frames)", range="[1, 4096]")
     num_layers: int = option(2, "medium, strong, boss: encoder layers", range="[1, 64]")
     n_heads: int = option(4, "medium, strong, boss: attention heads", range="[1, 64]")
     kernel_size: int = option(15, "strong, boss: the Conformer's depthwise kernel (odd)", range="[1, 255]")
@@ -88,35 +91,41 @@ class SpeakerConfig(TrainConfig):
             raise UserError(f"--rungs must be distinct names among {','.join(RUNGS)}, got {','.join(self.rungs)}")
         if self.kernel_size % 2 == 0:
             raise UserError("--kernel-size must be odd (the Conformer's non-causal convolution is centred)")
-        if self.d_model % self.n_heads:
-            raise UserError(f"--d-model {self.d_model} must be a multiple of --n-heads {self.n_heads}")
+        for name in ("d_model", "conformer_d_model"):
+            if getattr(self, name) % self.n_heads:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a multiple of --n-heads "
+                                f"{self.n_heads}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # A seconds-long smoke run of every rung on the 66-utterance build (the tests run it).
     "fast": {"dataset": "speaker-utterances-small", "epochs": 2, "batch_size": 8, "simple_segment": 64, "segment": 96,
-             "simple_d_model": 16, "d_model": 16, "n_heads": 2, "num_layers": 1, "kernel_size": 5,
-             "tdnn_channels": 16, "eval_segments": 2, "threads": 1},
+             "simple_d_model": 16, "d_model": 16, "conformer_d_model": 16, "subsampling_channels": 4, "n_heads": 2,
+             "num_layers": 1, "kernel_size": 5, "tdnn_channels": 16, "eval_segments": 2, "threads": 1},
 }
 
 
 def build_rung(cfg: SpeakerConfig, rung: str, num_classes: int, n_mels: int) -> torch.nn.Module:
     """The rung's model: simple = the HW4 sample (1 Transformer layer, d_model 80, mean pooling); medium = a deeper,
-    wider Transformer; strong = Conformer blocks; boss = Conformer + self-attention pooling + AM-softmax."""
+    wider Transformer; strong = Conformer blocks after the paper's 4x convolutional subsampling; boss = strong +
+    self-attention pooling + AM-softmax."""
     if rung == "xvector":
         c = cfg.tdnn_channels
         return TDNN(n_mels, num_classes, channels=c, stats_channels=3 * c, embed_dim=c)
     if rung == "simple":
         return SpeakerClassifier(num_classes, n_mels, d_model=cfg.simple_d_model, num_layers=1, n_heads=2,
                                  dim_feedforward=256, dropout=cfg.dropout)
-    common = dict(d_model=cfg.d_model, num_layers=cfg.num_layers, n_heads=cfg.n_heads, dim_feedforward=2 * cfg.d_model,
-                  kernel_size=cfg.kernel_size, dropout=cfg.dropout)
     if rung == "medium":
-        return SpeakerClassifier(num_classes, n_mels, encoder="transformer", **common)
+        return SpeakerClassifier(num_classes, n_mels, encoder="transformer", d_model=cfg.d_model,
+                                 num_layers=cfg.num_layers, n_heads=cfg.n_heads, dim_feedforward=2 * cfg.d_model,
+                                 dropout=cfg.dropout)
+    conformer = dict(encoder="conformer", d_model=cfg.conformer_d_model, num_layers=cfg.num_layers,
+                     n_heads=cfg.n_heads, kernel_size=cfg.kernel_size, dropout=cfg.dropout, subsampling=4,
+                     subsampling_channels=cfg.subsampling_channels)
     if rung == "strong":
-        return SpeakerClassifier(num_classes, n_mels, encoder="conformer", **common)
-    return SpeakerClassifier(num_classes, n_mels, encoder="conformer", pooling="attention", head="am-softmax",
-                             margin=cfg.margin, scale=cfg.scale, **common)
+        return SpeakerClassifier(num_classes, n_mels, **conformer)
+    return SpeakerClassifier(num_classes, n_mels, pooling="attention", head="am-softmax", margin=cfg.margin,
+                             scale=cfg.scale, **conformer)
 
 
 class SpeakerTask(ClassificationTask):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from deepnotes.nn.conformer import ConformerEncoder
+from deepnotes.nn.conformer import ConformerEncoder, ConvSubsampling
 from deepnotes.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["AMSoftmax", "MeanPooling", "SelfAttentionPooling", "SpeakerClassifier", "TDNN", "masked_mean",
@@ -318,6 +318,9 @@ class SpeakerClassifier(nn.Module):
         head: ``"linear"``, ``"mlp"`` or ``"am-softmax"``. Default ``"mlp"``.
         margin, scale: AM-softmax m and s. Default 0.2, 30.0.
         use_fused: fused attention kernels in the encoder. Default False.
+        subsampling: 1 (a Linear prelude, as HW4's sample) or 4 (the Conformer paper's
+            :class:`~deepnotes.nn.conformer.ConvSubsampling`: the encoder sees about T / 4 frames). Default 1.
+        subsampling_channels: the subsampling convolutions' channels. Default None = d_model.
 
     Shapes:
         x (N, T, n_mels), key_padding_mask (N, T) bool True = padding, labels (N,) -> logits (N, num_classes);
@@ -336,7 +339,8 @@ class SpeakerClassifier(nn.Module):
     def __init__(self, num_classes: int, n_mels: int = 40, d_model: int = 80, encoder: str = "transformer",
                  num_layers: int = 1, n_heads: int = 2, dim_feedforward: int = 256, ff_mult: int = 4,
                  kernel_size: int = 31, dropout: float = 0.1, pooling: str = "mean", head: str = "mlp",
-                 margin: float = 0.2, scale: float = 30.0, use_fused: bool = False):
+                 margin: float = 0.2, scale: float = 30.0, use_fused: bool = False, subsampling: int = 1,
+                 subsampling_channels: int | None = None):
         super().__init__()
         for name, value, choices in (("encoder", encoder, ENCODERS), ("pooling", pooling, POOLINGS),
                                      ("head", head, HEADS)):
@@ -347,7 +351,11 @@ class SpeakerClassifier(nn.Module):
                              f"{d_model}, {num_layers}")
         self.n_mels, self.d_model, self.num_classes = n_mels, d_model, num_classes
         self.encoder_name, self.pooling_name, self.head_name = encoder, pooling, head
-        self.prelude = nn.Linear(n_mels, d_model)
+        if subsampling not in (1, 4):
+            raise ValueError(f"subsampling must be 1 (a Linear prelude) or 4 (ConvSubsampling), got {subsampling}")
+        self.subsampling = subsampling
+        self.prelude = nn.Linear(n_mels, d_model) if subsampling == 1 else \
+            ConvSubsampling(n_mels, d_model, subsampling_channels)
         if encoder == "transformer":
             self.encoder = TransformerEncoder(lambda: TransformerEncoderLayer(
                 d_model, n_heads, dim_feedforward=dim_feedforward, dropout=dropout, use_fused=use_fused), num_layers)
@@ -365,7 +373,10 @@ class SpeakerClassifier(nn.Module):
     def embed(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """The pooled utterance embedding, (N, T, n_mels) -> (N, d_model)."""
         _check_frames(x, key_padding_mask, self.n_mels)
-        h = self.prelude(x)  # (N, T, d_model)
+        if self.subsampling == 1:
+            h = self.prelude(x)  # (N, T, d_model)
+        else:
+            h, key_padding_mask = self.prelude(x, key_padding_mask)  # (N, T', d_model), T' ~ T / 4
         if self.encoder_name == "transformer":
             h = self.encoder(h, src_key_padding_mask=key_padding_mask)
         else:
