@@ -97,7 +97,8 @@ def test_hw4_folder_trains_with_a_per_speaker_split(tmp_path):
             torch.save(feats, tmp_path / name)
             speakers[spk].append({"feature_path": name, "mel_len": feats.shape[0]})
     ids = {spk: i for i, spk in enumerate(speakers)}
-    (tmp_path / "mapping.json").write_text(json.dumps({"speaker2id": ids, "id2speaker": {str(i): s for s, i in ids.items()}}))
+    mapping = {"speaker2id": ids, "id2speaker": {str(i): s for s, i in ids.items()}}
+    (tmp_path / "mapping.json").write_text(json.dumps(mapping))
     (tmp_path / "metadata.json").write_text(json.dumps({"n_mels": 40, "speakers": speakers}))
     out = tmp_path / "runs"
     _cli("run", "speaker-identification", "--preset", "fast", "--hw4-dir", str(tmp_path), "--rungs", "simple,xvector",

@@ -341,8 +341,9 @@ def report(run: Run) -> Path:
              "(not comparable). " + ("The ladder holds: each rung beats the one below on closed-set test accuracy."
                                      if holds else "The ladder does not hold on this run." if holds is False else ""))
     rep = Report(run, f"{NAME}: the HW4 ladder", intro)
-    rep.table("The ladder (x-vector: the classic baseline, outside the ladder)", ["rung", "model", "parameters", "training segment (frames)", "validation", "test",
-                             "open-set EER", "HW4 baseline (VoxCeleb)", "training time"], rows)
+    rep.table("The ladder (x-vector: the classic baseline, outside the ladder)",
+              ["rung", "model", "parameters", "training segment (frames)", "validation", "test", "open-set EER",
+               "HW4 baseline (VoxCeleb)", "training time"], rows)
     if (run / "det.png").is_file():
         rep.figure("Open set: DET curves", "det.png")
     for r in rungs:
