@@ -46,8 +46,8 @@ def _cli(env_data: Path | None, *args, check=True):
 def small_data(tmp_path_factory):
     """A data root holding phoneme-frames-small (built once per test session; KJV linked from the user's)."""
     if shutil.which("festival") is None:
-        pytest.skip("needs Debian's festival and voices (apt-get install festival festvox-kallpc16k "
-                    "festvox-kdlpc16k festvox-us-slt-hts festlex-cmu bible-kjv bible-kjv-text)")
+        pytest.skip("needs Debian's festival and voices (sudo make system-speech system-data; the packages: "
+                    "deepnotes.data.phonemes.PHONEME_PACKAGES)")
     root = tmp_path_factory.getbasetemp() / "phoneme-data"
     if not root.is_dir():
         root.mkdir()

@@ -7,13 +7,13 @@ and Kaldi alignments prepared by the TAs) cannot be had offline, so this module 
 shape from text-to-speech, where the phone boundaries are known exactly: the synthesizer decided them.
 
 **Building** (``deepnotes data build phoneme-frames``): Debian's festival says King James Bible verses
-(``deepnotes data build kjv``) of 30 to 90 characters (about 2 to 6 s) with three voices; for every
+(``deepnotes data build kjv``) of 30 to 90 characters (about 2 to 6 s) with nine voices; for every
 utterance festival's own ``Segment`` relation gives each phone's end time (``(item.feat seg "end")``,
-seconds), the waveform is resampled to 16 kHz (``utt.wave.resample``), dithered as Kaldi's front end
-does (Gaussian noise of one int16 step, seeded by the utterance id: synthetic pauses are digital zeros)
-and :func:`deepnotes.audio.mfcc_with_deltas` computes (n_frames, 39) features: 25 ms Hamming window, 10 ms hop,
-centred frames (frame i is centred at t = i * 10 ms, n_frames = 1 + n_samples // 160). Frame i gets the
-class of the phone whose interval [start, end) holds t (:func:`frame_labels`).
+seconds), the waveform is resampled to 16 kHz (``utt.wave.resample``; don_diphone speaks at 10 kHz), dithered
+as Kaldi's front end does (Gaussian noise of one int16 step, seeded by the utterance id: synthetic pauses are
+digital zeros) and :func:`deepnotes.audio.mfcc_with_deltas` computes (n_frames, 39) features: 25 ms Hamming
+window, 10 ms hop, centred frames (frame i is centred at t = i * 10 ms, n_frames = 1 + n_samples // 160).
+Frame i gets the class of the phone whose interval [start, end) holds t (:func:`frame_labels`).
 
 **The 41 classes** (:data:`PHONES`, label = index). The seeds give HW2's count (41, labels 0-40) but not
 its list; Kaldi's LibriSpeech recipe has 39 CMU phones + silence + spoken noise. Synthetic speech has no
@@ -24,22 +24,45 @@ spoken noise, so the 41st class here is the schwa ``ax``, which festival's US le
    14 ey   15 f   16 g   17 hh  18 ih  19 iy  20 jh  21 k   22 l   23 m   24 n   25 ng  26 ow  27 oy
    28 p   29 r   30 s   31 sh  32 t   33 th  34 uh  35 uw  36 v   37 w   38 y   39 z   40 zh
 
-festival's US voices use the "radio" (DARPA) phone set, mapped by :data:`FESTIVAL_PHONE_MAP`: each of
-the 39 CMU phones and ``ax`` to itself; the radio extras folded as in the TIMIT 39-phone folding
-(Lee & Hon 1989) where it applies: ``axr -> er``, ``el -> l``, ``em -> m``, ``en -> n``, ``nx -> n``,
-``hv -> hh``, ``dx`` (flap) ``-> t``; the silences ``pau``, ``h#``, ``brth`` -> ``sil``. A phone outside
-the table stops the build with a :class:`~deepnotes.errors.DataError` naming it.
+festival's voices speak one of two phone sets (:data:`VOICE_PHONESETS`, checked against festival's
+``PhoneSet`` parameter at every shard); :data:`PHONE_MAPS` maps each onto the classes:
 
-**Split by voice** (:func:`default_grid`). festival has three English voices, each a real recorded
-speaker: ``kal_diphone`` (kal, US male), ``cmu_us_slt_arctic_hts`` (slt, US female, statistical
-parametric synthesis) and ``ked_diphone`` (ked, US male). Training uses kal and slt; **test** is ked, a
-voice never heard in training, saying verses never said in training. **validation** holds other
-unseen verses said by the training voices (every voice setting keeps its first few verses apart): it
-measures generalization to new sentences, the test to a new voice too. Rate and pitch variants make
-each voice several "speakers": diphone voices ``Duration_Stretch`` (> 1 slower) x ``target_f0_mean``
-of the linear-regression intonation model (Hz); the HTS voice its engine's speed ``-r`` (> 1 faster;
-it has no pitch option). Every verse is said once, by one voice setting. Default grid: 2,610
-utterances (train 1,890 / validation 180 / test 540), about 0.9 M frames.
+- US voices (kal, ked, slt, us1, us2, us3; CMU lexicon): the "radio" (DARPA) set, :data:`FESTIVAL_PHONE_MAP`:
+  each of the 39 CMU phones and ``ax`` to itself; the radio extras folded as in the TIMIT 39-phone folding
+  (Lee & Hon 1989) where it applies: ``axr -> er``, ``el -> l``, ``em -> m``, ``en -> n``, ``nx -> n``,
+  ``hv -> hh``, ``dx`` (flap) ``-> t``; the silences ``pau``, ``h#``, ``brth`` -> ``sil``.
+- British voices (rab, don, en1; Oxford Advanced Learner's lexicon, non-rhotic): the "mrpa" set (45 phones,
+  all said on 400 verses), :data:`MRPA_PHONE_MAP`, by the sound, which for most vowels is also the class the
+  US lexicon gives the same words::
+
+      a   -> ae  (TRAP)        aa -> aa  (PALM, BATH)    ai -> ay     au -> aw     e  -> eh
+      e@  -> eh  (SQUARE)      ei -> ey                  i  -> ih     i@ -> ih  (NEAR)
+      ii  -> iy                o  -> aa  (LOT)           oi -> oy     oo -> ao  (THOUGHT, NORTH)
+      ou  -> ow                u  -> uh  (FOOT)          u@ -> uh  (CURE)          uh -> ah  (STRUT)
+      uu  -> uw                @  -> ax                  @@ -> er  (NURSE)         h  -> hh     # -> sil
+
+  and the 23 other consonants by name (p t k b d g s z sh zh f v th dh ch jh m n ng l r w y). Choices: LOT's
+  rounded /ɒ/ has no class of its own; ``aa`` is both the nearest open back vowel and the US class of the
+  same words ("God", "not"). The centring diphthongs ``e@ i@ u@`` stand where US speech says vowel + /r/
+  ("there", "here", "sure"); with no /r/ said, a frame of them is labelled with the diphthong's first vowel.
+  ``aa`` in BATH words ("after", "ask") stays ``aa``: the label is the sound said, not the US pronunciation.
+  Mind ``uh``: radio's is FOOT (-> uh), mrpa's is STRUT (-> ah).
+
+A phone outside its set's table stops the build with a :class:`~deepnotes.errors.DataError` naming it.
+
+**Split by speaker** (:func:`default_grid`). Each festival voice is one real recorded speaker: ``kal_diphone``
+(kal, US male), ``cmu_us_slt_arctic_hts`` (slt, US female, statistical parametric synthesis), ``us1_mbrola``
+(US female), ``us3_mbrola`` (US male), ``rab_diphone`` and ``don_diphone`` (British males) for training;
+``ked_diphone`` (ked, US male), ``us2_mbrola`` (US male) and ``en1_mbrola`` (British male) for the **test**:
+three speakers never heard in training, saying verses never said in training, so the test measures new voices
+(two accents, three synthesis methods: diphone LPC, MBROLA, and HTS in training only) rather than one speaker's
+accent. **validation** holds other unseen verses said by the training voices (every voice setting keeps its
+first few verses apart): it measures generalization to new sentences, the test to new speakers too. Rate and
+pitch variants make each voice several "speakers": diphone and MBROLA voices ``Duration_Stretch`` (> 1 slower;
+the same three values for every voice, replacing each voice's own default of 0.95-1.1) x ``target_f0_mean`` of
+the linear-regression intonation model (Hz, three values around each voice's own mean); the HTS voice its
+engine's speed ``-r`` (> 1 faster; it has no pitch option). Every verse is said once, by one voice setting.
+Default grid: 2,646 utterances (train 1,890 / validation 216 / test 540; 315 / 36 / 180 a speaker).
 
 **Files** (``<data_root>/phoneme-frames/``): ``shards/<split>/<voice>_s<k>_<chunk>.npz``, one per (voice
 setting, block of at most ``shard_size`` verses), each a zip of ``.npy`` arrays (no pickle; read with
@@ -51,9 +74,12 @@ and ``phone_ends`` (P,) float32 festival's segments of all utterances, ``phone_c
 the SHA-256 of every shard; ``README.md`` says the same in words.
 
 The build is deterministic (zip entries carry a fixed date; same festival, numpy and torch builds ->
-same bytes), resumable (a shard is written to a temporary name and renamed; shards already there are
-kept, others of an older grid removed) and runs ``workers`` festival processes at a time (one per shard:
-festival's start-up is paid once per shard), with a tqdm progress bar on a terminal.
+same bytes), resumable (a shard is written to a temporary name and renamed; ``.grid.json``, written before
+the first shard, records the grid the shards belong to) and runs ``workers`` festival processes at a time
+(one per shard: festival's start-up is paid once per shard), with a tqdm progress bar on a terminal. A
+folder built from another grid (an older version's: its manifest's grid differs) is reported ``outdated``
+by ``deepnotes data list``; building it again keeps each shard whose voice, setting, split and verses are
+unchanged and redoes the others.
 
 **HW2's own files** (:func:`load_hw2_libriphone`): the course's ``libriphone/`` folder
 (``train_labels.txt``: ``<utt_id> <label> <label> ...`` a line; ``train_split.txt`` and
@@ -105,39 +131,69 @@ PHONES: tuple[str, ...] = (
     "w", "y", "z", "zh",
 )
 N_PHONE_CLASSES = len(PHONES)  # 41, as HW2
-#: festival's radio phone -> class name (see the module docstring).
+#: festival's radio phone (its US voices) -> class name (see the module docstring).
 FESTIVAL_PHONE_MAP: dict[str, str] = {
     **{p: p for p in PHONES if p != "sil"},
     "axr": "er", "el": "l", "em": "m", "en": "n", "nx": "n", "hv": "hh", "dx": "t",
     "pau": "sil", "h#": "sil", "brth": "sil",
+}
+#: festival's British mrpa phone (rab, don, en1; OALD lexicon) -> class name (see the module docstring).
+MRPA_PHONE_MAP: dict[str, str] = {
+    "a": "ae", "aa": "aa", "ai": "ay", "au": "aw", "e": "eh", "e@": "eh", "ei": "ey", "i": "ih", "i@": "ih",
+    "ii": "iy", "o": "aa", "oi": "oy", "oo": "ao", "ou": "ow", "u": "uh", "u@": "uh", "uh": "ah", "uu": "uw",
+    "@": "ax", "@@": "er",
+    **{c: c for c in "p t k b d g s z sh zh f v th dh ch jh m n ng l r w y".split()},
+    "h": "hh", "#": "sil",
+}
+#: Phone set (festival's ``PhoneSet`` parameter) -> its phone map.
+PHONE_MAPS: dict[str, dict[str, str]] = {"radio": FESTIVAL_PHONE_MAP, "mrpa": MRPA_PHONE_MAP}
+#: The festival voices a grid may use -> the phone set they speak.
+VOICE_PHONESETS: dict[str, str] = {
+    "kal_diphone": "radio", "ked_diphone": "radio", "cmu_us_slt_arctic_hts": "radio", "us1_mbrola": "radio",
+    "us2_mbrola": "radio", "us3_mbrola": "radio", "rab_diphone": "mrpa", "don_diphone": "mrpa", "en1_mbrola": "mrpa",
 }
 SAMPLE_RATE = 16000
 HOP_LENGTH = 160  # 10 ms at 16 kHz
 #: Standard deviation of the Gaussian dither added before the MFCCs, in int16 steps (Kaldi's default 1.0).
 DITHER = 1.0
 
-PHONEME_PACKAGES: tuple[str, ...] = ("festival", "festlex-cmu", "festvox-kallpc16k", "festvox-kdlpc16k",
-                                     "festvox-us-slt-hts", "bible-kjv", "bible-kjv-text")
+#: Debian packages of the build; festvox-rablpc16k, -don, -us1..3, -en1 and mbrola-* are in contrib and non-free.
+PHONEME_PACKAGES: tuple[str, ...] = (
+    "festival", "festlex-cmu", "festlex-oald", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts",
+    "festvox-rablpc16k", "festvox-don", "festvox-us1", "festvox-us2", "festvox-us3", "festvox-en1", "mbrola",
+    "mbrola-us1", "mbrola-us2", "mbrola-us3", "mbrola-en1", "bible-kjv", "bible-kjv-text")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+#: The grid the shards of a folder belong to, written before the first shard (a resumed build reads it).
+GRID_FILE = ".grid.json"
 #: What ``rate`` and ``pitch`` of a voice setting mean.
 SETTING_UNITS: dict[str, dict[str, str]] = {
     "diphone": {"rate": "(Parameter.set 'Duration_Stretch x) (>1 slower)",
-                "pitch": "int_lr_params target_f0_mean, Hz"},
+                "pitch": "int_lr_params target_f0_mean, Hz (diphone LPC and MBROLA voices)"},
     "hts": {"rate": "hts_engine_params -r speed (>1 faster)", "pitch": "null (no pitch option)"},
 }
 
 
-def phone_class(phone: str) -> int:
-    """The class (0-40) of a festival radio phone, via :data:`FESTIVAL_PHONE_MAP`.
+def phone_class(phone: str, phoneset: str = "radio") -> int:
+    """The class (0-40) of a festival phone of ``phoneset`` (``"radio"`` or ``"mrpa"``), via :data:`PHONE_MAPS`.
 
     Raises:
-        DataError: a phone the table does not know (names it).
+        ValueError: an unknown phone set.
+        DataError: a phone the set's table does not know (names it).
+
+    Example::
+
+        >>> PHONES[phone_class("uh")], PHONES[phone_class("uh", "mrpa")]   # FOOT in radio, STRUT in mrpa
+        ('uh', 'ah')
     """
+    if phoneset not in PHONE_MAPS:
+        raise ValueError(f"phoneset must be one of {', '.join(PHONE_MAPS)}, got {phoneset!r}")
+    table = PHONE_MAPS[phoneset]
     try:
-        return PHONES.index(FESTIVAL_PHONE_MAP[phone])
+        return PHONES.index(table[phone])
     except KeyError:
-        raise DataError(f"phoneme-frames: festival gave the phone {phone!r}, which FESTIVAL_PHONE_MAP does not "
-                        f"map to a class; known: {' '.join(sorted(FESTIVAL_PHONE_MAP))}") from None
+        name = "FESTIVAL_PHONE_MAP" if phoneset == "radio" else "MRPA_PHONE_MAP"
+        raise DataError(f"phoneme-frames: festival gave the phone {phone!r} (phone set {phoneset}), which {name} "
+                        f"does not map to a class; known: {' '.join(sorted(table))}") from None
 
 
 def frame_labels(phone_ends: Sequence[float], classes: Sequence[int], n_frames: int,
@@ -187,10 +243,11 @@ def frame_labels(phone_ends: Sequence[float], classes: Sequence[int], n_frames: 
 
 @dataclass(frozen=True)
 class PhonemeVoice:
-    """One festival voice, its (rate, pitch) settings and how many verses each setting says.
+    """One festival voice (one recorded speaker), its (rate, pitch) settings and how many verses each setting says.
 
     Attributes:
-        name: ``"kal_diphone"``, ``"ked_diphone"`` or ``"cmu_us_slt_arctic_hts"``.
+        name: a voice of :data:`VOICE_PHONESETS`: ``"kal_diphone"``, ``"cmu_us_slt_arctic_hts"``, ``"us2_mbrola"``,
+            ``"rab_diphone"``, ...
         split: ``"train"`` (its held-out verses are the validation split) or ``"test"``.
         settings: ``(rate, pitch)`` pairs, meaning per :data:`SETTING_UNITS`; pitch None for HTS.
         sentences: verses each setting says for the voice's split.
@@ -208,17 +265,20 @@ class PhonemeVoice:
     val_sentences: int = 0
 
     def __post_init__(self):
-        if self.name not in FESTIVAL_VOICE_PACKAGES:
-            raise ValueError(f"unknown festival voice {self.name!r}; known: {', '.join(FESTIVAL_VOICE_PACKAGES)}")
+        if self.name not in VOICE_PHONESETS:
+            raise ValueError(f"unknown festival voice {self.name!r} (or one whose phones have no map); known: "
+                             f"{', '.join(VOICE_PHONESETS)}")
         if self.split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test' (validation comes from train voices), got {self.split!r}")
+            raise ValueError(f"split must be 'train' or 'test' (validation comes from train voices), "
+                             f"got {self.split!r}")
         if not self.settings or len(set(self.settings)) != len(self.settings):
             raise ValueError(f"{self.name}: settings must be non-empty and distinct")
         for rate, pitch in self.settings:
             if not rate > 0:
                 raise ValueError(f"{self.name}: rates must be > 0, got {rate}")
             if (pitch is None) != (self.kind == "hts"):
-                raise ValueError(f"{self.name}: pitch must be None for the HTS voice and a number (Hz) for diphone voices")
+                raise ValueError(f"{self.name}: pitch must be None for the HTS voice and a number (Hz) for diphone "
+                                 "and MBROLA voices")
         if self.sentences < 1 or self.val_sentences < 0:
             raise ValueError(f"{self.name}: sentences must be >= 1 and val_sentences >= 0")
         if self.split == "test" and self.val_sentences:
@@ -226,15 +286,21 @@ class PhonemeVoice:
 
     @property
     def kind(self) -> str:
-        """``"hts"`` or ``"diphone"`` (key of :data:`SETTING_UNITS`)."""
+        """``"hts"`` or ``"diphone"`` (key of :data:`SETTING_UNITS`; the MBROLA voices are diphone voices too)."""
         return "hts" if self.name.endswith("_hts") else "diphone"
+
+    @property
+    def phoneset(self) -> str:
+        """``"radio"`` or ``"mrpa"`` (key of :data:`PHONE_MAPS`)."""
+        return VOICE_PHONESETS[self.name]
 
     @property
     def n_utterances(self) -> int:
         return len(self.settings) * (self.sentences + self.val_sentences)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "split": self.split, "kind": self.kind, "sentences": self.sentences,
+        return {"name": self.name, "split": self.split, "kind": self.kind, "phoneset": self.phoneset,
+                "sentences": self.sentences,
                 "val_sentences": self.val_sentences,
                 "settings": [{"k": k, "rate": r, "pitch": p} for k, (r, p) in enumerate(self.settings)]}
 
@@ -316,29 +382,73 @@ class PhonemeGrid:
                 "shard_size": self.shard_size, "setting_units": SETTING_UNITS,
                 "voices": [v.to_json() for v in self.voices]}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "PhonemeGrid":
+        """The grid of :meth:`to_json` (an older version's too, whose voices had no phone set).
+
+        Raises:
+            ValueError: ``d`` is not such a grid.
+        """
+        try:
+            voices = tuple(PhonemeVoice(v["name"], v["split"], tuple((s["rate"], s["pitch"]) for s in v["settings"]),
+                                        v["sentences"], v.get("val_sentences", 0)) for v in d["voices"])
+            return cls(voices, d["min_chars"], d["max_chars"], d["seed"], d["shard_size"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a phoneme-frames grid ({type(e).__name__}: {e})") from e
+
+
+def shard_key(shard: Shard) -> tuple:
+    """What a shard's bytes depend on besides the code: voice, (rate, pitch), split and verses."""
+    return shard.voice.name, shard.voice.settings[shard.k], shard.split, shard.verse_index
+
+
+#: Duration_Stretch of every diphone and MBROLA voice's settings in the default grid (> 1 slower).
+GRID_RATES: tuple[float, ...] = (0.9, 1.0, 1.15)
+#: target_f0_mean (Hz) of each diphone and MBROLA voice's settings: three around the voice's own mean (kal, ked,
+#: rab, us3 105; don 135; us1 160; us2 90; en1 110).
+GRID_PITCHES: dict[str, tuple[int, ...]] = {
+    "kal_diphone": (90, 110, 130), "us1_mbrola": (135, 160, 190), "us3_mbrola": (85, 105, 125),
+    "rab_diphone": (85, 105, 125), "don_diphone": (110, 135, 160),
+    "ked_diphone": (90, 110, 130), "us2_mbrola": (75, 90, 110), "en1_mbrola": (90, 110, 130),
+}
+#: The speakers never heard in training.
+TEST_VOICES: tuple[str, ...] = ("ked_diphone", "us2_mbrola", "en1_mbrola")
+
 
 def default_grid() -> PhonemeGrid:
-    """The grid of ``deepnotes data build phoneme-frames``: 2,610 utterances.
+    """The grid of ``deepnotes data build phoneme-frames``: 2,646 utterances, split by speaker.
 
-    train: kal_diphone, Duration_Stretch 0.9, 1.0, 1.15 x target_f0_mean 90, 110, 130 Hz (9 settings x
-    110 verses, + 10 each for validation); cmu_us_slt_arctic_hts, speed 0.9, 1.0, 1.1 (3 x 300, + 30 each
-    for validation). test: ked_diphone, the 9 diphone settings x 60 verses.
+    train (each voice 315 verses + 36 for validation): kal_diphone, us1_mbrola, us3_mbrola, rab_diphone,
+    don_diphone, each :data:`GRID_RATES` x its :data:`GRID_PITCHES` (9 settings x 35 verses, + 4 each for
+    validation); cmu_us_slt_arctic_hts, speed 0.9, 1.0, 1.1 (3 x 105, + 12 each for validation). test
+    (:data:`TEST_VOICES`, 180 verses each): ked_diphone, us2_mbrola, en1_mbrola, 9 settings x 20 verses.
     """
-    diphone = tuple(itertools.product((0.9, 1.0, 1.15), (90, 110, 130)))
+    def diphone(name: str, split: str, sentences: int, val_sentences: int = 0) -> PhonemeVoice:
+        return PhonemeVoice(name, split, tuple(itertools.product(GRID_RATES, GRID_PITCHES[name])), sentences,
+                            val_sentences)
+
     return PhonemeGrid((
-        PhonemeVoice("kal_diphone", "train", diphone, 110, 10),
-        PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((0.9, None), (1.0, None), (1.1, None)), 300, 30),
-        PhonemeVoice("ked_diphone", "test", diphone, 60),
+        diphone("kal_diphone", "train", 35, 4),
+        PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((0.9, None), (1.0, None), (1.1, None)), 105, 12),
+        diphone("us1_mbrola", "train", 35, 4),
+        diphone("us3_mbrola", "train", 35, 4),
+        diphone("rab_diphone", "train", 35, 4),
+        diphone("don_diphone", "train", 35, 4),
+        *(diphone(name, "test", 20) for name in TEST_VOICES),
     ))
 
 
 def small_grid() -> PhonemeGrid:
-    """36 utterances in 7 shards (``phoneme-frames-small``, for tests and smoke runs): kal_diphone 14 + 4
-    validation, cmu_us_slt_arctic_hts 6 + 2 validation, ked_diphone 10 test; one setting each."""
+    """36 utterances in 9 shards (``phoneme-frames-small``, for tests and smoke runs), one setting a voice: train
+    kal_diphone 8 + 2 validation, cmu_us_slt_arctic_hts 6 + 2, don_diphone 6 + 2 (British mrpa phones, 10 kHz);
+    test ked_diphone 4, us2_mbrola 3, en1_mbrola 3 (MBROLA, radio and mrpa phones)."""
     return PhonemeGrid((
-        PhonemeVoice("kal_diphone", "train", ((1.0, 105),), 14, 4),
+        PhonemeVoice("kal_diphone", "train", ((1.0, 105),), 8, 2),
         PhonemeVoice("cmu_us_slt_arctic_hts", "train", ((1.0, None),), 6, 2),
-        PhonemeVoice("ked_diphone", "test", ((1.0, 105),), 10),
+        PhonemeVoice("don_diphone", "train", ((1.0, 135),), 6, 2),
+        PhonemeVoice("ked_diphone", "test", ((1.0, 105),), 4),
+        PhonemeVoice("us2_mbrola", "test", ((1.0, 90),), 3),
+        PhonemeVoice("en1_mbrola", "test", ((1.0, 110),), 3),
     ), shard_size=8)
 
 
@@ -348,7 +458,8 @@ def small_grid() -> PhonemeGrid:
 
 
 def _install_hint() -> str:
-    return f"install them with `sudo apt-get install {' '.join(PHONEME_PACKAGES)}`"
+    return (f"install them with `sudo make system-speech system-data` (or `sudo apt-get install "
+            f"{' '.join(PHONEME_PACKAGES)}` after adding contrib and non-free to the apt sources)")
 
 
 def check_festival(voices: Sequence[str]) -> None:
@@ -379,11 +490,12 @@ def scheme_string(text: str) -> str:
 def festival_script(voice: PhonemeVoice, k: int, texts: Sequence[str], wav_dir: str | os.PathLike[str]) -> str:
     """The Scheme program that says ``texts`` with ``voice`` at setting ``k`` in one festival process.
 
-    For utterance i it prints ``@@UTT i`` then one ``@@SEG <phone> <end seconds>`` line per segment, and
-    saves the waveform, resampled to 16 kHz, as ``wav_dir/<i>.wav``.
+    It first prints ``@@PHONESET <festival's PhoneSet parameter>``; for utterance i it prints ``@@UTT i`` then one
+    ``@@SEG <phone> <end seconds>`` line per segment, and saves the waveform, resampled to 16 kHz, as
+    ``wav_dir/<i>.wav``.
     """
     rate, pitch = voice.settings[k]
-    lines = [f"(voice_{voice.name})"]
+    lines = [f"(voice_{voice.name})", "(format t \"@@PHONESET %s\\n\" (Parameter.get 'PhoneSet))"]
     if voice.kind == "hts":
         lines.append(f'(set! hts_engine_params (append hts_engine_params (list (list "-r" {rate}))))')
     else:
@@ -431,7 +543,8 @@ def synthesize_shard(shard: Shard, texts: Sequence[str], workdir: Path, mfcc: MF
     to each waveform before the MFCCs, as Kaldi's front end does: synthetic pauses are digital zeros.
 
     Raises:
-        DataError: festival failed, wrote no audio, or gave a phone outside :data:`FESTIVAL_PHONE_MAP`.
+        DataError: festival failed, wrote no audio, spoke another phone set than :data:`VOICE_PHONESETS` says,
+            or gave a phone outside its set's table (:data:`PHONE_MAPS`).
     """
     v, k = shard.voice, shard.k
     sentences = [texts[i] for i in shard.verse_index]
@@ -446,7 +559,13 @@ def synthesize_shard(shard: Shard, texts: Sequence[str], workdir: Path, mfcc: MF
         err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise DataError(f"phoneme-frames: festival exited with status {proc.returncode} on {what} "
                         f"({err[-1] if err else 'no message'})")
-    segments = parse_festival_segments(proc.stdout.decode(errors="replace"), len(sentences))
+    stdout = proc.stdout.decode(errors="replace")
+    said = re.search(r"^@@PHONESET (\S+)", stdout, re.M)
+    if said is None or said.group(1) != v.phoneset:
+        got = repr(said.group(1)) if said else "(none printed)"
+        raise DataError(f"phoneme-frames: festival's {v.name} speaks the phone set {got}, VOICE_PHONESETS says "
+                        f"{v.phoneset!r} ({what})")
+    segments = parse_festival_segments(stdout, len(sentences))
     mfcc = mfcc or MFCCWithDeltas(SAMPLE_RATE)
     ids = [f"{v.name}-s{k}-v{i:05d}" for i in shard.verse_index]
     feats, labels, lengths, n_samples, phones, ends, counts = [], [], [], [], [], [], []
@@ -465,7 +584,7 @@ def synthesize_shard(shard: Shard, texts: Sequence[str], workdir: Path, mfcc: MF
             f = mfcc(torch.from_numpy(x))  # (39, n_frames)
         f = f.T.contiguous().numpy().astype(np.float32)  # (n_frames, 39)
         feats.append(f)
-        labels.append(frame_labels(seg_ends, [phone_class(p) for p in names], len(f)))
+        labels.append(frame_labels(seg_ends, [phone_class(p, v.phoneset) for p in names], len(f)))
         lengths.append(len(f))
         n_samples.append(len(x))
         phones += names
@@ -553,7 +672,8 @@ class FrameCorpus:
         if self.features.ndim != 2:
             raise ValueError(f"features must be (F, C), got shape {tuple(self.features.shape)}")
         if self.lengths.ndim != 1 or len(self.lengths) != len(self.utt_ids):
-            raise ValueError(f"lengths (U,) and utt_ids must agree, got {tuple(self.lengths.shape)} and {len(self.utt_ids)}")
+            raise ValueError(f"lengths (U,) and utt_ids must agree, got {tuple(self.lengths.shape)} and "
+                             f"{len(self.utt_ids)}")
         if int(self.lengths.sum()) != len(self.features):
             raise ValueError(f"lengths add up to {int(self.lengths.sum())}, features have {len(self.features)} frames")
         if self.labels is not None and self.labels.shape != (len(self.features),):
@@ -628,23 +748,44 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
     """Where the synthesized phoneme set lives, whether it is here, how to build and read it (``deepnotes data``)."""
 
     name: str = "phoneme-frames"
-    description: str = ("KJV verses said by festival's voices kal/slt (train, validation) and ked (test): "
-                        "39-dim MFCC frames labelled with 41 phoneme classes from festival's own timing (HW2)")
+    description: str = ("KJV verses said by 9 festival voices, split by speaker: kal, slt, us1, us3, rab, don (train, "
+                        "validation), ked, us2, en1 (test, never heard in training): 39-dim MFCC frames labelled "
+                        "with 41 phoneme classes from festival's own timing (HW2)")
     grid: PhonemeGrid = field(default_factory=default_grid, repr=False)
-    source: str = "Debian festival (voices kal_diphone, cmu_us_slt_arctic_hts, ked_diphone) + KJV text"
-    license: str = "generated here; festival's voices and the KJV text are free (see /usr/share/doc/PKG/copyright)"
+    source: str = ("Debian festival (voices kal_diphone, cmu_us_slt_arctic_hts, us1_mbrola, us3_mbrola, rab_diphone, "
+                   "don_diphone, ked_diphone, us2_mbrola, en1_mbrola) + KJV text")
+    license: str = ("generated here; festival's voices and the KJV text are free, the MBROLA voices (us1-us3, en1) "
+                    "free to use and share but not for sale (see /usr/share/doc/PKG/copyright)")
 
     def how_to_get(self) -> str:
         return self.build_instructions("festival", PHONEME_PACKAGES, f"{self.grid.n_utterances} utterances",
                                        "deepnotes.data.phonemes.read_phoneme_frames")
 
+    def built_grid(self) -> dict | None:
+        """The grid JSON of the manifest (:meth:`PhonemeGrid.to_json`); None without a readable one."""
+        return _grid_json(self.manifest_path(), "grid")
+
+    def is_current(self) -> bool:
+        """A manifest is there and its grid is this version's (the documentation of the setting units it also
+        holds does not count)."""
+        built = self.built_grid()
+        return built is not None and _same_grid(built, self.grid.to_json())
+
+    def status(self) -> str:
+        if self.manifest_path().is_file() and not self.is_current():
+            return (f"outdated at {self.cache_dir()} (built from another grid of voices): `deepnotes data build "
+                    f"{self.name}` updates it, keeping the shards that did not change")
+        return super().status()
+
     def load(self, split: str, build: bool = True) -> FrameCorpus:
-        """One split, building the set first when it is missing and ``build`` (default True).
+        """One split, building the set first when it is missing or outdated and ``build`` (default True).
 
         Raises:
-            DataError: missing and not ``build``, or as :meth:`build` and :func:`read_phoneme_frames`.
+            DataError: missing or outdated and not ``build``, or as :meth:`build` and :func:`read_phoneme_frames`.
         """
-        if not self.manifest_path().is_file():
+        if not self.manifest_path().is_file() or not self.is_current():
+            if not build and self.manifest_path().is_file():
+                raise DataError(f"{self.name} is {self.status()}")  # outdated at ...: run ...
             if not build:
                 raise DataError(f"{self.name} is missing; run `deepnotes data build {self.name}`")
             self.build()
@@ -655,7 +796,8 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
 
         Args:
             force: delete the folder and build from scratch (default False: keep what is there; a
-                folder with a manifest is returned as is).
+                folder whose manifest has this grid is returned as is; in one built, or partly built, from
+                another grid the shards whose voice, setting, split and verses did not change are kept).
             workers: festival processes at a time (default ``min(2, os.cpu_count())``).
             progress: show a tqdm bar (default: only on a terminal).
 
@@ -671,22 +813,24 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
         root = self.cache_dir()
         if force and root.exists():
             shutil.rmtree(root)
-        if self.manifest_path().is_file():
+        if self.is_current():
             return root
         grid = self.grid
         check_festival([v.name for v in grid.voices])
         verses = load_kjv()
         texts = [v.text for v in verses]
         shards = grid.shards(texts)
-        expected = {s.path for s in shards}
+        keep = self._reusable_shards(texts, shards)
         root.mkdir(parents=True, exist_ok=True)
+        self.manifest_path().unlink(missing_ok=True)  # an older grid's: the folder is about to change
         workroot = root / ".work"
         shutil.rmtree(workroot, ignore_errors=True)
         for p in list(root.glob("shards/*/.*.tmp")):  # left by a killed build
             p.unlink()
-        for p in list(root.glob("shards/*/*.npz")):  # not in this grid (an older build)
-            if p.relative_to(root).as_posix() not in expected:
+        for p in list(root.glob("shards/*/*.npz")):  # not in this grid, or changed (an older build)
+            if p.relative_to(root).as_posix() not in keep:
                 p.unlink()
+        write_json_atomic(root / GRID_FILE, grid.to_json())  # the grid the shards belong to, before the first
         todo = [s for s in shards if not (root / s.path).is_file()]
         workroot.mkdir()
         mfcc = MFCCWithDeltas(SAMPLE_RATE)
@@ -704,22 +848,39 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
 
         counts = shard_counts(root, shards)
         write_text_atomic(root / "README.md", self.readme(counts))
-        files = sorted(expected) + ["README.md"]
-        versions = {k: v for k, v in engine_versions().items() if "fest" in k}
+        files = sorted(s.path for s in shards) + ["README.md"]
+        versions = {k: v for k, v in engine_versions().items() if k.removeprefix("deb:") in PHONEME_PACKAGES}
         write_json_atomic(self.manifest_path(), {
             "dataset": self.name,
             "format": "shards/<split>/<voice>_s<k>_<chunk>.npz: zip of .npy arrays (see deepnotes.data.phonemes)",
-            "features": "deepnotes.audio.mfcc_with_deltas: 13 MFCC + delta + delta-delta, 25 ms Hamming window, 10 ms hop, "
-                        f"centred frames, 16 kHz; dither {DITHER} int16 steps seeded by zlib.crc32(utt_id)",
+            "features": "deepnotes.audio.mfcc_with_deltas: 13 MFCC + delta + delta-delta, 25 ms Hamming window, "
+                        f"10 ms hop, centred frames, 16 kHz; dither {DITHER} int16 steps seeded by zlib.crc32(utt_id)",
             "labels": "class of the festival Segment holding each frame centre t = 10 ms * i",
             "phones": list(PHONES),
-            "festival_phone_map": FESTIVAL_PHONE_MAP,
+            "voice_phonesets": {v.name: v.phoneset for v in grid.voices},
+            "festival_phone_maps": PHONE_MAPS,
             "engines": versions,
             "grid": grid.to_json(),
             "counts": counts,
             "files": {rel: sha256_file(root / rel) for rel in files},
         })
         return root
+
+    def _reusable_shards(self, texts: Sequence[str], shards: Sequence[Shard]) -> set[str]:
+        """The paths of ``shards`` whose file in the folder can be kept: all when the folder's recorded grid
+        (``.grid.json``, else the manifest's) is this one; with another grid, those whose :func:`shard_key` is
+        the same under both; none when no grid is recorded (a folder of unknown shards)."""
+        root = self.cache_dir()
+        recorded = _grid_json(root / GRID_FILE) or self.built_grid()
+        if recorded is None:
+            return set()
+        if _same_grid(recorded, self.grid.to_json()):
+            return {s.path for s in shards}
+        try:
+            old = {s.path: shard_key(s) for s in PhonemeGrid.from_json(recorded).shards(texts)}
+        except (ValueError, DataError):
+            return set()
+        return {s.path for s in shards if old.get(s.path) == shard_key(s)}
 
     def readme(self, counts: dict[str, dict[str, int]]) -> str:
         """The dataset folder's README.md: what it is, the voices of each split, the counts."""
@@ -730,8 +891,11 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
                  f"set of ML2021/2022 HW2, made offline. Built by `deepnotes data build {self.name}`; "
                  "manifest.json holds festival's version, the grid and the SHA-256 of every shard.", "",
                  "Classes (label = index): " + " ".join(f"{i}:{p}" for i, p in enumerate(PHONES)), "",
-                 "Split by voice: the test voice is never heard in training; validation holds other verses said "
-                 "by the training voices.", ""]
+                 *(f"festival's {ps} phones ({', '.join(v.name for v in self.grid.voices if v.phoneset == ps)}) "
+                   "-> class: " + " ".join(f"{a}:{c}" for a, c in PHONE_MAPS[ps].items()) + "\n"
+                   for ps in PHONE_MAPS if any(v.phoneset == ps for v in self.grid.voices)),
+                 "Split by speaker (one recorded speaker a voice): the test speakers are never heard in training; "
+                 "validation holds other verses said by the training voices.", ""]
         for split in SPLITS:
             c = counts[split]
             lines.append(f"## {split}: {c['utterances']} utterances, {c['frames']} frames")
@@ -743,6 +907,21 @@ class PhonemeFramesInfo(BuiltDatasetStatus):
                                  + ", ".join(f"({r}, {p})" for r, p in v.settings))
             lines.append("")
         return "\n".join(lines)
+
+
+def _grid_json(path: Path, key: str | None = None) -> dict | None:
+    """The grid JSON in ``path`` (under ``key``); None without a readable one."""
+    try:
+        d = json.loads(path.read_text())
+        grid = d[key] if key else d
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return grid if isinstance(grid, dict) else None
+
+
+def _same_grid(a: dict, b: dict) -> bool:
+    """Two grid JSONs say the same build (the setting units are documentation)."""
+    return {k: v for k, v in a.items() if k != "setting_units"} == {k: v for k, v in b.items() if k != "setting_units"}
 
 
 def shard_counts(root: Path, shards: Sequence[Shard]) -> dict[str, dict[str, int]]:
@@ -758,7 +937,8 @@ def shard_counts(root: Path, shards: Sequence[Shard]) -> dict[str, dict[str, int
 PHONEME_FRAMES = PhonemeFramesInfo()
 PHONEME_FRAMES_SMALL = PhonemeFramesInfo(
     name="phoneme-frames-small",
-    description="a 36-utterance phoneme-frames (one setting per voice; for tests and smoke runs)",
+    description="a 36-utterance phoneme-frames (6 voices, one setting each: both phone sets, diphone, HTS and "
+                "MBROLA voices; for tests and smoke runs)",
     grid=small_grid(),
 )
 #: The built phoneme sets by name (the lab's ``--dataset``).

@@ -292,6 +292,8 @@ def probing(cfg: ExplainConfig, ctx: RunContext) -> dict[str, Any]:
     info = PHONEME_DATASETS[cfg.probe_dataset]
     if not info.manifest_path().is_file():
         return {"skipped": f"{cfg.probe_dataset} is not built: {info.how_to_get()}"}
+    if not info.is_current():
+        return {"skipped": f"{cfg.probe_dataset} is {info.status()}"}
     corpora = {s: info.load(s, build=False) for s in ("train", "validation")}
     table = frame_table(corpora, cmvn=False)
     voices = np.concatenate([np.repeat([u.split("-")[0] for u in c.utt_ids], c.lengths.numpy())

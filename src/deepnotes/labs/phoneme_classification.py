@@ -7,9 +7,10 @@ boss 0.82324 (sequence labelling with an RNN). The lab trains the four rungs of 
 (by name, ``hw2-<rung>``) one after the other, each from the same seed and data order, and reports each one's frame
 accuracy beside the course's number (context, not targets: LibriSpeech is not available offline).
 
-Data: ``phoneme-frames`` (:mod:`deepnotes.data.phonemes`: festival's kal and slt for training and validation, ked,
-never heard in training, for the test) or the course's ``libriphone/`` files (``--hw2-dir``; its unlabelled test
-split gives ``<rung>/prediction.csv`` in Kaggle's ``Id,Class``); frame windows and padded utterance batches from
+Data: ``phoneme-frames`` (:mod:`deepnotes.data.phonemes`, split by speaker: six festival voices, kal, slt, us1, us3,
+rab and don, for training and validation; three speakers never heard in training, ked, us2 (US) and en1 (British),
+for the test) or the course's ``libriphone/`` files (``--hw2-dir``; its unlabelled test split gives
+``<rung>/prediction.csv`` in Kaggle's ``Id,Class``); frame windows and padded utterance batches from
 :mod:`deepnotes.data.frames`. The defaults keep the run near 20 minutes on a 2-core CPU (README.md). The run folder
 holds data.json, ``<rung>/`` (metrics.csv, checkpoints/, model.safetensors, results.json), results.json and
 report.md; ``--resume RUN`` skips finished rungs and continues an interrupted one.
@@ -261,7 +262,7 @@ def _plot_ladder(results: dict[str, dict], path: Path) -> None:
     rungs = list(results)
     x = np.arange(len(rungs))
     w = 0.27
-    for j, (split, label) in enumerate((("validation", "validation (seen voices)"), ("test", "test (unseen voice)"))):
+    for j, (split, label) in enumerate((("validation", "validation (seen voices)"), ("test", "test (unseen voices)"))):
         vals = [100 * results[r][split]["acc"] if split in results[r] else np.nan for r in rungs]
         ax.bar_label(ax.bar(x + (j - 1) * w, vals, w, label=label), fmt="%.1f", fontsize=7)
     course = [100 * HW2_BASELINES[r] for r in rungs]
