@@ -73,9 +73,13 @@ def small_build(tmp_path_factory):
             except DataError as e:
                 pytest.skip(f"the KJV text is missing: {e}")
         try:
-            return data, SPEAKER_UTTERANCES_SMALL.build(progress=False)
+            root = SPEAKER_UTTERANCES_SMALL.build(progress=False)
         except DataError as e:
             pytest.skip(f"the speech engines are missing: {e}")
+    skipped = json.loads((root / "manifest.json").read_text())["skipped"]
+    if skipped:
+        pytest.skip(f"voices missing here (sudo make system-speech): {', '.join(skipped)}")
+    return data, root
 
 
 def test_small_build_splits_features_and_determinism(small_build, monkeypatch):

@@ -35,9 +35,12 @@ def small_build():
     from deepnotes.data.speech_build import SPEECH_KEYWORDS_SMALL
 
     try:
-        return SPEECH_KEYWORDS_SMALL.build(progress=False)
+        root = SPEECH_KEYWORDS_SMALL.build(progress=False)
     except DataError as e:
         pytest.skip(f"the speech engines are not installed: {e}")
+    if SPEECH_KEYWORDS_SMALL.skipped():
+        pytest.skip(f"voices missing here (sudo make system-speech): {', '.join(SPEECH_KEYWORDS_SMALL.skipped())}")
+    return root
 
 
 @pytest.fixture(scope="module")
