@@ -51,6 +51,7 @@ from deepnotes.data.speech_build import (
     pocketsphinx_recognize,
     run_jobs,
     small_grid,
+    synthesize,
     split_counts,
     to_clip,
     verify_manifest,
@@ -448,6 +449,28 @@ def test_a_voice_whose_program_or_data_is_missing_is_named_with_its_package(tmp_
     assert missing["rhvoice:clb"] == f"no {tmp_path / 'clb'} (package rhvoice-english)"
     with pytest.raises(DataError, match="none of the 17 voices can be made"):
         check_engines(small_grid())
+
+
+def test_espeak_voices_name_the_voice_file_where_the_language_name_drops_the_variant():
+    gb = SynthVoice("espeak-ng", "en-gb", "m3", ((160, 50),))
+    assert gb.espeak_voice == "gmw/en+m3" and SynthVoice("espeak-ng", "en-us", "m3").espeak_voice == "en-us+m3"
+    assert SynthVoice("flite", "kal").espeak_voice is None and "espeak_voice" not in SynthVoice("flite", "kal").to_json()
+    # a manifest of the first builds (no espeak_voice): its en-gb clips are redone, other voices are kept
+    older = {k: v for k, v in gb.to_json().items() if k != "espeak_voice"}
+    assert speech_build.audio_key(older) != speech_build.audio_key(gb.to_json())
+    flite = SynthVoice("flite", "kal").to_json()
+    assert speech_build.audio_key({**flite, "split": "test", "packages": []}) == speech_build.audio_key(flite)
+
+
+@needs_engines
+def test_every_espeak_variant_says_its_own_audio(tmp_path):
+    clips = {}
+    for accent in ESPEAK_HELD_OUT_ACCENTS:
+        for variant in ("m1", "f5"):
+            v = SynthVoice("espeak-ng", accent, variant, ((160, 50),))
+            (tmp_path / v.voice_hash).mkdir()
+            clips[v.voice_id] = synthesize(v, 0, ["up"], tmp_path / v.voice_hash)["up"].read_bytes()
+    assert len(set(clips.values())) == len(clips) == 8
 
 
 @needs_sox

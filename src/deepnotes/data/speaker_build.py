@@ -59,8 +59,8 @@ from deepnotes.data.download import sha256_file
 from deepnotes.data.phonemes import npz_bytes
 from deepnotes.data.speech import SAMPLE_RATE
 from deepnotes.data.speech_build import (SOX_TRIM, SPEAKER_SPLITS, SPEAKERS, SPEECH_PACKAGES, BuiltDatasetStatus,
-                                         SpeechGrid, SynthVoice, _run, check_engines, default_grid, engine_versions,
-                                         run_jobs, synthesize)
+                                         SpeechGrid, SynthVoice, _run, audio_key, check_engines, default_grid,
+                                         engine_versions, run_jobs, synthesize)
 from deepnotes.data.text import load_kjv
 from deepnotes.errors import DataError
 from deepnotes.io import write_json_atomic, write_text_atomic
@@ -227,6 +227,14 @@ class SpeakerUtterancesInfo(BuiltDatasetStatus):
         draws = {v.voice_id: verse_draw(v, pool, per * len(v.settings)) for v in voices}
         shard_dir = root / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
+        try:  # a voice whose audio changed since the last build: the same shard names would now mean other audio
+            old = {v["voice_hash"]: audio_key(v) for v in json.loads(self.manifest_path().read_text())["grid"]["voices"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            old = {}
+        for v in voices:
+            if v.voice_hash in old and old[v.voice_hash] != audio_key(v.to_json()):
+                for p in shard_dir.glob(f"{v.voice_hash}_s*.npz"):
+                    p.unlink()
         self.manifest_path().unlink(missing_ok=True)
         for p in shard_dir.glob(".*.tmp"):
             p.unlink()

@@ -139,6 +139,9 @@ NOISE_COLOURS: tuple[str, ...] = ("white", "pink", "brown")
 
 ESPEAK_ACCENTS: tuple[str, ...] = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
                                    "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+#: espeak-ng accent -> its voice file, for the accents whose name does not take a ``+variant`` (see
+#: :attr:`SynthVoice.espeak_voice`).
+ESPEAK_VOICE_FILES: dict[str, str] = {"en-gb": "gmw/en"}
 ESPEAK_VARIANTS: tuple[str, ...] = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5")
 #: The accents of every espeak-ng formant variant in the default grid (4 of the 8, to leave room for the
 #: recorded speakers).
@@ -294,6 +297,15 @@ class SynthVoice:
         return self.engine
 
     @property
+    def espeak_voice(self) -> str | None:
+        """The ``-v`` argument of an espeak-ng formant voice: ``"gmw/en-US+m3"``, the voice *file* and the variant
+        (None for the other engines). By language name, ``-v en-gb+m3`` ignores the variant in espeak-ng 1.51 (every
+        ``en-gb+VARIANT`` said the same bytes; the other accents honoured it), so the file is named instead."""
+        if self.engine != "espeak-ng":
+            return None
+        return f"{ESPEAK_VOICE_FILES.get(self.name, self.name)}+{self.variant}"
+
+    @property
     def packages(self) -> tuple[str, ...]:
         """The Debian packages this voice needs (besides sox)."""
         if self.engine == "festival":
@@ -309,7 +321,7 @@ class SynthVoice:
     def to_json(self) -> dict:
         return {"voice_id": self.voice_id, "voice_hash": self.voice_hash, "engine": self.engine,
                 "name": self.name, "variant": self.variant, "speaker": self.speaker, "split": self.split,
-                "packages": list(self.packages),
+                "packages": list(self.packages), **({"espeak_voice": self.espeak_voice} if self.espeak_voice else {}),
                 "settings": [{"k": k, "rate": r, "pitch": p} for k, (r, p) in enumerate(self.settings)]}
 
 
@@ -565,7 +577,7 @@ def synthesize(voice: SynthVoice, k: int, words: Sequence[str] | Mapping[str, st
     what = f"{voice.voice_id} setting {k}"
     if voice.engine == "espeak-ng":
         for w in words:
-            _run(["espeak-ng", "-v", f"{voice.name}+{voice.variant}", "-s", str(rate), "-p", str(pitch),
+            _run(["espeak-ng", "-v", voice.espeak_voice, "-s", str(rate), "-p", str(pitch),
                   "-w", str(out[w]), "--", texts[w]], f"{what} word {w!r}")
     elif voice.engine == "mbrola":  # espeak-ng's front end, the MBROLA diphone database behind it
         for w in words:
@@ -851,10 +863,10 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
                           self.grid.noise_seconds)
         if self.manifest_path().is_file():  # built from another grid: update it
             voices = (self.built_grid() or {}).get("voices")
-            old = {v.get("voice_hash"): v.get("settings") for v in (voices if isinstance(voices, list) else [])
+            old = {v.get("voice_hash"): audio_key(v) for v in (voices if isinstance(voices, list) else [])
                    if isinstance(v, dict)}
-            for v in grid.voices:  # a changed voice: the same file names would now mean other settings
-                if v.voice_hash in old and old[v.voice_hash] != v.to_json()["settings"]:
+            for v in grid.voices:  # a changed voice: the same file names would now mean other audio
+                if v.voice_hash in old and old[v.voice_hash] != audio_key(v.to_json()):
                     for p in root.glob(f"*/{v.voice_hash}_nohash_*.wav"):
                         p.unlink()
             # after the stale clips are gone, so that an interrupted update reads as partly built and a rerun
@@ -964,6 +976,12 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
             lines += ["## skipped (packages missing here)", ""] + [f"- {k}: {why}" for k, why in skipped.items()]
             lines.append("")
         return "\n".join(lines)
+
+
+def audio_key(voice_json: dict) -> tuple:
+    """What decides a voice's audio in its manifest entry: the settings, and for espeak-ng the ``-v`` argument (older
+    manifests have none: their en-gb clips ignored the variant and are redone)."""
+    return (str(voice_json.get("settings")), voice_json.get("espeak_voice"))
 
 
 def split_counts(grid: SpeechGrid) -> dict[str, dict]:
