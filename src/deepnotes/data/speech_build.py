@@ -5,16 +5,27 @@ A Dataset for Limited-Vocabulary Speech Recognition", arXiv:1804.03209 (2018), w
 copies so that :func:`deepnotes.data.speech.load_speech_commands` reads both. Facts about the engines:
 ``shared/DATA.md``, "Speech keywords in the Speech Commands layout".
 
-Three Debian text-to-speech engines say every word over a grid of voices, rates and pitches:
+Six Debian text-to-speech engines say every word over a grid of voices, rates and pitches:
 
-- **espeak-ng** (formant synthesis): 8 English accents x 13 voice variants (``+m1..+m8``, ``+f1..+f5``),
-  rate ``-s`` (words a minute) x pitch ``-p`` (0-99).
+- **espeak-ng** (formant synthesis): 4 English accents x 13 voice variants (``+m1..+m8``, ``+f1..+f5``),
+  rate ``-s`` (words a minute) x pitch ``-p`` (0-99). ``en-gb`` is named by its voice file (``gmw/en+m3``):
+  by language name espeak-ng drops the variant (:attr:`SynthVoice.espeak_voice`).
+- **MBROLA** through espeak-ng (diphone databases of recorded speakers, Debian non-free): ``mb-us1..3``, ``mb-en1``
+  (native) and 16 ``mb-XX-en`` voices (German, French, Greek, Hungarian, Dutch, Polish, Romanian, Swedish,
+  Afrikaans speakers saying English); rate ``-s`` x pitch ``-p``.
 - **flite** (diphone and clustergen voices of recorded speakers): ``kal``, ``kal16``, ``awb``, ``rms``,
   ``slt``; rate ``duration_stretch`` (>1 is slower) x pitch ``f0_shift`` (a factor on the F0 contour;
   ``rms`` ignores every pitch control, so it gets rates only).
-- **festival**: ``kal_diphone``, ``ked_diphone`` (rate ``Duration_Stretch`` x mean F0 ``target_f0_mean``
-  in Hz) and ``cmu_us_slt_arctic_hts`` (HTS speed ``-r``, >1 is faster; festival's HTS module takes no
-  pitch option). One festival process says all 35 words of a setting, so its start-up is paid once.
+- **festival**: ``kal_diphone``, ``ked_diphone``, ``rab_diphone``, ``don_diphone`` and the MBROLA voices
+  ``us1_mbrola``..``us3_mbrola``, ``en1_mbrola`` (rate ``Duration_Stretch`` x mean F0 ``target_f0_mean`` in Hz)
+  and ``cmu_us_slt_arctic_hts`` (HTS speed ``-r``, >1 is faster; festival's HTS module takes no pitch option).
+  One festival process says all 35 words of a setting, so its start-up is paid once.
+- **SVOX Pico** (``pico2wave``, en-US and en-GB): ``<speed level='R'>`` x ``<pitch level='P'>`` markup.
+- **RHVoice** (``RHVoice-test``: alan, bdl, clb, evgeniy-eng, lyubov, slt): ``-r`` rate x ``-t`` pitch, in %.
+
+The recorded speakers (:data:`SPEAKERS`: 34, with sex and accent) and each voice's licence
+(:data:`VOICE_LICENCES`) go into the folder's README.md. A voice whose program or data is missing here is skipped
+with a warning and listed in the manifest (:func:`missing_voices`); ``make system-speech`` installs them all.
 
 Not in the default grid, but supported by the builder (:func:`czech_voices`): festival's Czech voices
 ``czech_machac`` and ``czech_ph`` (two more recorded speakers, for the training split) saying the English words:
@@ -31,23 +42,20 @@ seed and ``-D`` no dither make it byte-identical run to run) and is centre-padde
 16000 samples (1.000 s). A word still longer than 1 s after trimming (slow rates) is shortened with
 ``sox tempo -s`` (time-stretch without a pitch change) to 0.96 s; the manifest lists those files.
 
-**Split by speaker, never by clip.** Only five real speakers stand behind flite and festival (kal, ked,
-awb, rms, slt: DATA.md); kal and slt appear in both engines, so the split unit is the speaker, and for
-espeak-ng the voice variant (its formant set: the same variant in another accent is the same "voice"):
+**Split by speaker, never by clip.** The split unit is the recorded speaker behind a voice, whatever the engine
+(slt through flite, festival and RHVoice; us2 through MBROLA in espeak-ng and in festival), and for espeak-ng's
+formant voices the variant (the same variant in another accent is the same "voice"); :data:`SPEAKER_SPLITS`:
 
-============  ==========================================================  ======================
-split         flite / festival voices (speaker)                           espeak-ng variants
-============  ==========================================================  ======================
-train         flite kal, kal16, rms; festival kal_diphone (kal, rms)      m1-m6, m8, f1, f2, f3, f5
-                                                                          (all 8 accents)
-validation    flite slt; festival cmu_us_slt_arctic_hts (slt)             f4 (4 accents)
-test          flite awb; festival ked_diphone (awb, ked)                  m7 (4 accents)
-============  ==========================================================  ======================
+- test: awb, ked, us2, de3, fr1, hu1, bdl, lyubov, Pico en-GB, espeak-ng m7 (all six engines; male and female,
+  native and accented English);
+- validation: slt, en1, sw2, gr2, alan, espeak-ng f4;
+- train: every other speaker (kal, rms, rab, don, us1, us3, 11 accented MBROLA speakers, clb, evgeniy, Pico
+  en-US, 11 espeak-ng variants).
 
-so validation and test measure accuracy on voices never heard in training. The held-out espeak-ng
-variants use 4 of the 8 accents (en-us, en-gb, en-gb-scotland, en-029) to keep the split near 80/10/10.
-The default grid gives 20,790 clips (77 % / 10 % / 13 %); :func:`small_grid` (registered as
-``speech-keywords-small``) gives 350 clips for tests.
+so validation and test measure accuracy on speakers never heard in training. The default grid gives 27,020 clips
+(63 % / 16 % / 21 %); :func:`small_grid` (registered as ``speech-keywords-small``) gives 595 clips for tests.
+``testing_list_v1.txt`` lists the test clips of the first build's test voices (:data:`V1_TEST_VOICES`), kept with
+their settings so that a model is also scored on the old test set.
 
 File names follow Speech Commands: ``<word>/<voicehash>_nohash_<k>.wav`` where ``voicehash`` is the
 first 8 hex digits of SHA-256 of the voice id (``"flite:kal16"``, ``"espeak-ng:en-us+m3"``) and ``k``
