@@ -989,7 +989,7 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
 def audio_key(voice_json: dict) -> tuple:
     """What decides a voice's audio in its manifest entry: the settings, and for espeak-ng the ``-v`` argument (older
     manifests have none: their en-gb clips ignored the variant and are redone)."""
-    return (str(voice_json.get("settings")), voice_json.get("espeak_voice"))
+    return (json.dumps(voice_json.get("settings"), sort_keys=True), voice_json.get("espeak_voice"))
 
 
 def split_counts(grid: SpeechGrid) -> dict[str, dict]:
