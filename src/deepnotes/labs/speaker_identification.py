@@ -9,8 +9,8 @@ classic baseline, and measures each on the closed set (test accuracy over random
 open set (speaker verification of voices never heard in training: cosine scores of the embeddings, equal error
 rate, DET curve).
 
-Data: ``speaker-utterances`` (:mod:`deepnotes.data.speaker_build`: KJV verses said by 55 synthesizer voices; 44 in
-the closed set, 11 held out) or the course's HW4 folder (``--hw4-dir``: mapping.json, metadata.json, uttr-*.pt;
+Data: ``speaker-utterances`` (:mod:`deepnotes.data.speaker_build`: KJV verses said by 94 synthesizer voices; 80 in
+the closed set, 14 held out) or the course's HW4 folder (``--hw4-dir``: mapping.json, metadata.json, uttr-*.pt;
 :mod:`deepnotes.data.hw4`), whose utterances are split per speaker 8:1:1 with no open set. Modules:
 :mod:`deepnotes.nn.speaker` (the ladder's model, pooling, AM-softmax, TDNN), :mod:`deepnotes.nn.conformer`,
 :mod:`deepnotes.metrics.verification`. The run folder holds data.json, ``<rung>/`` (metrics.csv, checkpoints/,
