@@ -175,7 +175,7 @@ def load_data(cfg: SpeakerConfig) -> tuple[SpeakerData, str]:
         source = f"the course's HW4 files in {cfg.hw4_dir} (each speaker's utterances split 8:1:1, seed {cfg.seed})"
     else:
         info = DATASETS[cfg.dataset]
-        if not info.manifest_path().is_file() or not info.is_current():
+        if not info.is_current():  # also False without a manifest
             raise UserError(f"{cfg.dataset} is {info.status()}: run `deepnotes data build {cfg.dataset}` (after "
                             "`sudo make system-speech` and `deepnotes data build kjv`)")
         corpus = read_speaker_utterances(info.cache_dir())
