@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepnotes.audio.augment import mix_noise, spec_augment, speed_perturb, time_shift, uniform_factors, vtlp_warp
+from deepnotes.audio.augment import (mix_noise, random_eq, spec_augment, speed_perturb, time_shift, uniform_factors,
+                                     vtlp_warp)
 
 
 # ----------------------------------------------------------------------------------- time shift
@@ -179,3 +180,32 @@ def test_spec_augment_masks_have_the_drawn_widths_and_starts():
     y = spec_augment(feats, 0, 0, 1, 3, torch.Generator().manual_seed(1))
     cols = (y == 0).all(dim=1)
     assert ((y == 0) == cols.unsqueeze(1)).all() and cols.sum(1).max() <= 3
+
+
+# ----------------------------------------------------------------------------------- random equalizer
+def test_random_eq_is_the_drawn_cosine_sum_scaled_to_its_level():
+    x = torch.randn(3, 1, 8, 5)
+    y = random_eq(x, 6.0, torch.Generator().manual_seed(4), n_terms=2)
+    g = torch.Generator().manual_seed(4)
+    coef, level = torch.randn(3, 2, generator=g), torch.rand(3, generator=g)
+    f = torch.arange(8, dtype=torch.float64) + 0.5
+    for b in range(3):  # by hand, one clip at a time
+        h = coef[b, 0].double() * torch.cos(torch.pi * f / 8) + coef[b, 1].double() * torch.cos(2 * torch.pi * f / 8)
+        gain = level[b].double() * 6.0 * h / h.abs().max()
+        torch.testing.assert_close((y - x)[b, 0].double(), gain.unsqueeze(1).expand(8, 5), atol=1e-5, rtol=0)
+        assert abs(float((y - x)[b].abs().max()) - 6.0 * float(level[b])) < 1e-5  # the peak gain is the level
+
+
+def test_random_eq_stays_within_max_db_repeats_with_the_seed_and_zero_is_identity():
+    x = torch.zeros(64, 40, 7)
+    a = random_eq(x, 10.0, torch.Generator().manual_seed(1))
+    assert a.abs().max() <= 10.0 + 1e-5 and a.abs().max() > 5.0
+    assert torch.equal(a, random_eq(x, 10.0, torch.Generator().manual_seed(1)))
+    assert not torch.equal(a, random_eq(x, 10.0, torch.Generator().manual_seed(2)))
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    assert random_eq(x, 0.0, g) is x and torch.equal(g.get_state(), state)  # no draws at 0 dB
+    with pytest.raises(ValueError, match="max_db"):
+        random_eq(x, -1.0)
+    with pytest.raises(ValueError, match="n_terms"):
+        random_eq(x, 1.0, n_terms=0)

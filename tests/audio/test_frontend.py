@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepnotes.audio.augment import mix_noise, spec_augment, speed_perturb, time_shift, uniform_factors
+from deepnotes.audio.augment import mix_noise, random_eq, spec_augment, speed_perturb, time_shift, uniform_factors
 from deepnotes.audio.frontend import BatchPreparer, FeatureExtractor, SpeechAugment, feature_stats, predict
 
 AUG = SpeechAugment(speed_perturb=0.1, vtlp=0.1, time_shift_ms=100.0, noise_prob=0.8, snr_db=(5.0, 30.0),
@@ -77,6 +77,22 @@ def test_training_batch_draws_in_the_documented_order():
     assert m5.warp_factors(4, None) is None and m5(clips, torch.arange(4), True, torch.Generator())[0].shape == (4, 16000)
 
 
+def test_the_equalizer_is_drawn_after_vtlp_on_the_db_features_before_normalization():
+    clips = (torch.randn(3, 16000, generator=torch.Generator().manual_seed(0)) * 3000).to(torch.int16)
+    aug = SpeechAugment(vtlp=0.1, freq_masks=1, max_freq_mask=0.1, eq_db=8.0)
+    prep = BatchPreparer(FeatureExtractor("logmel", norm="utterance"), aug, [], torch.device("cpu"))
+    x, _ = prep(clips, torch.arange(3), True, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # by hand: VTLP factors, the equalizer on dB, normalization, SpecAugment
+    f = prep.features.raw(clips.float() / 32768.0, uniform_factors(3, 0.1, g))
+    expected = spec_augment(prep.features.normalize(random_eq(f, 8.0, g)), 1, 4, 0, 0, g)
+    torch.testing.assert_close(x, expected, rtol=0, atol=0)
+    without = BatchPreparer(FeatureExtractor("logmel", norm="utterance"), SpeechAugment(vtlp=0.1, freq_masks=1,
+                            max_freq_mask=0.1), [], torch.device("cpu"))(clips, torch.arange(3), True,
+                                                                           torch.Generator().manual_seed(5))[0]
+    assert (x - without).abs().max() > 0.05  # the equalizer changes the inputs
+    assert "a random smooth equalizer up to 8 dB" in aug.describe()
+
+
 def test_predict_averages_the_probabilities_over_the_warps():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40 * 101, 35)).eval()  # log-mel (1, 40, 101) in
@@ -99,7 +115,7 @@ def test_speech_augment_of_a_config_and_its_description():
         freq_masks, max_freq_mask, time_masks, max_time_mask, other = 1, 0.1, 0, 0.2, "ignored"
 
     aug = SpeechAugment.of(Cfg())
-    assert aug.time_shift_ms == 50.0 and aug.freq_masks == 1
+    assert aug.time_shift_ms == 50.0 and aug.freq_masks == 1 and aug.eq_db == 0.0  # eq_db missing: its default
     text = aug.describe(spectral=True, n_noise=3)
     assert text == ("speed perturbation by a factor in [0.9, 1.1]; time shift up to 50 ms; background noise (3 "
                     "recordings) on 50% of the clips at 5-10 dB SNR; SpecAugment: 1 frequency masks up to 10% of the "

@@ -12,6 +12,9 @@ call, so a seeded run repeats them) and works on any device.
   improves speech recognition", ICML 2013 WDLASL: a piecewise-linear warp of the frequency axis.
 * :func:`spec_augment`: Park et al., "SpecAugment: A Simple Data Augmentation Method for Automatic Speech
   Recognition", Interspeech 2019: frequency and time masks (no time warping).
+* :func:`random_eq`: a random smooth gain over frequency (in dB), the channel / equalizer difference between
+  two microphones or two synthesizers' vocoders; the channel-simulation idea of e.g. Cui, Goel & Kingsbury,
+  "Data Augmentation for Deep Neural Network Acoustic Modeling", IEEE/ACM TASLP 2015.
 
 Shapes: waveforms (B, T); spectrograms (B, K, T) or features (B, F, T) / (B, 1, F, T).
 """
@@ -225,3 +228,42 @@ def spec_augment(feats: torch.Tensor, freq_masks: int, max_freq: int, time_masks
             hit = (pos >= start) & (pos < start + w)  # (B, size)
             mask |= hit.unsqueeze(2) if axis == 1 else hit.unsqueeze(1)
     return feats.masked_fill(mask.view(B, *([1] * (feats.dim() - 3)), Fq, T), value)
+
+
+def random_eq(feats: torch.Tensor, max_db: float, generator: torch.Generator | None = None,
+              n_terms: int = 4) -> torch.Tensor:
+    r"""A random smooth equalizer per clip on dB features: ``y[b, f, t] = x[b, f, t] + g_b(f)``.
+
+    The gain curve over the F frequency rows is a sum of the first ``n_terms`` cosines of a DCT-II basis
+    (a tilt, a bump, ...), rescaled so that its largest magnitude is a random level::
+
+        c_{b,k} ~ N(0, 1),  h_b(f) = sum_{k=1}^{K} c_{b,k} cos(pi k (f + 1/2) / F)
+        g_b(f) = u_b * max_db * h_b(f) / max_f |h_b(f)|,   u_b ~ U(0, 1)
+
+    so every clip gets a gain between -max_db and +max_db dB whose shape changes slowly with frequency, as a
+    channel (microphone, loudspeaker, vocoder) would. Draws: the coefficients (B, K), then the levels (B,).
+
+    Args:
+        feats: (B, F, T) or (B, 1, F, T) features in dB (before any normalization).
+        max_db: the largest gain magnitude (dB, >= 0; 0 returns ``feats`` unchanged, no draws).
+        generator: CPU generator for the draws.
+        n_terms: K, the cosines summed (>= 1). Default 4.
+
+    Returns:
+        A copy with the gains added, same shape, dtype and device.
+
+    Raises:
+        ValueError: ``max_db < 0`` or ``n_terms < 1``.
+    """
+    if max_db < 0 or n_terms < 1:
+        raise ValueError(f"max_db must be >= 0 and n_terms >= 1; got {max_db}, {n_terms}")
+    if max_db == 0:
+        return feats
+    B, Fq = feats.shape[0], feats.shape[-2]
+    coef = torch.randn(B, n_terms, generator=generator)
+    level = torch.rand(B, generator=generator)
+    k = torch.arange(1, n_terms + 1, dtype=torch.float32).unsqueeze(1)  # (K, 1)
+    basis = torch.cos(torch.pi * k * (torch.arange(Fq, dtype=torch.float32) + 0.5) / Fq)  # (K, F)
+    h = coef @ basis  # (B, F)
+    g = (level * max_db).unsqueeze(1) * h / h.abs().amax(dim=1, keepdim=True).clamp_min(1e-12)
+    return feats + g.to(feats.device, feats.dtype).view(B, *([1] * (feats.dim() - 3)), Fq, 1)

@@ -22,7 +22,8 @@ from typing import Literal, Sequence
 
 import torch
 
-from deepnotes.audio.augment import mix_noise, spec_augment, speed_perturb, time_shift, uniform_factors, vtlp_warp
+from deepnotes.audio.augment import (mix_noise, random_eq, spec_augment, speed_perturb, time_shift, uniform_factors,
+                                     vtlp_warp)
 from deepnotes.audio.features import LogMelSpectrogram, Spectrogram, to_db
 
 #: Log floor of the spectrogram features (power), -60 dB: the zero padding of a clip reads as -60 dB, not -100.
@@ -92,7 +93,10 @@ class FeatureExtractor(torch.nn.Module):
         return wave
 
     def forward(self, wave: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
-        f = self.raw(wave, alpha)
+        return self.normalize(self.raw(wave, alpha))
+
+    def normalize(self, f: torch.Tensor) -> torch.Tensor:
+        """Un-normalized features (of :meth:`raw`) -> model inputs, by ``norm``."""
         if self.norm == "global":
             return (f - self.mean) / self.std
         dims = (-1,) if self.norm == "band" else tuple(range(1, f.dim()))  # band: over time, per frequency row
@@ -125,6 +129,7 @@ class SpeechAugment:
         snr_db: the noise's SNR range (low, high) in dB.
         freq_masks, time_masks: SpecAugment masks per clip (spectral features only).
         max_freq_mask, max_time_mask: widest mask, as a share of the bins / frames, in [0, 1].
+        eq_db: a random smooth equalizer of up to this many dB (:func:`random_eq`; spectral features only).
     """
 
     speed_perturb: float = 0.0
@@ -136,17 +141,20 @@ class SpeechAugment:
     max_freq_mask: float = 0.0
     time_masks: int = 0
     max_time_mask: float = 0.0
+    eq_db: float = 0.0
 
     @classmethod
     def of(cls, cfg: object) -> "SpeechAugment":
-        """The settings from any object with attributes of the same names (a lab's config)."""
-        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__})
+        """The settings from any object with attributes of the same names (a lab's config); a missing one keeps
+        its default (0: off)."""
+        return cls(**{k: getattr(cfg, k, f.default) for k, f in cls.__dataclass_fields__.items()})
 
     def describe(self, spectral: bool = True, n_noise: int = 1) -> str:
         """One line naming each augmentation that runs (with ``n_noise`` recordings, on spectral features or not)."""
         parts = [f"speed perturbation by a factor in [{1 - self.speed_perturb:g}, {1 + self.speed_perturb:g}]"
                  if self.speed_perturb > 0 else "",
                  f"VTLP by a factor in [{1 - self.vtlp:g}, {1 + self.vtlp:g}]" if self.vtlp > 0 and spectral else "",
+                 f"a random smooth equalizer up to {self.eq_db:g} dB" if self.eq_db > 0 and spectral else "",
                  f"time shift up to {self.time_shift_ms:g} ms" if self.time_shift_ms > 0 else "",
                  f"background noise ({n_noise} recordings) on {100 * self.noise_prob:g}% of the clips at "
                  f"{self.snr_db[0]:g}-{self.snr_db[1]:g} dB SNR" if self.noise_prob > 0 and n_noise else "",
@@ -161,7 +169,7 @@ class BatchPreparer:
     ``prepare_batch(x, y, train, generator)`` of :class:`deepnotes.train.ClassificationTask`.
 
     Training draws, in this order: :func:`speed_perturb`, :func:`time_shift`, :func:`mix_noise`, the VTLP
-    factors, :func:`spec_augment`.
+    factors, :func:`random_eq` (on the dB features, before normalization), :func:`spec_augment`.
 
     Args:
         features: the :class:`FeatureExtractor` (moved to ``device``).
@@ -217,7 +225,10 @@ class BatchPreparer:
     def augmented(self, w: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """One training draw of the model inputs of waveforms (B, T)."""
         w = self.augment_wave(w, generator)
-        return self.layout(self.augment_features(self.features(w, self.warp_factors(len(w), generator)), generator))
+        f = self.features.raw(w, self.warp_factors(len(w), generator))
+        if self.augment.eq_db > 0 and self.features.is_spectral:
+            f = random_eq(f, self.augment.eq_db, generator)
+        return self.layout(self.augment_features(self.features.normalize(f), generator))
 
     def __call__(self, x, y, train, generator):
         with torch.no_grad():

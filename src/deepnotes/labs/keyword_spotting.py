@@ -63,6 +63,8 @@ class KeywordSpottingConfig(TrainConfig):
     dropout: float = option(0.1, "BC-ResNet: dropout in each block; the CNN: its two dropouts", range="[0, 1)")
     speed_perturb: float = option(0.1, "augmentation: speed factor in [1 - x, 1 + x] (0 disables)", range="[0, 0.5)")
     vtlp: float = option(0.1, "augmentation: VTLP frequency warp in [1 - x, 1 + x] (0 disables)", range="[0, 0.5)")
+    eq_db: float = option(0.0, "augmentation: a random smooth equalizer of up to this many dB (0 disables)",
+                          range="[0, 60]")
     tta_warps: tuple[float, ...] = option((), "test-time augmentation: VTLP factors to average over (empty = off)",
                                           range="[0.5, 1.5]")
     feature_norm: Literal["global", "utterance", "band"] = option(
