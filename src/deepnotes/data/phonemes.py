@@ -620,19 +620,22 @@ SHARD_KEYS = ("features", "labels", "lengths", "n_samples", "utt_ids", "text", "
               "phone_ends", "phone_counts")
 
 
-def read_shard(path: str | os.PathLike[str], keys: Sequence[str] = SHARD_KEYS) -> dict[str, np.ndarray]:
-    """The arrays ``keys`` of one shard file (no pickle), checked for consistent lengths.
+def read_shard(path: str | os.PathLike[str], keys: Sequence[str] = SHARD_KEYS,
+               dataset: str = "phoneme-frames") -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one shard file of ``dataset`` (no pickle), checked for consistent lengths: with
+    ``lengths`` among the keys, ``features`` and ``labels`` have as many rows as the lengths add up to.
 
     Raises:
-        DataError: the file is missing, not an npz, lacks a key, or its arrays disagree (names the file).
+        DataError: the file is missing, not an npz, lacks a key, or its arrays disagree (names the file and says to
+            rebuild ``dataset``).
     """
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             out = {k: z[k] for k in keys}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read this phoneme-frames shard ({e}); delete it and run "
-                        "`deepnotes data build phoneme-frames` again to remake it") from e
+        raise DataError(f"{path}: cannot read this {dataset} shard ({e}); delete it and run "
+                        f"`deepnotes data build {dataset}` again to remake it") from e
     if "lengths" in out:
         n_frames = int(out["lengths"].sum())
         for k in ("features", "labels"):

@@ -45,7 +45,6 @@ import json
 import shutil
 import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -56,7 +55,7 @@ from tqdm import tqdm
 
 from deepnotes.audio.features import LogMelSpectrogram
 from deepnotes.data.download import sha256_file
-from deepnotes.data.phonemes import npz_bytes
+from deepnotes.data.phonemes import npz_bytes, read_shard as read_npz_shard
 from deepnotes.data.speech import SAMPLE_RATE
 from deepnotes.data.speech_build import (SOX_TRIM, SPEAKER_SPLITS, SPEAKERS, SPEECH_PACKAGES, BuiltDatasetStatus,
                                          SpeechGrid, SynthVoice, _run, audio_key, check_engines, default_grid,
@@ -160,21 +159,15 @@ def log_mel(samples: np.ndarray, mel: LogMelSpectrogram | None = None) -> np.nda
 
 
 def read_shard(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of one shard (no pickle), checked for consistent lengths.
+    """The arrays of one shard (no pickle; :func:`deepnotes.data.phonemes.read_shard`), features 2-D.
 
     Raises:
         DataError: missing, not an npz, a key missing, or rows that do not add up (names the file and the fix).
     """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in SHARD_KEYS}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise DataError(f"{path}: cannot read this speaker-utterances shard ({e}); delete it and run "
-                        "`deepnotes data build speaker-utterances` again") from e
-    if out["features"].ndim != 2 or len(out["features"]) != int(out["lengths"].sum()):
-        raise DataError(f"{path}: features {out['features'].shape} do not match the lengths (sum "
-                        f"{int(out['lengths'].sum())}); delete the file and rebuild")
+    out = read_npz_shard(path, SHARD_KEYS, "speaker-utterances")
+    if out["features"].ndim != 2:
+        raise DataError(f"{path}: features of shape {out['features'].shape} are not (frames, mel bands); delete "
+                        "the file and rebuild")
     return out
 
 
@@ -228,7 +221,8 @@ class SpeakerUtterancesInfo(BuiltDatasetStatus):
         shard_dir = root / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
         try:  # a voice whose audio changed since the last build: the same shard names would now mean other audio
-            old = {v["voice_hash"]: audio_key(v) for v in json.loads(self.manifest_path().read_text())["grid"]["voices"]}
+            voices = json.loads(self.manifest_path().read_text())["grid"]["voices"]
+            old = {v["voice_hash"]: audio_key(v) for v in voices}
         except (OSError, ValueError, KeyError, TypeError):
             old = {}
         for v in voices:
