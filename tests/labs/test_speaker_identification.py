@@ -78,6 +78,7 @@ def test_eval_repeats_the_run_s_numbers(fast_run):
     ev = json.loads((run_dir / "eval" / "speaker-utterances-small.json").read_text())
     for rung in RUNGS:
         assert ev[f"{rung}_test_acc"] == pytest.approx(res[rung]["test_acc"])
+        assert ev[f"{rung}_val_acc"] == pytest.approx(res[rung]["val_acc"])
         assert ev[f"{rung}_eer"] == pytest.approx(res[rung]["eer"])
     assert "boss_eer" in proc.stdout
 

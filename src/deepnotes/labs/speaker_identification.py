@@ -79,7 +79,10 @@ class SpeakerConfig(TrainConfig):
     scale: float = option(30.0, "boss: AM-softmax scale s", range="(0, 1000]")
     dropout: float = option(0.1, "dropout in every encoder", range="[0, 1)")
     tdnn_channels: int = option(128, "xvector: frame-layer channels", range="[8, 4096]")
-    eval_segments: int = option(3, "random 2-s segments scored per test utterance", range="[1, 100]")
+    test_segments: int = option(20, "closed set: random 2-s segments scored per validation and test utterance "
+                                "(3 could not tell rungs 0.04 points apart)", range="[1, 1000]")
+    eval_segments: int = option(3, "open set: random 2-s segments averaged into each utterance's embedding",
+                                range="[1, 100]")
     max_trials: int = option(20000, "open set: at most this many verification trials (half same-speaker)",
                              range="[2, 1e9]")
 
@@ -101,7 +104,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A seconds-long smoke run of every rung on the 66-utterance build (the tests run it).
     "fast": {"dataset": "speaker-utterances-small", "epochs": 2, "batch_size": 8, "simple_segment": 64, "segment": 96,
              "simple_d_model": 16, "d_model": 16, "conformer_d_model": 16, "subsampling_channels": 4, "n_heads": 2,
-             "num_layers": 1, "kernel_size": 5, "tdnn_channels": 16, "eval_segments": 2, "threads": 1},
+             "num_layers": 1, "kernel_size": 5, "tdnn_channels": 16, "eval_segments": 2, "test_segments": 2,
+             "threads": 1},
 }
 
 
@@ -257,9 +261,9 @@ def _train_rung(cfg: SpeakerConfig, rung: str, data: SpeakerData, ctx: RunContex
                            "train_time_s": sum(float(r["epoch_time_s"]) for r in trainer.history)}
     test = data.rows("test")
     if test:
-        res["test_acc"] = closed_set_accuracy(model, data, test, cfg.eval_segments, cfg.seed + 2, ctx.device)
+        res["test_acc"] = closed_set_accuracy(model, data, test, cfg.test_segments, cfg.seed + 2, ctx.device)
     if val:
-        res["val_acc"] = closed_set_accuracy(model, data, val, cfg.eval_segments, cfg.seed + 3, ctx.device)
+        res["val_acc"] = closed_set_accuracy(model, data, val, cfg.test_segments, cfg.seed + 3, ctx.device)
     open_rows = data.rows("open")
     if open_rows:
         emb = embeddings(model, data, open_rows, cfg.eval_segments, cfg.seed + 4, ctx.device)
@@ -335,9 +339,9 @@ def report(run: Run) -> Path:
     intro = (f"ML2022 HW4 (speaker classification) on {info['source']}: {len(info['classes'])} closed-set speakers, "
              + ", ".join(f"{info['counts'][s]} {s}" for s in ("train", "validation", "test", "open"))
              + " utterances. Closed set: accuracy over "
-             f"{cfg.eval_segments} random 2-second segments of each test utterance. Open set: verification of "
+             f"{cfg.test_segments} random 2-second segments of each test utterance. Open set: verification of "
              f"{len(info['open_set_voices'])} voices never heard in training, cosine score of utterance embeddings "
-             "(the mean over the same segments), equal error rate (EER). The course's numbers are on VoxCeleb "
+             f"(the mean over {cfg.eval_segments} random 2-second segments), equal error rate (EER). The course's numbers are on VoxCeleb "
              "(not comparable). " + ("The ladder holds: each rung beats the one below on closed-set test accuracy."
                                      if holds else "The ladder does not hold on this run." if holds is False else ""))
     rep = Report(run, f"{NAME}: the HW4 ladder", intro)
@@ -353,7 +357,8 @@ def report(run: Run) -> Path:
 
 
 def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]:
-    """``deepnotes eval``: closed-set test accuracy and open-set EER of every trained rung on the run's data
+    """``deepnotes eval``: closed-set test and validation accuracy (``--test-segments`` segments per utterance; a run
+    made before that option scores with its default) and open-set EER of every trained rung on the run's data
     (``data`` None) or another built speaker set; saved as ``eval/<name>.json``.
 
     Raises:
@@ -372,9 +377,11 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
         raise UserError(f"{run.path}: no trained rung (model.safetensors) to evaluate")
     for r in done:
         model = Run(run / r).load_weights(build_rung(cfg, r, len(info["classes"]), info["n_mels"])).to(device)
-        rows = [i for i in loaded.rows("test") if loaded.voices[i] in info["classes"]]
-        if rows:
-            out[f"{r}_test_acc"] = closed_set_accuracy(model, loaded, rows, cfg.eval_segments, cfg.seed + 2, device)
+        for split, key, offset in (("test", "test", 2), ("validation", "val", 3)):  # the run's own scoring seeds
+            rows = [i for i in loaded.rows(split) if loaded.voices[i] in info["classes"]]
+            if rows:
+                out[f"{r}_{key}_acc"] = closed_set_accuracy(model, loaded, rows, cfg.test_segments,
+                                                            cfg.seed + offset, device)
         open_rows = loaded.rows("open")
         if open_rows:
             emb = embeddings(model, loaded, open_rows, cfg.eval_segments, cfg.seed + 4, device)
