@@ -106,3 +106,6 @@ def test_small_build_splits_features_and_determinism(small_build, monkeypatch):
     SPEAKER_UTTERANCES_SMALL.build(progress=False)
     assert shard.read_bytes() == before
     assert json.loads((root / "manifest.json").read_text())["files"] == manifest["files"]
+    SPEAKER_UTTERANCES_SMALL.build(progress=False)  # an update with the manifest there (its voices compared): no change
+    assert shard.read_bytes() == before
+    assert json.loads((root / "manifest.json").read_text())["files"] == manifest["files"]

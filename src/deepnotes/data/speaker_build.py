@@ -221,8 +221,8 @@ class SpeakerUtterancesInfo(BuiltDatasetStatus):
         shard_dir = root / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
         try:  # a voice whose audio changed since the last build: the same shard names would now mean other audio
-            voices = json.loads(self.manifest_path().read_text())["grid"]["voices"]
-            old = {v["voice_hash"]: audio_key(v) for v in voices}
+            built = json.loads(self.manifest_path().read_text())["grid"]["voices"]
+            old = {v["voice_hash"]: audio_key(v) for v in built}
         except (OSError, ValueError, KeyError, TypeError):
             old = {}
         for v in voices:

@@ -341,9 +341,10 @@ def report(run: Run) -> Path:
              + " utterances. Closed set: accuracy over "
              f"{cfg.test_segments} random 2-second segments of each test utterance. Open set: verification of "
              f"{len(info['open_set_voices'])} voices never heard in training, cosine score of utterance embeddings "
-             f"(the mean over {cfg.eval_segments} random 2-second segments), equal error rate (EER). The course's numbers are on VoxCeleb "
-             "(not comparable). " + ("The ladder holds: each rung beats the one below on closed-set test accuracy."
-                                     if holds else "The ladder does not hold on this run." if holds is False else ""))
+             f"(the mean over {cfg.eval_segments} random 2-second segments), equal error rate (EER). The course's "
+             "numbers are on VoxCeleb (not comparable). "
+             + ("The ladder holds: each rung beats the one below on closed-set test accuracy." if holds
+                else "The ladder does not hold on this run." if holds is False else ""))
     rep = Report(run, f"{NAME}: the HW4 ladder", intro)
     rep.table("The ladder (x-vector: the classic baseline, outside the ladder)",
               ["rung", "model", "parameters", "training segment (frames)", "validation", "test", "open-set EER",
