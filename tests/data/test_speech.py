@@ -460,6 +460,10 @@ def test_espeak_voices_name_the_voice_file_where_the_language_name_drops_the_var
     assert speech_build.audio_key(older) != speech_build.audio_key(gb.to_json())
     flite = SynthVoice("flite", "kal").to_json()
     assert speech_build.audio_key({**flite, "split": "test", "packages": []}) == speech_build.audio_key(flite)
+    kal = SynthVoice("flite", "kal")
+    built = [older, {**kal.to_json(), "split": "test"}, "not a voice"]
+    assert speech_build.changed_voices(built, [gb, kal, SynthVoice("flite", "awb")]) == [gb]  # awb: not built yet
+    assert speech_build.changed_voices(None, [gb]) == [] and speech_build.changed_voices([gb.to_json()], [gb]) == []
 
 
 @needs_engines

@@ -58,7 +58,7 @@ from deepnotes.data.download import sha256_file
 from deepnotes.data.phonemes import npz_bytes, read_shard as read_npz_shard
 from deepnotes.data.speech import SAMPLE_RATE
 from deepnotes.data.speech_build import (SOX_TRIM, SPEAKER_SPLITS, SPEAKERS, SPEECH_PACKAGES, BuiltDatasetStatus,
-                                         SpeechGrid, SynthVoice, _run, audio_key, check_engines, default_grid,
+                                         SpeechGrid, SynthVoice, _run, changed_voices, check_engines, default_grid,
                                          engine_versions, run_jobs, synthesize)
 from deepnotes.data.text import load_kjv
 from deepnotes.errors import DataError
@@ -188,10 +188,7 @@ class SpeakerUtterancesInfo(BuiltDatasetStatus):
                                        "deepnotes.data.speaker_build.read_speaker_utterances")
 
     def is_current(self) -> bool:
-        try:
-            return json.loads(self.manifest_path().read_text())["grid"] == self.grid.to_json()
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+        return self.built_grid() == self.grid.to_json()
 
     def status(self) -> str:
         if self.manifest_path().is_file() and not self.is_current():
@@ -220,15 +217,10 @@ class SpeakerUtterancesInfo(BuiltDatasetStatus):
         draws = {v.voice_id: verse_draw(v, pool, per * len(v.settings)) for v in voices}
         shard_dir = root / "shards"
         shard_dir.mkdir(parents=True, exist_ok=True)
-        try:  # a voice whose audio changed since the last build: the same shard names would now mean other audio
-            built = json.loads(self.manifest_path().read_text())["grid"]["voices"]
-            old = {v["voice_hash"]: audio_key(v) for v in built}
-        except (OSError, ValueError, KeyError, TypeError):
-            old = {}
-        for v in voices:
-            if v.voice_hash in old and old[v.voice_hash] != audio_key(v.to_json()):
-                for p in shard_dir.glob(f"{v.voice_hash}_s*.npz"):
-                    p.unlink()
+        # a voice whose audio changed since the last build: the same shard names would now mean other audio
+        for v in changed_voices((self.built_grid() or {}).get("voices"), voices):
+            for p in shard_dir.glob(f"{v.voice_hash}_s*.npz"):
+                p.unlink()
         self.manifest_path().unlink(missing_ok=True)
         for p in shard_dir.glob(".*.tmp"):
             p.unlink()

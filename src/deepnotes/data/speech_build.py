@@ -306,9 +306,10 @@ class SynthVoice:
 
     @property
     def espeak_voice(self) -> str | None:
-        """The ``-v`` argument of an espeak-ng formant voice: ``"gmw/en-US+m3"``, the voice *file* and the variant
-        (None for the other engines). By language name, ``-v en-gb+m3`` ignores the variant in espeak-ng 1.51 (every
-        ``en-gb+VARIANT`` said the same bytes; the other accents honoured it), so the file is named instead."""
+        """The ``-v`` argument of an espeak-ng formant voice: ``"en-us+m3"``, or for en-gb the voice *file* and the
+        variant, ``"gmw/en+m3"`` (None for the other engines). By language name, ``-v en-gb+m3`` ignores the variant
+        in espeak-ng 1.51 (every ``en-gb+VARIANT`` said the same bytes; the other accents honoured it), so the file is
+        named instead."""
         if self.engine != "espeak-ng":
             return None
         return f"{ESPEAK_VOICE_FILES.get(self.name, self.name)}+{self.variant}"
@@ -766,6 +767,14 @@ class BuiltDatasetStatus:
     def manifest_path(self) -> Path:
         return self.cache_dir() / "manifest.json"
 
+    def built_grid(self) -> dict | None:
+        """The grid JSON of the manifest (the grid's ``to_json``); None without a readable one."""
+        try:
+            grid = json.loads(self.manifest_path().read_text())["grid"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return grid if isinstance(grid, dict) else None
+
     def status(self) -> str:
         if self.manifest_path().is_file():
             return f"present at {self.cache_dir()}"
@@ -799,14 +808,6 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
     source: str = "Debian text-to-speech engines espeak-ng, MBROLA, flite, festival, SVOX Pico, RHVoice; sox"
     license: str = ("generated here; each voice's licence is in the folder's README.md (MBROLA voices: not for sale; "
                     "two RHVoice voices: non-commercial)")
-
-    def built_grid(self) -> dict | None:
-        """The grid JSON of the manifest (:meth:`SpeechGrid.to_json`); None without a readable one."""
-        try:
-            grid = json.loads(self.manifest_path().read_text())["grid"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return grid if isinstance(grid, dict) else None
 
     def is_current(self) -> bool:
         """A manifest is there and its grid is this version's: the same words, noise length and voices with
@@ -870,13 +871,9 @@ class SpeechKeywordsInfo(BuiltDatasetStatus):
         grid = SpeechGrid(tuple(v for v in self.grid.voices if v.voice_id not in skipped), self.grid.words,
                           self.grid.noise_seconds)
         if self.manifest_path().is_file():  # built from another grid: update it
-            voices = (self.built_grid() or {}).get("voices")
-            old = {v.get("voice_hash"): audio_key(v) for v in (voices if isinstance(voices, list) else [])
-                   if isinstance(v, dict)}
-            for v in grid.voices:  # a changed voice: the same file names would now mean other audio
-                if v.voice_hash in old and old[v.voice_hash] != audio_key(v.to_json()):
-                    for p in root.glob(f"*/{v.voice_hash}_nohash_*.wav"):
-                        p.unlink()
+            for v in changed_voices((self.built_grid() or {}).get("voices"), grid.voices):
+                for p in root.glob(f"*/{v.voice_hash}_nohash_*.wav"):
+                    p.unlink()
             # after the stale clips are gone, so that an interrupted update reads as partly built and a rerun
             # finds nothing stale left behind
             self.manifest_path().unlink()
@@ -990,6 +987,15 @@ def audio_key(voice_json: dict) -> tuple:
     """What decides a voice's audio in its manifest entry: the settings, and for espeak-ng the ``-v`` argument (older
     manifests have none: their en-gb clips ignored the variant and are redone)."""
     return (json.dumps(voice_json.get("settings"), sort_keys=True), voice_json.get("espeak_voice"))
+
+
+def changed_voices(built_voices: object, voices: Sequence[SynthVoice]) -> list[SynthVoice]:
+    """The voices of ``voices`` that a manifest's ``built_voices`` (its grid's ``"voices"`` list) holds with another
+    :func:`audio_key`: their files, under the same names, now mean other audio and must be made again. A voice the
+    manifest lacks, or a manifest without a readable list, gives none."""
+    old = {v.get("voice_hash"): audio_key(v) for v in (built_voices if isinstance(built_voices, list) else [])
+           if isinstance(v, dict)}
+    return [v for v in voices if v.voice_hash in old and old[v.voice_hash] != audio_key(v.to_json())]
 
 
 def split_counts(grid: SpeechGrid) -> dict[str, dict]:
