@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from deepnotes.errors import UserError
 from deepnotes.report import read_metrics_csv
 from deepnotes.train import TrainConfig, TrainingDiverged, supervised_trainer
 from deepnotes.train.checkpoint import list_checkpoints
@@ -331,3 +332,30 @@ def test_maybe_compile_off_without_a_compiler_and_on(monkeypatch):
     torch.testing.assert_close(compiled_out, eager_out, atol=1e-5, rtol=1e-5)
     compiled_out.sum().backward()  # gradients reach the shared parameters
     assert model[0].weight.grad is not None
+
+
+def test_fit_or_load_trains_continues_or_loads_finished_weights(tmp_path):
+    full = _trainer(tmp_path / "full", Prep())
+    seconds = full.fit_or_load(resume=False)
+    assert full.epoch == CFG.epochs and seconds == pytest.approx(sum(r["epoch_time_s"] for r in full.history))
+    weights = {k: v.clone() for k, v in full.model.state_dict().items()}
+
+    again = _trainer(tmp_path / "full", Prep())  # fresh random weights
+    assert not torch.equal(again.model[0].weight, weights["0.weight"])
+    assert again.fit_or_load(resume=True) == pytest.approx(seconds, rel=1e-6, abs=1e-6)  # read from metrics.csv
+    assert again.epoch == 0  # nothing trained
+    for k, v in again.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+    run = tmp_path / "killed"  # checkpoints but no finished weights: continues, ends as the uninterrupted run
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(run, Prep(fail_at=6 * 2 + 3)).fit()
+    resumed = _trainer(run, Prep())
+    resumed.fit_or_load(resume=True)
+    assert len(resumed.history) == CFG.epochs
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+    (tmp_path / "full" / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(UserError, match="cannot load .*model.safetensors"):
+        _trainer(tmp_path / "full", Prep()).fit_or_load(resume=True)

@@ -118,15 +118,6 @@ def build_vit(cfg: VitMaeConfig, in_channels: int, num_classes: int) -> ViT:
     return create_model("vit", in_channels=in_channels, num_classes=num_classes, **vit_sizes(cfg))
 
 
-def _fit(trainer: Trainer, folder: Path, model: torch.nn.Module, resume: bool) -> float:
-    """Train (or, with ``resume`` and finished weights in ``folder``, load them); the training time in seconds."""
-    if resume and (folder / "model.safetensors").is_file():  # finished in an earlier session: its time is on file
-        Run(folder).load_weights(model)
-        return sum(float(r["epoch_time_s"]) for r in read_metrics_csv(folder / "metrics.csv"))
-    if resume and (folder / "checkpoints").is_dir():
-        trainer.resume()
-    trainer.fit()
-    return sum(row["epoch_time_s"] for row in trainer.history)
 
 
 def run(cfg: VitMaeConfig, ctx: RunContext) -> dict[str, Any]:
@@ -155,7 +146,7 @@ def run(cfg: VitMaeConfig, ctx: RunContext) -> dict[str, Any]:
                       TensorBatches((x_all, y_all), cfg.batch_size, cfg.seed, ctx.info),
                       {"val": EvalBatches((val.images, val.labels), 1000, ctx.info)}, ctx.device, ctx.info,
                       lambda m: log(f"[mae] {m}"))
-    results: dict[str, Any] = {"mae": {"train_time_s": _fit(trainer, mae_dir, mae, ctx.resume),
+    results: dict[str, Any] = {"mae": {"train_time_s": trainer.fit_or_load(ctx.resume),
                                        "parameters": sum(p.numel() for p in mae.parameters())}}
     last = read_metrics_csv(mae_dir / "metrics.csv")[-1]  # also when kept from an earlier session
     results["mae"].update(train_loss=float(last["train_loss"]), val_loss=float(last["val_loss"]))
@@ -175,7 +166,7 @@ def run(cfg: VitMaeConfig, ctx: RunContext) -> dict[str, Any]:
         trainer = supervised_trainer(rung_cfg, model, rung_dir, (x_all[labelled], y_all[labelled]), prep,
                                      {"val": (val.images, val.labels)}, ctx.device, ctx.info,
                                      lambda m, r=rung: log(f"[{r}] {m}"))
-        seconds = _fit(trainer, rung_dir, model, ctx.resume)
+        seconds = trainer.fit_or_load(ctx.resume)
         test_m, _ = evaluate_images(model, prep, test, tta=False)
         val_m, _ = evaluate_images(model, prep, val, tta=False)
         results[rung] = {"test_acc": test_m["acc"], "test_loss": test_m["loss"], "val_acc": val_m["acc"],

@@ -409,6 +409,32 @@ class Trainer:
             self._write_metrics(rewrite=True)
         self.log(f"resumed from {checkpoints[-1]} (epoch {self.epoch}/{self.cfg.epochs}, update {self.step})")
 
+    def fit_or_load(self, resume: bool) -> float:
+        """What a lab training several models in their own folders does with each: with ``resume`` and a finished
+        ``model.safetensors`` in ``run_dir``, load it into the model (no training); with ``resume`` and checkpoints,
+        continue from the newest; else train from scratch. Returns the training time in seconds (of every epoch,
+        read from metrics.csv for a finished model).
+
+        Raises:
+            UserError: the finished weights cannot be read or do not fit the model (another model or config).
+        """
+        path = self.run_dir / "model.safetensors"
+        if resume and path.is_file():  # finished in an earlier session: its time is on file
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+
+            from deepnotes.report import read_metrics_csv
+
+            try:
+                self.model.load_state_dict(load_file(str(path)))
+            except (OSError, RuntimeError, SafetensorError) as e:
+                raise UserError(f"cannot load {path}: {e}; the file is damaged or from another model") from e
+            return sum(float(r["epoch_time_s"]) for r in read_metrics_csv(self.run_dir / "metrics.csv"))
+        if resume and list_checkpoints(self.run_dir):
+            self.resume()
+        self.fit()
+        return sum(float(row["epoch_time_s"]) for row in self.history)
+
     def _extra_modules(self) -> dict[str, nn.Module]:
         extra: dict[str, nn.Module] = {"ema": self.ema} if self.ema is not None else {}
         if self.slow is not None:
