@@ -354,3 +354,31 @@ def test_held_out_sample_draws_validation_then_test_reproducibly():
     assert a["validation"][1].tolist() == (100 + torch.randperm(10, generator=perm)[:4]).tolist()
     assert a["test"][1].tolist() == (200 + torch.randperm(30, generator=perm)[:4]).tolist()
     assert len(held.sample(50, seed=0)["validation"][1]) == 10  # all of them when fewer
+
+
+def test_binarize_stochastic_is_fixed_prefix_stable_and_follows_intensity():
+    from deepnotes.data.images import binarize
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    images[:, :, 0, 0], images[:, :, 0, 1] = 0, 255
+    bits = binarize(images)
+    assert bits.dtype == torch.uint8 and set(bits.unique().tolist()) <= {0, 1}
+    assert torch.equal(bits, binarize(images)) and not torch.equal(bits, binarize(images, seed=1))
+    assert torch.equal(binarize(images[:7]), bits[:7])  # the first images binarize the same whatever follows
+    assert (bits[:, :, 0, 0] == 0).all() and (bits[:, :, 0, 1] == 1).all()  # black stays off, white on
+    p = images.float() / 255
+    assert abs(float(bits.float().mean() - p.mean())) < 0.005  # P(on) = intensity / 255
+    grey = torch.full((20000, 1, 1, 1), 64, dtype=torch.uint8)
+    assert abs(float(binarize(grey).float().mean()) - 64 / 255) < 0.01
+
+
+def test_binarize_threshold_and_errors():
+    from deepnotes.data.images import binarize
+
+    images = torch.tensor([0, 127, 128, 255], dtype=torch.uint8).view(1, 1, 2, 2)
+    assert binarize(images, "threshold").flatten().tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="method must be 'stochastic' or 'threshold'"):
+        binarize(images, "median")
+    with pytest.raises(ValueError, match="expects uint8 images"):
+        binarize(images.float())

@@ -292,3 +292,17 @@ def test_gumbel_vae_terms_and_discrete_bound():
     assert model.negative_elbo(x, torch.Generator().manual_seed(0), samples=2).shape == (5,)
     with pytest.raises(ValueError, match="categories >= 2"):
         GumbelVAE(categories=1)
+
+
+def test_bernoulli_nll_reductions_keep_float64_and_read_uint8_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 1, 4, 4, dtype=torch.float64) * 3
+    x = (torch.rand(5, 1, 4, 4) < 0.4).to(torch.float64)
+    ref = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / 5
+    torch.testing.assert_close(bernoulli_nll(logits, x, "mean"), ref)
+    log_p = torch.distributions.Bernoulli(logits=logits).log_prob(x).flatten(1).sum(1)  # (B,)
+    torch.testing.assert_close(bernoulli_nll(logits, x, "none"), -log_p)
+    torch.testing.assert_close(bernoulli_nll(logits, x, "sum"), -log_p.sum())
+    assert bernoulli_nll(logits, x.to(torch.uint8), "mean").item() == pytest.approx(ref.item())
+    with pytest.raises(ValueError, match="reduction must be"):
+        bernoulli_nll(logits, x, "avg")

@@ -499,6 +499,39 @@ def pixel_mean_std(images: torch.Tensor) -> tuple[float, float]:
     return float(pixels.mean()), float(pixels.std())
 
 
+#: The seed of the fixed stochastic binarization (:func:`binarize`); changing it changes every binarized result.
+BINARIZE_SEED = 20080705
+
+
+def binarize(images: torch.Tensor, method: str = "stochastic", seed: int = BINARIZE_SEED) -> torch.Tensor:
+    """Binary images from uint8 grey ones, for likelihood models of binary data (:mod:`deepnotes.nn.pixelcnn`).
+
+    ``"stochastic"``: pixel i is on with probability its intensity / 255, drawn once with a generator seeded by
+    ``seed`` (the "binarized MNIST" of Salakhutdinov & Murray 2008, "On the quantitative analysis of deep belief
+    networks"): fixed, so every run and every model sees the same bits. The draws go in the images' order, so the
+    first n images binarize the same way whatever follows them. ``"threshold"``: on where intensity > 127 (> 0.5).
+
+    Args:
+        images: (N, C, H, W) uint8 0-255.
+        method: ``"stochastic"`` (default) or ``"threshold"``.
+        seed: the stochastic draws' seed (default :data:`BINARIZE_SEED`).
+
+    Returns:
+        (N, C, H, W) uint8 in {0, 1}.
+
+    Raises:
+        ValueError: ``images`` not uint8, or an unknown ``method``.
+    """
+    if images.dtype != torch.uint8:
+        raise ValueError(f"binarize expects uint8 images (0-255), got {images.dtype}")
+    if method == "threshold":
+        return (images > 127).to(torch.uint8)
+    if method != "stochastic":
+        raise ValueError(f"method must be 'stochastic' or 'threshold', got {method!r}")
+    u = torch.rand(images.shape, generator=torch.Generator().manual_seed(seed))  # (N, C, H, W) uniform in [0, 1)
+    return (u * 255 < images.float()).to(torch.uint8)  # P(on) = intensity / 255
+
+
 @dataclass(frozen=True)
 class HeldOutImages:
     """A dataset's training images split into train and validation, its test images, and the pixel mean and

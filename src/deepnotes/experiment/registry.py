@@ -46,6 +46,7 @@ LAB_MODULES = (
     "deepnotes.labs.bert",  # ML2021/2022 self-supervised learning: BERT, HW7
     "deepnotes.labs.vit_mae",  # ML2022 self-supervised learning; seed 004: ViT and MAE
     "deepnotes.labs.autoencoder",  # ML2021 auto-encoders; EE-559 autoencoders; seed 004 Gumbel-softmax
+    "deepnotes.labs.pixelcnn",  # EE-559 autoregression; van den Oord et al. 2016 (PixelCNN, gated PixelCNN)
     "deepnotes.labs.anomaly_detection",  # ML2021/2022 HW8: anomaly detection; Ruff et al. 2018 (Deep SVDD)
 )
 

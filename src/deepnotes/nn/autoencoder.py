@@ -110,25 +110,30 @@ class ConvDecoder(nn.Module):
         return self.net(z)
 
 
-def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
-    """``-log p(x | z)`` of independent Bernoulli pixels with means ``sigmoid(logits)``, summed over each image.
-
-    ``sum_i softplus(l_i) - x_i l_i`` (binary cross-entropy with logits), finite for any logit. With grey ``x`` in
-    [0, 1] it is the cross-entropy (see the module docstring for the continuous-Bernoulli caveat).
+def bernoulli_nll(logits: Tensor, x: Tensor, reduction: str = "none") -> Tensor:
+    """``-log p(x | z)`` of independent Bernoulli pixels with means ``sigmoid(logits)``, summed over each image:
+    ``sum_i softplus(l_i) - x_i l_i`` (binary cross-entropy with logits), finite for any logit, in nats. With grey
+    ``x`` in [0, 1] it is the cross-entropy (see the module docstring for the continuous-Bernoulli caveat); with
+    binary ``x`` and an autoregressive model's logits (:mod:`deepnotes.nn.pixelcnn`) it is ``-log p(x)``.
 
     Args:
-        logits: (B, ...) decoder outputs.
-        x: (B, ...) targets in [0, 1], the same shape.
+        logits: (B, ...) decoder outputs (float16 / bfloat16 are computed in float32; other dtypes kept).
+        x: (B, ...) targets in [0, 1], the same shape, any dtype.
+        reduction: ``"none"`` (default: (B,) nats per image), ``"mean"`` over the batch, or ``"sum"``.
 
     Returns:
-        (B,) nats per image.
+        (B,), or a scalar for ``"mean"`` / ``"sum"``.
 
     Raises:
-        ValueError: the shapes differ.
+        ValueError: the shapes differ, or an unknown ``reduction``.
     """
     if logits.shape != x.shape:
         raise ValueError(f"logits and x must have the same shape, got {tuple(logits.shape)} and {tuple(x.shape)}")
-    return F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(1)
+    if reduction not in ("none", "mean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    per_image = F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none").flatten(1).sum(1)
+    return per_image if reduction == "none" else per_image.mean() if reduction == "mean" else per_image.sum()
 
 
 def squared_error(logits: Tensor, x: Tensor) -> Tensor:
