@@ -16,11 +16,8 @@ patches, so it should run faster than the ViT (He et al. 2022: "3x or more"). Lo
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
@@ -28,10 +25,8 @@ import torch.nn.functional as F
 
 from deepnotes.nn.vit import MAE, ViT
 from deepnotes.report import markdown_table
+from timing import alternating_rates, rate_rows
 
-
-def _load() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def mae_step(batch: int) -> Callable[[], None]:
@@ -76,19 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     steps = {"ViT, supervised (baseline)": vit_step(args.batch, probe=False), "MAE pre-training": mae_step(args.batch),
              "linear probe (encoder frozen)": vit_step(args.batch, probe=True)}
-    print(f"load average (1, 5, 15 min) before: {_load()}", flush=True)
-    rates: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(args.repeats + 1):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.updates):
-                step()
-            if round_:  # round 0 warms up
-                rates[name].append(args.updates * args.batch / (time.perf_counter() - start))
-    print(f"load average (1, 5, 15 min) after: {_load()}")
-    base = statistics.median(rates["ViT, supervised (baseline)"])
-    rows = [[name, f"{statistics.median(r):,.0f}", f"{min(r):,.0f}-{max(r):,.0f}", f"{statistics.median(r) / base:.2f}"]
-            for name, r in rates.items()]
+    rates = alternating_rates(steps, args.repeats, args.updates, args.batch)
+    rows = rate_rows(rates, "ViT, supervised (baseline)")
     print(f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}; batch "
           f"{args.batch}, {args.updates} updates per round, median of {args.repeats} alternating rounds\n")
     print(markdown_table(["update", "images/s (median)", "min-max", "vs ViT"], rows))

@@ -17,22 +17,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import platform
-import statistics
 import sys
-import time
 from typing import Callable
 
 import torch
 
-from deepnotes.nn.pixelcnn import FVSBN, GatedPixelCNN, PixelCNN, bernoulli_nll
+from deepnotes.nn.autoencoder import bernoulli_nll
+from deepnotes.nn.pixelcnn import FVSBN, GatedPixelCNN, PixelCNN
 from deepnotes.report import markdown_table
 from deepnotes.train.engine import cpu_has_native_bf16
+from timing import alternating_rates, rate_rows
 
-
-def _load() -> str:
-    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def update(model: torch.nn.Module, batch: int, bf16: bool, device: torch.device) -> Callable[[], None]:
@@ -45,7 +41,7 @@ def update(model: torch.nn.Module, batch: int, bf16: bool, device: torch.device)
         opt.zero_grad(set_to_none=True)
         with autocast():
             logits = model(x)
-        bernoulli_nll(logits.float(), x).backward()
+        bernoulli_nll(logits.float(), x, "mean").backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -81,19 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         steps["gated PixelCNN, bf16 autocast"] = update(GatedPixelCNN(**size), args.batch, True, device)
     steps["PixelCNN (masked convs), float32"] = update(PixelCNN(**size), args.batch, False, device)
     steps["FVSBN, float32"] = update(FVSBN(), args.batch, False, device)
-    print(f"load average (1, 5, 15 min) before: {_load()}", flush=True)
-    rates: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(args.repeats + 1):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.updates):
-                step()
-            if round_:  # round 0 warms up
-                rates[name].append(args.updates * args.batch / (time.perf_counter() - start))
-    print(f"load average (1, 5, 15 min) after: {_load()}")
-    base = statistics.median(rates["gated PixelCNN, float32 (baseline)"])
-    rows = [[name, f"{statistics.median(r):,.0f}", f"{min(r):,.0f}-{max(r):,.0f}", f"{statistics.median(r) / base:.2f}"]
-            for name, r in rates.items()]
+    rates = alternating_rates(steps, args.repeats, args.updates, args.batch)
+    rows = rate_rows(rates, "gated PixelCNN, float32 (baseline)")
     where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"torch {torch.__version__}, {device.type}, {args.threads} threads, {where}; batch {args.batch}, "
           f"{args.channels} channels, 1 + {args.num_layers} layers; {args.updates} updates per round, median of "
