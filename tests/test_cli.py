@@ -227,3 +227,16 @@ def test_every_help_text_is_one_short_line():
     long = [(lab.name, f.name, len(f.metadata.get("help", ""))) for lab in all_labs() for f in fields(lab.config_cls)
             if len(f.metadata.get("help", "")) > 160 or "\n" in f.metadata.get("help", "")]
     assert not long, f"help texts over 160 characters: {long}"
+
+
+def test_preset_help_gives_values_as_flags_take_them(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping inside a flag's name
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "anomaly-detection", "--help"])
+    assert exc.value.code == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    assert "--normal-classes 0,1" in flat and "('" not in flat and "(0, 1)" not in flat
+    from deepnotes.cli import _preset_flag
+
+    assert _preset_flag("binarize", True) == "--binarize" and _preset_flag("binarize", False) == "--no-binarize"
+    assert _preset_flag("models", ("ae", "vae")) == "--models ae,vae" and _preset_flag("lr", 0.1) == "--lr 0.1"

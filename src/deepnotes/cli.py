@@ -104,6 +104,15 @@ def cmd_list(_args) -> int:
     return 0
 
 
+def _preset_flag(name: str, value) -> str:
+    """A preset's value as the command line would give it: ``--models a,b``, ``--binarize`` / ``--no-binarize``."""
+    if isinstance(value, bool):
+        return _flag(name) if value else "--no-" + _flag(name)[2:]
+    if isinstance(value, (tuple, list)):
+        return f"{_flag(name)} {','.join(map(str, value))}"
+    return f"{_flag(name)} {value}"
+
+
 def _run_parser(lab) -> argparse.ArgumentParser:
     p = Parser(
         prog=f"deepnotes run {lab.name}",
@@ -111,7 +120,8 @@ def _run_parser(lab) -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("run")
     g.add_argument("--preset", choices=sorted(lab.presets), help="a named set of flag values; flags given after it win. "
-                   + "; ".join(f"{k}: {' '.join(f'{_flag(a)} {b}' for a, b in v.items())}" for k, v in lab.presets.items()))
+                   + "; ".join(f"{k}: {' '.join(_preset_flag(a, b) for a, b in v.items())}"
+                               for k, v in lab.presets.items()))
     g.add_argument("--out", default="runs", help="folder that receives runs/<lab>/<timestamp>/ (default: runs)")
     g.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     add_config_flags(p.add_argument_group("config"), lab.config_cls)
