@@ -72,11 +72,11 @@ class KeywordSpottingConfig(TrainConfig):
     engine_power: float = option(1.0, "re-balance the synthesizers: share of draws ~ clip count ** this (1 = off)",
                                  range="[0, 1]")
     time_shift_ms: float = option(100.0, "augmentation: shift by up to this many ms (0 disables)", range="[0, 1000]")
-    noise_prob: float = option(0.8, "augmentation: share of clips mixed with background noise", range="[0, 1]")
+    noise_prob: float = option(0.5, "augmentation: share of clips mixed with background noise", range="[0, 1]")
     snr_db: tuple[float, ...] = option((5.0, 30.0), "augmentation: noise SNR range in dB (low,high)", range="[-100, 100]")
-    freq_masks: int = option(2, "SpecAugment: frequency masks per clip (0 disables)", range="[0, 100]")
+    freq_masks: int = option(1, "SpecAugment: frequency masks per clip (0 disables)", range="[0, 100]")
     max_freq_mask: float = option(0.15, "SpecAugment: widest frequency mask, share of the bins", range="[0, 1]")
-    time_masks: int = option(2, "SpecAugment: time masks per clip (0 disables)", range="[0, 100]")
+    time_masks: int = option(1, "SpecAugment: time masks per clip (0 disables)", range="[0, 100]")
     max_time_mask: float = option(0.2, "SpecAugment: widest time mask, share of the frames", range="[0, 1]")
     noisy_test_snr: float = option(10.0, "also test with background noise at this SNR (dB)", range="[-100, 100]")
     noisy_test_snr_low: float = option(0.0, "and at this lower SNR (dB)", range="[-100, 100]")
@@ -103,15 +103,21 @@ class KeywordSpottingConfig(TrainConfig):
             build_model(self, 35)
 
 
+# The default augmentation until 2026-12-07: noise on 80% of the clips, two frequency and two time masks. The lighter
+# one that replaced it scored 89.78% on the validation voices against 86.60% (means of 3 seeds; benchmarks/RESULTS.md).
+OLD_AUGMENTATION = {"noise_prob": 0.8, "freq_masks": 2, "time_masks": 2}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # A seconds-long run of the whole pipeline on the 350-clip build (the tests run it).
     "fast": {"dataset": "speech-keywords-small", "epochs": 2, "batch_size": 32, "pocketsphinx_max_files": 35},
     # The exercise's network and optimizer (Adam); it trains several times slower than the default on a CPU.
     # Both keep the training set's one mean/std: the per-clip default was chosen with BC-ResNet-2 only.
+    # Both keep the augmentation they were measured with (heavier than today's default, chosen later on validation).
     "exercise": {"model": "cnn", "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.5,
-                 "batch_size": 64, "epochs": 6, "feature_norm": "global"},
+                 "batch_size": 64, "epochs": 6, "feature_norm": "global", **OLD_AUGMENTATION},
     # M5 as in the tutorial (Adam, lr 0.01, weight decay 1e-4).
-    "m5": {"model": "m5", "optimizer": "adamw", "lr": 0.01, "weight_decay": 1e-4, "epochs": 20, "feature_norm": "global"},
+    "m5": {"model": "m5", "optimizer": "adamw", "lr": 0.01, "weight_decay": 1e-4, "epochs": 20,
+           "feature_norm": "global", **OLD_AUGMENTATION},
 }
 
 
