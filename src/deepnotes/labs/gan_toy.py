@@ -22,11 +22,12 @@ ReLU layers each; z ~ N(0, I) of ``--z-dim``), the same for every variant. Varia
   the pair isolates what spectral normalization does (the paper reports both losses; hinge is available in
   :data:`deepnotes.nn.gan.GAN_LOSSES`).
 
-Every model trains through :class:`deepnotes.train.Trainer` with :class:`GANTask` (manual optimization with two
-named optimizers, ``generator`` and ``discriminator``): a Trainer "update" is one generator update preceded by
-its discriminator updates; an epoch is ``--steps-per-epoch`` updates, after which the model's samples are
-scored (VEEGAN's protocol, :func:`deepnotes.data.toy2d.mode_metrics`, on ``--n-samples`` samples from a fixed z)
-and saved as a density snapshot; each model keeps its Trainer folder, so ``--resume`` continues where it stopped.
+Every model trains through :class:`deepnotes.train.Trainer` with :class:`deepnotes.train.gan.GANTask` (manual
+optimization with two named optimizers, ``generator`` and ``discriminator``): a Trainer "update" is one generator
+update preceded by its discriminator updates; an epoch is ``--steps-per-epoch`` updates, after which the model's
+samples are scored (VEEGAN's protocol, :func:`deepnotes.data.toy2d.mode_metrics`, on ``--n-samples`` samples from a
+fixed z) and saved as a density snapshot; each model keeps its Trainer folder, so ``--resume`` continues where it
+stopped.
 
 Files it leaves in the run folder (beside config.json):
     models/<dataset>/<variant>-seed<k>/   metrics.csv, checkpoints/, model.safetensors, snapshots/epoch-NNN.safetensors
@@ -36,9 +37,9 @@ Files it leaves in the run folder (beside config.json):
     report.md + *.png                     snapshots_<dataset>.png, modes_over_training.png
 
 Over 400 lines: five GAN variants on two mixtures, a per-epoch snapshot callback and two figure builders. The
-losses, spectral norm and metrics already live in :mod:`deepnotes.nn.gan`, :mod:`deepnotes.nn.spectral` and
-:mod:`deepnotes.data.toy2d`; :class:`GANTask` is to move to :mod:`deepnotes.train` with the Fashion-MNIST ``gan`` lab,
-its second user.
+losses, spectral norm and metrics live in :mod:`deepnotes.nn.gan`, :mod:`deepnotes.nn.spectral` and
+:mod:`deepnotes.data.toy2d`; the training step (:class:`~deepnotes.train.gan.GANTask`) and the variants' record
+(:class:`~deepnotes.train.gan.GANVariant`) in :mod:`deepnotes.train.gan`, shared with the Fashion-MNIST ``gan`` lab.
 """
 
 from __future__ import annotations
@@ -57,50 +58,24 @@ from deepnotes.data.toy2d import MIXTURES, Mixture2D, get_mixture, mode_metrics,
 from deepnotes.errors import UserError
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.io import atomic_path
-from deepnotes.nn.gan import GAN_LOSSES, clip_weights_, gradient_penalty
 from deepnotes.nn.spectral import spectral_norm
 from deepnotes.report import new_figure, save_figure
-from deepnotes.train import Callback, Step, StepOutput, Task, Trainer
+from deepnotes.train import Callback, Trainer
 from deepnotes.train.batches import seed_for
-from deepnotes.train.engine import optimizer_impl_kwargs
 from deepnotes.train.config import TrainConfig, option
+from deepnotes.train.gan import GANTask, GANVariant
 
 NAME = "gan-toy"
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One GAN objective and how it is optimized.
-
-    Attributes:
-        label: the name in tables. loss: a key of :data:`deepnotes.nn.gan.GAN_LOSSES`.
-        repeat_critic: ``--n-critic`` discriminator updates per generator update (the WGANs), else 1.
-        clip: clip the critic's weights to ``[-cfg.clip_value, cfg.clip_value]``. gp: add the gradient penalty.
-        spectral: spectral normalization on D's layers.
-        optimizer: ``adam`` or ``rmsprop`` (both at ``--lr``).
-        betas: Adam's (beta1, beta2); None: (``--momentum``, 0.999).
-        source: the paper.
-    """
-
-    label: str
-    loss: str
-    repeat_critic: bool = False
-    clip: bool = False
-    gp: bool = False
-    spectral: bool = False
-    optimizer: str = "adam"
-    betas: tuple[float, float] | None = None
-    source: str = ""
-
-
-VARIANTS: dict[str, Variant] = {
-    "minimax": Variant("minimax GAN", "minimax", source="Goodfellow et al. 2014; Fleuret's EE-559 code"),
-    "nonsaturating": Variant("non-saturating GAN", "nonsaturating", source="Goodfellow et al. 2014, section 3"),
-    "wgan-clip": Variant("WGAN (clipping)", "wasserstein", repeat_critic=True, clip=True, optimizer="rmsprop",
+VARIANTS: dict[str, GANVariant] = {
+    "minimax": GANVariant("minimax GAN", "minimax", source="Goodfellow et al. 2014; Fleuret's EE-559 code"),
+    "nonsaturating": GANVariant("non-saturating GAN", "nonsaturating", source="Goodfellow et al. 2014, section 3"),
+    "wgan-clip": GANVariant("WGAN (clipping)", "wasserstein", repeat_critic=True, clip=True, optimizer="rmsprop",
                          source="Arjovsky et al. 2017 (RMSprop, c = 0.01, 5 critic updates)"),
-    "wgan-gp": Variant("WGAN-GP", "wasserstein", repeat_critic=True, gp=True, betas=(0.5, 0.9),
+    "wgan-gp": GANVariant("WGAN-GP", "wasserstein", repeat_critic=True, gp=True, betas=(0.5, 0.9),
                        source="Gulrajani et al. 2017 (Adam betas 0.5, 0.9; lambda 10; 5 critic updates)"),
-    "sngan": Variant("SN-GAN", "nonsaturating", spectral=True, source="Miyato et al. 2018 (non-saturating loss)"),
+    "sngan": GANVariant("SN-GAN", "nonsaturating", spectral=True, source="Miyato et al. 2018 (non-saturating loss)"),
 }
 
 
@@ -203,73 +178,6 @@ class MixtureBatches:
             yield x.view(self.n_critic, self.batch_size, 2)  # (n_critic, B, 2)
 
 
-class GANTask(Task):
-    """The adversarial game as a :class:`~deepnotes.train.task.Task` with manual optimization.
-
-    One training step gets ``(n_critic, B, 2)`` real samples; for each of the ``n_critic`` batches the
-    discriminator takes one step on ``d_loss(D(x), D(G(z)))`` (plus the gradient penalty; then the clipping), then the
-    generator takes one step on ``g_loss(D(G(z)))``. z (and the penalty's interpolation coefficients) come from
-    ``step.generator`` (seeded per epoch by the Trainer). Epoch metrics: ``d_loss`` and ``g_loss`` (means over
-    updates).
-
-    Args:
-        model: ``ModuleDict(generator=..., discriminator=...)``.
-        variant: a :class:`Variant`. z_dim: the generator's input size.
-        lr: the learning rate the optimizers start from (the Trainer sets its schedule's before every update).
-        beta1: Adam's beta1 where the variant does not fix its betas. clip_value, gp_weight: see the config.
-    """
-
-    manual_optimization = True
-
-    def __init__(self, model: nn.ModuleDict, variant: Variant, z_dim: int, lr: float, beta1: float,
-                 clip_value: float, gp_weight: float):
-        super().__init__(model)
-        self.variant, self.z_dim, self.lr, self.beta1 = variant, z_dim, lr, beta1
-        self.clip_value, self.gp_weight = clip_value, gp_weight
-        self.d_loss, self.g_loss = GAN_LOSSES[variant.loss]
-
-    def configure_optimizers(self, cfg: Any) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per network: the variant's RMSprop or Adam; ``cfg.optimizer_impl`` picks torch's fused
-        Adam step (default), its foreach path or its for-loop (RMSprop has no fused kernel: foreach unless for-loop).
-        """
-        v = self.variant
-        impl = getattr(cfg, "optimizer_impl", "foreach")
-        kw = optimizer_impl_kwargs(impl)
-        opts = {}
-        for name in ("generator", "discriminator"):
-            params = self.model[name].parameters()
-            if v.optimizer == "rmsprop":
-                opts[name] = torch.optim.RMSprop(params, lr=self.lr, foreach=impl != "for-loop")
-            else:
-                opts[name] = torch.optim.Adam(params, lr=self.lr, betas=v.betas or (self.beta1, 0.999), **kw)
-        return opts
-
-    def training_step(self, model: nn.Module, batch: torch.Tensor, step: Step) -> StepOutput:
-        G, D = model["generator"], model["discriminator"]
-        opt_g, opt_d = step.optimizers["generator"], step.optimizers["discriminator"]
-        d_total = 0.0
-        for real in batch:  # (B, 2) each
-            z = torch.randn(len(real), self.z_dim, generator=step.generator).to(real.device)
-            fake = G(z).detach()
-            d_loss = self.d_loss(D(real).squeeze(1), D(fake).squeeze(1))
-            if self.variant.gp:
-                d_loss = d_loss + gradient_penalty(lambda x: D(x).squeeze(1), real, fake, self.gp_weight,
-                                                   step.generator)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            if self.variant.clip:
-                clip_weights_(D, self.clip_value)
-            d_total += float(d_loss.detach())
-        z = torch.randn(batch.shape[1], self.z_dim, generator=step.generator).to(batch.device)
-        g_loss = self.g_loss(D(G(z)).squeeze(1))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        return StepOutput(g_loss.detach() + d_loss.detach(),  # checked for NaN by the Trainer
-                          {"d_loss": d_total / len(batch), "g_loss": float(g_loss.detach())}, 1)
-
-
 def fixed_noise(cfg: GanToyConfig, seed: int) -> torch.Tensor:
     """The z of every snapshot of the model trained with ``seed``: (n_samples, z_dim)."""
     return torch.randn(cfg.n_samples, cfg.z_dim, generator=torch.Generator().manual_seed(seed_for(seed, 11)))
@@ -293,7 +201,7 @@ class Snapshots(Callback):
                 save_file({"samples": x}, str(tmp))
 
 
-def variant_of(cfg: GanToyConfig, variant: str) -> Variant:
+def variant_of(cfg: GanToyConfig, variant: str) -> GANVariant:
     """The :data:`VARIANTS` entry, with ``--sn-loss`` as the loss of the spectrally normalized variant."""
     v = VARIANTS[variant]
     return dataclasses.replace(v, loss=cfg.sn_loss) if v.spectral else v
