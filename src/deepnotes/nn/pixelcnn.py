@@ -62,6 +62,15 @@ def _check_int(name: str, value, low: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of the images as ints, each >= 1; a ValueError naming ``shape`` otherwise."""
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (H, W), got {tuple(shape)}")
+    for name, side in zip(("H", "W"), shape):
+        _check_int(f"shape's {name}", side)
+    return int(shape[0]), int(shape[1])
+
+
 def _check_odd(name: str, value) -> None:
     _check_int(name, value)
     if value % 2 == 0:
@@ -310,11 +319,7 @@ class IndependentBernoulli(nn.Module):
 
     def __init__(self, shape: Sequence[int] = (28, 28)):
         super().__init__()
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (H, W), got {tuple(shape)}")
-        for name, side in zip(("H", "W"), shape):
-            _check_int(f"shape's {name}", side)
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = _check_shape(shape)
         self.logits = nn.Parameter(torch.zeros(1, 1, *self.shape))
 
     @torch.no_grad()
@@ -362,11 +367,7 @@ class FVSBN(nn.Module):
 
     def __init__(self, shape: Sequence[int] = (28, 28)):
         super().__init__()
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (H, W), got {tuple(shape)}")
-        for name, side in zip(("H", "W"), shape):
-            _check_int(f"shape's {name}", side)
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = _check_shape(shape)
         D = self.shape[0] * self.shape[1]
         self.weight = nn.Parameter(torch.zeros(D, D))  # W_ij, only j < i used; zero init: the first step is the mean
         self.bias = nn.Parameter(torch.zeros(D))
@@ -395,12 +396,8 @@ class NADE(nn.Module):
 
     def __init__(self, shape: Sequence[int] = (28, 28), hidden: int = 500):
         super().__init__()
-        if len(shape) != 2:
-            raise ValueError(f"shape must be (H, W), got {tuple(shape)}")
-        for name, side in zip(("H", "W"), shape):
-            _check_int(f"shape's {name}", side)
         _check_int("hidden", hidden)
-        self.shape = (int(shape[0]), int(shape[1]))
+        self.shape = _check_shape(shape)
         D = self.shape[0] * self.shape[1]
         self.W = nn.Parameter(torch.randn(hidden, D) / math.sqrt(D))
         self.c = nn.Parameter(torch.zeros(hidden))
