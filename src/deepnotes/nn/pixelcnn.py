@@ -62,6 +62,16 @@ def _check_int(name: str, value, low: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def _check_network_sizes(channels: int, num_layers: int, hidden_kernel_size: int, head_channels: int | None) -> int:
+    """The checks both PixelCNNs make of their sizes; returns ``head_channels`` (default: ``channels``)."""
+    _check_int("channels", channels)
+    _check_int("num_layers", num_layers, 0)
+    _check_odd("hidden_kernel_size", hidden_kernel_size)
+    head_channels = channels if head_channels is None else head_channels
+    _check_int("head_channels", head_channels)
+    return head_channels
+
+
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` of the images as ints, each >= 1; a ValueError naming ``shape`` otherwise."""
     if len(shape) != 2:
@@ -168,11 +178,7 @@ class PixelCNN(nn.Module):
     def __init__(self, channels: int = 64, num_layers: int = 6, kernel_size: int = 7, hidden_kernel_size: int = 3,
                  head_channels: int | None = None):
         super().__init__()
-        _check_int("channels", channels)
-        _check_int("num_layers", num_layers, 0)
-        _check_odd("hidden_kernel_size", hidden_kernel_size)
-        head_channels = channels if head_channels is None else head_channels
-        _check_int("head_channels", head_channels)
+        head_channels = _check_network_sizes(channels, num_layers, hidden_kernel_size, head_channels)
         self.input_conv = MaskedConv2d(1, channels, kernel_size, "A")
         self.blocks = nn.ModuleList(MaskedConv2d(channels, channels, hidden_kernel_size, "B")
                                     for _ in range(num_layers))
@@ -281,11 +287,7 @@ class GatedPixelCNN(nn.Module):
     def __init__(self, channels: int = 64, num_layers: int = 6, kernel_size: int = 7, hidden_kernel_size: int = 3,
                  head_channels: int | None = None):
         super().__init__()
-        _check_int("channels", channels)
-        _check_int("num_layers", num_layers, 0)
-        _check_odd("hidden_kernel_size", hidden_kernel_size)
-        head_channels = channels if head_channels is None else head_channels
-        _check_int("head_channels", head_channels)
+        head_channels = _check_network_sizes(channels, num_layers, hidden_kernel_size, head_channels)
         self.blocks = nn.ModuleList([GatedBlock(1, channels, kernel_size, "A")] +
                                     [GatedBlock(channels, channels, hidden_kernel_size, "B")
                                      for _ in range(num_layers)])
