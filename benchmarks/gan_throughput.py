@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from deepnotes.labs.gan import VARIANTS, GanConfig, build_gan, variant_of
+from deepnotes.labs.gan import VARIANTS, GanConfig, build_gan, critic_updates, variant_of
 from deepnotes.metrics.generative import classifier_features, frechet_distance, gaussian_stats
 from deepnotes.models.gan import generate_pixels
 from deepnotes.models.pixels import build_pixel_model
@@ -42,7 +42,7 @@ def gan_step(name: str, cfg: GanConfig) -> tuple[Callable[[], None], int]:
     v = variant_of(cfg, name)
     model = build_gan(cfg, name, 0, 10)
     task = GANTask(model, v, cfg.z_dim, cfg.lr, cfg.momentum, gp_weight=cfg.gp_weight, num_classes=10)
-    n_critic = cfg.n_critic if v.repeat_critic else 1
+    n_critic = critic_updates(cfg, v)
     x = torch.rand(n_critic, cfg.batch_size, 1, 28, 28) * 2 - 1
     batch = (x, torch.randint(10, (n_critic, cfg.batch_size)))
     step = Step(0, 0, 1, generator=torch.Generator().manual_seed(0), optimizers=task.configure_optimizers(cfg))

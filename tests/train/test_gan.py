@@ -83,3 +83,20 @@ def test_conditional_step_draws_labels_in_range_and_trains_the_embeddings():
     assert {"discriminator.emb.weight", "generator.emb.weight"} <= moved
     with pytest.raises(ValueError, match="num_classes"):
         GANTask(model, variant, 2, 0.1, 0.5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_d_lr_scale_sets_the_discriminator_step_and_survives_the_schedule(scale):
+    """Adam's first step moves every weight by about its learning rate: lr for G, lr * d_lr_scale for D; the
+    Trainer's schedule multiplies a group's ``lr_scale``, so the ratio stays."""
+    model, _, _ = one_step(GANVariant("ttur", "hinge", betas=(0.0, 0.9), d_lr_scale=scale), torch.randn(1, 5, 3))
+    torch.manual_seed(0)
+    fresh = nn.ModuleDict({"generator": RecordingG(False), "discriminator": SmallD(False)})
+    for name, lr in (("generator", 0.05), ("discriminator", 0.05 * scale)):
+        step = (model[name].lin.weight - fresh[name].lin.weight).abs()
+        assert torch.allclose(step, torch.full_like(step, lr), rtol=1e-3)
+    task = GANTask(fresh, GANVariant("ttur", "hinge", d_lr_scale=scale), 2, lr=0.05, beta1=0.5)
+    opts = task.configure_optimizers(None)
+    assert [g["lr_scale"] for g in opts["discriminator"].param_groups] == [scale]
+    assert opts["discriminator"].param_groups[0]["lr"] == pytest.approx(0.05 * scale)
+    assert opts["generator"].param_groups[0]["lr"] == pytest.approx(0.05)

@@ -100,6 +100,10 @@ class GanConfig(TrainConfig):
     n_critic: int = option(5, "wgan-gp's critic updates per generator update (Gulrajani et al.: 5)", range="[1, 100]")
     gp_weight: float = option(10.0, "wgan-gp's penalty weight lambda (Gulrajani et al.: 10)", range="[0, 1000]")
     sn_loss: Literal["hinge", "nonsaturating"] = option("hinge", "loss of sn-gan and cgan (Miyato et al.: hinge)")
+    sn_n_critic: int = option(1, "sn-gan's and cgan's discriminator updates per generator update", range="[1, 100]")
+    sn_betas: tuple[float, float] = option((0.5, 0.999), "Adam's betas for sn-gan and cgan", range="[0, 1)")
+    sn_d_lr_scale: float = option(1.0, "sn-gan's and cgan's discriminator learning rate over --lr (TTUR: 4)",
+                                  range="(0, 100]")
     classifier: ZooName = option("lenet5-wide", "the judge: a Fashion-MNIST classifier whose penultimate features "
                                  "give FID")
     classifier_epochs: int = option(3, "the judge's epochs over the training images", range="[1, 1000]")
@@ -152,8 +156,15 @@ def build_gan(cfg: GanConfig, variant: str, seed: int, num_classes: int) -> nn.M
 
 
 def variant_of(cfg: GanConfig, variant: str) -> GANVariant:
+    """VARIANTS[variant] with the flags that change it: the spectral variants' loss, betas and D learning rate."""
     v = VARIANTS[variant]
-    return dataclasses.replace(v, loss=cfg.sn_loss) if v.spectral else v
+    return dataclasses.replace(v, loss=cfg.sn_loss, betas=cfg.sn_betas, d_lr_scale=cfg.sn_d_lr_scale) \
+        if v.spectral else v
+
+
+def critic_updates(cfg: GanConfig, v: GANVariant) -> int:
+    """Discriminator updates per generator update: ``--n-critic`` (WGAN-GP), ``--sn-n-critic`` (spectral), else 1."""
+    return cfg.n_critic if v.repeat_critic else cfg.sn_n_critic if v.spectral else 1
 
 
 def fixed_latents(cfg: GanConfig, n: int, seed: int, conditional: bool, k: int, tag: int = 11
@@ -242,7 +253,7 @@ def train_gan(cfg: GanConfig, variant: str, seed: int, train: tuple[torch.Tensor
         return
     v = variant_of(cfg, variant)
     model = build_gan(cfg, variant, seed, k).to(ctx.device)
-    n_critic = cfg.n_critic if v.repeat_critic else 1
+    n_critic = critic_updates(cfg, v)
     task = GANTask(model, v, cfg.z_dim, cfg.lr, cfg.momentum, gp_weight=cfg.gp_weight, num_classes=k)
     batches = CriticBatches(TensorBatches(train, n_critic * cfg.batch_size, seed, ctx.info, cfg.steps_per_epoch),
                             n_critic)

@@ -47,6 +47,9 @@ class GANVariant:
         spectral: spectral normalization on D's layers (the lab builds D accordingly; the task does not look).
         optimizer: ``adam`` or ``rmsprop``.
         betas: Adam's (beta1, beta2); None: (the task's ``beta1``, 0.999).
+        d_lr_scale: the discriminator's learning rate over the generator's (the two time-scale update rule,
+            Heusel et al. 2017: e.g. 4 with G at 1e-4 and D at 4e-4); carried as the param group's ``lr_scale``,
+            so the Trainer's schedule keeps the ratio.
         conditional: ``G(z, y)`` and ``D(x, y)`` on class labels (batches are ``(x, y)``).
         source: the paper.
     """
@@ -59,6 +62,7 @@ class GANVariant:
     spectral: bool = False
     optimizer: str = "adam"
     betas: tuple[float, float] | None = None
+    d_lr_scale: float = 1.0
     conditional: bool = False
     source: str = ""
 
@@ -131,7 +135,8 @@ class GANTask(Task):
         self.d_loss, self.g_loss = GAN_LOSSES[variant.loss]
 
     def configure_optimizers(self, cfg: Any) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per network: the variant's RMSprop or Adam; ``cfg.optimizer_impl`` picks torch's fused
+        """One optimizer per network: the variant's RMSprop or Adam (D's learning rate times ``d_lr_scale``, kept as
+        its group's ``lr_scale``); ``cfg.optimizer_impl`` picks torch's fused
         Adam step, its foreach path (default) or its for-loop (RMSprop has no fused kernel: foreach unless for-loop).
         """
         v = self.variant
@@ -139,11 +144,12 @@ class GANTask(Task):
         kw = optimizer_impl_kwargs(impl)
         opts = {}
         for name in ("generator", "discriminator"):
-            params = self.model[name].parameters()
+            scale = v.d_lr_scale if name == "discriminator" else 1.0
+            params = [{"params": list(self.model[name].parameters()), "lr_scale": scale}]
             if v.optimizer == "rmsprop":
-                opts[name] = torch.optim.RMSprop(params, lr=self.lr, foreach=impl != "for-loop")
+                opts[name] = torch.optim.RMSprop(params, lr=self.lr * scale, foreach=impl != "for-loop")
             else:
-                opts[name] = torch.optim.Adam(params, lr=self.lr, betas=v.betas or (self.beta1, 0.999), **kw)
+                opts[name] = torch.optim.Adam(params, lr=self.lr * scale, betas=v.betas or (self.beta1, 0.999), **kw)
         return opts
 
     def _noise(self, n: int, step: Step, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
