@@ -66,7 +66,8 @@ def test_results_agree_with_the_model_files(run_dir):
         assert math.isfinite(model["fid"]) and model["fid"] > res["floor"]["fid"]  # six updates do not fool the judge
         assert 1 <= model["is_mean"] <= 10 and sum(model["histogram"]["counts"]) == 100
         assert model["generator_updates"] == 6  # --epochs 2 x --steps-per-epoch 3
-        assert model["discriminator_updates"] == (12 if v == "wgan-gp" else 6)  # --n-critic 2 for wgan-gp only
+        # --n-critic 2 for wgan-gp, --sn-n-critic 3 for sn-gan and cgan, 1 for dcgan
+        assert model["discriminator_updates"] == {"wgan-gp": 12, "sn-gan": 18, "cgan": 18}.get(v, 6)
         assert len(model["curve_fid"]) == 2 and all(math.isfinite(f) for f in model["curve_fid"])
         assert model["nn"]["real_median"] > 0 and model["nn"]["ratio"] > 0
     cgan = read(run_dir / "models/cgan-seed0/result.json")

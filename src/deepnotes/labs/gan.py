@@ -7,11 +7,12 @@ Koyama 2018 (projection discriminator, conditional batch norm), Heusel et al. 20
 
 Variants (:data:`VARIANTS`; networks :mod:`deepnotes.models.gan`, the game :class:`deepnotes.train.gan.GANTask`):
 ``dcgan`` (batch norm in G and D, non-saturating loss), ``wgan-gp`` (critic without batch norm, ``--n-critic``
-updates, penalty ``--gp-weight``, Adam betas (0.5, 0.9)), ``sn-gan`` (spectral norm on every layer of D, ``--sn-loss``)
-and ``cgan`` (SN-GAN's D as a projection discriminator; G reads ``one_hot(y)`` beside z and has conditional batch
-norm). Every model gets the same
-budget in generator updates (``--epochs`` x ``--steps-per-epoch`` of batch ``--batch-size``), trains in its own
-Trainer folder, and is scored every epoch (FID on ``--curve-samples``) and at the end.
+updates, penalty ``--gp-weight``, Adam betas (0.5, 0.9)), ``sn-gan`` (spectral norm on every layer of D,
+``--sn-loss``, ``--sn-n-critic`` updates of D, Adam ``--sn-betas`` (0, 0.9): Miyato et al.'s recipe) and ``cgan``
+(SN-GAN's D as a projection discriminator; G reads ``one_hot(y)`` beside z and has conditional batch norm; the same
+recipe). Every model gets the same budget in generator updates (``--epochs`` x ``--steps-per-epoch`` of batch
+``--batch-size``), trains in its own Trainer folder, and is scored every epoch (FID on ``--curve-samples``) and at
+the end.
 
 The judge (:mod:`deepnotes.metrics.generative`): a ``--classifier`` from :data:`deepnotes.models.pixels.ZOO` trained
 once per run on the training images (its test accuracy recorded); its penultimate features give FID, its softmax the
@@ -66,8 +67,9 @@ VARIANTS: dict[str, GANVariant] = {
     "dcgan": GANVariant("DCGAN", "nonsaturating", source="Radford et al. 2016 (batch norm in G and D)"),
     "wgan-gp": GANVariant("WGAN-GP", "wasserstein", repeat_critic=True, gp=True, betas=(0.5, 0.9),
                           source="Gulrajani et al. 2017 (no batch norm in the critic; lambda 10; 5 critic updates)"),
-    "sn-gan": GANVariant("SN-GAN", "hinge", spectral=True, source="Miyato et al. 2018 (SN on every layer of D)"),
-    "cgan": GANVariant("cGAN (projection)", "hinge", spectral=True, conditional=True,
+    "sn-gan": GANVariant("SN-GAN", "hinge", spectral=True, betas=(0.0, 0.9),
+                         source="Miyato et al. 2018 (SN on every layer of D; hinge; 5 D updates, Adam (0, 0.9))"),
+    "cgan": GANVariant("cGAN (projection)", "hinge", spectral=True, conditional=True, betas=(0.0, 0.9),
                        source="Miyato & Koyama 2018 (projection D with SN); G: one-hot y input, conditional BN"),
 }
 GRID = 8  # samples per grid row
@@ -100,8 +102,10 @@ class GanConfig(TrainConfig):
     n_critic: int = option(5, "wgan-gp's critic updates per generator update (Gulrajani et al.: 5)", range="[1, 100]")
     gp_weight: float = option(10.0, "wgan-gp's penalty weight lambda (Gulrajani et al.: 10)", range="[0, 1000]")
     sn_loss: Literal["hinge", "nonsaturating"] = option("hinge", "loss of sn-gan and cgan (Miyato et al.: hinge)")
-    sn_n_critic: int = option(1, "sn-gan's and cgan's discriminator updates per generator update", range="[1, 100]")
-    sn_betas: tuple[float, float] = option((0.5, 0.999), "Adam's betas for sn-gan and cgan", range="[0, 1)")
+    sn_n_critic: int = option(5, "sn-gan's and cgan's discriminator updates per generator update (Miyato et al.: 5)",
+                              range="[1, 100]")
+    sn_betas: tuple[float, float] = option((0.0, 0.9), "Adam's betas for sn-gan and cgan (Miyato et al.: 0, 0.9)",
+                                           range="[0, 1)")
     sn_d_lr_scale: float = option(1.0, "sn-gan's and cgan's discriminator learning rate over --lr (TTUR: 4)",
                                   range="(0, 100]")
     classifier: ZooName = option("lenet5-wide", "the judge: a Fashion-MNIST classifier whose penultimate features "
@@ -133,7 +137,8 @@ class GanConfig(TrainConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 16, "seeds": (0,), "limit_train": 600,
-             "limit_test": 200, "g_width": 4, "d_width": 4, "z_dim": 8, "n_critic": 2, "classifier": "lenet5",
+             "limit_test": 200, "g_width": 4, "d_width": 4, "z_dim": 8, "n_critic": 2, "sn_n_critic": 3,
+             "classifier": "lenet5",
              "classifier_epochs": 1, "n_samples": 100, "is_splits": 2, "curve_samples": 50, "nn_samples": 20},
 }
 
@@ -455,7 +460,9 @@ def report(run: Run) -> Path:
     rep = Report(run, f"{NAME}: four GANs on {cfg.dataset}, judged by a classifier", intro=(
         f"EE-559 11-1/11-2 and ML2021 GAN lectures 1-4. Each GAN: {cfg.epochs} x {cfg.steps_per_epoch} generator "
         f"updates of batch {cfg.batch_size} (WGAN-GP: {cfg.n_critic} critic updates each; SN-GAN and cGAN: "
-        f"{cfg.sn_loss} loss), z of size {cfg.z_dim}, widths G {cfg.g_width} / D {cfg.d_width}, {len(cfg.seeds)} "
+        f"{cfg.sn_loss} loss, {cfg.sn_n_critic} D updates each, Adam betas {tuple(cfg.sn_betas)}"
+        + (f", D's learning rate x{cfg.sn_d_lr_scale:g}" if cfg.sn_d_lr_scale != 1 else "")
+        + f"), z of size {cfg.z_dim}, widths G {cfg.g_width} / D {cfg.d_width}, {len(cfg.seeds)} "
         f"seed(s), {info['n_train']} training images. The judge: {judge['model']} trained {cfg.classifier_epochs} "
         f"epoch(s), test accuracy {100 * judge['test_acc']:.2f}%; FID on its {judge['features']} penultimate features, "
         f"{res['n_samples']} samples against half A ({res['half_size']} test images)."))
