@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from deepnotes.cli import main
 from deepnotes.data import get_image_dataset
+from deepnotes.data.images import load_held_out
 
 pytestmark = pytest.mark.skipif(get_image_dataset("fashion-mnist").locate() is None,
                                 reason="Fashion-MNIST is missing (apt-get install dataset-fashion-mnist)")
@@ -48,7 +49,7 @@ def test_files_and_report(run_dir):
     for part in ("## Results", "real test half B", "(floor)", "WGAN-GP's mean FID below DCGAN's",
                  "SN-GAN's mean FID below DCGAN's", "judged the class asked for", "](samples.png)",
                  "](interpolations.png)", "](class_histograms.png)", "](fid_curves.png)", "](neighbours.png)",
-                 "## FID per seed", "## cGAN: share judged as the class asked for"):
+                 "## FID per seed", "## cGAN: share judged as the class asked for", "the judge on real test images"):
         assert part in text, part
 
 
@@ -56,6 +57,10 @@ def test_results_agree_with_the_model_files(run_dir):
     res = read(run_dir / "results.json")
     judge = read(run_dir / "models/classifier/result.json")
     assert res["classifier"]["test_acc"] == judge["test_acc"] and 0 <= judge["test_acc"] <= 1
+    labels = load_held_out("fashion-mnist", None, 600, 200, 0.0, 0).test.labels  # the fast preset's 200 test images
+    counts = torch.bincount(labels, minlength=10).double()  # the per-class accuracies,
+    assert sum(c * a for c, a in zip(counts.tolist(), judge["test_acc_per_class"])) / counts.sum() == pytest.approx(
+        judge["test_acc"], abs=1e-6)  # weighted by class size, give the overall accuracy
     assert judge["features"] == 84  # the fast preset's judge: LeNet-5, whose penultimate layer has 84 units
     assert res["half_size"] == 100 and res["n_samples"] == 100  # --limit-test 200 cut in two; --n-samples 100
     assert res["floor"]["fid"] >= 0 and res["floor"]["n"] == 100
