@@ -44,6 +44,7 @@ LAB_MODULES = (
     "deepnotes.labs.stable_learning",  # seed 000: StableNet (Zhang et al. CVPR 2021)
     "deepnotes.labs.gan_toy",  # EE-559 GAN (Fleuret's toy); ML2021 GAN lectures
     "deepnotes.labs.gan",  # EE-559 11-1/11-2; ML2021 GAN lectures: DCGAN, WGAN-GP, SN-GAN, cGAN on Fashion-MNIST
+    "deepnotes.labs.image_translation",  # EE-559 pix2pix; ML2021 GAN (4): pix2pix and CycleGAN
     "deepnotes.labs.bert",  # ML2021/2022 self-supervised learning: BERT, HW7
     "deepnotes.labs.vit_mae",  # ML2022 self-supervised learning; seed 004: ViT and MAE
     "deepnotes.labs.autoencoder",  # ML2021 auto-encoders; EE-559 autoencoders; seed 004 Gumbel-softmax

@@ -25,6 +25,7 @@ from deepnotes.errors import UserError
 # Modules whose import registers their models (imported on the first create_model / list_models).
 MODEL_MODULES = ("deepnotes.models.autoencoder", "deepnotes.models.bert", "deepnotes.models.cnn",
                  "deepnotes.models.framewise", "deepnotes.models.gan", "deepnotes.models.kws",
+                 "deepnotes.models.image_translation",
                  "deepnotes.models.language", "deepnotes.models.mobilenet", "deepnotes.models.pixelcnn",
                  "deepnotes.models.regression", "deepnotes.models.seq2seq", "deepnotes.models.stn",
                  "deepnotes.models.vit")

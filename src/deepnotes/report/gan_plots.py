@@ -88,8 +88,9 @@ def plot_class_histograms(shares: Mapping[str, Sequence[float]], classes: Sequen
 
 
 def plot_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike[str], ylabel: str,
-                floor: float | None = None, title: str = "") -> Path:
-    """One line per name over epochs (1-based), and an optional dotted floor (e.g. the real-vs-real FID)."""
+                floor: float | None = None, title: str = "", log: bool | None = None) -> Path:
+    """One line per name over epochs (1-based), and an optional dotted floor (e.g. the real-vs-real FID). ``log``:
+    a logarithmic y axis; None: log when every value is positive (FID, losses), False for accuracies."""
     fig = new_figure(5.5, 3.4)
     ax = fig.subplots()
     for name, ys in curves.items():
@@ -99,7 +100,8 @@ def plot_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike[s
         ax.axhline(floor, color="grey", linestyle=":", linewidth=1, label="real vs real")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    if any(ys for ys in curves.values()) and min(min(ys) for ys in curves.values() if ys) > 0:
+    positive = any(ys for ys in curves.values()) and min(min(ys) for ys in curves.values() if ys) > 0
+    if positive if log is None else log:
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     if title:
