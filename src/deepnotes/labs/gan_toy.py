@@ -89,7 +89,7 @@ class GanToyConfig(TrainConfig):
     optimizer: Literal["sgd", "adamw"] = option("adamw", "unused: the variants set their optimizers (Adam; RMSprop "
                                                 "for wgan-clip)")
     lr: float = option(1e-3, "learning rate of G and D, every variant (Fleuret's 1e-3)")
-    momentum: float = option(0.5, "Adam's beta1 (DCGAN's 0.5); wgan-gp uses (0.5, 0.9)")
+    momentum: float = option(0.5, "Adam's beta1 (DCGAN's 0.5); wgan-gp uses (0.5, 0.9), sngan --sn-betas")
     weight_decay: float = option(0.0, "unused (no weight decay in GAN training)")
     schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "constant", "learning-rate schedule over all updates")
@@ -109,6 +109,10 @@ class GanToyConfig(TrainConfig):
     sn_loss: Literal["nonsaturating", "hinge"] = option(
         "nonsaturating", "sngan's loss: nonsaturating (sngan then differs from the nonsaturating GAN only by the "
         "spectral norm) or hinge (Miyato et al.'s main loss)")
+    sn_n_critic: int = option(1, "sngan's discriminator updates per generator update (Miyato et al.'s hinge runs: 5)",
+                              range="[1, 100]")
+    sn_betas: tuple[float, float] = option((0.5, 0.999), "sngan's Adam betas (Miyato et al.'s hinge runs: 0, 0.9)",
+                                           range="[0, 1)")
     n_samples: int = option(2500, "generated samples scored per snapshot (the protocol: 2,500)", range="[10, 1000000]")
     min_count: int = option(1, "high-quality samples a mode needs to be captured (VEEGAN's protocol: 1)",
                             range="[1, 1000000]")
@@ -202,9 +206,9 @@ class Snapshots(Callback):
 
 
 def variant_of(cfg: GanToyConfig, variant: str) -> GANVariant:
-    """The :data:`VARIANTS` entry, with ``--sn-loss`` as the loss of the spectrally normalized variant."""
+    """The :data:`VARIANTS` entry, with ``--sn-loss`` and ``--sn-betas`` for the spectrally normalized variant."""
     v = VARIANTS[variant]
-    return dataclasses.replace(v, loss=cfg.sn_loss) if v.spectral else v
+    return dataclasses.replace(v, loss=cfg.sn_loss, betas=cfg.sn_betas) if v.spectral else v
 
 
 def model_dir(dataset: str, variant: str, seed: int) -> str:
@@ -220,7 +224,7 @@ def train_model(cfg: GanToyConfig, dataset: str, variant: str, seed: int, ctx: R
         return
     v, mixture = variant_of(cfg, variant), get_mixture(dataset)
     model = build_gan(cfg, variant, seed).to(ctx.device)
-    n_critic = cfg.n_critic if v.repeat_critic else 1
+    n_critic = cfg.n_critic if v.repeat_critic else cfg.sn_n_critic if v.spectral else 1
     task = GANTask(model, v, cfg.z_dim, cfg.lr, cfg.momentum, cfg.clip_value, cfg.gp_weight)
     z = fixed_noise(cfg, seed)
     trainer = Trainer(dataclasses.replace(cfg, seed=seed), task, folder,
