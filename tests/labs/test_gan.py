@@ -112,6 +112,7 @@ def test_report_rerenders_and_eval_rescores(run_dir):
     assert ev["floor fid"] == pytest.approx(res["floor"]["fid"], rel=1e-9)  # the same judge and test halves
     for v in VARIANTS:
         assert math.isfinite(ev[f"{v} fid"]) and ev[f"{v} fid"] > ev["floor fid"]
+        assert math.isfinite(ev[f"{v} fid vs train"]) and ev[f"{v} fid vs train"] > 0
     assert 0 <= ev["cgan asked class"] <= 1
     assert main(["report", str(run_dir)]) == 0
     assert "fashion-mnist (fresh z)" in (run_dir / "report.md").read_text()  # the eval history in the report

@@ -388,7 +388,8 @@ def run(cfg: GanConfig, ctx: RunContext) -> dict[str, Any]:
 
 def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]:
     """``deepnotes eval RUN [--data X]``: every saved generator re-scored on fresh z (a seed the run never used),
-    FID against half A of the run's test split or of ``X``'s."""
+    FID against half A of the run's test split or of ``X``'s; and FID against training images (``fid vs train``:
+    as many as the test half holds, a seeded draw), the score to compare settings on without the test set."""
     cfg, info = run.config, run.read_json("data.json")
     split, name = load_test_split(data, cfg.dataset, info["classes"], cfg.data_dir)
     if data is None:  # the run's own test images, as many as it used: the same halves and floor
@@ -398,14 +399,20 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
     judge_model = run.load_weights(judge_model, "models/classifier/model.safetensors").to(device).eval()
     judge, base = prepare(cfg, judge_model, train.images, split.images)
     n, k = min(cfg.n_samples, base["half_size"]), len(info["classes"])
+    pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(seed_for(cfg.seed, 23)))
+    train_ref = gm.gaussian_stats(gm.classifier_features(judge_model, to_pixels(train.images[pick[:n]]))[0])
     out: dict[str, Any] = {"data": f"{name} (fresh z)", "samples": n, "floor fid": base["floor"]["fid"]}
     for variant in cfg.variants:
         scores = []
         for s in cfg.seeds:
             gan = run.load_weights(build_gan(cfg, variant, s, k), f"{model_dir(variant, s)}/model.safetensors")
             z, y = fixed_latents(cfg, n, s, VARIANTS[variant].conditional, k, tag=19)
-            scores.append(judge.score(cfg, generate_pixels(gan.to(device)["generator"], z, y), y))
+            pixels = generate_pixels(gan.to(device)["generator"], z, y)
+            scores.append(judge.score(cfg, pixels, y))
+            feats = gm.classifier_features(judge_model, pixels)[0]
+            scores[-1]["fid_train"] = gm.frechet_distance(*gm.gaussian_stats(feats), *train_ref)
         out[f"{variant} fid"] = statistics.fmean(r["fid"] for r in scores)
+        out[f"{variant} fid vs train"] = statistics.fmean(r["fid_train"] for r in scores)
         out[f"{variant} is"] = statistics.fmean(r["is_mean"] for r in scores)
         if "asked_share" in scores[0]:
             out[f"{variant} asked class"] = statistics.fmean(r["asked_share"] for r in scores)
