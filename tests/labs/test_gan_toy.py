@@ -104,7 +104,8 @@ def test_results_agree_with_saved_generators(run_dir):
         assert (m["modes"], m["high_quality"]) == (result["modes"], result["high_quality"])
         assert v["modes"] == [m["modes"]] and v["modes_mean"] == m["modes"] and v["modes_std"] == 0
         assert len(v["curve_modes"]) == 2 and result["generator_updates"] == 30
-        n_critic = 2 if VARIANTS[variant].repeat_critic else 1  # the fast preset's --n-critic 2
+        # the fast preset's --n-critic 2 (the WGANs) and --sn-n-critic 3 (sngan)
+        n_critic = 2 if VARIANTS[variant].repeat_critic else 3 if variant == "sngan" else 1
         assert result["discriminator_updates"] == 30 * n_critic
     mm = row["variants"]["minimax"]
     assert row["minimax_collapse"] == (mm["modes_mean"] < 8 or mm["collapse_runs"] > 0)
@@ -116,10 +117,11 @@ def test_results_agree_with_saved_generators(run_dir):
 
 
 def test_sn_loss_flag_changes_only_the_spectral_variant():
-    cfg = GanToyConfig(sn_loss="hinge")
-    assert variant_of(cfg, "sngan").loss == "hinge" and variant_of(cfg, "sngan").spectral
-    assert variant_of(cfg, "nonsaturating").loss == "nonsaturating"
-    assert variant_of(GanToyConfig(), "sngan").loss == "nonsaturating"
+    cfg = GanToyConfig(sn_loss="nonsaturating", sn_betas=(0.5, 0.999))
+    assert variant_of(cfg, "sngan").loss == "nonsaturating" and variant_of(cfg, "sngan").spectral
+    assert variant_of(cfg, "sngan").betas == (0.5, 0.999)
+    assert variant_of(cfg, "minimax").loss == "minimax" and variant_of(cfg, "minimax").betas is None
+    assert variant_of(GanToyConfig(), "sngan").loss == "hinge" and variant_of(GanToyConfig(), "sngan").betas == (0, 0.9)
 
 
 def test_wgan_clip_weights_stay_clipped(run_dir):

@@ -18,9 +18,10 @@ ReLU layers each; z ~ N(0, I) of ``--z-dim``), the same for every variant. Varia
 * ``wgan-gp``: Gulrajani et al. 2017, the same critic loss plus ``lambda E[(||grad f(x_hat)|| - 1)^2]`` on
   per-sample interpolates, ``--n-critic`` updates, Adam(beta1 0.5, beta2 0.9) as in the paper;
 * ``sngan``: Miyato et al. 2018, spectral normalization (:mod:`deepnotes.nn.spectral`) on every layer of D, with
-  the non-saturating loss: the only difference from ``nonsaturating`` is then the Lipschitz constraint on D, so
-  the pair isolates what spectral normalization does (the paper reports both losses; hinge is available in
-  :data:`deepnotes.nn.gan.GAN_LOSSES`).
+  the paper's hinge recipe: hinge loss, ``--sn-n-critic`` 5 D updates per G update, Adam (0, 0.9). With
+  ``--sn-loss nonsaturating --sn-n-critic 1 --sn-betas 0.5,0.999`` the only difference from ``nonsaturating`` is
+  the Lipschitz constraint on D, a pair that isolates what spectral normalization does (it dropped more modes on
+  the grid: docs/labs/gan-toy.md).
 
 Every model trains through :class:`deepnotes.train.Trainer` with :class:`deepnotes.train.gan.GANTask` (manual
 optimization with two named optimizers, ``generator`` and ``discriminator``): a Trainer "update" is one generator
@@ -75,7 +76,8 @@ VARIANTS: dict[str, GANVariant] = {
                          source="Arjovsky et al. 2017 (RMSprop, c = 0.01, 5 critic updates)"),
     "wgan-gp": GANVariant("WGAN-GP", "wasserstein", repeat_critic=True, gp=True, betas=(0.5, 0.9),
                        source="Gulrajani et al. 2017 (Adam betas 0.5, 0.9; lambda 10; 5 critic updates)"),
-    "sngan": GANVariant("SN-GAN", "nonsaturating", spectral=True, source="Miyato et al. 2018 (non-saturating loss)"),
+    "sngan": GANVariant("SN-GAN", "hinge", spectral=True, betas=(0.0, 0.9),
+                        source="Miyato et al. 2018 (hinge loss; 5 D updates, Adam (0, 0.9))"),
 }
 
 
@@ -107,12 +109,11 @@ class GanToyConfig(TrainConfig):
     clip_value: float = option(0.01, "wgan-clip's weight clipping c (Arjovsky et al.: 0.01)", range="(0, 10]")
     gp_weight: float = option(10.0, "wgan-gp's penalty weight lambda (Gulrajani et al.: 10)", range="[0, 1000]")
     sn_loss: Literal["nonsaturating", "hinge"] = option(
-        "nonsaturating", "sngan's loss: nonsaturating (sngan then differs from the nonsaturating GAN only by the "
-        "spectral norm) or hinge (Miyato et al.'s main loss)")
-    sn_n_critic: int = option(1, "sngan's discriminator updates per generator update (Miyato et al.'s hinge runs: 5)",
+        "hinge", "sngan's loss: hinge (Miyato et al.'s main loss) or nonsaturating (with --sn-n-critic 1 and "
+        "--sn-betas 0.5,0.999, sngan then differs from the nonsaturating GAN only by the spectral norm)")
+    sn_n_critic: int = option(5, "sngan's discriminator updates per generator update (Miyato et al.: 5)",
                               range="[1, 100]")
-    sn_betas: tuple[float, float] = option((0.5, 0.999), "sngan's Adam betas (Miyato et al.'s hinge runs: 0, 0.9)",
-                                           range="[0, 1)")
+    sn_betas: tuple[float, float] = option((0.0, 0.9), "sngan's Adam betas (Miyato et al.: 0, 0.9)", range="[0, 1)")
     n_samples: int = option(2500, "generated samples scored per snapshot (the protocol: 2,500)", range="[10, 1000000]")
     min_count: int = option(1, "high-quality samples a mode needs to be captured (VEEGAN's protocol: 1)",
                             range="[1, 1000000]")
@@ -130,7 +131,7 @@ class GanToyConfig(TrainConfig):
 
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 2, "steps_per_epoch": 15, "batch_size": 64, "seeds": (0,), "datasets": ("ring",),
-             "n_samples": 500, "hidden": 32, "n_critic": 2},
+             "n_samples": 500, "hidden": 32, "n_critic": 2, "sn_n_critic": 3},
 }
 
 
@@ -409,7 +410,8 @@ def report(run: Run) -> Path:
         f"{', '.join(get_mixture(d).source for d in datasets)}. "
         f"G and D: MLPs with {cfg.depth} hidden ReLU layer(s) of {cfg.hidden} units, z ~ N(0, I_{cfg.z_dim}); "
         f"{cfg.epochs} x {cfg.steps_per_epoch} generator updates of batch {cfg.batch_size} (WGANs: {cfg.n_critic} "
-        f"critic updates each; SN-GAN's loss: {cfg.sn_loss}), {n} seed(s). Metrics (VEEGAN's protocol) on "
+        f"critic updates each; SN-GAN: {cfg.sn_loss} loss, {cfg.sn_n_critic} D updates each, Adam betas "
+        f"{tuple(cfg.sn_betas)}), {n} seed(s). Metrics (VEEGAN's protocol) on "
         f"{cfg.n_samples} samples: a sample is "
         f"high quality within 3 std of its nearest mode; a mode is captured by >= {cfg.min_count} high-quality "
         f"sample(s)."))
