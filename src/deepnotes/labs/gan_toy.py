@@ -109,8 +109,8 @@ class GanToyConfig(TrainConfig):
     clip_value: float = option(0.01, "wgan-clip's weight clipping c (Arjovsky et al.: 0.01)", range="(0, 10]")
     gp_weight: float = option(10.0, "wgan-gp's penalty weight lambda (Gulrajani et al.: 10)", range="[0, 1000]")
     sn_loss: Literal["nonsaturating", "hinge"] = option(
-        "hinge", "sngan's loss: hinge (Miyato et al.'s main loss) or nonsaturating (with --sn-n-critic 1 and "
-        "--sn-betas 0.5,0.999, sngan then differs from the nonsaturating GAN only by the spectral norm)")
+        "hinge", "sngan's loss: hinge (Miyato et al.) or nonsaturating (with --sn-n-critic 1 --sn-betas 0.5,0.999: "
+        "the nonsaturating GAN plus spectral norm)")
     sn_n_critic: int = option(5, "sngan's discriminator updates per generator update (Miyato et al.: 5)",
                               range="[1, 100]")
     sn_betas: tuple[float, float] = option((0.0, 0.9), "sngan's Adam betas (Miyato et al.: 0, 0.9)", range="[0, 1)")
