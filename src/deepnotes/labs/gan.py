@@ -84,7 +84,7 @@ class GanConfig(TrainConfig):
     batch_size: int = option(64, "real and generated images per discriminator or generator update")
     optimizer: Literal["sgd", "adamw"] = option("adamw", "the judge classifier's optimizer (the GANs use Adam)")
     lr: float = option(2e-4, "learning rate of G and D, every variant (DCGAN's 2e-4)")
-    momentum: float = option(0.5, "Adam's beta1 (DCGAN's 0.5); wgan-gp uses (0.5, 0.9)")
+    momentum: float = option(0.5, "Adam's beta1 (DCGAN's 0.5); wgan-gp uses (0.5, 0.9), sn-gan and cgan --sn-betas")
     weight_decay: float = option(0.0, "weight decay of the judge classifier (none in GAN training)")
     schedule: Literal["constant", "step", "cosine", "onecycle", "triangular"] = option(
         "constant", "learning-rate schedule of the GANs' updates")
