@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepnotes.train import Callback, RegressionTask, Step, StepOutput, Task, TensorBatches, TrainConfig, Trainer
+from deepnotes.train import (Callback, EpochScores, RegressionTask, Step, StepOutput, Task, TensorBatches, TrainConfig,
+                             Trainer)
 from deepnotes.train.batches import EvalBatches, seed_for
 from deepnotes.train.checkpoint import list_checkpoints
 
@@ -133,6 +134,18 @@ def test_any_batch_source_regression_task_and_callbacks(tmp_path):
     assert [r["extra"] for r in hist] == [5, 10, 15]  # on_epoch_end may add columns to the row
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]  # MSE falls: y is linear in x
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_epoch_scores_add_the_model_s_scores_to_each_row(tmp_path):
+    seq = torch.linspace(0, 1, 50)
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=0.1, schedule="constant", progress=False)
+    scores = EpochScores(lambda m: {"bias": float(m.bias), "is_model": m is model})
+    hist = Trainer(cfg, RegressionTask(model), tmp_path, Windows(seq), {}, torch.device("cpu"), log=lambda m: None,
+                   callbacks=[scores]).fit()
+    assert [r["is_model"] for r in hist] == [True, True]
+    assert hist[-1]["bias"] == float(model.bias) and hist[0]["bias"] != hist[-1]["bias"]  # scored after each epoch
 
 
 def test_a_task_without_training_step_says_so(tmp_path):

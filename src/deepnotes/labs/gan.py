@@ -57,7 +57,7 @@ from deepnotes.models.pixels import ZooName, build_pixel_model
 from deepnotes.models.registry import create_model
 from deepnotes.report import markdown_table
 from deepnotes.report.gan_plots import plot_class_histograms, plot_curves, plot_image_panels, plot_neighbours
-from deepnotes.train import Callback, TensorBatches, Trainer, supervised_trainer
+from deepnotes.train import EpochScores, TensorBatches, Trainer, supervised_trainer
 from deepnotes.train.batches import seed_for
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.gan import CriticBatches, GANTask, GANVariant
@@ -190,8 +190,10 @@ class Judge:
     real_nn: torch.Tensor  # (nn_samples,) half B's distances to their nearest training image
     train_pixels: torch.Tensor  # (N, 1, 28, 28) in [0, 1]
 
-    def score(self, cfg: GanConfig, pixels: torch.Tensor, asked: torch.Tensor | None) -> dict[str, Any]:
-        """FID against half A, IS, the class histogram, nearest training images, the asked class's share."""
+    def score(self, cfg: GanConfig, pixels: torch.Tensor, asked: torch.Tensor | None,
+              train_ref: tuple[Any, Any] | None = None) -> dict[str, Any]:
+        """FID against half A, IS, the class histogram, nearest training images, the asked class's share; with
+        ``train_ref`` (training images' feature statistics) also ``fid_train``, the FID against those."""
         feats, logits = gm.classifier_features(self.model, pixels)
         probs = gm.probabilities(logits)
         pred = logits.argmax(1)
@@ -200,6 +202,8 @@ class Judge:
         d, _ = gm.nearest_neighbours(pixels[:cfg.nn_samples], self.train_pixels)
         out = {"fid": gm.frechet_distance(*gm.gaussian_stats(feats), *self.ref), "is_mean": is_mean, "is_std": is_std,
                "histogram": hist, "nn": gm.memorization_stats(d[:, 0], self.real_nn), "n": len(pixels)}
+        if train_ref is not None:
+            out["fid_train"] = gm.frechet_distance(*gm.gaussian_stats(feats), *train_ref)
         if asked is not None:
             hit = (pred == asked).double()
             out["asked_share"] = float(hit.mean())
@@ -239,17 +243,6 @@ def split_test_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------- training
-class FIDCurve(Callback):
-    """After every epoch: FID of ``curve_samples`` samples of a fixed z (row key ``fid``)."""
-
-    def __init__(self, cfg: GanConfig, generator: nn.Module, judge: Judge, z: torch.Tensor, y: torch.Tensor | None):
-        self.cfg, self.generator, self.judge, self.z, self.y = cfg, generator, judge, z, y
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        feats, _ = gm.classifier_features(self.judge.model, generate_pixels(self.generator, self.z, self.y))
-        row["fid"] = gm.frechet_distance(*gm.gaussian_stats(feats), *self.judge.ref)
-
-
 def train_gan(cfg: GanConfig, variant: str, seed: int, train: tuple[torch.Tensor, torch.Tensor], k: int,
               judge: Judge, ctx: RunContext) -> None:
     """Train one GAN on ``train`` (images in [-1, 1], labels in [0, k)) into its folder (kept when a resumed run
@@ -265,8 +258,11 @@ def train_gan(cfg: GanConfig, variant: str, seed: int, train: tuple[torch.Tensor
     batches = CriticBatches(TensorBatches(train, n_critic * cfg.batch_size, seed, ctx.info, cfg.steps_per_epoch),
                             n_critic)
     G = model["generator"]
-    callbacks = [FIDCurve(cfg, G, judge, *fixed_latents(cfg, cfg.curve_samples, seed, v.conditional, k, 12))] \
-        if cfg.curve_samples >= 2 else []
+    callbacks = []
+    if cfg.curve_samples >= 2:  # after every epoch: FID of curve_samples samples of a fixed z (column fid)
+        cz, cy = fixed_latents(cfg, cfg.curve_samples, seed, v.conditional, k, 12)
+        callbacks.append(EpochScores(lambda m: {"fid": gm.frechet_distance(*gm.gaussian_stats(
+            gm.classifier_features(judge.model, generate_pixels(m["generator"], cz, cy))[0]), *judge.ref)}))
     trainer = Trainer(dataclasses.replace(cfg, seed=seed), task, folder, batches, {}, ctx.device, ctx.info,
                       lambda m: ctx.main_log(f"[{variant} seed {seed}] {m}"), callbacks=callbacks)
     if ctx.resume and (folder / "checkpoints").is_dir():
@@ -407,10 +403,7 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
         for s in cfg.seeds:
             gan = run.load_weights(build_gan(cfg, variant, s, k), f"{model_dir(variant, s)}/model.safetensors")
             z, y = fixed_latents(cfg, n, s, VARIANTS[variant].conditional, k, tag=19)
-            pixels = generate_pixels(gan.to(device)["generator"], z, y)
-            scores.append(judge.score(cfg, pixels, y))
-            feats = gm.classifier_features(judge_model, pixels)[0]
-            scores[-1]["fid_train"] = gm.frechet_distance(*gm.gaussian_stats(feats), *train_ref)
+            scores.append(judge.score(cfg, generate_pixels(gan.to(device)["generator"], z, y), y, train_ref))
         out[f"{variant} fid"] = statistics.fmean(r["fid"] for r in scores)
         out[f"{variant} fid vs train"] = statistics.fmean(r["fid_train"] for r in scores)
         out[f"{variant} is"] = statistics.fmean(r["is_mean"] for r in scores)

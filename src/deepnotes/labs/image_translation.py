@@ -54,11 +54,12 @@ from deepnotes.data.splits import stratified_holdout
 from deepnotes.errors import UserError
 from deepnotes.experiment import Lab, Report, Run, RunContext
 from deepnotes.io import atomic_path
-from deepnotes.models.pixels import ZOO, ZooName, pixel_classifier
+from deepnotes.metrics.robustness import accuracy
+from deepnotes.models.pixels import ZooName, build_pixel_model
 from deepnotes.models.registry import create_model
 from deepnotes.report.gan_plots import plot_curves, plot_image_panels
 from deepnotes.report.plots import new_figure, save_figure
-from deepnotes.train import Callback, TensorBatches, Trainer, supervised_trainer
+from deepnotes.train import EpochScores, TensorBatches, Trainer, supervised_trainer
 from deepnotes.train.batches import seed_for
 from deepnotes.train.config import TrainConfig, option
 from deepnotes.train.image_translation import CycleGANTask, Pix2PixTask, UnpairedBatches, match_channels, to_signed
@@ -166,14 +167,6 @@ def to_uint8(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.mul(255).round().to(torch.uint8)
 
 
-@torch.no_grad()
-def accuracy(judge: nn.Module, pixels: torch.Tensor, labels: torch.Tensor) -> float:
-    judge.eval()
-    device = next(judge.parameters()).device
-    pred = torch.cat([judge(pixels[i:i + 500].to(device)).argmax(1).cpu() for i in range(0, len(pixels), 500)])
-    return float((pred == labels).float().mean())
-
-
 def image_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """Mean L1 and mean SSIM (skimage, data_range 1, 7x7 windows, channel axis for colour) over images; pixels in
     [0, 1], (N, C, H, W) each."""
@@ -182,27 +175,12 @@ def image_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     return {"l1": float(np.abs(p - t).mean()), "ssim": float(np.mean(ssim))}
 
 
-class ValScore(Callback):
-    """After every epoch, scores on validation images (row keys from ``score(model)``)."""
-
-    def __init__(self, score: Any):
-        self.score = score
-
-    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> None:
-        row.update(self.score(trainer.model))
-
-
 # ------------------------------------------------------------------------------------------------- training
 def judge_model(cfg: ImageTranslationConfig, channels: int, images: torch.Tensor) -> nn.Module:
     """A :data:`~deepnotes.models.pixels.ZOO` classifier of ``channels``-channel pixels in [0, 1], normalized by the
     pixel mean and std of ``images`` (uint8)."""
     px = to_pixels(images)
-    mean, std = float(px.mean()), float(px.std())
-    kind, kw = ZOO[cfg.classifier]
-    net = create_model(kind, in_channels=channels, num_classes=10, **kw)
-    if kind == "airbench":
-        net.init_whitening((px[:5000] - mean) / std)
-    return pixel_classifier(net, mean, std)
+    return build_pixel_model(cfg.classifier, 10, float(px.mean()), float(px.std()), images[:5000], channels)
 
 
 def train_judge(cfg: ImageTranslationConfig, name: str, train: tuple[torch.Tensor, torch.Tensor], epochs: int,
@@ -227,7 +205,7 @@ def fit(cfg: ImageTranslationConfig, name: str, model: nn.ModuleDict, task: Any,
         ctx: RunContext) -> float:
     folder = ctx.run_dir / "models" / name
     trainer = Trainer(cfg, task, folder, batches, {}, ctx.device, ctx.info, lambda m: ctx.main_log(f"[{name}] {m}"),
-                      callbacks=[ValScore(score)])
+                      callbacks=[EpochScores(score)])
     return trainer.fit_or_load(ctx.resume)
 
 

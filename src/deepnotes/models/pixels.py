@@ -56,18 +56,19 @@ def pixel_classifier(net: nn.Module, mean: float | Sequence[float], std: float |
 
 
 def build_pixel_model(name: str, num_classes: int, mean: float, std: float,
-                      whiten: torch.Tensor | None = None) -> nn.Sequential:
-    """:data:`ZOO` model ``name`` behind ``Standardize(mean, std)``: pixels (B, 1, 28, 28) in [0, 1] -> logits (B, K).
+                      whiten: torch.Tensor | None = None, in_channels: int = 1) -> nn.Sequential:
+    """:data:`ZOO` model ``name`` behind ``Standardize(mean, std)``: pixels (B, C, 28, 28) in [0, 1] -> logits (B, K).
 
     Args:
-        whiten: uint8 training images (N, 1, 28, 28) that set airbench's frozen whitening layer; None when weights
+        whiten: uint8 training images (N, C, 28, 28) that set airbench's frozen whitening layer; None when weights
             will be loaded.
+        in_channels: C, the images' channels (1: grey; 3: e.g. the MNIST-M blends).
 
     Raises:
         KeyError: an unknown name.
     """
     kind, kw = ZOO[name]
-    net = create_model(kind, in_channels=1, num_classes=num_classes, **kw)
+    net = create_model(kind, in_channels=in_channels, num_classes=num_classes, **kw)
     if kind == "airbench" and whiten is not None:  # its frozen first layer whitens 2x2 patches of the inputs
         net.init_whitening((whiten.float() / 255 - mean) / std)
     return pixel_classifier(net, mean, std)

@@ -60,7 +60,7 @@ from deepnotes.train.task import (
     Task,
 )
 
-__all__ = ["IGNORE_INDEX", "Callback", "Trainer", "TrainingDiverged", "make_optimizer", "optimizer_impl_kwargs",
+__all__ = ["IGNORE_INDEX", "Callback", "EpochScores", "Trainer", "TrainingDiverged", "make_optimizer", "optimizer_impl_kwargs",
            "supervised_trainer"]
 
 
@@ -77,6 +77,21 @@ class Callback:
     def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
         """After the epoch's evaluation, before its checkpoint (``row`` is the metrics row; add keys to it). Set
         ``trainer.should_stop = True`` to end training after this epoch (early stopping)."""
+
+
+class EpochScores(Callback):
+    """After every epoch, the keys of ``score(trainer.model)`` added to the metrics row (e.g. a validation FID or
+    SSIM that the task's own evaluation does not compute).
+
+    Args:
+        score: model -> ``{column: value}``; called with ``trainer.model`` after each epoch's evaluation.
+    """
+
+    def __init__(self, score: Callable[[nn.Module], dict[str, Any]]):
+        self.score = score
+
+    def on_epoch_end(self, trainer: "Trainer", row: dict[str, Any]) -> None:
+        row.update(self.score(trainer.model))
 
 
 class _Sums:
