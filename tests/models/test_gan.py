@@ -125,3 +125,22 @@ def test_interpolate_latents_and_generate_pixels():
     with torch.no_grad():  # eval mode, batch by batch: the same images as all at once, (tanh + 1) / 2
         ref = (g.eval()(zi, torch.tensor([0, 1] * 4)) + 1) / 2
     assert torch.allclose(px, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["none", "spectral"])
+def test_auxiliary_classifier_reads_the_same_features(norm):
+    """AC-GAN's head: forward_aux gives D(x, y) unchanged and aux(phi(x)) as class logits; spectral with SN-GAN's D;
+    a discriminator built without it says so."""
+    torch.manual_seed(0)
+    d = create_model("gan-discriminator", width=4, norm=norm, num_classes=3, aux_classes=3,
+                     generator=torch.Generator().manual_seed(1)).eval()
+    x, y = torch.randn(5, 1, 28, 28), torch.tensor([0, 1, 2, 1, 0])
+    logits, class_logits = d.forward_aux(x, y)
+    assert class_logits.shape == (5, 3)
+    torch.testing.assert_close(logits, d(x, y))
+    torch.testing.assert_close(class_logits, d.aux(d.features(x)))
+    assert hasattr(d.aux, "parametrizations") == (norm == "spectral")
+    with pytest.raises(ValueError, match="auxiliary"):
+        Discriminator28(width=4, num_classes=3).forward_aux(x, y)
+    with pytest.raises(ValueError, match="aux_classes"):
+        Discriminator28(width=4, aux_classes=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deepnotes.train import TensorBatches
@@ -100,3 +101,48 @@ def test_d_lr_scale_sets_the_discriminator_step_and_survives_the_schedule(scale)
     assert [g["lr_scale"] for g in opts["discriminator"].param_groups] == [scale]
     assert opts["discriminator"].param_groups[0]["lr"] == pytest.approx(0.05 * scale)
     assert opts["generator"].param_groups[0]["lr"] == pytest.approx(0.05)
+
+
+class AuxD(SmallD):
+    """SmallD with AC-GAN's class head: ``forward_aux`` -> (logits (B,), class logits (B, 4))."""
+
+    def __init__(self):
+        super().__init__(conditional=True)
+        self.cls = nn.Linear(3, 4)
+
+    def forward_aux(self, x, y):
+        return self.forward(x, y), self.cls(x)
+
+
+def test_ac_gan_adds_both_class_losses_to_d_and_the_fake_one_to_g():
+    """One discriminator update: its reported loss is the hinge loss plus w (CE on real + CE on generated), with
+    the noise and labels the step draws; the class head moves; G's loss carries w CE too."""
+    w, K = 2.0, 4
+    variant = GANVariant("ac", "hinge", conditional=True, aux_weight=w)
+    x, y = torch.randn(1, 6, 3), torch.randint(K, (1, 6), generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"generator": RecordingG(True), "discriminator": AuxD()})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = GANTask(model, variant, 2, lr=0.05, beta1=0.5, num_classes=K)
+    g = torch.Generator().manual_seed(1)
+    z, y_fake = torch.randn(6, 2, generator=g), torch.randint(K, (6,), generator=g)  # the step's first draws
+    G, D = model["generator"], model["discriminator"]
+    with torch.no_grad():
+        fake = G(z, y_fake)
+        (d_real, c_real), (d_fake, c_fake) = D.forward_aux(x[0], y[0]), D.forward_aux(fake, y_fake)
+        want = (torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean()
+                + w * (F.cross_entropy(c_real, y[0]) + F.cross_entropy(c_fake, y_fake)))
+    opts = task.configure_optimizers(None)
+    out = task.training_step(model, (x, y), Step(0, 0, 1, generator=torch.Generator().manual_seed(1),
+                                                  optimizers=opts))
+    assert out.sums["d_loss"] == pytest.approx(float(want), rel=1e-6)
+    assert not torch.equal(model.state_dict()["discriminator.cls.weight"], before["discriminator.cls.weight"])
+    z2, y2 = torch.randn(6, 2, generator=g), torch.randint(K, (6,), generator=g)  # the generator update's draws
+    G0 = RecordingG(True)
+    G0.load_state_dict({k.removeprefix("generator."): v for k, v in before.items() if k.startswith("generator.")})
+    with torch.no_grad():  # G's loss is taken with D after its update and G before its own
+        d_gen, c_gen = D.forward_aux(G0(z2, y2), y2)
+        want_g = -d_gen.mean() + w * F.cross_entropy(c_gen, y2)
+    assert out.sums["g_loss"] == pytest.approx(float(want_g), rel=1e-6)
+    with pytest.raises(ValueError, match="conditional"):
+        GANTask(model, GANVariant("ac", "hinge", aux_weight=1.0), 2, 0.1, 0.5)

@@ -108,6 +108,9 @@ class GanConfig(TrainConfig):
                                            range="[0, 1)")
     sn_d_lr_scale: float = option(1.0, "sn-gan's and cgan's discriminator learning rate over --lr (TTUR: 4)",
                                   range="(0, 100]")
+    cgan_aux_weight: float = option(0.0, "cgan: weight of AC-GAN's auxiliary classification loss (Odena et al. "
+                                    "2017), a class head on D's features beside the projection (0 = off)",
+                                    range="[0, 100]")
     classifier: ZooName = option("lenet5-wide", "the judge: a Fashion-MNIST classifier whose penultimate features "
                                  "give FID")
     classifier_epochs: int = option(3, "the judge's epochs over the training images", range="[1, 1000]")
@@ -150,21 +153,28 @@ def model_dir(variant: str, seed: int) -> str:
 
 def build_gan(cfg: GanConfig, variant: str, seed: int, num_classes: int) -> nn.ModuleDict:
     """``{"generator", "discriminator"}`` of ``variant``, initialized from ``seed``."""
-    v = VARIANTS[variant]
+    v = variant_of(cfg, variant)
     k = num_classes if v.conditional else 0
     torch.manual_seed(seed)
     norm = "spectral" if v.spectral else "none" if v.gp else "batch"
     return nn.ModuleDict({
         "generator": create_model("gan-generator", z_dim=cfg.z_dim, width=cfg.g_width, num_classes=k),
         "discriminator": create_model("gan-discriminator", width=cfg.d_width, norm=norm, num_classes=k,
-                                      generator=torch.Generator().manual_seed(seed_for(seed, 7)))})
+                                      generator=torch.Generator().manual_seed(seed_for(seed, 7)),
+                                      aux_classes=k if v.aux_weight else 0)})
 
 
 def variant_of(cfg: GanConfig, variant: str) -> GANVariant:
-    """VARIANTS[variant] with the flags that change it: the spectral variants' loss, betas and D learning rate."""
+    """VARIANTS[variant] with the flags that change it: the spectral variants' loss, betas and D learning rate, the
+    conditional one's AC-GAN weight."""
     v = VARIANTS[variant]
-    return dataclasses.replace(v, loss=cfg.sn_loss, betas=cfg.sn_betas, d_lr_scale=cfg.sn_d_lr_scale) \
-        if v.spectral else v
+    if v.spectral:
+        v = dataclasses.replace(v, loss=cfg.sn_loss, betas=cfg.sn_betas, d_lr_scale=cfg.sn_d_lr_scale)
+    if v.conditional and cfg.cgan_aux_weight:
+        v = dataclasses.replace(v, aux_weight=cfg.cgan_aux_weight, label="cGAN (projection + AC)",
+                                source=v.source + f"; AC-GAN's class head on D, weight {cfg.cgan_aux_weight:g} "
+                                "(Odena et al. 2017)")
+    return v
 
 
 def critic_updates(cfg: GanConfig, v: GANVariant) -> int:
@@ -416,8 +426,8 @@ def evaluate(run: Run, data: str | None, device: torch.device) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------------- report
 def _grids(run: Run, cfg: GanConfig, key: str, cols: int) -> dict[str, tuple[torch.Tensor, int]]:
     seed = cfg.seeds[0]
-    return {f"{VARIANTS[v].label}, seed {seed}": (load_file(str(run / model_dir(v, seed) / "samples.safetensors"))[key],
-                                                  cols) for v in cfg.variants}
+    return {f"{variant_of(cfg, v).label}, seed {seed}":
+            (load_file(str(run / model_dir(v, seed) / "samples.safetensors"))[key], cols) for v in cfg.variants}
 
 
 def report(run: Run) -> Path:
@@ -426,16 +436,16 @@ def report(run: Run) -> Path:
     classes = info["classes"]
     rows_v = {v: res["variants"][v] for v in cfg.variants}  # the command line's order (the JSON's keys are sorted)
     floor, real = res["floor"], res["real"]
-    labels = {f"{VARIANTS[v].label}, seed {cfg.seeds[0]}": [c[:10] for c in classes] for v in cfg.variants
+    labels = {f"{variant_of(cfg, v).label}, seed {cfg.seeds[0]}": [c[:10] for c in classes] for v in cfg.variants
               if VARIANTS[v].conditional}
     plot_image_panels(_grids(run, cfg, "grid", GRID), run / "samples.png", "samples of a fixed z (cGAN: one class "
                       "per row)", row_labels=labels)
     plot_image_panels(_grids(run, cfg, "interpolations", GRID + 1), run / "interpolations.png",
                       "latent interpolations: (1 - t) z0 + t z1 (cGAN: classes 0, 1, 7, 9)")
-    plot_class_histograms({**{VARIANTS[v].label: r["shares"] for v, r in rows_v.items()},
+    plot_class_histograms({**{variant_of(cfg, v).label: r["shares"] for v, r in rows_v.items()},
                            "real (test half B)": real["histogram"]["shares"]}, classes, run / "class_histograms.png",
                           "classes the judge gives the samples (mean over seeds)")
-    plot_curves({VARIANTS[v].label: r["curve_fid"] for v, r in rows_v.items()}, run / "fid_curves.png",
+    plot_curves({variant_of(cfg, v).label: r["curve_fid"] for v, r in rows_v.items()}, run / "fid_curves.png",
                 f"FID on {cfg.curve_samples} samples (mean over seeds)", floor["fid"])
     nn_rows = {}
     for v in cfg.variants:
@@ -444,7 +454,7 @@ def report(run: Run) -> Path:
             nn_rows[f"{v} #{j + 1}"] = (t["nn_queries"][j], t["nn_images"][3 * j:3 * j + 3], t["nn_distances"][j])
     plot_neighbours(nn_rows, run / "neighbours.png", "samples and their 3 nearest training images (pixel distance)")
     fmt = lambda x: f"{x:.3f}"  # noqa: E731
-    table = [[VARIANTS[v].label, f"{fmt(r['fid_mean'])} ± {fmt(r['fid_std'])}", f"{r['is_mean']:.2f}",
+    table = [[variant_of(cfg, v).label, f"{fmt(r['fid_mean'])} ± {fmt(r['fid_std'])}", f"{r['is_mean']:.2f}",
               f"{r['covered_mean']:.1f}/{len(classes)}", f"{r['effective_classes_mean']:.2f}", f"{r['tv_mean']:.3f}",
               f"{r['nn_ratio_mean']:.2f}", f"{100 * r['asked_share_mean']:.1f}%" if "asked_share_mean" in r else "-"]
              for v, r in rows_v.items()]
@@ -484,7 +494,8 @@ def report(run: Run) -> Path:
     rep.figure("Nearest training images (memorization)", "neighbours.png")
     rep.table("FID per seed", ["variant", "source", *(f"seed {s}" for s in cfg.seeds), "training (all seeds)",
                                "generated images/s"],
-              [[VARIANTS[v].label, VARIANTS[v].source, *(fmt(f) for f in r["fid"]), f"{r['train_time_s']:.0f} s",
+              [[variant_of(cfg, v).label, variant_of(cfg, v).source, *(fmt(f) for f in r["fid"]),
+                f"{r['train_time_s']:.0f} s",
                 f"{r['generated_per_s_mean']:.0f}"] for v, r in rows_v.items()])
     if "cgan" in rows_v:
         rows = [["cGAN samples judged as asked", *(f"{100 * a:.0f}%" for a in rows_v["cgan"]["asked_share_per_class"])]]

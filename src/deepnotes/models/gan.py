@@ -5,7 +5,7 @@ spectral normalization); Radford et al. 2016 (DCGAN: transposed convolutions wit
 output, strided convolutions with LeakyReLU(0.2) in D, weights from N(0, 0.02)); Gulrajani et al. 2017 (the
 WGAN-GP critic has no batch norm: the penalty is per sample); Miyato et al. 2018 (SN-GAN: spectral normalization on
 every layer of D, :mod:`deepnotes.nn.spectral`); Miyato & Koyama 2018 (conditional batch norm in G, the projection
-discriminator, :mod:`deepnotes.nn.conditional_gan`).
+discriminator, :mod:`deepnotes.nn.conditional_gan`); Odena et al. 2017 (AC-GAN: D also classifies its input).
 
 Shapes (``w`` = ``width``)::
 
@@ -13,6 +13,7 @@ Shapes (``w`` = ``width``)::
        ReLU -> ConvT 4x4/2 -> (B, 1, 28, 28) -> tanh                    (BN: conditional on y when num_classes > 0)
     D: x (B, 1, 28, 28) -> Conv 4x4/2 -> (B, w, 14, 14) -> LReLU -> Conv 4x4/2 -> (B, 2w, 7, 7) -> [BN] -> LReLU
        -> flatten: phi(x) (B, 2w*49) -> psi(phi) [+ embed(y)^T phi]  -> (B,)
+                                       [-> aux(phi) (B, K): AC-GAN's auxiliary classifier, aux_classes > 0]
 
 Registered: ``gan-generator`` and ``gan-discriminator`` (``norm``: ``batch`` for DCGAN, ``none`` for the WGAN-GP
 critic, ``spectral`` for SN-GAN; ``num_classes > 0`` makes either conditional). The generator's images are in
@@ -112,22 +113,26 @@ class Discriminator28(nn.Module):
             ``spectral`` (SN-GAN: every convolution, the linear map and the class embedding spectrally normalized,
             no batch norm).
         num_classes: K > 0: a projection discriminator, ``psi(phi(x)) + embed(y)^T phi(x)``; 0: ``psi(phi(x))``.
+        aux_classes: K' > 0: also an auxiliary classifier ``aux(phi(x))`` (Odena et al. 2017, AC-GAN: class logits
+            from the same features; spectrally normalized with ``norm="spectral"``), read by :meth:`forward_aux`;
+            0 (default): none.
         slope: LeakyReLU's negative slope (DCGAN: 0.2).
         generator: the source of the spectral norm's initial power-iteration vectors.
 
     Shapes:
-        x: (B, in_channels, 28, 28), y: (B,) or None -> (B,) logits or scores; :meth:`features`: (B, 2w*49).
+        x: (B, in_channels, 28, 28), y: (B,) or None -> (B,) logits or scores; :meth:`features`: (B, 2w*49);
+        :meth:`forward_aux`: ((B,), (B, K')).
 
     Raises:
-        ValueError: a size below 1, an unknown ``norm``, ``num_classes < 0``.
+        ValueError: a size below 1, an unknown ``norm``, ``num_classes < 0`` or ``aux_classes < 0``.
     """
 
     def __init__(self, width: int = 32, in_channels: int = 1, norm: Norm = "batch", num_classes: int = 0,
-                 slope: float = 0.2, generator: torch.Generator | None = None):
+                 slope: float = 0.2, generator: torch.Generator | None = None, aux_classes: int = 0):
         super().__init__()
-        if min(width, in_channels) < 1 or num_classes < 0:
-            raise ValueError(f"width and in_channels must be >= 1 and num_classes >= 0, got {width}, {in_channels}, "
-                             f"{num_classes}")
+        if min(width, in_channels) < 1 or num_classes < 0 or aux_classes < 0:
+            raise ValueError(f"width and in_channels must be >= 1, num_classes and aux_classes >= 0, got {width}, "
+                             f"{in_channels}, {num_classes}, {aux_classes}")
         if norm not in ("batch", "none", "spectral"):
             raise ValueError(f"norm must be 'batch', 'none' or 'spectral', got {norm!r}")
         self.num_classes = num_classes
@@ -136,9 +141,10 @@ class Discriminator28(nn.Module):
         self.bn = nn.BatchNorm2d(2 * width) if norm == "batch" else nn.Identity()
         self.act = nn.LeakyReLU(slope)
         self.head = ProjectionHead(2 * width * 7 * 7, num_classes, spectral=norm == "spectral", generator=generator)
+        self.aux = nn.Linear(2 * width * 7 * 7, aux_classes) if aux_classes else None
         if norm == "spectral":
-            for conv in (self.conv1, self.conv2):
-                spectral_norm(conv, generator=generator)
+            for layer in (self.conv1, self.conv2, *([self.aux] if self.aux is not None else [])):
+                spectral_norm(layer, generator=generator)
 
     def features(self, x: Tensor) -> Tensor:
         """phi(x): (B, C, 28, 28) -> (B, 2w*49)."""
@@ -151,6 +157,19 @@ class Discriminator28(nn.Module):
             raise ValueError("this discriminator is class-conditional (projection): call it as D(x, y)")
         return self.head(self.features(x), y)
 
+    def forward_aux(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(D(x, y), aux(phi(x)))`` from one pass through the features: (B,) logits and (B, K') class logits.
+
+        Raises:
+            ValueError: built without ``aux_classes``; as :meth:`forward`.
+        """
+        if self.aux is None:
+            raise ValueError("this discriminator has no auxiliary classifier: build it with aux_classes > 0")
+        if self.num_classes and y is None:
+            raise ValueError("this discriminator is class-conditional (projection): call it as D(x, y)")
+        phi = self.features(x)  # (B, 2w*49)
+        return self.head(phi, y), self.aux(phi)
+
 
 @register_model("gan-generator")
 def gan_generator(z_dim: int = 64, width: int = 32, out_channels: int = 1, num_classes: int = 0) -> Generator28:
@@ -162,10 +181,10 @@ def gan_generator(z_dim: int = 64, width: int = 32, out_channels: int = 1, num_c
 
 @register_model("gan-discriminator")
 def gan_discriminator(width: int = 32, in_channels: int = 1, norm: Norm = "batch", num_classes: int = 0,
-                      generator: torch.Generator | None = None) -> Discriminator28:
+                      generator: torch.Generator | None = None, aux_classes: int = 0) -> Discriminator28:
     """:class:`Discriminator28`, DCGAN's initialization applied (before spectral normalization's first
     iterations are re-run on the new weights)."""
-    d = Discriminator28(width, in_channels, norm, num_classes, generator=generator)
+    d = Discriminator28(width, in_channels, norm, num_classes, generator=generator, aux_classes=aux_classes)
     dcgan_init_(d)
     if norm == "spectral":  # the stored singular vectors were found for the old weights: iterate on the new ones
         for m in d.modules():

@@ -4,7 +4,8 @@ Sources: EE-559 11-1 "Adversarial Networks" (Fleuret's loop: a discriminator ste
 then a generator step, Adam for both) and 11-2 "Wasserstein GAN" (``n_critic`` critic updates per generator
 update, clipping or a gradient penalty); Goodfellow et al. 2014, Algorithm 1 (``k`` discriminator steps per
 generator step); Arjovsky et al. 2017 and Gulrajani et al. 2017 (the WGAN loops and their optimizers); Miyato &
-Koyama 2018 (a class-conditional game: ``G(z, y)`` and ``D(x, y)``, the generated labels drawn uniformly).
+Koyama 2018 (a class-conditional game: ``G(z, y)`` and ``D(x, y)``, the generated labels drawn uniformly); Odena et
+al. 2017 (AC-GAN: D also classifies real and generated images, and both networks lower that classification loss).
 
 The losses, the clipping and the penalty are :mod:`deepnotes.nn.gan`; this module holds what every GAN lab shares
 around them:
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deepnotes.nn.gan import GAN_LOSSES, clip_weights_, gradient_penalty
@@ -51,6 +53,9 @@ class GANVariant:
             Heusel et al. 2017: e.g. 4 with G at 1e-4 and D at 4e-4); carried as the param group's ``lr_scale``,
             so the Trainer's schedule keeps the ratio.
         conditional: ``G(z, y)`` and ``D(x, y)`` on class labels (batches are ``(x, y)``).
+        aux_weight: AC-GAN's auxiliary classification loss (Odena et al. 2017, eq. 3-4), for a conditional variant
+            whose D has ``forward_aux``: D adds ``w (CE(C(x), y) + CE(C(G(z, y')), y'))``, G adds
+            ``w CE(C(G(z, y')), y')`` (``C``: D's class logits); 0 (default): off.
         source: the paper.
     """
 
@@ -64,6 +69,7 @@ class GANVariant:
     betas: tuple[float, float] | None = None
     d_lr_scale: float = 1.0
     conditional: bool = False
+    aux_weight: float = 0.0
     source: str = ""
 
 
@@ -120,7 +126,7 @@ class GANTask(Task):
         num_classes: the labels' range for a conditional variant (>= 1 then).
 
     Raises:
-        ValueError: a conditional variant without ``num_classes``.
+        ValueError: a conditional variant without ``num_classes``; ``aux_weight`` on an unconditional variant.
     """
 
     manual_optimization = True
@@ -130,6 +136,8 @@ class GANTask(Task):
         super().__init__(model)
         if variant.conditional and num_classes < 1:
             raise ValueError(f"a conditional GAN needs num_classes >= 1, got {num_classes}")
+        if variant.aux_weight and not variant.conditional:
+            raise ValueError(f"aux_weight {variant.aux_weight} needs a conditional variant (labels to classify)")
         self.variant, self.z_dim, self.lr, self.beta1 = variant, z_dim, lr, beta1
         self.clip_value, self.gp_weight, self.num_classes = clip_value, gp_weight, num_classes
         self.d_loss, self.g_loss = GAN_LOSSES[variant.loss]
@@ -173,13 +181,24 @@ class GANTask(Task):
         def disc(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
             return (D(x) if y is None else D(x, y)).reshape(len(x))  # (B,)
 
+        w = self.variant.aux_weight
+
+        def disc_aux(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """AC-GAN: D's logits (B,) and its auxiliary classifier's cross-entropy on labels y (a scalar)."""
+            logits, class_logits = D.forward_aux(x, y)  # (B,), (B, K)
+            return logits.reshape(len(x)), F.cross_entropy(class_logits, y)
+
         d_total = 0.0
         for i, real in enumerate(xs):  # (B, ...) each
             y_real = None if ys is None else ys[i]
             z, y_fake = self._noise(len(real), step, device)
             with torch.no_grad():  # D's step needs no graph through G (batch norm still updates its statistics)
                 fake = gen(z, y_fake)
-            d_loss = self.d_loss(disc(real, y_real), disc(fake, y_fake))
+            if w:
+                (d_real, c_real), (d_fake, c_fake) = disc_aux(real, y_real), disc_aux(fake, y_fake)
+                d_loss = self.d_loss(d_real, d_fake) + w * (c_real + c_fake)
+            else:
+                d_loss = self.d_loss(disc(real, y_real), disc(fake, y_fake))
             if self.variant.gp:  # the conditional critic is penalized at the real samples' labels
                 d_loss = d_loss + gradient_penalty(lambda x: disc(x, y_real), real, fake, self.gp_weight,
                                                    step.generator)
@@ -190,7 +209,11 @@ class GANTask(Task):
                 clip_weights_(D, self.clip_value)
             d_total += float(d_loss.detach())
         z, y_fake = self._noise(xs.shape[1], step, device)
-        g_loss = self.g_loss(disc(gen(z, y_fake), y_fake))
+        if w:
+            g_fake, c_fake = disc_aux(gen(z, y_fake), y_fake)
+            g_loss = self.g_loss(g_fake) + w * c_fake
+        else:
+            g_loss = self.g_loss(disc(gen(z, y_fake), y_fake))
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
