@@ -3,16 +3,17 @@
 Sources: EE-559 11-1/11-2 (DCGAN, WGAN, spectral normalization); ML2021 "GAN (1)-(4)" (the game, WGAN, evaluation
 by a classifier: quality, diversity, mode collapse and dropping, FID, memorization; conditional generation). Papers:
 Radford et al. 2016 (DCGAN), Gulrajani et al. 2017 (WGAN-GP), Miyato et al. 2018 (SN-GAN, hinge loss), Miyato &
-Koyama 2018 (projection discriminator, conditional batch norm), Heusel et al. 2017 (FID), Salimans et al. 2016 (IS).
+Koyama 2018 (projection discriminator, conditional batch norm), Odena et al. 2017 (AC-GAN), Heusel et al. 2017
+(FID), Salimans et al. 2016 (IS).
 
 Variants (:data:`VARIANTS`; networks :mod:`deepnotes.models.gan`, the game :class:`deepnotes.train.gan.GANTask`):
 ``dcgan`` (batch norm in G and D, non-saturating loss), ``wgan-gp`` (critic without batch norm, ``--n-critic``
 updates, penalty ``--gp-weight``, Adam betas (0.5, 0.9)), ``sn-gan`` (spectral norm on every layer of D,
 ``--sn-loss``, ``--sn-n-critic`` updates of D, Adam ``--sn-betas`` (0, 0.9): Miyato et al.'s recipe) and ``cgan``
-(SN-GAN's D as a projection discriminator; G reads ``one_hot(y)`` beside z and has conditional batch norm; the same
-recipe). Every model gets the same budget in generator updates (``--epochs`` x ``--steps-per-epoch`` of batch
-``--batch-size``), trains in its own Trainer folder, and is scored every epoch (FID on ``--curve-samples``) and at
-the end.
+(SN-GAN's D as a projection discriminator with AC-GAN's class head beside it, ``--cgan-aux-weight``; G reads
+``one_hot(y)`` beside z and has conditional batch norm; the same recipe). Every model gets the same budget in
+generator updates (``--epochs`` x ``--steps-per-epoch`` of batch ``--batch-size``), trains in its own Trainer
+folder, and is scored every epoch (FID on ``--curve-samples``) and at the end.
 
 The judge (:mod:`deepnotes.metrics.generative`): a ``--classifier`` from :data:`deepnotes.models.pixels.ZOO` trained
 once per run on the training images (its test accuracy recorded); its penultimate features give FID, its softmax the
@@ -71,7 +72,7 @@ VARIANTS: dict[str, GANVariant] = {
                          source="Miyato et al. 2018 (SN on every layer of D; hinge; 5 D updates, Adam (0, 0.9))"),
     "cgan": GANVariant("cGAN (projection)", "hinge", spectral=True, conditional=True, betas=(0.0, 0.9),
                        source="Miyato & Koyama 2018 (projection D with SN); G: one-hot y input, conditional BN"),
-}
+}  # variant_of() adds the flags: the cgan's AC-GAN head (--cgan-aux-weight) relabels it "cGAN (projection + AC)"
 GRID = 8  # samples per grid row
 
 
@@ -108,8 +109,8 @@ class GanConfig(TrainConfig):
                                            range="[0, 1)")
     sn_d_lr_scale: float = option(1.0, "sn-gan's and cgan's discriminator learning rate over --lr (TTUR: 4)",
                                   range="(0, 100]")
-    cgan_aux_weight: float = option(0.0, "cgan: weight of AC-GAN's auxiliary classification loss (Odena et al. "
-                                    "2017), a class head on D's features beside the projection (0 = off)",
+    cgan_aux_weight: float = option(1.0, "cgan: weight of AC-GAN's auxiliary classification loss (Odena et al. "
+                                    "2017: 1), a class head on D's features beside the projection (0 = off)",
                                     range="[0, 100]")
     classifier: ZooName = option("lenet5-wide", "the judge: a Fashion-MNIST classifier whose penultimate features "
                                  "give FID")
