@@ -165,3 +165,13 @@ def test_bad_qa_json_content_exits_2_without_a_run_folder(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "answer_start" in err[0]
     assert not (tmp_path / "o" / LAB).exists()
+
+
+def test_ladder_preset_asks_for_the_mlm_checkpoint(tmp_path, capsys):
+    """The ladder preset fine-tunes random, mlm and minilm: without --mlm-checkpoint it stops before any work."""
+    assert lab.PRESETS["ladder"]["init"] == ("random", "mlm", "minilm")
+    assert lab.PRESETS["pretrain"]["task"] == "pretrain"
+    assert main(["run", LAB, "--preset", "ladder", "--task", "punctuation", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mlm-checkpoint" in err[0], err
+    assert not (tmp_path / LAB).exists()
