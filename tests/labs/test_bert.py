@@ -144,12 +144,37 @@ def test_encoders_agree_with_the_tokenizer():
         len(feats.example)))
 
 
+@NEEDS_FORTUNES
+@NEEDS_KJV
+def test_pretrain_with_next_sentence_prediction(tmp_path):
+    """--nsp: pairs from documents (KJV chapters, fortunes' sentences), half of B's from another document; the
+    run records masked-LM and NSP metrics, and its encoder (pooler and segment embeddings trained) starts
+    next-verse."""
+    docs = lab.pretrain_documents(0)
+    texts = lab.pretrain_texts(0)
+    kjv = [d for d in docs if len(d) > 1 and d[0] in texts[:40]]
+    assert kjv and all(len(d) > 1 for d in kjv)  # chapters of verses, in order
+    assert sum(len(d) for d in docs) > len(texts)  # fortunes split into sentences
+    out = tmp_path / "runs"
+    assert main(["run", LAB, *FAST, "--task", "pretrain", "--nsp", "--limit-train", "16", "--limit-eval", "8",
+                 "--out", str(out / "pre")]) == 0
+    (pre,) = list((out / "pre" / LAB).iterdir())
+    res = json.loads((pre / "results.json").read_text())
+    assert res["nsp"] and 0 <= res["val_nsp_acc"] <= 1 and res["texts"] == {"train": 16, "val": 8}
+    rows = read_metrics_csv(pre / "metrics.csv")
+    row = rows[-1]
+    assert float(row["val_loss"]) == pytest.approx(float(row["val_mlm_loss"]) + float(row["val_nsp_loss"]),
+                                                   rel=1e-5)
+    assert main(["run", LAB, *FAST, "--task", "next-verse", "--init", "mlm", "--mlm-checkpoint", str(pre),
+                 "--out", str(out / "nv")]) == 0
+
+
 @pytest.mark.parametrize("args,flag", [
     (["--init", "random,bogus"], "init"), (["--init", "mlm"], "mlm-checkpoint"),
     (["--init", "mlm", "--mlm-checkpoint", "/nonexistent/run"], "mlm-checkpoint"),
     (["--task", "punctuation", "--losses", "soft-f1"], "losses"), (["--task", "qa", "--qa-json", "/no/file.json"],
                                                                    "qa-json"),
-    (["--hidden", "30", "--heads", "4"], "hidden"), (["--epochs", "0"], "epochs")])
+    (["--hidden", "30", "--heads", "4"], "hidden"), (["--epochs", "0"], "epochs"), (["--nsp"], "nsp")])
 def test_bad_input_exits_2_with_one_line_and_no_run_folder(tmp_path, capsys, args, flag):
     assert main(["run", LAB, *FAST, *args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

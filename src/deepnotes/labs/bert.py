@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ from deepnotes.models.bert import BertConfig, BertForPreTraining, BertModel, Wor
 from deepnotes.nn.bert_heads import (IGNORE_INDEX, PairClassificationHead, SequenceClassificationHead,
                                      SpanExtractionHead, TokenClassificationHead, align_word_labels, best_span,
                                      soft_f1_loss, span_loss)
-from deepnotes.nn.pretraining import mask_tokens
+from deepnotes.nn.pretraining import mask_tokens, nsp_pairs
 from deepnotes.report import read_metrics_csv
 from deepnotes.report.plots import new_figure, save_figure
 from deepnotes.train import EvalBatches, TensorBatches, Trainer
@@ -118,6 +119,8 @@ class BertLabConfig(TrainConfig):
     heads: int = option(4, "attention heads of the small BERT", range="[1, 32]")
     dropout: float = option(0.1, "dropout of BERT and of the heads", range="[0, 1)")
     mask_probability: float = option(0.15, "pretrain: share of word pieces chosen for masked LM", range="(0, 1)")
+    nsp: bool = option(False, "pretrain: also next-sentence prediction on sentence pairs (KJV verses of a chapter, "
+                       "sentences of a fortune; half the B's from another document)")
 
     def check(self) -> None:
         super().check()
@@ -135,6 +138,8 @@ class BertLabConfig(TrainConfig):
             raise UserError(f"--hidden {self.hidden} must be divisible by --heads {self.heads}")
         if "mlm" in self.init and self.task != "pretrain":
             check_mlm_checkpoint(self.mlm_checkpoint)
+        if self.nsp and self.task != "pretrain":
+            raise UserError("--nsp is for --task pretrain")
         if self.qa_json and self.task != "qa":
             raise UserError("--qa-json is for --task qa")
         if self.qa_json and not Path(self.qa_json).is_file():
@@ -309,23 +314,34 @@ class SavablePreTraining(BertForPreTraining):
 
 
 class PretrainTask(Task):
-    """Masked-LM loss of :class:`~deepnotes.models.bert.BertForPreTraining`; masks drawn per update from the step's
-    seeded generator (evaluation: from a generator seeded by the batch, so every evaluation masks alike)."""
+    """Masked-LM loss (plus next-sentence prediction when batches carry its labels) of
+    :class:`~deepnotes.models.bert.BertForPreTraining`; masks drawn per update from the step's seeded generator
+    (evaluation: from a generator seeded by the batch, so every evaluation masks alike).
+
+    A batch is ``(input_ids, token_type_ids, attention_mask[, nsp_labels])``. Metrics, per masked word piece:
+    ``loss`` (masked LM + NSP); with NSP also ``mlm_loss``, ``nsp_loss`` and ``nsp_acc`` (each batch's NSP value
+    weighted by its masked pieces).
+    """
 
     def __init__(self, model: BertForPreTraining, tok: WordPieceTokenizer, probability: float, device: torch.device):
         super().__init__(model)
         self.tok, self.probability, self.device = tok, probability, device
 
     def training_step(self, model: nn.Module, batch: Any, step: Step) -> StepOutput:
-        ids, types, mask = trim(batch)
+        ids, types, mask, *rest = trim(batch)
         g = step.generator if step.train else torch.Generator().manual_seed(seed_for(int(ids.sum()), ids.shape[1]))
         x, labels = mask_tokens(ids, self.tok.mask_token_id, self.tok.vocab_size, self.tok.special_ids, mask,
                                 probability=self.probability, generator=g)
         x, types, mask, labels = (t.to(self.device) for t in (x, types, mask, labels))
+        nsp = rest[0].to(self.device) if rest else None  # (B,) 0 IsNext, 1 NotNext
         with step.autocast():
-            out = self.model.loss(x, labels, types, mask)  # the loss method, not forward: BertForPreTraining's
+            out = self.model.loss(x, labels, types, mask, nsp_labels=nsp)  # the loss method, not forward
         n = int((labels != IGNORE_INDEX).sum())
-        return StepOutput(out.loss, {"loss": float(out.loss.detach()) * n}, n)
+        sums = {"loss": float(out.loss.detach()) * n}
+        if nsp is not None:
+            acc = float((out.nsp_logits.detach().argmax(1) == nsp).float().mean())
+            sums.update(mlm_loss=float(out.mlm.detach()) * n, nsp_loss=float(out.nsp.detach()) * n, nsp_acc=acc * n)
+        return StepOutput(out.loss, sums, n)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -669,29 +685,62 @@ def train_model(cfg: BertLabConfig, init: str, loss: str, data: TaskData, vocab_
     return result
 
 
+def _pretrain_fortunes() -> list[str]:
+    """The fortunes outside the topic task's categories and the unsuitable files."""
+    names = sorted(p.name for p in bt.FORTUNE_DIR.glob("*") if p.is_file() and "." not in p.name)
+    return [f for name in names if name not in bt.TOPICS and name not in UNSUITABLE
+            for f in bt.read_fortunes(bt.FORTUNE_DIR / name)]
+
+
 def pretrain_texts(seed: int) -> list[str]:
     """KJV verses of the training chapters and the fortunes outside the topic task (and the unsuitable files)."""
     verses = load_kjv()
     train, _, _ = bt.chapter_split(verses, seed=seed)
-    texts = [verses[i].text for i in train]
-    names = sorted(p.name for p in bt.FORTUNE_DIR.glob("*") if p.is_file() and "." not in p.name)
-    for name in names:
-        if name not in bt.TOPICS and name not in UNSUITABLE:
-            texts += bt.read_fortunes(bt.FORTUNE_DIR / name)
-    return texts
+    return [verses[i].text for i in train] + _pretrain_fortunes()
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def pretrain_documents(seed: int) -> list[list[str]]:
+    """The same text as :func:`pretrain_texts` as documents of sentences, for next-sentence prediction: each
+    training chapter of the KJV (its verses, in order) and each fortune (split after ``.``, ``!`` or ``?``)."""
+    verses = load_kjv()
+    train, _, _ = bt.chapter_split(verses, seed=seed)
+    chapters: dict[tuple[str, int], list[str]] = {}
+    for i in sorted(train):
+        chapters.setdefault((verses[i].book, verses[i].chapter), []).append(verses[i].text)
+    fortunes = [[x for x in SENTENCE_END.split(" ".join(f.split())) if x] for f in _pretrain_fortunes()]
+    return list(chapters.values()) + fortunes
+
+
+def pretrain_examples(cfg: BertLabConfig, tok: WordPieceTokenizer) -> dict[str, tuple[Tensor, ...]]:
+    """Encoded ``train`` and ``val`` pre-training inputs: single texts, or with ``--nsp`` sentence pairs
+    ``[CLS] A [SEP] B [SEP]`` and their labels (:func:`~deepnotes.nn.pretraining.nsp_pairs`: 0 when B follows A,
+    1 when B comes from another document). Validation: a seeded 500 (or 5%) of them."""
+    if cfg.nsp:
+        pairs = nsp_pairs(pretrain_documents(cfg.seed), generator=torch.Generator().manual_seed(seed_for(cfg.seed, 3)))
+        n = len(pairs)
+    else:
+        texts = pretrain_texts(cfg.seed)
+        n = len(texts)
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    n_val = min(500, n // 20)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    chosen = {"train": train_idx[_subset(len(train_idx), cfg.limit_train, seed_for(cfg.seed, 1))],
+              "val": val_idx[_subset(len(val_idx), cfg.limit_eval, seed_for(cfg.seed, 2))]}
+    if not cfg.nsp:
+        return {s: _enc(tok([texts[i] for i in idx], max_length=cfg.max_length, padding="max_length"))
+                for s, idx in chosen.items()}
+    return {s: (*_enc(tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], max_length=cfg.max_length,
+                          padding="max_length")), torch.tensor([pairs[i][2] for i in idx]))
+            for s, idx in chosen.items()}
 
 
 def run_pretrain(cfg: BertLabConfig, ctx: RunContext) -> dict[str, Any]:
     """Masked-LM pre-training of the small BERT; model.safetensors holds BertForPreTraining's weights."""
     tok = tokenizer(cfg.max_length)
-    texts = pretrain_texts(cfg.seed)
-    order = np.random.default_rng(cfg.seed).permutation(len(texts))
-    n_val = min(500, len(texts) // 20)
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    train_idx = train_idx[_subset(len(train_idx), cfg.limit_train, seed_for(cfg.seed, 1))]
-    val_idx = val_idx[_subset(len(val_idx), cfg.limit_eval, seed_for(cfg.seed, 2))]
-    enc = {s: _enc(tok([texts[i] for i in idx], max_length=cfg.max_length, padding="max_length"))
-           for s, idx in (("train", train_idx), ("val", val_idx))}
+    enc = pretrain_examples(cfg, tok)
     torch.manual_seed(cfg.seed)
     model = SavablePreTraining(small_config(cfg, tok.vocab_size)).to(ctx.device)
     batches = TensorBatches(enc["train"], cfg.batch_size, cfg.seed, ctx.info,
@@ -702,13 +751,16 @@ def run_pretrain(cfg: BertLabConfig, ctx: RunContext) -> dict[str, Any]:
         trainer.resume()
     trainer.fit()
     run_folder = Run(ctx.run_dir)
-    res = {"task": "pretrain", "texts": {"train": len(train_idx), "val": len(val_idx)},
+    last = trainer.history[-1]
+    res = {"task": "pretrain", "nsp": cfg.nsp, "texts": {s: len(t[0]) for s, t in enc.items()},
            "parameters": sum(p.numel() for p in model.parameters()),
-           "val_mlm_loss": float(trainer.history[-1]["val_loss"]),
+           "val_mlm_loss": float(last["val_mlm_loss" if cfg.nsp else "val_loss"]),
+           **({"val_nsp_acc": float(last["val_nsp_acc"])} if cfg.nsp else {}),
            "train_time_s": sum(float(r["epoch_time_s"]) for r in trainer.history), "updates": trainer.total_steps}
     if ctx.info.is_main:
         run_folder.write_json("results.json", res)
-        ctx.log(f"pre-trained: validation masked-LM loss {res['val_mlm_loss']:.3f} after {res['updates']} updates "
+        nsp = f", next-sentence accuracy {res['val_nsp_acc']:.3f}" if cfg.nsp else ""
+        ctx.log(f"pre-trained: validation masked-LM loss {res['val_mlm_loss']:.3f}{nsp} after {res['updates']} updates "
                 f"({res['train_time_s']:.0f} s); report: {report(run_folder)}")
     return {"val_mlm_loss": res["val_mlm_loss"]}
 

@@ -246,11 +246,13 @@ class BertModel(nn.Module):
 
 
 class PreTrainingLoss(NamedTuple):
-    """``loss = mlm + nsp`` (nsp is 0 when no NSP labels were given)."""
+    """``loss = mlm + nsp`` (nsp is 0 when no NSP labels were given); ``nsp_logits`` (B, 2) with NSP labels, else
+    None."""
 
     loss: Tensor
     mlm: Tensor
     nsp: Tensor
+    nsp_logits: Tensor | None = None
 
 
 class BertForPreTraining(nn.Module):
@@ -293,8 +295,11 @@ class BertForPreTraining(nn.Module):
         h, pooled = self.bert(input_ids, token_type_ids, attention_mask)
         chosen = mlm_labels != IGNORE_INDEX  # (B, T)
         mlm = mlm_loss(self.mlm_head(h[chosen]), mlm_labels[chosen])  # (M, V) logits
-        nsp = pooled.new_zeros(()) if nsp_labels is None else nsp_loss(self.nsp_head(pooled), nsp_labels)
-        return PreTrainingLoss(mlm + nsp, mlm, nsp)
+        if nsp_labels is None:
+            return PreTrainingLoss(mlm, mlm, pooled.new_zeros(()))
+        nsp_logits = self.nsp_head(pooled)  # (B, 2)
+        nsp = nsp_loss(nsp_logits, nsp_labels)
+        return PreTrainingLoss(mlm + nsp, mlm, nsp, nsp_logits)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **overrides: Any) -> BertForPreTraining:
