@@ -16,7 +16,9 @@ ReLU layers each; z ~ N(0, I) of ``--z-dim``), the same for every variant. Varia
 * ``wgan-clip``: Arjovsky et al. 2017, critic loss ``E[f(fake)] - E[f(real)]``, weights clipped to
   ``[-c, c]`` after every critic update, ``--n-critic`` critic updates per generator update, RMSprop;
 * ``wgan-gp``: Gulrajani et al. 2017, the same critic loss plus ``lambda E[(||grad f(x_hat)|| - 1)^2]`` on
-  per-sample interpolates, ``--n-critic`` updates, Adam(beta1 0.5, beta2 0.9) as in the paper;
+  per-sample interpolates, ``--n-critic`` updates, Adam(beta1 0.5, beta2 0.9) as in the paper, ``lambda`` =
+  ``--gp-weight`` 0.1 as in the paper's code for its toy mixtures ("smaller lambda seems to help for toy tasks"; 10
+  for images);
 * ``sngan``: Miyato et al. 2018, spectral normalization (:mod:`deepnotes.nn.spectral`) on every layer of D, with
   the paper's hinge recipe: hinge loss, ``--sn-n-critic`` 5 D updates per G update, Adam (0, 0.9). With
   ``--sn-loss nonsaturating --sn-n-critic 1 --sn-betas 0.5,0.999`` the only difference from ``nonsaturating`` is
@@ -75,7 +77,8 @@ VARIANTS: dict[str, GANVariant] = {
     "wgan-clip": GANVariant("WGAN (clipping)", "wasserstein", repeat_critic=True, clip=True, optimizer="rmsprop",
                          source="Arjovsky et al. 2017 (RMSprop, c = 0.01, 5 critic updates)"),
     "wgan-gp": GANVariant("WGAN-GP", "wasserstein", repeat_critic=True, gp=True, betas=(0.5, 0.9),
-                       source="Gulrajani et al. 2017 (Adam betas 0.5, 0.9; lambda 10; 5 critic updates)"),
+                          source="Gulrajani et al. 2017 (Adam (0.5, 0.9); lambda 0.1, their toy code's; 5 critic "
+                                 "updates)"),
     "sngan": GANVariant("SN-GAN", "hinge", spectral=True, betas=(0.0, 0.9),
                         source="Miyato et al. 2018 (hinge loss; 5 D updates, Adam (0, 0.9))"),
 }
@@ -107,7 +110,8 @@ class GanToyConfig(TrainConfig):
     n_critic: int = option(5, "critic updates per generator update for wgan-clip and wgan-gp (the papers: 5)",
                            range="[1, 100]")
     clip_value: float = option(0.01, "wgan-clip's weight clipping c (Arjovsky et al.: 0.01)", range="(0, 10]")
-    gp_weight: float = option(10.0, "wgan-gp's penalty weight lambda (Gulrajani et al.: 10)", range="[0, 1000]")
+    gp_weight: float = option(0.1, "wgan-gp's penalty weight lambda (Gulrajani et al.'s toy code: 0.1; images: 10)",
+                              range="[0, 1000]")
     sn_loss: Literal["nonsaturating", "hinge"] = option(
         "hinge", "sngan's loss: hinge (Miyato et al.) or nonsaturating (with --sn-n-critic 1 --sn-betas 0.5,0.999: "
         "the nonsaturating GAN plus spectral norm)")
