@@ -22,7 +22,9 @@ all-MiniLM-L6-v2's real weights (``--init minilm``). ``random`` and ``pretrain``
 ``--task pretrain``: masked-LM pre-training (:mod:`deepnotes.nn.pretraining`: 15% of word pieces, 80/10/10) of that
 small BERT on KJV verses of the training chapters (the chapters of ``chapter_split(seed)``: no test verse of
 punctuation or next-verse is seen) and the fortunes of the categories outside the topic task (and outside the
-unsuitable ethnic, men-women and drugs files).
+unsuitable ethnic, men-women and drugs files). ``--nsp`` adds next-sentence prediction (Devlin et al. 2019, 3.1) on
+pairs of the same text: consecutive verses of a chapter or sentences of a fortune, half of the B's replaced by a
+sentence of another document.
 
 Files of a run folder (beside config.json):
     data.json                        split sizes, label names, the baseline's metrics
